@@ -1,0 +1,1 @@
+"""Gymnasium environments of exitgym: early exit, block skipping, reward shapes, vector envs."""

