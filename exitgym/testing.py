@@ -50,5 +50,10 @@ def synthetic_cache(
         flops_head=2.0 * hidden_size * num_labels,
         label_names=tuple(f"label{i}" for i in range(num_labels)),
         texts=tuple(("easy" if e else "hard") + f" sample {i}" for i, e in enumerate(easy)),
-        meta={"task": "synthetic", "split": "train", "seed": seed, "fingerprint": f"synthetic-{seed}"},
+        meta={
+            "task": "synthetic",
+            "split": "train",
+            "seed": seed,
+            "fingerprint": f"synthetic-{seed}",
+        },
     )

@@ -1,0 +1,317 @@
+"""A Hugging Face encoder stepped one layer at a time on a batch.
+
+Environments decide between layers (exit, skip a sub-block, drop tokens), so the model must be
+run layer by layer with per-sample decisions. :class:`Backbone` does that with the model's own
+modules (through :mod:`exitgym.backbones.hf_compat`), so with no skips it reproduces the model's
+``output_hidden_states``; skipped sub-blocks really do not run (rows that skip are left out of the
+computation), and dropped tokens are really removed so later layers cost less.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from exitgym.backbones import hf_compat
+from exitgym.backbones.flops import FlopsModel
+
+POOLINGS = ("cls", "mean")
+
+
+@dataclass(frozen=True)
+class State:
+    """The residual stream of a batch between two layers."""
+
+    hidden: torch.Tensor
+    """``[B, T, H]`` hidden states (padded positions hold unspecified values)."""
+    mask: torch.Tensor
+    """``[B, T]`` bool, True for real tokens."""
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        """Real token count of each sample ``[B]`` (what FLOPs are counted on)."""
+        return self.mask.sum(dim=1)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.hidden.shape[0])
+
+    def select(self, rows: torch.Tensor) -> State:
+        """The sub-batch of the given rows (bool mask or indices), trimmed to its longest sample.
+
+        Used to compact a batch when samples leave it (early exit), so later layers run on fewer
+        rows and columns.
+        """
+        hidden, mask = self.hidden[rows], self.mask[rows]
+        width = int(mask.sum(dim=1).max()) if mask.shape[0] else 0
+        return State(hidden[:, :width], mask[:, :width])
+
+
+def _as_row_mask(value: Any, batch_size: int, name: str) -> torch.Tensor | None:
+    """Validate a per-sample skip mask: None, or bool-like of shape [B]."""
+    if value is None:
+        return None
+    mask = torch.as_tensor(value)
+    if mask.dtype != torch.bool:
+        if mask.dtype.is_floating_point or mask.dtype.is_complex:
+            raise TypeError(
+                f"{name} must be a boolean mask of shape [{batch_size}], got {mask.dtype}"
+            )
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"{name} must hold only 0/1 or booleans")
+        mask = mask.to(torch.bool)
+    if tuple(mask.shape) != (batch_size,):
+        raise ValueError(
+            f"{name} must have shape [{batch_size}] (one flag per sample), got {tuple(mask.shape)}"
+        )
+    return mask
+
+
+class Backbone:
+    """A Hugging Face encoder (BERT, RoBERTa, ALBERT, DistilBERT) stepped layer by layer.
+
+    Args:
+        model: the base encoder (``AutoModel``), put in eval mode by the caller or here.
+        tokenizer: its tokenizer; may be None when callers pass token ids themselves.
+        name: a human-readable name (short name, hub id or directory).
+        pooling: ``cls`` (first token, BERT-style classifiers) or ``mean`` (masked mean,
+            sentence-transformers models). None picks the family default.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any | None = None,
+        name: str = "custom",
+        pooling: str | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.adapter = hf_compat.family_of(model.config)
+        pooling = pooling or self.adapter.default_pooling
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; allowed: {list(POOLINGS)}")
+        self.pooling = pooling
+        self.flops = FlopsModel.from_config(model.config)
+        self._layers = self.adapter.layers(model)
+        self._fingerprint: str | None = None
+
+    # ---- description --------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        return self.adapter.family
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.flops.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fingerprint(self) -> str:
+        """sha256 over the config, the pooling and every weight: names what a cache was built from.
+
+        Computed once per Backbone; a caller that changes weights in place (fine-tuning) must call
+        :meth:`invalidate_fingerprint`.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            config = self.model.config.to_dict()
+            for volatile in ("_name_or_path", "transformers_version", "architectures"):
+                config.pop(volatile, None)
+            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+            digest.update(self.pooling.encode())
+            for key, tensor in sorted(self.model.state_dict().items()):
+                digest.update(key.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    def invalidate_fingerprint(self) -> None:
+        self._fingerprint = None
+
+    # ---- stepping -----------------------------------------------------------------------------
+    def tokenize(
+        self,
+        texts: Sequence[str],
+        text_pairs: Sequence[str] | None = None,
+        max_length: int = 128,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenize a batch (padded to its longest member, truncated to ``max_length``)."""
+        if self.tokenizer is None:
+            raise ValueError(f"backbone {self.name!r} has no tokenizer; pass token ids to embed()")
+        _check_texts(texts, "texts")
+        if text_pairs is not None:
+            _check_texts(text_pairs, "text_pairs")
+            if len(text_pairs) != len(texts):
+                raise ValueError(
+                    f"text_pairs has {len(text_pairs)} entries but texts has {len(texts)}"
+                )
+        encoded = self.tokenizer(
+            list(texts),
+            list(text_pairs) if text_pairs is not None else None,
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        return dict(encoded)
+
+    def embed(self, batch: Mapping[str, torch.Tensor] | Sequence[str]) -> State:
+        """Embeddings of a batch: the state entering layer 1 (0-based layer 0)."""
+        if isinstance(batch, str):
+            raise TypeError("embed() takes a batch: a list of strings or a tokenized dict")
+        if not isinstance(batch, Mapping):
+            batch = self.tokenize(list(batch))
+        if "input_ids" not in batch:
+            raise ValueError("a tokenized batch needs 'input_ids' (and usually 'attention_mask')")
+        input_ids = torch.as_tensor(batch["input_ids"], device=self.device)
+        if input_ids.ndim != 2 or input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+            raise ValueError(
+                f"input_ids must be a non-empty [batch, tokens] tensor, got "
+                f"{tuple(input_ids.shape)}"
+            )
+        mask = batch.get("attention_mask")
+        mask = (
+            torch.ones_like(input_ids, dtype=torch.bool)
+            if mask is None
+            else torch.as_tensor(mask, device=self.device).to(torch.bool)
+        )
+        token_types = batch.get("token_type_ids")
+        if token_types is not None:
+            token_types = torch.as_tensor(token_types, device=self.device)
+        hidden = self.adapter.embed(self.model, input_ids, token_types)
+        return State(hidden, mask)
+
+    def layer(
+        self,
+        i: int,
+        state: State,
+        skip_attention: Any | None = None,
+        skip_ffn: Any | None = None,
+    ) -> State:
+        """Run layer ``i`` (0-based) with per-sample skip masks.
+
+        A skipped sub-block leaves the residual stream unchanged for that sample; rows that skip
+        a sub-block are not computed at all, so skipping saves real time as well as FLOPs.
+        """
+        if not 0 <= i < self.num_layers:
+            raise IndexError(
+                f"layer index {i} out of range; this backbone has layers 0..{self.num_layers - 1}"
+            )
+        batch = state.batch_size
+        skip_att = _as_row_mask(skip_attention, batch, "skip_attention")
+        skip_f = _as_row_mask(skip_ffn, batch, "skip_ffn")
+        module = self._layers[i]
+        hidden = self._sub_block(self.adapter.attention, module, state, skip_att, needs_mask=True)
+        hidden = self._sub_block(
+            self.adapter.ffn, module, State(hidden, state.mask), skip_f, needs_mask=False
+        )
+        return State(hidden, state.mask)
+
+    def _sub_block(
+        self,
+        block: hf_compat.Block,
+        module: nn.Module,
+        state: State,
+        skip: torch.Tensor | None,
+        needs_mask: bool,
+    ) -> torch.Tensor:
+        if skip is not None:
+            skip = skip.to(state.hidden.device)
+        if skip is None or not bool(skip.any()):
+            return block(module, state.hidden, self._mask4d(state, needs_mask))
+        if bool(skip.all()):
+            return state.hidden
+        run = ~skip
+        sub = state.select(run)
+        mask4d = self._mask4d(sub, needs_mask)
+        out = state.hidden.clone()
+        out[run, : sub.hidden.shape[1]] = block(module, sub.hidden, mask4d)
+        return out
+
+    def _mask4d(self, state: State, needs_mask: bool) -> torch.Tensor | None:
+        if not needs_mask:
+            return None
+        return hf_compat.attention_mask_4d(self.model, state.hidden, state.mask)
+
+    def drop_tokens(self, state: State, keep_mask: Any) -> State:
+        """Really remove tokens: kept tokens move left, the batch shrinks to the longest sample.
+
+        The first token (CLS) is always kept, whatever ``keep_mask`` says, since CLS pooling and
+        the heads read it. Padding stays dropped.
+        """
+        keep = torch.as_tensor(keep_mask, device=state.hidden.device)
+        if keep.dtype != torch.bool:
+            raise TypeError(f"keep_mask must be a boolean tensor, got {keep.dtype}")
+        if tuple(keep.shape) != tuple(state.mask.shape):
+            raise ValueError(
+                f"keep_mask must have shape {tuple(state.mask.shape)} (batch, tokens), "
+                f"got {tuple(keep.shape)}"
+            )
+        keep = keep & state.mask
+        keep[:, 0] = True
+        new_len = keep.sum(dim=1)
+        width = int(new_len.max())
+        # Stable order of kept positions: sort by (not kept, position).
+        positions = torch.arange(keep.shape[1], device=keep.device).expand_as(keep)
+        order = torch.argsort((~keep).to(torch.int64) * keep.shape[1] + positions, dim=1)[:, :width]
+        hidden = torch.gather(
+            state.hidden, 1, order.unsqueeze(-1).expand(-1, -1, state.hidden.shape[-1])
+        )
+        mask = torch.arange(width, device=keep.device)[None, :] < new_len[:, None]
+        return State(hidden, mask)
+
+    def pool(self, state: State) -> torch.Tensor:
+        """``[B, H]``: first token (``cls``) or masked mean over real tokens (``mean``)."""
+        if self.pooling == "cls":
+            return state.hidden[:, 0]
+        weights = state.mask.to(state.hidden.dtype).unsqueeze(-1)
+        return (state.hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def forward_pooled(
+        self, batch: Mapping[str, torch.Tensor] | Sequence[str]
+    ) -> list[torch.Tensor]:
+        """Pooled state after every layer, no skips: ``L`` tensors of ``[B, H]``."""
+        state = self.embed(batch)
+        pooled = []
+        for i in range(self.num_layers):
+            state = self.layer(i, state)
+            pooled.append(self.pool(state))
+        return pooled
+
+    def layer_flops(self, state: State) -> torch.Tensor:
+        """FLOPs of one full layer for each sample at its current real length ``[B]``."""
+        return torch.as_tensor(self.flops.layer(state.lengths.to(torch.float64)))
+
+    def __repr__(self) -> str:
+        return (
+            f"Backbone(name={self.name!r}, family={self.family!r}, layers={self.num_layers}, "
+            f"hidden={self.hidden_size}, pooling={self.pooling!r})"
+        )
+
+
+def _check_texts(texts: Any, name: str) -> None:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError(f"{name} is empty; give at least one string")
+    for k, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{k}] is {type(text).__name__}, expected str")
