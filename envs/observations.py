@@ -1,0 +1,273 @@
+"""Observation views of the exit environments: a registry of small objects, combinable with ``+``.
+
+A view turns what is known after layer ``l`` (pooled states, head logits and cost fractions of
+layers ``1..l``) into a float32 vector. Views are *causal*: row ``l`` only reads layers ``<= l``,
+so the same code computes a whole cache at once (cached mode: one table ``[N, L, d]`` built at
+construction, then every step is an index) and one episode prefix at a time (live mode).
+
+Registered views:
+
+- ``features`` (6): layer fraction ``l/L``, max probability, normalized entropy ``H/log C``, top-2
+  margin ``p1 − p2``, patience (length of the run of identical predictions ending at ``l``,
+  divided by ``L``; ``1/L`` at layer 1) and cost spent so far ``c_l``;
+- ``logits`` (C): the exit head's logits at layer ``l``;
+- ``hidden`` (H): the pooled state after layer ``l`` (what the exit head reads);
+- ``prev`` (H): the pooled state after layer ``l − 1`` (zeros at layer 1); ``hidden+prev`` is the
+  ``[h_l, h_{l−1}]`` input of PALBERT's exit heads.
+
+Combine views with ``+`` (``"features+logits"``); parts are concatenated in the order given.
+Bounds are finite: fixed where the quantity is bounded (``features``), otherwise the per-dimension
+range over the cache widened by a margin (live observations are clipped to it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+__all__ = [
+    "OBSERVATIONS",
+    "CombinedView",
+    "FeaturesView",
+    "HiddenView",
+    "LogitsView",
+    "ObservationView",
+    "PrevHiddenView",
+    "ViewInputs",
+    "make_observation",
+    "register_observation",
+]
+
+BOUND_MARGIN: float = 0.1
+"""Data-driven bounds are widened by this fraction of each dimension's range (plus 1e-3)."""
+
+
+@dataclass(frozen=True)
+class ViewInputs:
+    """What a view may read: layers ``1..l`` of ``n`` samples (``l`` may be less than ``L``)."""
+
+    pooled: np.ndarray
+    """float32 ``[n, l, H]`` pooled states."""
+    logits: np.ndarray
+    """float32 ``[n, l, C]`` exit-head logits."""
+    cost: np.ndarray
+    """float64 ``[n, l]`` cost fraction spent after each layer."""
+    num_layers: int
+    """``L``, the model's depth (for fractions)."""
+
+
+class ObservationView(ABC):
+    """One named part of an observation vector."""
+
+    name: ClassVar[str] = ""
+    """Registry key (set by :func:`register_observation`)."""
+
+    @abstractmethod
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        """Number of float32 entries this view contributes."""
+
+    @abstractmethod
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        """The view at every given layer: ``[n, l, dim]`` float32 (may share inputs' memory)."""
+
+    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Finite per-dimension ``(low, high)`` containing ``table`` (``[N, L, dim]``, whole cache).
+
+        The default widens the observed range by :data:`BOUND_MARGIN`, so live observations that
+        differ from the cache by float noise stay inside.
+        """
+        flat = table.reshape(-1, table.shape[-1])
+        low = flat.min(axis=0).astype(np.float64)
+        high = flat.max(axis=0).astype(np.float64)
+        pad = BOUND_MARGIN * (high - low) + 1e-3
+        return (low - pad).astype(np.float32), (high + pad).astype(np.float32)
+
+
+_VIEW_T = TypeVar("_VIEW_T", bound=type[ObservationView])
+
+OBSERVATIONS: dict[str, type[ObservationView]] = {}
+"""Registered observation views by name."""
+
+
+def register_observation(name: str) -> Callable[[_VIEW_T], _VIEW_T]:
+    """Class decorator adding an :class:`ObservationView` subclass to :data:`OBSERVATIONS`.
+
+    Raises:
+        ValueError: ``name`` is empty, contains ``+`` or is taken by another class.
+    """
+    if not isinstance(name, str) or not name or "+" in name:
+        raise ValueError(f"observation name must be a non-empty string without '+', got {name!r}")
+
+    def decorator(cls: _VIEW_T) -> _VIEW_T:
+        if not (isinstance(cls, type) and issubclass(cls, ObservationView)):
+            raise TypeError(f"register_observation({name!r}) needs an ObservationView subclass")
+        existing = OBSERVATIONS.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(
+                f"observation {name!r} is already registered as {existing.__qualname__}"
+            )
+        cls.name = name
+        OBSERVATIONS[name] = cls
+        return cls
+
+    return decorator
+
+
+def _softmax_stats(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Max probability, normalized entropy and top-2 margin of ``[..., C]`` logits (float64)."""
+    z = np.asarray(logits, dtype=np.float64)
+    num_labels = z.shape[-1]
+    logp = z - z.max(axis=-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(axis=-1, keepdims=True))
+    p = np.exp(logp)
+    if num_labels == 1:
+        ones = np.ones(z.shape[:-1])
+        return ones, np.zeros(z.shape[:-1]), ones
+    entropy = -(p * logp).sum(axis=-1) / np.log(num_labels)
+    top2 = np.sort(p, axis=-1)[..., -2:]
+    return top2[..., 1], entropy, top2[..., 1] - top2[..., 0]
+
+
+def patience_run(predictions: np.ndarray) -> np.ndarray:
+    """Length of the run of identical predictions ending at each layer (``[n, l]`` int64, >= 1)."""
+    run = np.ones(predictions.shape, dtype=np.int64)
+    for j in range(1, predictions.shape[1]):
+        same = predictions[:, j] == predictions[:, j - 1]
+        run[:, j] = np.where(same, run[:, j - 1] + 1, 1)
+    return run
+
+
+@register_observation("features")
+class FeaturesView(ObservationView):
+    """Six hand-made exit features, all in ``[0, 1]`` (cost may exceed 1 with policy FLOPs)."""
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "layer_fraction",
+        "max_prob",
+        "entropy",
+        "margin",
+        "patience",
+        "cost",
+    )
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return len(self.FIELDS)
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        n, length = inputs.logits.shape[:2]
+        num_layers = inputs.num_layers
+        max_prob, entropy, margin = _softmax_stats(inputs.logits)
+        run = patience_run(inputs.logits.argmax(axis=-1))
+        out = np.empty((n, length, len(self.FIELDS)), dtype=np.float64)
+        out[..., 0] = np.arange(1, length + 1)[None, :] / num_layers
+        out[..., 1] = max_prob
+        out[..., 2] = entropy
+        out[..., 3] = margin
+        out[..., 4] = run / num_layers
+        out[..., 5] = inputs.cost
+        # Rounding may push an entropy or probability a hair outside [0, 1].
+        np.clip(out[..., :5], 0.0, 1.0, out=out[..., :5])
+        return out.astype(np.float32)
+
+    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        low = np.zeros(len(self.FIELDS), dtype=np.float32)
+        high = np.ones(len(self.FIELDS), dtype=np.float32)
+        # The cost fraction exceeds 1 when the policy's own FLOPs are charged.
+        high[5] = max(1.0, float(table[..., 5].max()))
+        return low, high
+
+
+@register_observation("logits")
+class LogitsView(ObservationView):
+    """The exit head's raw logits at the current layer."""
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return num_labels
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        return np.asarray(inputs.logits, dtype=np.float32)
+
+
+@register_observation("hidden")
+class HiddenView(ObservationView):
+    """The pooled state after the current layer (the exit head's input)."""
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return hidden_size
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        return np.asarray(inputs.pooled, dtype=np.float32)
+
+
+@register_observation("prev")
+class PrevHiddenView(ObservationView):
+    """The pooled state after the previous layer; zeros at layer 1 (nothing came before)."""
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return hidden_size
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        pooled = np.asarray(inputs.pooled, dtype=np.float32)
+        out = np.zeros_like(pooled)
+        out[:, 1:] = pooled[:, :-1]
+        return out
+
+
+@dataclass(frozen=True)
+class CombinedView:
+    """An observation made of one or more registered views, concatenated in order."""
+
+    parts: tuple[ObservationView, ...]
+    """The views, in concatenation order."""
+
+    @property
+    def spec(self) -> str:
+        """The ``"a+b"`` string this view was made from."""
+        return "+".join(part.name for part in self.parts)
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        """Total length of the observation vector."""
+        return sum(part.dim(hidden_size, num_labels) for part in self.parts)
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        """``[n, l, dim]`` float32; a single part is returned without copying."""
+        tables = [part.compute(inputs) for part in self.parts]
+        return tables[0] if len(tables) == 1 else np.concatenate(tables, axis=-1)
+
+    def build(self, inputs: ViewInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Table of the whole cache plus its bounds: ``(table [N, L, d], low [d], high [d])``."""
+        tables = [part.compute(inputs) for part in self.parts]
+        lows, highs = zip(
+            *(p.bounds(t) for p, t in zip(self.parts, tables, strict=True)), strict=True
+        )
+        table = tables[0] if len(tables) == 1 else np.concatenate(tables, axis=-1)
+        return table, np.concatenate(lows), np.concatenate(highs)
+
+
+def make_observation(spec: str | CombinedView) -> CombinedView:
+    """Parse ``"features"``, ``"hidden+prev"``, ``"features+logits"``, ... into a view.
+
+    Raises:
+        ValueError: Empty spec, unknown part (the message lists the registered views) or a part
+            repeated.
+    """
+    if isinstance(spec, CombinedView):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"observation must be a non-empty string like 'features' or 'hidden+prev', got {spec!r}"
+        )
+    names = [name.strip() for name in spec.split("+")]
+    unknown = [name for name in names if name not in OBSERVATIONS]
+    if unknown:
+        raise ValueError(
+            f"unknown observation view(s) {unknown} in {spec!r}; registered views: "
+            f"{sorted(OBSERVATIONS)} (combine them with '+')"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"observation {spec!r} repeats a view; use each view at most once")
+    return CombinedView(tuple(OBSERVATIONS[name]() for name in names))
