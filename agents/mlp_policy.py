@@ -1,0 +1,157 @@
+"""The small MLP policy of the learned agents (ConsistentEE's 2-layer policy network).
+
+One network for Discrete(n) and MultiDiscrete(nvec) action spaces: it outputs ``sum(nvec)`` logits
+read as independent categoricals (one per action dimension). It implements the
+:class:`~exitgym.agents.base.Policy` protocol (greedy = argmax, sampling with its own seeded numpy
+generator so runs are reproducible) and reports its own cost, ``policy_flops``, so the env can
+charge it (``gym.make(..., policy_flops=policy.policy_flops)``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from exitgym.agents.io import load_module_state, save_module
+
+
+@dataclass(frozen=True)
+class MLPPolicyConfig:
+    """Architecture of the policy network."""
+
+    obs_dim: int
+    """Length of the observation vector."""
+    nvec: tuple[int, ...]
+    """Number of choices per action dimension (``(2,)`` for EarlyExit's Discrete(2))."""
+    hidden: int = 64
+    """Width of the hidden layer."""
+    num_layers: int = 2
+    """Number of linear layers (2 = Linear-ReLU-Linear, as in ConsistentEE)."""
+    multi_discrete: bool = False
+    """True when the env's action space is MultiDiscrete (actions are ``[B, k]``)."""
+    observation: str = "features"
+    """Observation spec the policy was trained on (checked by ``evaluate``)."""
+
+    def __post_init__(self) -> None:
+        if self.obs_dim <= 0 or self.hidden <= 0 or self.num_layers < 1:
+            raise ValueError(f"bad MLPPolicyConfig sizes: {self}")
+        if not self.nvec or min(self.nvec) < 1:
+            raise ValueError(f"nvec must be non-empty positive ints, got {self.nvec}")
+
+
+def nvec_of(action_space: Any) -> tuple[tuple[int, ...], bool]:
+    """``(nvec, multi_discrete)`` of a gymnasium Discrete or MultiDiscrete space."""
+    from gymnasium import spaces
+
+    if isinstance(action_space, spaces.Discrete):
+        return (int(action_space.n),), False
+    if isinstance(action_space, spaces.MultiDiscrete):
+        return tuple(int(n) for n in np.asarray(action_space.nvec).ravel()), True
+    raise TypeError(
+        f"the MLP policy supports Discrete and MultiDiscrete action spaces, got {action_space}"
+    )
+
+
+class MLPPolicy(nn.Module):
+    """Observation -> independent categorical logits per action dimension."""
+
+    def __init__(self, config: MLPPolicyConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.required_observation = config.observation
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)  # initialisation depends on the seed only
+        sizes = [config.obs_dim] + [config.hidden] * (config.num_layers - 1) + [sum(config.nvec)]
+        layers: list[nn.Module] = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            if i < len(sizes) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+        torch.random.set_rng_state(gen_state)
+        self._rng = np.random.default_rng(seed)
+        self.epsilon = 0.0
+        """Exploration: with this probability a sampled action is uniform (training only)."""
+
+    # ----- distribution --------------------------------------------------------------------
+    def logits(self, obs: torch.Tensor) -> list[torch.Tensor]:
+        """One ``[..., n_i]`` logits tensor per action dimension."""
+        return list(torch.split(self.net(obs), list(self.config.nvec), dim=-1))
+
+    def log_prob_entropy(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probability of ``actions`` and policy entropy, both summed over action dims.
+
+        Args:
+            obs: ``[..., D]`` observations.
+            actions: ``[...]`` (Discrete) or ``[..., k]`` (MultiDiscrete) int64 actions.
+        """
+        acts = actions if self.config.multi_discrete else actions.unsqueeze(-1)
+        logp, ent = torch.zeros(obs.shape[:-1]), torch.zeros(obs.shape[:-1])
+        for i, lg in enumerate(self.logits(obs)):
+            lsm = torch.log_softmax(lg, dim=-1)
+            logp = logp + lsm.gather(-1, acts[..., i : i + 1]).squeeze(-1)
+            ent = ent - (lsm.exp() * lsm).sum(-1)
+        return logp, ent
+
+    # ----- Policy protocol -----------------------------------------------------------------
+    def reset(self, num_envs: int) -> None:
+        """Stateless: nothing to reset."""
+
+    def seed(self, seed: int) -> None:
+        """Reseed the sampling generator (sampled actions and epsilon-greedy)."""
+        self._rng = np.random.default_rng(seed)
+
+    def act(
+        self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        """Greedy (argmax) or sampled actions for a batch ``[B, D]``."""
+        obs_t = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float32)))
+        with torch.no_grad():
+            groups = [torch.softmax(lg.double(), -1).numpy() for lg in self.logits(obs_t)]
+        cols = []
+        for probs in groups:
+            if deterministic:
+                cols.append(probs.argmax(-1))
+                continue
+            u = self._rng.random((probs.shape[0], 1))
+            choice = (u > np.cumsum(probs, axis=-1)).sum(-1).clip(max=probs.shape[-1] - 1)
+            if self.epsilon > 0:
+                explore = self._rng.random(probs.shape[0]) < self.epsilon
+                uniform = self._rng.integers(probs.shape[-1], size=probs.shape[0])
+                choice = np.where(explore, uniform, choice)
+            cols.append(choice)
+        actions = np.stack(cols, -1).astype(np.int64)
+        return actions if self.config.multi_discrete else actions[:, 0]
+
+    # ----- cost and persistence ------------------------------------------------------------
+    @property
+    def policy_flops(self) -> float:
+        """FLOPs of one forward pass (2 x multiply-adds of the linear layers, per step)."""
+        return float(sum(2 * m.in_features * m.out_features for m in self.net if
+                         isinstance(m, nn.Linear)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "mlp-policy", **asdict(self.config)}
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``policy.safetensors`` + ``policy.json`` (config and ``extra``), atomically."""
+        meta = {"config": asdict(self.config), **(extra or {})}
+        return save_module(self, Path(directory), "policy", meta)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> MLPPolicy:
+        """Inverse of :meth:`save` (safetensors, no pickle)."""
+        meta = json.loads((Path(directory) / "policy.json").read_text())
+        cfg = dict(meta["config"])
+        cfg["nvec"] = tuple(cfg["nvec"])
+        policy = cls(MLPPolicyConfig(**cfg))
+        policy.load_state_dict(load_module_state(Path(directory), "policy"))
+        return policy

@@ -1,0 +1,280 @@
+"""REINFORCE with self-critical / mean-of-K / moving-average baselines on the exit environments.
+
+Each update runs a batch of episodes on chosen samples (see :mod:`exitgym.agents.rollout`), weights
+``Σ_t log π(a_t | s_t)`` of every episode by its advantage ``R − b`` and adds an entropy bonus:
+
+    loss = −mean_episodes[(R − b) · Σ_t log π(a_t|s_t)] − entropy_coef · mean_steps[H(π(·|s_t))]
+
+Baselines (``ReinforceConfig.baseline``; registry :data:`BASELINES`):
+
+- ``self-critical``: b = return of the *greedy* rollout of the same policy on the same sample
+  (the sample is rerun with ``options={"sample_id": i}``); the advantage is exactly 0 when the
+  sampled episode equals the greedy one.
+- ``mean-of-k``: every sample is run K times (sampled); b = the mean of its K returns
+  (ConsistentEE's code).
+- ``moving-average``: b = exponential moving average of past batch-mean returns.
+- ``none``: b = 0.
+
+Exploration: entropy bonus and epsilon-greedy (with probability ε a sampled action is uniform; the
+gradient still uses log π of the action taken, the usual practical choice). Everything is seeded:
+the same config and seed give identical weights (``torch.equal``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig, nvec_of
+from exitgym.agents.rollout import Rollout, env_observation, num_samples_of, run_episodes
+
+BASELINES: tuple[str, ...] = ("self-critical", "mean-of-k", "moving-average", "none")
+"""Supported baselines."""
+
+
+@dataclass(frozen=True)
+class ReinforceConfig:
+    """Hyper-parameters of :class:`Reinforce`."""
+
+    baseline: str = "self-critical"
+    """One of :data:`BASELINES`."""
+    batch_size: int = 64
+    """Sampled episodes per update (for mean-of-k: distinct samples x k)."""
+    k: int = 4
+    """Rollouts per sample for the ``mean-of-k`` baseline."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    hidden: int = 64
+    """Hidden width of the 2-layer MLP policy."""
+    num_layers: int = 2
+    """Linear layers of the policy MLP."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus."""
+    epsilon: float = 0.0
+    """Epsilon-greedy exploration probability while sampling."""
+    ma_decay: float = 0.9
+    """Decay of the moving-average baseline."""
+    normalize_advantage: bool = False
+    """Divide advantages by their batch std (keeps the exact zeros of self-critical)."""
+    max_grad_norm: float = 5.0
+    """Gradient clipping (0 = off)."""
+    seed: int = 0
+    """Seeds initialisation, sample choice, action sampling and env resets."""
+
+    def __post_init__(self) -> None:
+        if self.baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r}; choose one of {BASELINES}")
+        if self.batch_size < 1 or self.k < 1:
+            raise ValueError("batch_size and k must be >= 1")
+        if self.baseline == "mean-of-k" and (self.k < 2 or self.batch_size % self.k):
+            raise ValueError(
+                f"mean-of-k needs k >= 2 dividing batch_size (got k={self.k}, "
+                f"batch_size={self.batch_size})"
+            )
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+
+
+def compute_advantages(
+    baseline: str, returns: np.ndarray, greedy_returns: np.ndarray | None = None,
+    k: int = 1, moving_average: float = 0.0,
+) -> np.ndarray:
+    """Advantage ``R − b`` of each sampled episode under the chosen baseline.
+
+    Args:
+        baseline: One of :data:`BASELINES`.
+        returns: ``[B]`` returns of the sampled episodes. For ``mean-of-k`` ordered sample-major:
+            the K rollouts of one sample are consecutive.
+        greedy_returns: ``[B]`` greedy returns on the same samples (``self-critical``).
+        k: Rollouts per sample (``mean-of-k``).
+        moving_average: Current moving-average baseline value.
+    """
+    returns = np.asarray(returns, dtype=np.float64)
+    if baseline == "self-critical":
+        if greedy_returns is None:
+            raise ValueError("the self-critical baseline needs the greedy returns")
+        return returns - np.asarray(greedy_returns, dtype=np.float64)
+    if baseline == "mean-of-k":
+        grouped = returns.reshape(-1, k)
+        return (grouped - grouped.mean(axis=1, keepdims=True)).reshape(-1)
+    if baseline == "moving-average":
+        return returns - moving_average
+    if baseline == "none":
+        return returns.copy()
+    raise ValueError(f"unknown baseline {baseline!r}; choose one of {BASELINES}")
+
+
+def concat_rollouts(blocks: list[Rollout]) -> Rollout:
+    """Join blocks along the episode axis, padding shorter ones in time (``alive`` = False)."""
+    steps = max(b.obs.shape[0] for b in blocks)
+
+    def pad(x: np.ndarray, fill: Any = 0) -> np.ndarray:
+        width = [(0, steps - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        return np.pad(x, width, constant_values=fill)
+
+    return Rollout(
+        obs=np.concatenate([pad(b.obs) for b in blocks], 1),
+        actions=np.concatenate([pad(b.actions) for b in blocks], 1),
+        rewards=np.concatenate([pad(b.rewards) for b in blocks], 1),
+        alive=np.concatenate([pad(b.alive, False) for b in blocks], 1),
+        sample_ids=np.concatenate([b.sample_ids for b in blocks]),
+        final_infos=[i for b in blocks for i in b.final_infos],
+    )
+
+
+Logger = Callable[[dict[str, float]], None]
+
+
+class Reinforce:
+    """REINFORCE trainer of an :class:`MLPPolicy` on an exit env (vector or single).
+
+    Example:
+        >>> env = gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=cache, reward="hardness",
+        ...                    vectorization_mode="vector_entry_point")
+        >>> agent = Reinforce(env, ReinforceConfig(baseline="self-critical"))
+        >>> agent.learn(200); evaluate(agent.policy, env)
+    """
+
+    def __init__(
+        self, env: Any, config: ReinforceConfig | None = None, observation: str | None = None,
+        logger: Logger | None = None, log_dir: str | Path | None = None,
+    ) -> None:
+        self.env, self.config = env, config or ReinforceConfig()
+        space = getattr(env, "single_action_space", None) or env.action_space
+        obs_space = getattr(env, "single_observation_space", None) or env.observation_space
+        nvec, multi = nvec_of(space)
+        spec = observation or env_observation(env) or "features"
+        cfg = MLPPolicyConfig(
+            obs_dim=int(np.prod(obs_space.shape)), nvec=nvec, hidden=self.config.hidden,
+            num_layers=self.config.num_layers, multi_discrete=multi, observation=spec,
+        )
+        self.policy = MLPPolicy(cfg, seed=self.config.seed)
+        self.policy.epsilon = self.config.epsilon
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
+        self.rng = np.random.default_rng(self.config.seed)
+        self.num_samples = num_samples_of(env)
+        self.moving_average = 0.0
+        self.updates = 0
+        self.history: list[dict[str, float]] = []
+        self.logger = logger
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+        self._seeded_env = False
+
+    # ----- rollouts ------------------------------------------------------------------------
+    def _rollout(self, ids: np.ndarray, deterministic: bool) -> Rollout:
+        seed = None
+        if not self._seeded_env:
+            seed, self._seeded_env = self.config.seed, True
+        self.policy.eval()
+        blocks = run_episodes(
+            self.env, lambda o, i: self.policy.act(o, i, deterministic=deterministic), ids, seed
+        )
+        return concat_rollouts(blocks)
+
+    def _draw_ids(self) -> np.ndarray:
+        cfg = self.config
+        if cfg.baseline == "mean-of-k":
+            distinct = self.rng.integers(self.num_samples, size=cfg.batch_size // cfg.k)
+            return np.repeat(distinct, cfg.k)
+        return self.rng.integers(self.num_samples, size=cfg.batch_size)
+
+    def _score_terms(
+        self, ro: Rollout
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``Σ_t log π`` per episode ``[B]`` and mean entropy over live steps (with grad)."""
+        self.policy.train()
+        obs = torch.as_tensor(ro.obs)
+        logp, ent = self.policy.log_prob_entropy(obs, torch.as_tensor(ro.actions))
+        alive = torch.as_tensor(ro.alive, dtype=logp.dtype)
+        return (logp * alive).sum(0), (ent * alive).sum() / alive.sum().clamp_min(1.0)
+
+    # ----- one update ----------------------------------------------------------------------
+    def update(self) -> dict[str, float]:
+        """Sample a batch, compute advantages, take one optimizer step; returns the metrics."""
+        cfg = self.config
+        ids = self._draw_ids()
+        sampled = self._rollout(ids, deterministic=False)
+        greedy = self._rollout(ids, deterministic=True) if cfg.baseline == "self-critical" else None
+        returns = sampled.returns
+        adv = compute_advantages(
+            cfg.baseline, returns, greedy.returns if greedy is not None else None, cfg.k,
+            self.moving_average,
+        )
+        if cfg.normalize_advantage and adv.std() > 0:
+            adv = adv / adv.std()
+        self.optimizer.zero_grad()
+        sum_logp, entropy = self._score_terms(sampled)
+        loss = self._loss(sampled, greedy, adv, sum_logp, entropy)
+        if loss is not None:
+            loss.backward()
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.moving_average = (cfg.ma_decay * self.moving_average
+                               + (1 - cfg.ma_decay) * float(returns.mean()))
+        self.updates += 1
+        metrics = {
+            "update": float(self.updates), "return": float(returns.mean()),
+            "accuracy": float(np.mean(sampled.info_array("correct"))),
+            "cost": float(np.nanmean(sampled.info_array("cost"))),
+            "exit_layer": float(np.nanmean(sampled.info_array("exit_layer"))),
+            "entropy": float(entropy.detach()), "advantage_abs": float(np.abs(adv).mean()),
+            **self._extra_metrics(),
+        }
+        if greedy is not None:
+            metrics["greedy_return"] = float(greedy.returns.mean())
+        self._log(metrics)
+        return metrics
+
+    def _loss(
+        self, sampled: Rollout, greedy: Rollout | None, adv: np.ndarray,
+        sum_logp: torch.Tensor, entropy: torch.Tensor,
+    ) -> torch.Tensor | None:
+        """The REINFORCE loss (subclasses may instead set ``.grad`` and return None)."""
+        weights = torch.as_tensor(adv, dtype=sum_logp.dtype)
+        return -(weights * sum_logp).mean() - self.config.entropy_coef * entropy
+
+    def _extra_metrics(self) -> dict[str, float]:
+        return {}
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        self.history.append(metrics)
+        if self.logger is not None:
+            self.logger(metrics)
+        if self.writer is not None:
+            for key, value in metrics.items():
+                if key != "update":
+                    self.writer.add_scalar(f"train/{key}", value, self.updates)
+
+    def learn(self, num_updates: int) -> Reinforce:
+        """Run ``num_updates`` updates (each a batch of ``config.batch_size`` episodes)."""
+        if num_updates < 0:
+            raise ValueError(f"num_updates must be >= 0, got {num_updates}")
+        t0 = time.perf_counter()
+        for _ in range(num_updates):
+            self.update()
+        if self.writer is not None:
+            self.writer.add_scalar("time/train_s", time.perf_counter() - t0, self.updates)
+            self.writer.flush()
+        return self
+
+    # ----- persistence ---------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Policy weights (safetensors) + policy and trainer config (JSON)."""
+        return self.policy.save(directory, {"trainer": type(self).__name__,
+                                            "trainer_config": asdict(self.config),
+                                            "updates": self.updates})
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

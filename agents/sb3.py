@@ -1,0 +1,188 @@
+"""stable-baselines3 glue: train PPO / A2C / DQN (and sb3-contrib MaskablePPO) on exitgym envs.
+
+One function, :func:`train_sb3`, trains on a registered env id or an env instance and returns an
+:class:`SB3Policy` that implements the :class:`~exitgym.agents.base.Policy` protocol, so SB3
+models go through the same :func:`~exitgym.agents.evaluate` as rules and REINFORCE. Logging is
+SB3's own logger (stdout + TensorBoard when ``log_dir`` is given, via ``tensorboard_log``).
+
+Envs are vectorised for SB3 with ``DummyVecEnv`` over single envs (an exit step is an array look-up,
+so this is fast enough; SB3's VecEnv API differs from gymnasium 1.x vector envs).
+
+**MaskablePPO** applies where some actions are invalid in some states: the env must expose
+``action_masks()`` (e.g. SkipBlock with ``allow_exit``). In EarlyExit both actions are always valid,
+so masking does not apply there and ``train_sb3("maskable-ppo", "exitgym/EarlyExit-v0")`` raises.
+
+Persistence avoids SB3's zip format (it stores cloudpickled objects): :meth:`SB3Policy.save`
+writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the model and loads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from torch import nn
+
+from exitgym.agents.io import load_module_state, save_module
+from exitgym.agents.rollout import env_observation
+
+
+def _algos() -> dict[str, Callable[..., Any]]:
+    from stable_baselines3 import A2C, DQN, PPO
+
+    algos: dict[str, Callable[..., Any]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+    try:
+        from sb3_contrib import MaskablePPO
+
+        algos["maskable-ppo"] = MaskablePPO
+    except ImportError:  # pragma: no cover - sb3-contrib is a declared dependency
+        pass
+    return algos
+
+
+SB3_ALGOS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable-ppo")
+"""Algorithm names accepted by :func:`train_sb3`."""
+
+
+class SB3Policy:
+    """A trained SB3 model as a :class:`~exitgym.agents.base.Policy` (batched ``predict``)."""
+
+    def __init__(self, model: Any, algo: str, observation: str | None,
+                 env_id: str | None = None, env_kwargs: dict[str, Any] | None = None) -> None:
+        self.model, self.algo = model, algo
+        self.required_observation = observation or "features"
+        self.env_id, self.env_kwargs = env_id, dict(env_kwargs or {})
+
+    def reset(self, num_envs: int) -> None:
+        """SB3 MLP policies are stateless."""
+
+    def act(
+        self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
+    ) -> np.ndarray:
+        actions, _ = self.model.predict(np.asarray(obs, dtype=np.float32),
+                                        deterministic=deterministic)
+        return np.asarray(actions, dtype=np.int64)
+
+    @property
+    def policy_flops(self) -> float:
+        """FLOPs of the acting network per step (2 x multiply-adds of its linear layers)."""
+        pol = self.model.policy
+        parts = [getattr(pol, "q_net", None)] if self.algo == "dqn" else [
+            getattr(getattr(pol, "mlp_extractor", None), "policy_net", None),
+            getattr(pol, "action_net", None),
+        ]
+        return float(sum(2 * m.in_features * m.out_features for part in parts if part is not None
+                         for m in part.modules() if isinstance(m, nn.Linear)))
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": f"sb3-{self.algo}"}
+
+    def save(self, directory: str | Path) -> Path:
+        """Policy weights (safetensors) + algo, env id and kwargs (JSON)."""
+        kwargs = {k: v for k, v in self.env_kwargs.items() if _is_json(v)}
+        return save_module(self.model.policy, Path(directory), "sb3_policy",
+                           {"algo": self.algo, "observation": self.required_observation,
+                            "env_id": self.env_id, "env_kwargs": kwargs})
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _make_vec(env_id_or_env: Any, num_envs: int, seed: int, env_kwargs: dict[str, Any]) -> Any:
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    if isinstance(env_id_or_env, str):
+        # Not SB3's make_vec_env: it forces render_mode="rgb_array", which exit envs reject.
+        env_id = env_id_or_env
+        venv = DummyVecEnv([lambda: Monitor(gym.make(env_id, **env_kwargs))] * num_envs)
+        venv.seed(seed)
+        return venv
+    if hasattr(env_id_or_env, "num_envs"):
+        raise TypeError("pass an env id or a single gymnasium env; SB3 cannot train on a "
+                        "gymnasium 1.x vector env directly (use the env id and num_envs=)")
+    if env_kwargs:
+        raise ValueError("env_kwargs only apply when an env id is given")
+    venv = DummyVecEnv([lambda: Monitor(env_id_or_env)])
+    venv.seed(seed)
+    return venv
+
+
+def train_sb3(
+    algo: str, env_id_or_env: str | gym.Env, total_timesteps: int, seed: int = 0,
+    log_dir: str | Path | None = None, num_envs: int = 8,
+    env_kwargs: dict[str, Any] | None = None, policy: str = "MlpPolicy", verbose: int = 0,
+    **algo_kwargs: Any,
+) -> SB3Policy:
+    """Train an SB3 algorithm on an exitgym env and wrap it as a Policy.
+
+    Args:
+        algo: One of :data:`SB3_ALGOS`.
+        env_id_or_env: Registered id (``"exitgym/EarlyExit-v0"``; ``num_envs`` copies are made with
+            ``env_kwargs``) or a single env instance (trained on alone).
+        total_timesteps: Environment steps to train for.
+        seed: Seeds the model and the envs.
+        log_dir: TensorBoard log folder (SB3's ``tensorboard_log``); None = no TensorBoard.
+        num_envs: Parallel envs when an id is given.
+        env_kwargs: ``gym.make`` kwargs (cache=, reward=, alpha=, observation=, ...).
+        policy: SB3 policy class name.
+        verbose: SB3 verbosity.
+        **algo_kwargs: Passed to the algorithm (``n_steps=``, ``learning_rate=``, ...).
+    """
+    algos = _algos()
+    name = algo.lower()
+    if name not in algos:
+        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(algos)}")
+    if total_timesteps < 1:
+        raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+    env_kwargs = dict(env_kwargs or {})
+    venv = _make_vec(env_id_or_env, num_envs, seed, env_kwargs)
+    if name == "maskable-ppo" and not all(_has_masks(venv)):
+        raise ValueError(
+            "MaskablePPO needs an env with action_masks() (e.g. SkipBlock with allow_exit); "
+            "EarlyExit has no invalid actions, use 'ppo'"
+        )
+    model = algos[name](policy, venv, seed=seed, verbose=verbose,
+                        tensorboard_log=str(log_dir) if log_dir is not None else None,
+                        **algo_kwargs)
+    model.learn(total_timesteps=total_timesteps, tb_log_name=name)
+    observation = env_kwargs.get("observation")
+    if observation is None:
+        first = venv.envs[0] if hasattr(venv, "envs") else None
+        observation = env_observation(first) if first is not None else None
+    env_id = env_id_or_env if isinstance(env_id_or_env, str) else None
+    return SB3Policy(model, name, observation, env_id, env_kwargs)
+
+
+def _has_masks(venv: Any) -> list[bool]:
+    envs = getattr(venv, "envs", [])
+    return [callable(getattr(getattr(e, "unwrapped", e), "action_masks", None)) for e in envs]
+
+
+def load_sb3(directory: str | Path, env: gym.Env | None = None) -> SB3Policy:
+    """Rebuild a policy saved by :meth:`SB3Policy.save` (weights via safetensors, no pickle).
+
+    Args:
+        directory: Folder holding ``sb3_policy.safetensors`` / ``sb3_policy.json``.
+        env: An env with the training spaces; default: ``gym.make(env_id, **env_kwargs)``.
+    """
+    meta = json.loads((Path(directory) / "sb3_policy.json").read_text())
+    if env is None:
+        if not meta.get("env_id"):
+            raise ValueError("the saved policy has no env id; pass env=")
+        env = gym.make(meta["env_id"], **meta["env_kwargs"])
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    model = _algos()[meta["algo"]]("MlpPolicy", DummyVecEnv([lambda: env]))
+    model.policy.load_state_dict(load_module_state(Path(directory), "sb3_policy"))
+    return SB3Policy(model, meta["algo"], meta["observation"], meta.get("env_id"),
+                     meta["env_kwargs"])

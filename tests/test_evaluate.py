@@ -1,0 +1,67 @@
+"""The shared evaluate(): metrics, records, vector vs single env, JSON round trip."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import exitgym  # noqa: F401
+from exitgym.agents.rollout import evaluate
+from exitgym.agents.rules import EntropyExit, PatienceExit, StaticExit
+from exitgym.records import EpisodeRecord, EvalResult
+from exitgym.testing import synthetic_cache
+
+
+def envs(cache, observation="features+logits"):
+    single = gym.make("exitgym/EarlyExit-v0", cache=cache, observation=observation)
+    vector = gym.make_vec("exitgym/EarlyExit-v0", num_envs=7, cache=cache, observation=observation,
+                          vectorization_mode="vector_entry_point")
+    return single, vector
+
+
+@pytest.mark.parametrize("rule", [StaticExit(2), EntropyExit(0.5), PatienceExit(1)])
+def test_vector_and_single_env_give_identical_records(rule) -> None:
+    cache = synthetic_cache(num_samples=20)  # 20 is not a multiple of 7: exercises padding
+    single, vector = envs(cache)
+    a, b = evaluate(rule, single), evaluate(rule, vector)
+    assert a.records == b.records
+    assert all(x.close_to(y) for x, y in zip(a.records, b.records, strict=True))
+    assert [r.sample_id for r in b.records] == list(range(20))
+
+
+def test_metrics_match_the_cache() -> None:
+    cache = synthetic_cache(num_samples=20)
+    _, vector = envs(cache)
+    res = evaluate(StaticExit(3), vector)
+    assert res.accuracy == pytest.approx(cache.correct[:, 2].mean())
+    assert res.mean_cost == pytest.approx(cache.cost()[:, 2].mean())
+    assert res.speedup == pytest.approx(1 / res.mean_cost)
+    assert res.mean_exit_layer == 3.0 and res.exit_histogram == (0, 0, 20, 0, 0, 0)
+    rec = res.records[4]
+    assert rec.actions == (0, 0, 1) and rec.memorized_layer == cache.memorized[4]
+    assert rec.oracle_layer == cache.oracle[4] and rec.label == cache.labels[4]
+    subset = evaluate(StaticExit(3), vector, sample_ids=[5, 2])
+    assert [r.sample_id for r in subset.records] == [5, 2]
+    assert len(evaluate(StaticExit(3), vector, num_episodes=4).records) == 4
+
+
+def test_records_equality_and_json_round_trip(tmp_path) -> None:
+    rec = EpisodeRecord(sample_id=1, actions=(0, 1), exit_layer=2, prediction=1, label=1,
+                        correct=True, rewards=(0.0, -0.1), cost=0.3, flops=10.0, seed=0)
+    noisy = EpisodeRecord(sample_id=1, actions=(0, 1), exit_layer=2, prediction=1, label=1,
+                          correct=True, rewards=(0.0, -0.1 + 1e-12), cost=0.3 + 1e-12, flops=10.0)
+    assert rec == noisy and rec.close_to(noisy)
+    assert not rec.close_to(EpisodeRecord(**{**rec.to_dict(), "actions": (0, 1), "cost": 0.5}))
+    assert rec != EpisodeRecord(**{**rec.__dict__, "exit_layer": 3})
+    res = evaluate(EntropyExit(0.3), envs(synthetic_cache(num_samples=9))[1], seed=5)
+    path = res.save(tmp_path / "eval.json")
+    loaded = EvalResult.load(path)
+    assert loaded.records == res.records and loaded.accuracy == res.accuracy
+    assert all(a.close_to(b) for a, b in zip(loaded.records, res.records, strict=True))
+    assert loaded.records[0].seed == 5
+    with pytest.raises(ValueError, match="unknown EpisodeRecord fields"):
+        EpisodeRecord.from_dict({**rec.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="exit layers"):
+        EvalResult.from_records([rec], num_layers=1)
+    assert np.isclose(res.flops_saved, 1 - res.mean_cost)

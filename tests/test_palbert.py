@@ -1,0 +1,84 @@
+"""PALBERT / PonderNet: halting distribution, loss, Q-exit against hand computations; training."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import exitgym  # noqa: F401
+from exitgym.agents.palbert import (
+    Palbert,
+    PalbertConfig,
+    geometric_prior,
+    halting_distribution,
+    palbert_loss,
+    q_exit_layer,
+)
+from exitgym.agents.rollout import evaluate
+from exitgym.testing import synthetic_cache
+
+torch.set_num_threads(1)
+
+
+def test_halting_distribution_last_layer_takes_the_rest() -> None:
+    p = halting_distribution(torch.tensor([[0.5, 0.2, 0.9]], dtype=torch.float64))
+    assert torch.allclose(p, torch.tensor([[0.5, 0.1, 0.4]], dtype=torch.float64))
+    prior = geometric_prior(3, 0.1)
+    assert torch.allclose(prior, torch.tensor([0.1, 0.09, 0.81], dtype=torch.float64))
+
+
+def test_palbert_loss_by_hand() -> None:
+    lam = torch.tensor([[0.5, 0.2, 0.7]], dtype=torch.float64)
+    ce = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64)
+    p, prior = [0.5, 0.1, 0.4], [0.1, 0.09, 0.81]
+    expected = sum(pi * c for pi, c in zip(p, [1.0, 2.0, 0.5], strict=True))
+    expected += 0.5 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, prior, strict=True))
+    got = palbert_loss(lam, ce, beta=0.5, lambda_prior=0.1)
+    assert float(got) == pytest.approx(expected, rel=1e-9)
+
+
+def test_q_exit_against_hand_cdf() -> None:
+    lam = np.array([[0.3, 0.4, 0.5, 0.5]])  # p = .3 .28 .21 .21 ; CDF = .3 .58 .79 1.0
+    assert q_exit_layer(lam, 0.25).tolist() == [1]
+    assert q_exit_layer(lam, 0.5).tolist() == [2]
+    assert q_exit_layer(lam, 0.6).tolist() == [3]
+    assert q_exit_layer(lam, 0.8).tolist() == [4]
+    assert q_exit_layer(np.zeros((1, 4)), 0.5).tolist() == [4]  # never confident: last layer
+
+
+def test_training_exits_easy_early_and_policy_matches_q_exit() -> None:
+    cache = synthetic_cache(num_samples=64)
+    model = Palbert.fit(cache, PalbertConfig(hidden=32, epochs=40, lr=1e-2, batch_size=32))
+    lam = model.lambdas(cache)
+    easy = np.arange(64) < 32
+    # Easy inputs: CE is flat over layers, so the loss is minimised by p = prior (λ = λ_p = 0.1).
+    # Hard inputs: only the last head is right, so λ_l -> 0 puts the mass on layer L.
+    assert abs(lam[easy].mean() - 0.1) < 0.02 and lam[~easy].mean() < 0.05
+    expected = q_exit_layer(lam, 0.2)  # prior CDF: .1 .19 .271 -> easy inputs exit near layer 3
+    assert expected[easy].mean() < 4 and (expected[~easy] == cache.num_layers).all()
+    env = gym.make_vec("exitgym/EarlyExit-v0", num_envs=16, cache=cache,
+                       observation="features+hidden+prev", vectorization_mode="vector_entry_point")
+    res = evaluate(model.with_knob(0.2), env)
+    assert [r.exit_layer for r in res.records] == expected.tolist()
+    for q in (0.05, 0.5):
+        res_q = evaluate(model.with_knob(q), env)
+        assert [r.exit_layer for r in res_q.records] == q_exit_layer(lam, q).tolist()
+
+
+def test_sample_criterion_and_save_load(tmp_path) -> None:
+    cache = synthetic_cache(num_samples=16)
+    model = Palbert.fit(cache, PalbertConfig(hidden=8, epochs=2, seed=1))
+    model.save(tmp_path)
+    loaded = Palbert.load(tmp_path)
+    for a, b in zip(model.net.parameters(), loaded.net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    env = gym.make("exitgym/EarlyExit-v0", cache=cache, observation="features+hidden+prev")
+    sampler = Palbert(model.net, model.hidden_size, model.config, criterion="sample", seed=3)
+    again = Palbert(model.net, model.hidden_size, model.config, criterion="sample", seed=3)
+    assert evaluate(sampler, env).records == evaluate(again, env).records
+    with pytest.raises(ValueError, match="criterion"):
+        Palbert(model.net, model.hidden_size, model.config, criterion="bogus")

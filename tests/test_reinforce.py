@@ -1,0 +1,207 @@
+"""REINFORCE baselines, the lexicographic λ, determinism and persistence on the synthetic cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import exitgym  # noqa: F401
+from exitgym.agents.lexicographic import (
+    LexicoConfig,
+    Lexicographic,
+    lexicographic_direction,
+    lexicographic_lambda,
+)
+from exitgym.agents.mlp_policy import MLPPolicy
+from exitgym.agents.reinforce import Reinforce, ReinforceConfig, compute_advantages
+from exitgym.agents.rollout import evaluate
+from exitgym.testing import synthetic_cache
+
+torch.set_num_threads(1)
+N = 64
+
+
+def make_vec(reward: str = "hardness", alpha: float = 0.5, **kw: Any) -> Any:
+    return gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=synthetic_cache(num_samples=N),
+                        reward=reward, alpha=alpha, vectorization_mode="vector_entry_point", **kw)
+
+
+def exit_layers(result: Any) -> tuple[float, float]:
+    exits = np.array([r.exit_layer for r in result.records])
+    easy = np.arange(N) < N // 2
+    return float(exits[easy].mean()), float(exits[~easy].mean())
+
+
+@pytest.mark.parametrize("baseline", ["self-critical", "mean-of-k", "moving-average", "none"])
+def test_each_baseline_exits_easy_early_and_hard_late(baseline: str) -> None:
+    env = make_vec()
+    agent = Reinforce(env, ReinforceConfig(baseline=baseline, batch_size=64, lr=1e-2, seed=0))
+    agent.learn(40)
+    easy, hard = exit_layers(evaluate(agent.policy, env))
+    assert easy < 2 and hard == 6
+    assert len(agent.history) == 40 and {"return", "accuracy", "cost", "entropy"} <= set(
+        agent.history[-1])
+
+
+def test_single_env_works_too() -> None:
+    env = gym.make("exitgym/EarlyExit-v0", cache=synthetic_cache(num_samples=N),
+                   reward="hardness", alpha=0.5)
+    agent = Reinforce(env, ReinforceConfig(batch_size=32, lr=1e-2, seed=0)).learn(25)
+    easy, hard = exit_layers(evaluate(agent.policy, env))
+    assert easy < 2 and hard == 6
+
+
+def test_advantages_by_hand() -> None:
+    r = np.array([1.0, 2.0, 3.0, 5.0])
+    assert compute_advantages("self-critical", r, np.array([1.0, 3.0, 3.0, 4.0])).tolist() == [
+        0.0, -1.0, 0.0, 1.0]
+    assert compute_advantages("mean-of-k", r, k=2).tolist() == [-0.5, 0.5, -1.0, 1.0]
+    assert compute_advantages("moving-average", r, moving_average=2.0).tolist() == [-1, 0, 1, 3]
+    assert compute_advantages("none", r).tolist() == r.tolist()
+    with pytest.raises(ValueError, match="greedy"):
+        compute_advantages("self-critical", r)
+
+
+def test_self_critical_advantage_is_zero_when_sample_equals_greedy() -> None:
+    env = make_vec()
+    agent = Reinforce(env, ReinforceConfig(seed=0))
+    with torch.no_grad():  # a policy so sure of "continue" that sampling always picks it
+        last = agent.policy.net[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([60.0, -60.0]))
+    ids = np.arange(N)
+    sampled = agent._rollout(ids, deterministic=False)
+    greedy = agent._rollout(ids, deterministic=True)
+    assert np.array_equal(sampled.actions, greedy.actions)
+    adv = compute_advantages("self-critical", sampled.returns, greedy.returns)
+    assert np.all(adv == 0.0)
+
+
+def test_same_seed_same_weights_and_save_load(tmp_path) -> None:
+    def train(seed: int) -> Reinforce:
+        cfg = ReinforceConfig(batch_size=32, seed=seed, epsilon=0.1)
+        return Reinforce(make_vec(), cfg).learn(5)
+
+    a, b, c = train(3), train(3), train(4)
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    assert not all(torch.equal(pa, pc) for pa, pc in
+                   zip(a.policy.parameters(), c.policy.parameters(), strict=True))
+    assert a.history == b.history
+    a.save(tmp_path)
+    loaded = MLPPolicy.load(tmp_path)
+    for pa, pl in zip(a.policy.parameters(), loaded.parameters(), strict=True):
+        assert torch.equal(pa, pl)
+    assert loaded.policy_flops == 2 * (6 * 64 + 64 * 2)
+    env = make_vec()
+    assert evaluate(loaded, env).records == evaluate(a.policy, env).records
+
+
+def test_tensorboard_and_logger(tmp_path) -> None:
+    seen: list[dict[str, float]] = []
+    agent = Reinforce(make_vec(), ReinforceConfig(batch_size=16), logger=seen.append,
+                      log_dir=tmp_path / "tb")
+    agent.learn(2)
+    agent.close()
+    assert len(seen) == 2 and seen[-1]["update"] == 2.0
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_lexicographic_lambda_by_hand() -> None:
+    g_q, g_f, phi = np.array([1.0, 2.0]), np.array([3.0, -1.0]), 4.0
+    # barrier: λ = (φ − ∇f·∇q)/‖∇q‖² = (4 − 1)/5 = 0.6 ; e = ∇f + 0.6∇q
+    assert lexicographic_lambda(g_f, g_q, phi) == pytest.approx(0.6)
+    e, lam = lexicographic_direction(g_q, g_f, phi, "barrier")
+    assert lam == pytest.approx(0.6) and np.allclose(e, [3.6, 0.2])
+    assert float(g_q @ e) == pytest.approx(phi)  # the constraint's decrease rate is exactly φ
+    # paper (Eqn 7 as typeset): λ = (φ − ∇q·∇f)/‖∇f‖² = 3/10 ; e = ∇q + 0.3∇f
+    e, lam = lexicographic_direction(g_q, g_f, phi, "paper")
+    assert lam == pytest.approx(0.3) and np.allclose(e, [1.9, 1.7])
+    # a satisfied constraint with slack (φ < 0) and no conflict: λ = 0, pure objective descent
+    e, lam = lexicographic_direction(g_q, g_f, -10.0, "barrier")
+    assert lam == 0.0 and np.allclose(e, g_f)
+    assert lexicographic_lambda(g_f, np.zeros(2), 1.0) == 0.0
+
+
+@pytest.mark.parametrize(("drop", "expect_all_early"), [(0.0, False), (0.5, True)])
+def test_lexicographic_respects_the_quality_constraint(drop: float, expect_all_early: bool) -> None:
+    env = make_vec(reward="flops")
+    cfg = LexicoConfig(batch_size=64, lr=1e-2, seed=0, allowed_drop=drop)
+    agent = Lexicographic(env, cfg).learn(30)
+    assert len(agent.lambda_history) == 30 and "lambda" in agent.history[-1]
+    easy, hard = exit_layers(evaluate(agent.policy, env))
+    assert easy < 2
+    # With no allowed loss increase the hard inputs must run to the end; with 0.5 nats allowed
+    # exiting them at layer 1 (mean CE ~0.44) satisfies the constraint and saves FLOPs.
+    assert (hard < 2) if expect_all_early else (hard == 6)
+    assert env.unwrapped.reward_shape.lam > 0
+
+
+class OneStepMulti(gym.Env):
+    """One-step MultiDiscrete([2, 3]) env: reward 1 for action (1, 2), else 0."""
+
+    def __init__(self) -> None:
+        self.observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+        self.action_space = spaces.MultiDiscrete([2, 3])
+        self.num_samples = 4
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._sid = int((options or {}).get("sample_id", 0))
+        return np.array([self._sid / 4, 1.0], np.float32), {}
+
+    def step(self, action):
+        ok = tuple(int(a) for a in action) == (1, 2)
+        info = {"exit_layer": 1, "prediction": int(ok), "label": 1, "correct": ok, "cost": 1.0}
+        return np.zeros(2, np.float32), float(ok), True, False, info
+
+
+def test_multidiscrete_action_space() -> None:
+    agent = Reinforce(OneStepMulti(), ReinforceConfig(batch_size=16, lr=3e-2, seed=0)).learn(40)
+    actions = agent.policy.act(np.array([[0.0, 1.0], [0.5, 1.0]], np.float32))
+    assert actions.shape == (2, 2) and actions.tolist() == [[1, 2], [1, 2]]
+
+
+def test_consistentee_losses_and_schedule() -> None:
+    from dataclasses import replace
+
+    from exitgym.agents.consistentee import (
+        ConsistentEE,
+        ConsistentEEConfig,
+        exit_layer_ce,
+        weighted_ce,
+    )
+
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])  # CE_1 = log 2, CE_2 = log(1 + e^-2)
+    labels = torch.tensor([0])
+    ce1, ce2 = np.log(2.0), np.log1p(np.exp(-2.0))
+    assert float(weighted_ce(logits, labels)) == pytest.approx((1 * ce1 + 2 * ce2) / 3, rel=1e-6)
+    assert float(exit_layer_ce(logits, labels, torch.tensor([2]))) == pytest.approx(ce2, rel=1e-6)
+
+    base = synthetic_cache(num_samples=N)
+    pooled = base.pooled.copy()
+    pooled[:, :, 1] = (2.0 * base.labels[:, None] - 1.0) * np.arange(1, 7)[None, :] / 6
+    cache = replace(base, pooled=pooled)  # the label is linearly readable, better with depth
+
+    def make_env(c):
+        return gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=c, reward="hardness",
+                            alpha=0.5, vectorization_mode="vector_entry_point")
+
+    cfg = ConsistentEEConfig(rounds=1, head_epochs=30, head_lr=5e-2, policy_updates=5,
+                             reinforce=ReinforceConfig(batch_size=32))
+    run = ConsistentEE(cache, make_env, cfg).run()
+    assert [e["phase"] for e in run.log] == ["heads-weighted", "policy", "heads-at-exit"]
+    assert run.cache.correct[:, -1].mean() == 1.0  # the trained last head separates the labels
+    assert run.cache.meta["heads"] == "consistentee-round0"
+    with torch.no_grad():
+        expect = run.heads(torch.as_tensor(cache.pooled)).numpy()
+    assert np.allclose(run.cache.logits, expect, atol=1e-6)
+    exported = run.heads.to_exit_heads().eval()
+    with torch.no_grad():
+        assert torch.allclose(exported(torch.as_tensor(cache.pooled)), torch.as_tensor(expect),
+                              atol=1e-5)
