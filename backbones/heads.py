@@ -1,0 +1,194 @@
+"""Exit heads: one classifier per layer on that layer's pooled state, stored as safetensors + JSON.
+
+A head at layer l lets an episode stop after l layers and still answer; the per-layer cache stores
+every head's logits so exit environments never run them inside ``step``. Weights are saved with
+safetensors and the configuration as JSON, so loading a downloaded heads folder never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+HEADS_WEIGHTS = "heads.safetensors"
+HEADS_CONFIG = "heads.json"
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Shape of a set of exit heads (everything needed to rebuild them before loading weights)."""
+
+    num_layers: int
+    """Number of backbone layers; one head each."""
+    hidden_size: int
+    """Size of the pooled state the heads read."""
+    num_labels: int
+    """Number of classes."""
+    kind: str = "linear"
+    """Head architecture, a key of :data:`HEAD_BUILDERS` (``linear`` or ``mlp``)."""
+    mlp_hidden: int | None = None
+    """Hidden width of the ``mlp`` head (default: ``hidden_size``)."""
+    dropout: float = 0.1
+    """Dropout on the pooled state during training (as in BERT's classifier)."""
+    label_names: tuple[str, ...] = field(default=())
+    """Label vocabulary, kept with the weights so predictions can be named."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in HEAD_BUILDERS:
+            raise ValueError(f"unknown head kind {self.kind!r}; allowed: {sorted(HEAD_BUILDERS)}")
+        if min(self.num_layers, self.hidden_size, self.num_labels) < 1:
+            raise ValueError(f"HeadsConfig sizes must be positive: {self}")
+        if self.label_names and len(self.label_names) != self.num_labels:
+            raise ValueError(f"{len(self.label_names)} label names for {self.num_labels} labels")
+        object.__setattr__(self, "label_names", tuple(self.label_names))
+
+    @property
+    def head_hidden(self) -> int | None:
+        """Hidden width used by the FLOPs model (None for linear heads)."""
+        return (self.mlp_hidden or self.hidden_size) if self.kind == "mlp" else None
+
+
+def _linear(cfg: HeadsConfig) -> nn.Module:
+    return nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, cfg.num_labels))
+
+
+def _mlp(cfg: HeadsConfig) -> nn.Module:
+    width = cfg.mlp_hidden or cfg.hidden_size
+    return nn.Sequential(
+        nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden_size, width), nn.Tanh(),
+        nn.Dropout(cfg.dropout), nn.Linear(width, cfg.num_labels),
+    )
+
+
+HEAD_BUILDERS: dict[str, Callable[[HeadsConfig], nn.Module]] = {"linear": _linear, "mlp": _mlp}
+"""Head kind -> constructor; FLOPs for each kind come from ``FlopsModel.head``."""
+
+
+class ExitHeads(nn.Module):
+    """One classifier per layer: ``forward`` maps pooled ``[B, L, H]`` to logits ``[B, L, C]``."""
+
+    def __init__(self, config: HeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        build = HEAD_BUILDERS[config.kind]
+        self.heads = nn.ModuleList(build(config) for _ in range(config.num_layers))
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_layers
+
+    def head(self, layer: int, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, C]`` of the head after 0-based ``layer`` (the Backbone.layer index)."""
+        if not 0 <= layer < self.num_layers:
+            raise IndexError(f"layer index {layer} outside 0..{self.num_layers - 1} (0-based)")
+        return self.heads[layer](pooled)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        if pooled.dim() != 3 or pooled.shape[1] != self.num_layers:
+            raise ValueError(f"expected pooled states [B, {self.num_layers}, H], got "
+                             f"{tuple(pooled.shape)}")
+        return torch.stack([h(pooled[:, i]) for i, h in enumerate(self.heads)], dim=1)
+
+    def flops(self, flops_model: Any) -> float:
+        """FLOPs of one head evaluation, from the backbone's ``FlopsModel``."""
+        return float(flops_model.head(self.config.num_labels, kind=self.config.kind,
+                                      hidden=self.config.head_hidden))
+
+    def fingerprint(self) -> str:
+        """sha256 over the config and the exact weights: caches keyed on it never go stale."""
+        digest = hashlib.sha256(json.dumps(_config_json(self.config), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``heads.safetensors`` and ``heads.json`` (config + fingerprint) atomically."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        _atomic(path / HEADS_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        info = {"config": _config_json(self.config), "fingerprint": self.fingerprint()}
+        _atomic(path / HEADS_CONFIG, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> ExitHeads:
+        """Rebuild from ``heads.json`` and load ``heads.safetensors`` (strict; never unpickles)."""
+        path = Path(directory)
+        for name in (HEADS_CONFIG, HEADS_WEIGHTS):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name} is missing; not a saved ExitHeads folder")
+        info = json.loads((path / HEADS_CONFIG).read_text())
+        heads = cls(HeadsConfig(**{**info["config"],
+                                   "label_names": tuple(info["config"]["label_names"])}))
+        heads.load_state_dict(load_file(str(path / HEADS_WEIGHTS)), strict=True)
+        heads.eval()
+        if info.get("fingerprint") not in (None, heads.fingerprint()):
+            raise ValueError(f"{path}: weights do not match the fingerprint in {HEADS_CONFIG}")
+        return heads
+
+
+def _config_json(config: HeadsConfig) -> dict[str, Any]:
+    out = asdict(config)
+    out["label_names"] = list(config.label_names)
+    return out
+
+
+def _atomic(target: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary file in the same folder, then ``os.replace`` it into place."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp files are private; saved weights are ordinary files
+    try:
+        write(Path(tmp))
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def pabee_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PABEE's weighted multi-exit loss ``Σ_l l·CE_l / Σ_l l`` (deeper heads weigh more).
+
+    Args:
+        logits: ``[B, L, C]`` logits of every head.
+        labels: ``[B]`` gold ids; ``CE_l`` is the batch-mean cross-entropy of head l (1-based l).
+    """
+    batch, num_layers, num_labels = logits.shape
+    per_layer = nn.functional.cross_entropy(
+        logits.reshape(batch * num_layers, num_labels),
+        labels.repeat_interleave(num_layers), reduction="none",
+    ).reshape(batch, num_layers).mean(dim=0)
+    weights = torch.arange(1, num_layers + 1, dtype=per_layer.dtype, device=per_layer.device)
+    return (weights * per_layer).sum() / weights.sum()
+
+
+def save_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Save a fine-tuned backbone's state dict as safetensors (shared tensors handled)."""
+    from safetensors.torch import save_model
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(target, lambda tmp: save_model(model, str(tmp)))
+    return target
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
+    """Load weights saved by :func:`save_backbone_weights` into ``model`` (strict)."""
+    from safetensors.torch import load_model
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"fine-tuned backbone weights {path} not found")
+    load_model(model, str(path), strict=True)
+    return model
