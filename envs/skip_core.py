@@ -1,0 +1,240 @@
+"""What the skip environments share: building the live world, observations, rewards, terminal infos.
+
+:func:`build_world` resolves the environment arguments into a :class:`SkipWorld` (backbone, heads,
+tokenized inputs, labels, memorized layers) either by name — the prepared, skip-tolerant heads of
+``exitgym.prepare`` built on first use — or from objects a caller injects (tests: a tiny random
+backbone, its heads and a few token ids; nothing downloaded or prepared). :func:`finish_rows`
+turns the answering head's logits into rewards and terminal infos with any registered reward
+shape, so the single and the vector environments compute them with the same code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from exitgym.envs.rewards import RewardShape, cross_entropy
+from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort, SampleBank, SkipExecutor
+
+__all__ = [
+    "DEFAULT_HEADS",
+    "DEFAULT_POOLED_CLIP",
+    "DEFAULT_PREPARE_OPTIONS",
+    "SkipWorld",
+    "build_world",
+    "finish_rows",
+    "pooled_space",
+]
+
+DEFAULT_HEADS: str = "finetune"
+"""Heads mode of the named default: backbone and heads fine-tuned with random block skipping."""
+DEFAULT_PREPARE_OPTIONS: dict[str, Any] = {"skip_prob": 0.15, "finetune_samples": 2000,
+                                           "max_length": 64}
+"""``exitgym.prepare`` options of the default: one epoch of joint fine-tuning on 2,000 training
+texts in which every attention / FFN block is skipped with p = 0.15 per sample, so the backbone
+tolerates the skips an agent makes; 64 tokens cover rt-polarity's snippets. Chosen to keep the
+first-use preparation to minutes on a 2-core CPU (full-split fine-tuning takes several times
+longer)."""
+DEFAULT_MAX_LENGTH: int = 128
+"""Tokenizer truncation for injected texts (named worlds use the prepared ``max_length``)."""
+DEFAULT_POOLED_CLIP: float = 20.0
+"""Pooled-state observations are clipped to ``[−20, 20]`` (finite Box bounds). MiniLM-L6 on
+rt-polarity stays within ±16 even with random skips, so the clip rarely binds."""
+
+TERMINAL_KEYS = ("exit_layer", "prediction", "label", "correct", "flops", "memorized_layer",
+                 "attention_skip_rate", "ffn_skip_rate", "token_skip_rate", "token_strategy")
+"""Keys added to ``info`` when an episode ends (besides ``layer``, ``cost``, ``sample_id``)."""
+
+
+@dataclass(frozen=True, eq=False)
+class SkipWorld:
+    """Everything a skip environment runs on (shared read-only by its episodes)."""
+
+    executor: SkipExecutor
+    """Batched live execution over the backbone, heads and tokenized inputs."""
+    memorized: np.ndarray
+    """int64 ``[N]``: memorized layer of each input under the full model (hardness reward)."""
+
+    @property
+    def num_samples(self) -> int:
+        return self.executor.bank.num_samples
+
+    @property
+    def num_layers(self) -> int:
+        return self.executor.num_layers
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.executor.bank.labels
+
+
+def build_world(
+    task: str,
+    backbone: Any,
+    split: str,
+    heads: Any,
+    inputs: Sequence[str] | Mapping[str, Any] | None,
+    labels: Sequence[int] | np.ndarray | None,
+    text_pairs: Sequence[str] | None,
+    max_length: int | None,
+    prepare_options: Mapping[str, Any] | None,
+) -> SkipWorld:
+    """Resolve environment arguments (named or injected) into a :class:`SkipWorld`.
+
+    ``max_length`` None means the prepared configuration's (named) or
+    :data:`DEFAULT_MAX_LENGTH` (injected texts); named worlds pass it to ``exitgym.prepare``.
+    """
+    named = isinstance(backbone, str) and isinstance(heads, str)
+    if named and inputs is None:
+        options = dict(prepare_options or {})
+        if max_length is not None:
+            options["max_length"] = max_length
+        return _named_world(task, backbone, split, heads, options)
+    if isinstance(backbone, str) or isinstance(heads, str):
+        raise ValueError("give backbone and heads both as names (prepared on first use) or both "
+                         "as objects (a Backbone and its ExitHeads, with inputs= and labels=)")
+    if inputs is None or labels is None:
+        raise ValueError("with injected backbone and heads, pass inputs= (texts, or a dict with "
+                         "'input_ids' and 'attention_mask') and labels=")
+    if isinstance(inputs, Mapping):
+        bank = SampleBank.from_ids(inputs, labels)
+    else:
+        bank = SampleBank.from_texts(backbone, inputs, labels, text_pairs,
+                                     max_length or DEFAULT_MAX_LENGTH)
+    executor = SkipExecutor(backbone, heads, bank)
+    return SkipWorld(executor, full_depth_memorized(executor))
+
+
+def _named_world(task: str, backbone: str, split: str, heads: str,
+                 options: dict[str, Any]) -> SkipWorld:
+    """Prepare (first use) or verify the named heads and split cache once, then load them."""
+    from exitgym.backbones.cache import load_cache
+    from exitgym.backbones.heads import ExitHeads, load_backbone_weights
+    from exitgym.backbones.registry import load_backbone
+    from exitgym.prepare import prepare
+    from exitgym.tasks import load_task
+
+    options.setdefault("max_length", DEFAULT_MAX_LENGTH)
+    prepared = prepare(task=task, backbone=backbone, heads=heads, splits=(split,),
+                       verbose=False, **options)
+    cache = load_cache(prepared.cache_paths[split], verify=False)
+    exit_heads = ExitHeads.load(prepared.directory)
+    bb = load_backbone(backbone)
+    if prepared.backbone_weights is not None:
+        load_backbone_weights(bb.model, prepared.backbone_weights)
+        bb.invalidate_fingerprint()
+    data = load_task(task, seed=options.get("seed", 0),
+                     max_samples=options.get("max_samples")).split(split)
+    pairs = list(data["text_pair"]) if "text_pair" in data.column_names else None
+    bank = SampleBank.from_texts(bb, list(data["text"]), list(data["label"]), pairs,
+                                 options["max_length"])
+    if bank.num_samples != cache.num_samples or not np.array_equal(bank.labels, cache.labels) \
+            or not np.array_equal(bank.lengths, cache.lengths):
+        raise RuntimeError(f"the prepared cache of {task}/{split} does not match the task data; "
+                           "rebuild it with exitgym prepare --force")
+    return SkipWorld(SkipExecutor(bb, exit_heads, bank), np.asarray(cache.memorized, np.int64))
+
+
+def full_depth_memorized(executor: SkipExecutor, batch_size: int = 64) -> np.ndarray:
+    """Memorized layer of every input, from every head on the unskipped model (sorted batches)."""
+    import torch
+
+    from exitgym.backbones.layer_cache import correctness, memorized_layer
+
+    bank, bb = executor.bank, executor.backbone
+    order = np.argsort(-bank.lengths, kind="stable")
+    chunks = []
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            pooled = torch.stack(bb.forward_pooled(bank.batch(idx)), dim=1)
+            chunks.append((idx, executor.heads(pooled).float().numpy()))
+    logits = np.empty((bank.num_samples, executor.num_layers, chunks[0][1].shape[-1]), np.float32)
+    for idx, values in chunks:
+        logits[idx] = values
+    return memorized_layer(correctness(logits, bank.labels))
+
+
+def pooled_space(hidden_size: int, clip: float, extra_high: Sequence[float]) -> spaces.Box:
+    """Box of ``[pooled clipped to ±clip, extras in [0, high]]`` (float32, finite bounds)."""
+    clip = float(clip)
+    if not np.isfinite(clip) or clip <= 0:
+        raise ValueError(f"pooled_clip must be a finite number > 0, got {clip!r}")
+    low = np.concatenate([np.full(hidden_size, -clip), np.zeros(len(extra_high))])
+    high = np.concatenate([np.full(hidden_size, clip), np.asarray(extra_high, dtype=np.float64)])
+    return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
+
+
+def check_policy_flops(value: float) -> float:
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"policy_flops must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def finish_rows(
+    world: SkipWorld,
+    shape: RewardShape,
+    cohort: Cohort,
+    rows: np.ndarray,
+    logits: np.ndarray,
+    decided_layers: int,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Terminal rewards and info arrays of the ``rows`` of ``cohort`` answered with ``logits``.
+
+    The reward is ``shape.terminal`` on the answering head's cross-entropy and correctness and the
+    cost actually spent, minus what dense rewards already paid (so dense and terminal returns
+    agree). ``decided_layers`` is the number of layers the agent decided on (skip-rate
+    denominator).
+    """
+    rows = np.asarray(rows, dtype=bool)
+    sid = cohort.sample_ids[rows]
+    labels = world.labels[sid]
+    ce = cross_entropy(logits[:, None, :], labels)[:, 0]
+    prediction = logits.argmax(axis=-1).astype(np.int64)
+    correct = prediction == labels
+    cost = world.executor.cost(cohort)[rows]
+    memorized = world.memorized[sid]
+    weight = shape.cost_weight(memorized, world.num_layers)
+    reward = shape.quality(ce, correct) - weight * (cost - cohort.charged[rows])
+    denom = max(decided_layers, 1)
+    lengths0 = cohort.lengths0[rows]
+    info = {
+        "layer": np.full(len(sid), cohort.layer + 1, dtype=np.int64),
+        "cost": cost,
+        "sample_id": sid.copy(),
+        "exit_layer": np.full(len(sid), cohort.layer + 1, dtype=np.int64),
+        "prediction": prediction,
+        "label": labels.copy(),
+        "correct": correct,
+        "flops": cohort.flops[rows].copy(),
+        "memorized_layer": memorized.copy(),
+        "attention_skip_rate": cohort.attention_skipped[rows] / denom,
+        "ffn_skip_rate": cohort.ffn_skipped[rows] / denom,
+        "token_skip_rate": (lengths0 - cohort.lengths[rows]) / lengths0,
+        "token_strategy": cohort.strategy[rows].copy(),
+    }
+    return np.asarray(reward, dtype=np.float64), info
+
+
+def observe(world: SkipWorld, cohort: Cohort, space: spaces.Box, extras: bool) -> np.ndarray:
+    """float32 ``[B, d]``: pooled state, then (if ``extras``) layer fraction and cost so far.
+
+    Clipped to ``space``'s bounds: the pooled part to ``±pooled_clip``; the cost only binds when
+    policy FLOPs push it past the bound computed from the shortest input.
+    """
+    pooled = world.executor.pooled(cohort)
+    if extras:
+        frac = np.full((cohort.size, 1), (cohort.layer + 1) / world.num_layers)
+        cost = world.executor.cost(cohort)[:, None]
+        pooled = np.concatenate([pooled, frac, cost], axis=1)
+    return np.clip(pooled, space.low, space.high).astype(np.float32, copy=False)
+
+
+def token_strategy_names() -> list[str]:
+    """Names of the token strategies in action order."""
+    return [s.name for s in TOKEN_STRATEGIES]
