@@ -1,0 +1,191 @@
+"""The ``exitgym`` CLI end to end on a tiny real task: a 90-row CSV and a random-init tiny BERT.
+
+Everything runs through ``exitgym.cli.main`` as a user would type it: prepare -> train ->
+evaluate -> replay (analysis and --verify) -> compare -> replay --verify -> demo, plus the errors
+users see for bad flags, incomplete runs and tampered trajectories.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from transformers import BertConfig
+
+from exitgym.cli import COMMANDS, build_parser, main
+from exitgym.report import ROW_KEYS
+from exitgym.trajectories import load_trajectories, trajectory_files
+
+WORDS = {0: ["bad", "dull", "awful", "boring"], 1: ["good", "great", "fun", "lovely"]}
+FAST = ["--max-length", "16", "--steps", "3", "--batch-size", "8", "--num-envs", "8"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny BERT saved as a local model directory (MiniLM's tokenizer) and a 90-row CSV."""
+    from transformers import AutoTokenizer
+
+    from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
+
+    root = tmp_path_factory.mktemp("cli")
+    tokenizer = AutoTokenizer.from_pretrained(str(BACKBONE_ALIASES["minilm-l6"]()))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    bb = load_backbone(config, tokenizer=tokenizer, seed=0)
+    bb.model.save_pretrained(root / "tiny")
+    tokenizer.save_pretrained(root / "tiny")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(90):
+        label = i % 2
+        words = rng.choice(WORDS[label], size=2).tolist() + [f"x{i}"]
+        rows.append(f'"{" ".join(words)}",{"pos" if label else "neg"}')
+    (root / "toy.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    return {"task": str(root / "toy.csv"), "backbone": str(root / "tiny"), "root": str(root)}
+
+
+def _data(tiny: dict[str, str]) -> list[str]:
+    return ["--task", tiny["task"], "--backbone", tiny["backbone"]]
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert {"envs", "prepare", "train", "evaluate", "compare", "replay", "demo"} <= set(COMMANDS)
+    build_parser()  # every module registers without error
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        assert f"exitgym {name}" in capsys.readouterr().out
+
+
+def test_envs_lists_the_registered_ids(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["envs"]) == 0
+    assert "exitgym/EarlyExit-v0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--agent", "nope"], "--agent: unknown value 'nope'; allowed: a2c, dqn"),
+    (["train", "--reward", "nope"], "--reward: unknown value 'nope'; allowed: accuracy"),
+    (["train", "--env", "CartPole-v1"], "--env: unknown value 'CartPole-v1'; allowed: exitgym/"),
+    (["train", "--steps", "0"], "--steps must be >= 1"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["compare", "--rules", "entropy,foo"], "--rules: unknown value 'foo'; allowed: entropy"),
+    (["compare", "--alphas", "0.1,x"], "--alphas: 'x' is not a valid float"),
+    (["compare", "--rewards", "vanilla,nope"], "--rewards: unknown value 'nope'"),
+])
+def test_bad_flags_name_the_flag_and_the_allowed_values(argv, needle, capsys) -> None:
+    assert main(argv) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_evaluate_and_replay_refuse_missing_or_incomplete_runs(tmp_path: Path, capsys) -> None:
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not an exitgym run directory" in capsys.readouterr().err
+    (tmp_path / "run_state.json").write_text('{"status": "running"}')
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "is not complete (status 'running')" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "nowhere")]) == 2
+    assert "no such run directory" in capsys.readouterr().err
+
+
+def test_prepare_train_evaluate_replay(tiny, tmp_path: Path, capsys) -> None:
+    assert main(["prepare", *_data(tiny), "--max-length", "16", "--epochs", "3"]) == 0
+    assert "prepared" in capsys.readouterr().out
+    run = tmp_path / "run"
+    argv = ["train", *_data(tiny), *FAST, "--reward", "vanilla", "--alpha", "0.3", "--seed", "1",
+            "--out", str(run)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"run: {run}" in out and "report.md" in out
+    state = json.loads((run / "run_state.json").read_text())
+    assert state["status"] == "complete"
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["backbone"] == tiny["backbone"]
+    assert config["fingerprints"]["train"]["backbone_fingerprint"]
+    assert config["fingerprints"]["test"]["cache_fingerprint"]
+    assert main(argv) == 2  # the directory already holds a run
+    assert "already holds a run" in capsys.readouterr().err
+
+    assert main(["evaluate", str(run), "--split", "validation", "--num-envs", "4"]) == 0
+    assert "validation:" in capsys.readouterr().out
+    summary = json.loads((run / "eval-validation.json").read_text())
+    ts = load_trajectories(run / "trajectories" / "eval-validation.parquet")
+    assert summary["accuracy"] == pytest.approx(np.mean([r.correct for r in ts.records]))
+    assert summary["num_episodes"] == len(ts.records) > 0
+
+    assert main(["replay", str(run), "--verify"]) == 0
+    assert "every reward, exit layer, prediction and cost matches" in capsys.readouterr().out
+    assert main(["replay", str(run), "--select", "eval-test", "--top", "2"]) == 0
+    text = capsys.readouterr().out
+    for heading in ("exit-layer histogram by label", "by memorized layer",
+                    "accuracy per exit layer", "cost distribution", "easiest inputs",
+                    "hardest inputs"):
+        assert heading in text
+    assert any(w in text for w in WORDS[0] + WORDS[1])  # the inputs' text is shown
+
+
+def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cmp"
+    assert main(["compare", *_data(tiny), *FAST, "--rewards", "vanilla,hardness",
+                 "--alphas", "0.1,1", "--rules", "patience,oracle", "--seeds", "0",
+                 "--out", str(out)]) == 0
+    assert "AUC" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    methods = {r["method"] for r in summary["rows"]}
+    assert methods == {"reinforce-vanilla", "reinforce-hardness", "patience", "oracle",
+                       "full-depth"}
+    assert all(set(ROW_KEYS) <= set(r) for r in summary["rows"])
+    assert set(summary["methods"]) == methods - {"oracle", "full-depth"}
+    assert all(0.0 <= m["auc"] <= 1.0 for m in summary["methods"].values())
+    assert {r["knob"] for r in summary["rows"] if r["method"] == "reinforce-vanilla"} == {0.1, 1.0}
+    assert (out / "pareto.png").stat().st_size > 10_000
+    assert "| reinforce-hardness |" in (out / "report.md").read_text()
+    assert json.loads((out / "run_state.json").read_text())["status"] == "complete"
+
+    files = trajectory_files(out)
+    # 4 agents (2 rewards x 2 alphas), patience t = 0..2 (3 layers), oracle.
+    assert len(files) == 4 + 3 + 1
+    assert main(["replay", str(out), "--verify"]) == 0
+    capsys.readouterr()
+    target = next(f for f in files if "patience-k1-" in f.name)
+    table = pq.read_table(target)
+    actions = table.column("actions").to_pylist()
+    episode = next(i for i, a in enumerate(actions) if len(a) >= 2)
+    actions[episode] = [1] + actions[episode][1:]
+    idx = table.schema.get_field_index("actions")
+    pq.write_table(table.set_column(idx, table.schema.field(idx),
+                                    pa.array(actions, table.schema.field(idx).type)), target)
+    assert main(["replay", str(out), "--verify"]) == 1
+    err = capsys.readouterr().err
+    assert f"episode {episode} (sample_id" in err and "step 0" in err and target.name in err
+
+
+def test_demo_runs_end_to_end_on_the_tiny_task(tiny, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", *_data(tiny), "--alphas", "0.5", "--steps", "2", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"report: {out / 'report.md'}" in printed
+    md = (out / "report.md").read_text()
+    assert "## Replay verification" in md and "every reward, exit layer" in md
+    assert "## Wall time" in md
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"reinforce-hardness", "reinforce-vanilla", "entropy", "patience", "maxprob",
+            "qexit"} <= set(summary["methods"])
+    assert {"full-depth", "oracle"} == set(summary["references"])
+
+
+def test_train_and_verify_a_live_skip_env(tiny, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "skip"
+    assert main(["train", "--env", "exitgym/SkipBlock-v0", *_data(tiny), "--max-length", "16",
+                 "--steps", "2", "--batch-size", "4", "--num-envs", "4", "--reward", "vanilla",
+                 "--alpha", "0.5", "--out", str(run)]) == 0, capsys.readouterr().err
+    ts = load_trajectories(run / "trajectories" / "eval-test.parquet")
+    assert ts.env_id == "exitgym/SkipBlock-v0" and len(ts.records) > 0
+    assert all(len(r.actions) >= 1 for r in ts.records)
+    capsys.readouterr()
+    assert main(["replay", str(run), "--verify"]) == 0, capsys.readouterr().err

@@ -1,0 +1,101 @@
+"""Comparison report: Pareto front, AUC against hand computations, summary schema, outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from exitgym.report import (
+    FULL_DEPTH,
+    ORACLE,
+    ROW_KEYS,
+    auc,
+    coverage,
+    envelope,
+    make_row,
+    pareto_front,
+    summarize,
+    write_report,
+)
+
+
+def test_pareto_front_drops_dominated_points_and_sorts_by_cost() -> None:
+    points = [(0.6, 0.8), (0.4, 0.6), (0.5, 0.5), (1.2, 0.85), (0.7, 0.8), (0.4, 0.55)]
+    assert pareto_front(points) == [(0.4, 0.6), (0.6, 0.8), (1.2, 0.85)]
+
+
+def test_auc_matches_hand_computation() -> None:
+    points = [(0.4, 0.6), (0.6, 0.8), (0.5, 0.5), (1.2, 0.85)]
+    # [0.2, 0.4): no operating point -> 0.
+    # [0.4, 0.6]: linear 0.6 -> 0.8, area 0.2 * 0.7 = 0.14.
+    # [0.6, 1.0]: linear towards (1.2, 0.85); a(1.0) = 0.8 + 0.05 * 0.4 / 0.6.
+    a1 = 0.8 + 0.05 * 0.4 / 0.6
+    expected = (0.14 + 0.4 * (0.8 + a1) / 2) / 0.8
+    assert auc(points) == pytest.approx(expected, rel=1e-12)
+    assert envelope(pareto_front(points), 0.3) == 0.0
+    assert envelope(pareto_front(points), 0.5) == pytest.approx(0.7)
+
+
+def test_auc_flat_after_last_point_and_zero_before_first() -> None:
+    assert auc([(0.3, 0.7)]) == pytest.approx(0.7 * 0.7 / 0.8)
+    assert auc([(0.1, 0.9)]) == pytest.approx(0.9)  # covers the whole range
+    assert auc([(1.5, 0.9)]) == 0.0  # nothing at or below cost 1.0
+    assert auc([]) == 0.0
+    assert coverage([(0.3, 0.7), (0.9, 0.8)]) == pytest.approx(0.7 / 0.8)
+    with pytest.raises(ValueError, match="hi > lo"):
+        auc([(0.3, 0.7)], lo=0.5, hi=0.5)
+
+
+def _rows() -> list[dict]:
+    rows = [
+        make_row("rl", 0.1, 0, 0.80, 0.9, 5.0), make_row("rl", 0.1, 1, 0.78, 0.7, 4.0),
+        make_row("rl", 1.0, 0, 0.60, 0.3, 1.5), make_row("rl", 1.0, 1, 0.62, 0.5, 2.5),
+        make_row("entropy", 0.2, 0, 0.75, 0.5, 3.0), make_row("entropy", 0.5, 0, 0.65, 0.25, 1.2),
+        make_row(FULL_DEPTH, None, 0, 0.81, 1.0, 6.0), make_row(ORACLE, None, 0, 0.95, 0.3, 1.8),
+    ]
+    return rows
+
+
+def test_summary_schema_seed_averaging_and_references() -> None:
+    summary = summarize(_rows(), meta={"task": "toy"})
+    for row in summary["rows"]:
+        assert set(ROW_KEYS) <= set(row)
+        assert row["speedup"] == pytest.approx(1.0 / row["cost"])
+    assert set(summary["methods"]) == {"rl", "entropy"}  # references get no curve
+    rl = summary["methods"]["rl"]
+    by_knob = {p["knob"]: p for p in rl["points"]}
+    assert by_knob[0.1]["accuracy"] == pytest.approx(0.79)
+    assert by_knob[0.1]["cost"] == pytest.approx(0.8)
+    assert by_knob[1.0]["accuracy_std"] == pytest.approx(0.01)
+    assert rl["auc"] == pytest.approx(auc([(0.8, 0.79), (0.4, 0.61)]))
+    assert rl["auc_seeds"] == pytest.approx([auc([(0.9, 0.8), (0.3, 0.6)]),
+                                             auc([(0.7, 0.78), (0.5, 0.62)])])
+    assert rl["auc_mean"] == pytest.approx(sum(rl["auc_seeds"]) / 2)
+    assert summary["references"][FULL_DEPTH]["accuracy"] == pytest.approx(0.81)
+    assert summary["references"][ORACLE]["cost"] == pytest.approx(0.3)
+    assert summary["auc_range"] == [0.2, 1.0]
+    assert "Pareto front" in summary["auc_definition"]
+
+
+def test_rows_missing_keys_are_rejected() -> None:
+    with pytest.raises(ValueError, match="lacks"):
+        summarize([{"method": "x", "accuracy": 1.0}])
+
+
+def test_write_report_outputs(tmp_path: Path) -> None:
+    summary = write_report(tmp_path, _rows(), "toy report", meta={"task": "toy"},
+                           sections=("## Extra\n\nhello",))
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["methods"]["rl"]["auc"] == pytest.approx(summary["methods"]["rl"]["auc"])
+    assert len(on_disk["rows"]) == 8
+    assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (tmp_path / "report.md").read_text()
+    assert "![accuracy vs cost](pareto.png)" in md
+    assert f"| rl | {summary['methods']['rl']['auc']:.4f}" in md
+    assert "| full-depth | 0.8100 | 1.000 | 1.00x | 6.00 |" in md
+    assert "## Extra" in md
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left nothing behind
+    assert math.isfinite(on_disk["methods"]["entropy"]["auc"])

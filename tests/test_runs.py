@@ -1,0 +1,161 @@
+"""Run directories: atomic writes, states, metrics, train outputs, interrupt + resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from exitgym.agents.mlp_policy import MLPPolicy
+from exitgym.runs import MetricsLog, RunDir, RunError, atomic_write, write_json
+from exitgym.testing import synthetic_cache
+from exitgym.training import TrainConfig, load_policy, train
+from exitgym.trajectories import load_trajectories
+
+CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
+          "test": synthetic_cache(60, hidden_size=8, seed=2)}
+CFG = TrainConfig(steps=8, batch_size=12, num_envs=12, checkpoint_every=3, alpha=0.5,
+                  reward="hardness")
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:
+    target = write_json(tmp_path / "a.json", {"v": 1})
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text('{"v": 2, "trunc')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert json.loads(target.read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_run_dir_states_and_refusals(tmp_path: Path) -> None:
+    with pytest.raises(RunError, match="no run to resume"):
+        RunDir.create(tmp_path / "r", resume=True)
+    run = RunDir.create(tmp_path / "r")
+    assert run.status == "running"
+    with pytest.raises(RunError, match="already holds a run"):
+        RunDir.create(tmp_path / "r")
+    with pytest.raises(RunError, match="not complete .*'running'.*--resume"):
+        run.require_complete()
+    run.mark_complete()
+    assert RunDir.open(tmp_path / "r").require_complete().status == "complete"
+    with pytest.raises(RunError, match="already complete"):
+        RunDir.create(tmp_path / "r", resume=True)
+    with pytest.raises(RunError, match="not an exitgym run"):
+        RunDir.open(tmp_path)
+    with pytest.raises(ValueError, match="run status must be one of"):
+        run.set_status("done")
+
+
+def test_metrics_csv_roundtrip_and_truncation_on_reload(tmp_path: Path) -> None:
+    log = MetricsLog(tmp_path, tensorboard=False)
+    for u in range(1, 6):
+        log.log({"update": u, "return": -u / 10, "cost": 0.5})
+    log.flush()
+    again = MetricsLog(tmp_path, tensorboard=False)
+    again.load(up_to_step=3)
+    assert again.rows == [{"update": float(u), "return": -u / 10, "cost": 0.5} for u in (1, 2, 3)]
+
+
+def test_train_writes_a_complete_run(tmp_path: Path) -> None:
+    result = train(CFG, tmp_path / "run", caches=CACHES, progress=False)
+    run = result.run
+    names = {p.name for p in run.path.iterdir()}
+    assert {"config.json", "run_state.json", "metrics.csv", "tb", "policy.safetensors",
+            "policy.json", "eval-test.json", "report.md", "training.png", "trajectories"} <= names
+    assert run.status == "complete"
+    config = run.config
+    assert config["config"]["alpha"] == 0.5 and config["config"]["reward"] == "hardness"
+    assert config["versions"]["torch"] == torch.__version__.split("+")[0] or config["versions"][
+        "torch"].startswith(torch.__version__.split("+")[0])
+    assert config["fingerprints"]["train"]["cache_fingerprint"] == "synthetic-1"
+    assert "git_commit" in config
+    assert any(p.name.startswith("events.out.tfevents") for p in (run.path / "tb").iterdir())
+    rows = (run.path / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("update,") and len(rows) == CFG.steps + 1
+    # The saved policy reproduces the recorded evaluation.
+    ts = load_trajectories(run.path / "trajectories" / "eval-test.parquet")
+    assert len(ts.records) == 60 and ts.records == result.eval.records
+    assert ts.texts[0] == CACHES["test"].texts[ts.records[0].sample_id]
+    policy = load_policy(run)
+    assert isinstance(policy, MLPPolicy)
+    for key, value in load_file(str(run.path / "policy.safetensors")).items():
+        assert torch.equal(policy.state_dict()[key], value)
+    summary = json.loads((run.path / "eval-test.json").read_text())
+    assert summary["accuracy"] == pytest.approx(result.eval.accuracy)
+    assert "| accuracy |" in (run.path / "report.md").read_text()
+
+
+class Interrupt(KeyboardInterrupt):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
+    full = train(CFG, tmp_path / "full", caches=CACHES, progress=False, plots=False)
+
+    def stop_at_7(update: int) -> None:
+        if update == 7:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(CFG, tmp_path / "cut", caches=CACHES, progress=False, plots=False,
+              after_update=stop_at_7)
+    cut = RunDir.open(tmp_path / "cut")
+    assert cut.status == "interrupted"
+    assert cut.state["checkpoint_step"] == 6  # checkpoints at 3 and 6; update 7 is lost
+    assert not (cut.path / "policy.safetensors").exists()
+    assert not (cut.path / "report.md").exists()
+    assert [p.name for p in cut.path.glob("checkpoint-*")] == ["checkpoint-00000006"]
+    with pytest.raises(RunError, match="not complete"):
+        cut.require_complete()
+
+    resumed = train(CFG, tmp_path / "cut", resume=True, caches=CACHES, progress=False,
+                    plots=False)
+    assert resumed.run.status == "complete"
+    a = load_file(str(full.run.path / "policy.safetensors"))
+    b = load_file(str(resumed.run.path / "policy.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (full.run.path / "metrics.csv").read_text() == (
+        resumed.run.path / "metrics.csv").read_text()
+    assert resumed.eval.records == full.eval.records
+    assert np.isclose(resumed.eval.mean_return, full.eval.mean_return)
+
+
+def test_resume_refuses_changed_flags_and_complete_runs(tmp_path: Path) -> None:
+    with pytest.raises(Interrupt):
+        train(CFG, tmp_path / "r", caches=CACHES, progress=False, plots=False,
+              after_update=lambda u: (_ for _ in ()).throw(Interrupt()) if u == 4 else None)
+    other = TrainConfig(**{**CFG.__dict__, "alpha": 0.9})
+    with pytest.raises(RunError, match="differ from the run's config.json"):
+        train(other, tmp_path / "r", resume=True, caches=CACHES, progress=False, plots=False)
+    assert RunDir.open(tmp_path / "r").status == "interrupted"  # the refusal changed nothing
+    train(CFG, tmp_path / "r", resume=True, caches=CACHES, progress=False, plots=False)
+    with pytest.raises(RunError, match="already complete"):
+        train(CFG, tmp_path / "r", resume=True, caches=CACHES, progress=False, plots=False)
+
+
+def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -> None:
+    cfg = TrainConfig(agent="a2c", steps=200, num_envs=4, alpha=0.5)  # A2C: 5-step rollouts
+    result = train(cfg, tmp_path / "a2c", caches=CACHES, progress=False, plots=False)
+    run = result.run
+    assert run.status == "complete" and (run.path / "sb3_policy.safetensors").is_file()
+    spec = json.loads((run.path / "env_spec.json").read_text())
+    policy = load_policy(run, cache=CACHES["train"])
+    assert policy.policy_flops > 0
+    assert spec["kwargs"]["policy_flops"] == pytest.approx(policy.policy_flops)
+    env = TrainConfig(**run.config["config"]).env_spec("test").with_kwargs(
+        policy_flops=policy.policy_flops).make(num_envs=4, cache=CACHES["test"])
+    from exitgym.agents.rollout import evaluate
+
+    again = evaluate(policy, env, seed=cfg.seed)
+    assert again.records == result.eval.records  # the reloaded weights act the same
+    run.set_status("interrupted")
+    with pytest.raises(RunError, match="only supported for the REINFORCE-family"):
+        train(cfg, run.path, resume=True, caches=CACHES, progress=False, plots=False)
