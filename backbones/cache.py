@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from exitgym.atomic import sha256_file
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.layer_cache import LayerCache
 
@@ -46,14 +47,6 @@ ARRAY_DTYPES: dict[str, np.dtype] = {
 
 class CacheError(RuntimeError):
     """A stored cache is incomplete, corrupted or was built from other weights."""
-
-
-def sha256_array_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @torch.inference_mode()
@@ -175,7 +168,7 @@ def save_cache(cache: LayerCache, path: str | os.PathLike[str]) -> Path:
             value = np.ascontiguousarray(getattr(cache, name), dtype=dtype)
             np.save(tmp / f"{name}.npy", value, allow_pickle=False)
             arrays[name] = {"shape": list(value.shape), "dtype": dtype.str,
-                            "sha256": sha256_array_file(tmp / f"{name}.npy")}
+                            "sha256": sha256_file(tmp / f"{name}.npy")}
         texts_sha = None
         if cache.texts is not None:
             payload = json.dumps(list(cache.texts), ensure_ascii=False).encode()
@@ -269,6 +262,6 @@ def _load_array(root: Path, name: str, info: dict[str, Any], verify: bool) -> np
     if list(array.shape) != info["shape"] or array.dtype.str != info["dtype"]:
         raise CacheError(f"{path}: shape {list(array.shape)} {array.dtype.str}, meta says "
                          f"{info['shape']} {info['dtype']}")
-    if verify and sha256_array_file(path) != info["sha256"]:
+    if verify and sha256_file(path) != info["sha256"]:
         raise CacheError(f"{path}: checksum mismatch (file corrupted)")
     return array

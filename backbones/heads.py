@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from exitgym.atomic import atomic_write
 
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_CONFIG = "heads.json"
@@ -117,9 +118,9 @@ class ExitHeads(nn.Module):
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        _atomic(path / HEADS_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(path / HEADS_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
         info = {"config": _config_json(self.config), "fingerprint": self.fingerprint()}
-        _atomic(path / HEADS_CONFIG, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+        atomic_write(path / HEADS_CONFIG, lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
         return path
 
     @classmethod
@@ -145,19 +146,6 @@ def _config_json(config: HeadsConfig) -> dict[str, Any]:
     return out
 
 
-def _atomic(target: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary file in the same folder, then ``os.replace`` it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp files are private; saved weights are ordinary files
-    try:
-        write(Path(tmp))
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def pabee_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """PABEE's weighted multi-exit loss ``Σ_l l·CE_l / Σ_l l`` (deeper heads weigh more).
 
@@ -180,7 +168,7 @@ def save_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Pat
 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(target, lambda tmp: save_model(model, str(tmp)))
+    atomic_write(target, lambda tmp: save_model(model, str(tmp)))
     return target
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from exitgym.agents.berxit import Berxit, BerxitConfig
 from exitgym.agents.palbert import Palbert, PalbertConfig
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig
 from exitgym.agents.rules import EntropyExit, MaxProbExit, OracleExit, PatienceExit, StaticExit
+from exitgym.atomic import atomic_write_text
 
 RULE_NAMES = ("entropy", "patience", "maxprob")
 BUDGETS = (0.7, 0.6, 0.5, 0.4)
@@ -143,14 +142,6 @@ def table(points: list[dict[str, Any]], header: str) -> str:
     return "\n".join(md) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="rt-polarity")
@@ -182,13 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     for reward in args.rewards:
         points += run_reinforce(train, test, reward, args.alphas, args.seeds, args.updates,
                                 args.baseline)
-    write_atomic(args.out / "points.json", json.dumps(points, indent=1))
+    atomic_write_text(args.out / "points.json", json.dumps(points, indent=1))
     header = (f"# Exit methods on {args.task} / {args.backbone} ({args.heads} heads), evaluated "
               f"on {args.eval_split} ({test.num_samples} samples); learned methods trained on "
               f"train ({train.num_samples}); REINFORCE: {args.baseline} baseline, "
               f"{args.updates} updates x 256 episodes, seeds {args.seeds}")
     md = table(points, header)
-    write_atomic(args.out / "table.md", md)
+    atomic_write_text(args.out / "table.md", md)
     print(md)
     return 0
 

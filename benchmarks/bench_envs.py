@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 import exitgym  # noqa: F401  (registers the environments)
+from exitgym.atomic import atomic_write_text
 from exitgym.testing import synthetic_cache
 
 ENV_ID = "exitgym/EarlyExit-v0"
@@ -206,8 +206,8 @@ def bench_envs(
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / "bench_envs.json", json.dumps(result, indent=2) + "\n")
-        _atomic_write(out / "bench_envs.md", to_markdown(result))
+        atomic_write_text(out / "bench_envs.json", json.dumps(result, indent=2) + "\n")
+        atomic_write_text(out / "bench_envs.md", to_markdown(result))
     return result
 
 
@@ -230,17 +230,6 @@ def to_markdown(result: dict[str, Any]) -> str:
             f"{'' if length is None else f'{length:.2f}'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

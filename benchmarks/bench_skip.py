@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from exitgym.atomic import atomic_write_text
 from exitgym.backbones import hf_compat
 from exitgym.envs.rewards import make_reward
 from exitgym.envs.skip_block_vector import SkipBlockVectorEnv
@@ -202,17 +202,10 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
 def save_result(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "bench_skip.json", json.dumps(result, indent=2))
-    _atomic_write(out / "bench_skip.md", to_markdown(result))
+    atomic_write_text(out / "bench_skip.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "bench_skip.md", to_markdown(result))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

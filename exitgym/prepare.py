@@ -15,14 +15,13 @@ import ast
 import hashlib
 import inspect
 import json
-import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from exitgym.atomic import atomic_write_text
 from exitgym.paths import cache_dir
 from exitgym.tasks import SPLITS, Task, load_task
 
@@ -122,13 +121,7 @@ def prepared_dir(config: PrepareConfig, task: Task) -> Path:
     return cache_dir() / "prepared" / name
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Atomic write: a reader sees the old file or the new one, never half of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.chmod(tmp, 0o644)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+_write_text = atomic_write_text
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -164,12 +163,9 @@ class EvalResult:
         """Write summary + records as JSON atomically (tmp file + ``os.replace``)."""
         path = Path(path)
         payload = {**self.summary(), "records": [r.to_dict() for r in self.records]}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh)
-        os.replace(tmp, path)
-        return path
+        from exitgym.atomic import atomic_write_json
+
+        return atomic_write_json(path, payload, indent=None)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EvalResult:

@@ -195,7 +195,7 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     def save(tmp: Path) -> None:
         fig.savefig(tmp, format="png")
 
-    from exitgym.runs import atomic_write
+    from exitgym.atomic import atomic_write
 
     atomic_write(path, save)
     plt.close(fig)

@@ -11,7 +11,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from exitgym.runs import RunDir, atomic_write
+from exitgym.atomic import atomic_write
+from exitgym.runs import RunDir
 
 CURVES = ("return", "accuracy", "cost", "exit_layer")
 """Metrics drawn in ``training.png`` (those the trainer logged)."""

@@ -33,6 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from exitgym.atomic import atomic_write_text
+
 STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -51,27 +53,7 @@ class RunError(RuntimeError):
 
 
 # ---- atomic writes --------------------------------------------------------------------------
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then ``os.replace`` it into place.
-
-    Why: a crash or kill mid-write leaves only a ``.tmp`` file, never a truncated ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Atomically write UTF-8 text."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+write_text = atomic_write_text
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exitgym.atomic import atomic_write
 from exitgym.records import EpisodeRecord
-from exitgym.runs import TRAJECTORY_DIR, atomic_write
+from exitgym.runs import TRAJECTORY_DIR
 
 FORMAT_VERSION = 1
 """Bump when columns change meaning; readers refuse other versions."""

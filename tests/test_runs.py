@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from exitgym.agents.mlp_policy import MLPPolicy
-from exitgym.runs import MetricsLog, RunDir, RunError, atomic_write, write_json
+from exitgym.atomic import atomic_write
+from exitgym.runs import MetricsLog, RunDir, RunError, write_json
 from exitgym.testing import synthetic_cache
 from exitgym.training import TrainConfig, load_policy, train
 from exitgym.trajectories import load_trajectories
