@@ -13,7 +13,10 @@ SkipBlock / SwitchableDecision environments make.
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from exitgym.backbones.heads import ExitHeads, pabee_loss
+
+
+def _seeded_global_rng(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with torch's global RNG seeded from its ``config.seed`` and restored after.
+
+    Dropout draws from the global generator, so without this the trained heads would depend on
+    whatever random calls ran earlier in the process, and a cache rebuilt after a crash would not
+    reproduce the one the user had.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+        bound.apply_defaults()
+        with torch.random.fork_rng():
+            torch.manual_seed(bound.arguments["config"].seed)
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,7 @@ class FinetuneConfig:
     """Seed of the minibatch order and of the skip masks."""
 
 
+@_seeded_global_rng
 def train_frozen_heads(
     heads: ExitHeads,
     train_pooled: np.ndarray | torch.Tensor,
@@ -169,6 +192,7 @@ def multi_exit_logits(
     return torch.stack(out, dim=1)
 
 
+@_seeded_global_rng
 def finetune(
     backbone: Any,
     heads: ExitHeads,

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exitgym.atomic import atomic_write_text
+from exitgym.atomic import atomic_write_text, sha256_file
 
 STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.json"
@@ -243,6 +243,29 @@ class RunDir:
     def config(self) -> dict[str, Any]:
         return self.read_json(CONFIG_FILE)
 
+    def record_checksums(self, *names: str) -> dict[str, str]:
+        """Store the sha256 of the named files (relative to the run) in ``run_state.json``.
+
+        Why: weights are loaded back by ``evaluate``, ``replay``, ``infer`` and ``--resume``; a
+        file edited on disk after it was written must be refused, not silently used.
+        """
+        sums = {**self.state.get("sha256", {})}
+        sums.update({name: sha256_file(self.path / name) for name in names})
+        self.update_state(sha256=sums)
+        return sums
+
+    def verify_checksums(self, *names: str) -> None:
+        """Raise :class:`RunError` naming the first file whose content is not what was written.
+
+        With no names, every recorded file whose name matches is checked; a recorded file that
+        is missing is an error too.
+        """
+        recorded = self.state.get("sha256", {})
+        for name in names or tuple(recorded):
+            if name not in recorded:
+                raise RunError(f"{self.path / name} has no recorded checksum in {STATE_FILE}")
+            _verify_file(self.path / name, recorded[name])
+
 
 def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None) -> Path:
@@ -343,13 +366,14 @@ def save_checkpoint(run: RunDir, step: int, write: Callable[[Path], None], keep:
     tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=f".{name}.tmp-"))
     try:
         write(tmp)
+        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         target = run.path / name
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    run.update_state(checkpoint=name, checkpoint_step=step)
+    run.update_state(checkpoint=name, checkpoint_step=step, checkpoint_sha256=sums)
     old = sorted(p for p in run.path.glob("checkpoint-*") if p.is_dir() and p.name != name)
     for stale in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(stale, ignore_errors=True)
@@ -365,4 +389,17 @@ def latest_checkpoint(run: RunDir) -> tuple[Path, int] | None:
     path = run.path / name
     if not path.is_dir():
         raise RunError(f"{run.state_path} names checkpoint {name!r} but {path} is missing")
+    for file_name, expected in state.get("checkpoint_sha256", {}).items():
+        _verify_file(path / file_name, expected)
     return path, int(state.get("checkpoint_step", 0))
+
+
+def _verify_file(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise RunError(f"{path} is missing (it was written by the run and recorded)")
+    got = sha256_file(path)
+    if got != expected:
+        raise RunError(
+            f"{path} was modified after the run wrote it (sha256 checksum mismatch: recorded "
+            f"{expected[:12]}…, found {got[:12]}…); refusing to load it. Re-run or restore it."
+        )

@@ -331,6 +331,7 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent:
         log.close()
     agent.policy.save(run.path, {"trainer": type(agent).__name__, "updates": agent.updates,
                                  "env_spec": spec.to_json()})
+    _record_policy_checksums(run)
     return agent.policy, spec, log.rows
 
 
@@ -345,6 +346,7 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any) -> tuple[Any, EnvSpec]
                        log_dir=run.path / "tb", num_envs=min(cfg.num_envs, 8), env_kwargs=kwargs,
                        learning_rate=cfg.lr)
     policy.save(run.path)
+    _record_policy_checksums(run)
     # Evaluation charges the acting network's FLOPs like the REINFORCE agents' (SB3 builds the
     # network inside train_sb3, so training itself ran with policy_flops=0).
     return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops))
@@ -377,12 +379,20 @@ def evaluate_and_record(policy: Any, spec: EnvSpec, out: str | Path, name: str, 
     return result
 
 
+def _record_policy_checksums(run: RunDir) -> None:
+    """Checksum every policy file just written, so later loads detect edits on disk."""
+    names = sorted(p.name for p in run.path.glob("*.safetensors") if p.is_file())
+    run.record_checksums(*names)
+
+
 def load_policy(run: RunDir, cache: Any | None = None) -> Any:
     """The trained policy of a run (safetensors; never a pickle).
 
-    ``cache`` is only used by SB3 policies, whose model is rebuilt around an env with the
-    training spaces (default: the run's prepared training cache).
+    The weights' checksums recorded at training time are verified first: an edited file is
+    refused with a :class:`RunError`. ``cache`` is only used by SB3 policies, whose model is
+    rebuilt around an env with the training spaces (default: the run's prepared training cache).
     """
+    run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
     kind = agent_spec(run.config["config"]["agent"]).kind
     if kind == "sb3":
         from exitgym.agents.sb3 import load_sb3
