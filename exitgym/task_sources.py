@@ -56,6 +56,9 @@ def _select(
         asked = ", ".join(f"{opt}={col!r}" for opt, col in missing.items())
         raise ValueError(f"{where}: no column for {asked}; available columns: "
                          f"{[str(c) for c in frame.columns]}")
+    if len(frame) == 0:
+        raise ValueError(f"{where}: the file has no rows (only a header?); a task needs labelled "
+                         "examples")
     out = pd.DataFrame({"text": frame[text], "label": frame[label]})
     if pair is not None:
         out["text_pair"] = frame[pair]
