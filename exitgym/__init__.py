@@ -13,4 +13,13 @@ __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "infer"]
+
+
+def __getattr__(name: str) -> object:
+    """Lazy ``exitgym.infer`` (a callable module): loads torch only when inference is used."""
+    if name == "infer":
+        import importlib
+
+        return importlib.import_module("exitgym.infer")
+    raise AttributeError(f"module 'exitgym' has no attribute {name!r}")

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
     "envs": "exitgym.commands.envs",
+    "prepare": "exitgym.commands.prepare",
+    "train": "exitgym.commands.train",
+    "evaluate": "exitgym.commands.evaluate",
+    "compare": "exitgym.commands.compare",
+    "replay": "exitgym.commands.replay",
     "demo": "exitgym.commands.demo",
+    "bench": "exitgym.commands.bench",
 }
 """Subcommand name -> module that defines ``register(subparsers)``; the parser it adds sets
 ``func`` (a callable taking the parsed args and returning an exit code)."""

@@ -124,7 +124,7 @@ counts = {}
 COUNTING[0] = job in ("count", "prepare")
 prepare(task=args["task"], backbone=args["backbone"], progress=False, verbose=False,
         **args["options"])
-counts["prepare"], COUNT[0] = COUNT[0], 0
+counts["prepare"], COUNT[0], COUNTING[0] = COUNT[0], 0, False
 if job in ("count", "train"):
     cfg = TrainConfig(**args["train"])
     for split in (cfg.train_split, cfg.eval_split):  # the caches train reads, built uncounted
