@@ -156,9 +156,9 @@ class Backbone:
         """Tokenize a batch (padded to its longest member, truncated to ``max_length``)."""
         if self.tokenizer is None:
             raise ValueError(f"backbone {self.name!r} has no tokenizer; pass token ids to embed()")
-        _check_texts(texts, "texts")
+        check_texts(texts, "texts")
         if text_pairs is not None:
-            _check_texts(text_pairs, "text_pairs")
+            check_texts(text_pairs, "text_pairs")
             if len(text_pairs) != len(texts):
                 raise ValueError(
                     f"text_pairs has {len(text_pairs)} entries but texts has {len(texts)}"
@@ -307,11 +307,16 @@ class Backbone:
         )
 
 
-def _check_texts(texts: Any, name: str) -> None:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
+def check_texts(texts: Any, name: str = "texts") -> list[str]:
+    """Validate a batch of texts (a non-empty sequence of ``str``) and return it as a list.
+
+    Shared by every entry point that takes raw text, so the errors read the same everywhere.
+    """
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
     if len(texts) == 0:
         raise ValueError(f"{name} is empty; give at least one string")
     for k, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"{name}[{k}] is {type(text).__name__}, expected str")
+    return list(texts)

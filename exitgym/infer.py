@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from exitgym.backbones.base import check_texts
 from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
 
 __all__ = ["ExitInference", "InferenceResult", "infer", "load_run_policy"]
@@ -83,17 +84,6 @@ class InferenceResult:
     @property
     def texts_per_second(self) -> float:
         return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
-
-
-def _check_texts(texts: Any, name: str = "texts") -> list[str]:
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise TypeError(f"{name} must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise ValueError(f"{name} is empty; give at least one string")
-    for k, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"{name}[{k}] is {type(text).__name__}, expected str")
-    return list(texts)
 
 
 def _check_batch_size(batch_size: Any) -> int:
@@ -184,7 +174,7 @@ class ExitInference:
         record: bool = False,
     ) -> InferenceResult:
         """Answer ``texts`` with early exit; ``batch_size > 1`` batches with compaction."""
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         batch_size = _check_batch_size(batch_size)
         start = time.perf_counter()
         encoded, lengths, order = self._encode(texts, text_pairs)
@@ -211,7 +201,7 @@ class ExitInference:
         self, texts: list[str], text_pairs: Sequence[str] | None
     ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
         """Tokenize once; lengths and the longest-first order batches are cut from."""
-        pairs = None if text_pairs is None else _check_texts(text_pairs, "text_pairs")
+        pairs = None if text_pairs is None else check_texts(text_pairs, "text_pairs")
         encoded = self.backbone.tokenize(texts, pairs, max_length=self.max_length)
         lengths = encoded["attention_mask"].sum(dim=1).numpy().astype(np.int64)
         order = np.argsort(-lengths, kind="stable")
@@ -286,7 +276,7 @@ class ExitInference:
         from exitgym.backbones import hf_compat
         from exitgym.backbones.base import State
 
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         batch_size = _check_batch_size(batch_size)
         start = time.perf_counter()
         encoded, lengths, order = self._encode(texts, text_pairs)
