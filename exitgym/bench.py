@@ -8,7 +8,7 @@ numbers as tables, absolute rates next to ratios). Sections, in order:
     ``date``, ``platform``, ``cpus``, ``load_average_1min`` (at start: other work on a shared
     machine slows every number), ``torch_threads``, package versions.
 ``env_throughput``
-    ``rows``: one per env setting from ``benchmarks/bench_envs.py`` and ``benchmarks/bench_skip.py``
+    ``rows``: one per env setting from ``exitgym.bench_envs`` and ``exitgym.bench_skip``
     (``family``, ``name``, ``env``, ``steps_per_s``, ``ratio_to_cartpole``; skip envs also
     ``samples_per_s`` and ``ratio_to_plain_forward``); ``notes``: what could not run.
 ``flops_check``

@@ -7,8 +7,8 @@ called and tested on its own:
   modules (eager attention, whose matmuls the counter can see);
 - :func:`inference_speed`: early-exit inference (:mod:`exitgym.infer`) against the model's plain
   full-depth forward on the same texts, at batch 1 and batched with compaction;
-- :func:`external_env_benchmarks`: the env benchmarks of ``benchmarks/bench_envs.py`` (with
-  ``CartPole-v1`` as the floor of a Python env step) and ``benchmarks/bench_skip.py`` (owned by
+- :func:`external_env_benchmarks`: the env benchmarks of ``exitgym.bench_envs`` (with
+  ``CartPole-v1`` as the floor of a Python env step) and ``exitgym.bench_skip`` (owned by
   the env modules).
 
 Wall-clock numbers are best-of-``repeats`` (the usual ``timeit`` practice: on a shared machine the
@@ -21,12 +21,10 @@ from __future__ import annotations
 import importlib.util
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 """Where the env modules keep their benchmark scripts."""
 
 
@@ -154,19 +152,6 @@ def inference_speed(
 
 
 # ---- env step rates -------------------------------------------------------------------------
-def _load_script(name: str) -> Any | None:
-    """Import ``benchmarks/<name>.py`` (a script folder, not a package) as a module."""
-    path = BENCH_DIR / f"{name}.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location(f"exitgym_bench_{name}", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _early_exit_rows(module: Any, quick: bool, seconds: float) -> list[dict[str, Any]]:
     kwargs: dict[str, Any] = {"seconds": seconds}
     if quick:
@@ -196,10 +181,10 @@ def _skip_rows(module: Any, quick: bool, seconds: float) -> list[dict[str, Any]]
 
 
 EXTERNAL_BENCHES: dict[str, tuple[str, str, Callable[[Any, bool, float], list[dict[str, Any]]]]] = {
-    "early exit": ("bench_envs", "bench_envs", _early_exit_rows),
-    "skip": ("bench_skip", "run_benchmark", _skip_rows),
+    "early exit": ("exitgym.bench_envs", "bench_envs", _early_exit_rows),
+    "skip": ("exitgym.bench_skip", "run_benchmark", _skip_rows),
 }
-"""Env family -> (script in ``benchmarks/``, its entry function, adapter to bench rows)."""
+"""Env family -> (benchmark module, its entry function, adapter to bench rows)."""
 
 
 def external_env_benchmarks(quick: bool, seconds: float) -> tuple[list[dict[str, Any]], list[str]]:
@@ -207,10 +192,10 @@ def external_env_benchmarks(quick: bool, seconds: float) -> tuple[list[dict[str,
     could not run (so a missing script is visible in ``bench.md`` instead of silently absent)."""
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
-    for family, (script, function, adapt) in EXTERNAL_BENCHES.items():
-        module = _load_script(script)
-        if module is None or not hasattr(module, function):
-            notes.append(f"benchmarks/{script}.py has no {function}(); {family} envs not measured")
+    for family, (module_name, function, adapt) in EXTERNAL_BENCHES.items():
+        module = importlib.import_module(module_name)
+        if not hasattr(module, function):
+            notes.append(f"{module_name} has no {function}(); {family} envs not measured")
             continue
         rows.extend({"family": family, **row} for row in adapt(module, quick, seconds))
     floor = next((r["steps_per_s"] for r in rows if r["name"] == "cartpole"), None)

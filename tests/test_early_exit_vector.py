@@ -148,15 +148,11 @@ def test_bad_inputs_get_clear_errors(cache) -> None:
 
 
 def test_benchmark_script_writes_json_and_markdown(tmp_path) -> None:
-    """Smoke run of benchmarks/bench_envs.py (tiny sizes; the numbers themselves are not tested)."""
-    import importlib.util
+    """Smoke run of exitgym.bench_envs (tiny sizes; the numbers themselves are not tested)."""
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_envs.py"
-    spec = importlib.util.spec_from_file_location("bench_envs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from exitgym import bench_envs as module
+
     result = module.bench_envs(
         tmp_path, seconds=0.01, num_samples=50, hidden_size=8, vector_sizes=(1, 4), live=False
     )

@@ -6,7 +6,7 @@ at several ``num_envs`` (env steps/s = N × vector steps/s) and the live env (th
 stepped one layer per step). Every env gets the same policy: uniformly random actions, drawn in
 advance so sampling is not timed; episodes reset when they end, and resets count in the time.
 
-Usage: ``python benchmarks/bench_envs.py --out DIR`` or ``bench_envs(out_dir=...)`` from Python;
+Usage: ``python -m exitgym.bench_envs --out DIR`` or ``bench_envs(out_dir=...)`` from Python;
 both write ``bench_envs.json`` and ``bench_envs.md`` and return the results as a dict.
 """
 

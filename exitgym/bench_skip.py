@@ -11,7 +11,7 @@ at batch sizes 1, 16 and 64 (``num_envs`` = batch size). Rounds alternate betwee
 that load from other processes hits them alike; the median and the best round are reported.
 Optionally (``--accuracy``) it also reports accuracy and mean cost of fixed skip patterns.
 
-Usage: ``python benchmarks/bench_skip.py --out DIR`` (writes ``bench_skip.json`` and
+Usage: ``python -m exitgym.bench_skip --out DIR`` (writes ``bench_skip.json`` and
 ``bench_skip.md``), or ``run_benchmark(...)`` from Python (returns the same dict).
 """
 
