@@ -20,6 +20,7 @@ from typing import Any
 
 from exitgym.env_spec import CACHE_ENVS, EnvSpec
 from exitgym.runs import (
+    CONFIG_FILE,
     TRAJECTORY_DIR,
     MetricsLog,
     RunDir,
@@ -227,6 +228,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     from exitgym.agents.rollout import evaluate
 
     spec_agent = agent_spec(cfg.agent)
+    if resume and _killed_before_config(RunDir.open(out)):
+        # Nothing was trained before the kill: start afresh in the same directory.
+        RunDir.open(out).state_path.unlink()
+        resume = False
     if resume and RunDir.open(out).status != "complete":
         stored = RunDir.open(out).config.get("config")
         if stored != _jsonable(asdict(cfg)):
@@ -288,6 +293,11 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _killed_before_config(run: RunDir) -> bool:
+    """A run killed between creating its state file and writing ``config.json``."""
+    return run.status != "complete" and not run.file(CONFIG_FILE).is_file()
 
 
 def _train_reinforce(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent: AgentSpec,

@@ -160,3 +160,18 @@ def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -
     run.set_status("interrupted")
     with pytest.raises(RunError, match="only supported for the REINFORCE-family"):
         train(cfg, run.path, resume=True, caches=CACHES, progress=False, plots=False)
+
+
+def test_resume_of_a_run_killed_before_its_config_starts_afresh(tmp_path: Path) -> None:
+    """A kill between creating run_state.json and writing config.json left nothing trained:
+    --resume must train from scratch in place and end equal to an uninterrupted run."""
+    full = train(CFG, tmp_path / "full", caches=CACHES, progress=False, plots=False)
+    RunDir.create(tmp_path / "cut")  # state file only, as a kill at that moment leaves it
+    assert not (tmp_path / "cut" / "config.json").exists()
+    resumed = train(CFG, tmp_path / "cut", resume=True, caches=CACHES, progress=False,
+                    plots=False)
+    assert resumed.run.status == "complete"
+    a = load_file(str(full.run.path / "policy.safetensors"))
+    b = load_file(str(resumed.run.path / "policy.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.eval.records == full.eval.records
