@@ -170,7 +170,9 @@ class EntropyExit(ExitRule):
 
     @classmethod
     def default_grid(cls, num_layers: int) -> tuple[float, ...]:
-        return (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        # Up to 1.0 (every head exits): the cheap end of the curve must be reachable, as it is
+        # for max-probability (theta 0.5), or the AUC would count that rule as 0 there.
+        return (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 
     def exit_mask(self, layer, new, logits, infos):  # noqa: D102
         return logit_stats(logits)["norm_entropy"] < self.theta
