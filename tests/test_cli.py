@@ -14,38 +14,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from transformers import BertConfig
 
 from exitgym.cli import COMMANDS, build_parser, main
 from exitgym.report import ROW_KEYS
 from exitgym.trajectories import load_trajectories, trajectory_files
+from tests.tiny_project import WORDS, make_tiny_project
 
-WORDS = {0: ["bad", "dull", "awful", "boring"], 1: ["good", "great", "fun", "lovely"]}
 FAST = ["--max-length", "16", "--steps", "3", "--batch-size", "8", "--num-envs", "8"]
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A tiny BERT saved as a local model directory (MiniLM's tokenizer) and a 90-row CSV."""
-    from transformers import AutoTokenizer
-
-    from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
-
     root = tmp_path_factory.mktemp("cli")
-    tokenizer = AutoTokenizer.from_pretrained(str(BACKBONE_ALIASES["minilm-l6"]()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    bb = load_backbone(config, tokenizer=tokenizer, seed=0)
-    bb.model.save_pretrained(root / "tiny")
-    tokenizer.save_pretrained(root / "tiny")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(90):
-        label = i % 2
-        words = rng.choice(WORDS[label], size=2).tolist() + [f"x{i}"]
-        rows.append(f'"{" ".join(words)}",{"pos" if label else "neg"}')
-    (root / "toy.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    return {"task": str(root / "toy.csv"), "backbone": str(root / "tiny"), "root": str(root)}
+    names = make_tiny_project(root)
+    return {**names, "root": str(root)}
 
 
 def _data(tiny: dict[str, str]) -> list[str]:

@@ -8,12 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig
 
 import exitgym.backbones.cache as cache_mod
 from exitgym.backbones.cache import CacheError, build_cache, load_cache
 from exitgym.backbones.heads import ExitHeads
-from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
+from exitgym.backbones.registry import load_backbone
 from exitgym.prepare import (
     PrepareConfig,
     add_prepare_parser,
@@ -24,30 +23,15 @@ from exitgym.prepare import (
     prepare,
 )
 from exitgym.tasks import load_task
-
-WORDS = {0: ["bad", "dull", "awful", "boring"], 1: ["good", "great", "fun", "lovely"]}
+from tests.tiny_project import make_tiny_project
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A tiny BERT saved as a local model directory and a 90-row CSV task."""
-    from transformers import AutoTokenizer
-
     root = tmp_path_factory.mktemp("prep")
-    tokenizer = AutoTokenizer.from_pretrained(str(BACKBONE_ALIASES["minilm-l6"]()))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-    bb = load_backbone(config, tokenizer=tokenizer, seed=0)
-    bb.model.save_pretrained(root / "tiny")
-    tokenizer.save_pretrained(root / "tiny")
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(90):
-        label = i % 2
-        words = rng.choice(WORDS[label], size=2).tolist() + [f"x{i}"]
-        rows.append(f'"{" ".join(words)}",{"pos" if label else "neg"}')
-    (root / "toy.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
-    return {"task": str(root / "toy.csv"), "backbone": str(root / "tiny")}
+    names = make_tiny_project(root)
+    return names
 
 
 def _opts(setup: dict[str, str], **kw) -> dict:
