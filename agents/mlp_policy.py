@@ -114,13 +114,15 @@ class MLPPolicy(nn.Module):
     ) -> np.ndarray:
         """Greedy (argmax) or sampled actions for a batch ``[B, D]``."""
         obs_t = torch.as_tensor(np.atleast_2d(np.asarray(obs, dtype=np.float32)))
+        if deterministic:  # argmax of the logits is argmax of the softmax: skip it (hot path)
+            with torch.inference_mode():
+                greedy = [lg.argmax(-1).numpy() for lg in self.logits(obs_t)]
+            actions = np.stack(greedy, -1).astype(np.int64)
+            return actions if self.config.multi_discrete else actions[:, 0]
         with torch.no_grad():
             groups = [torch.softmax(lg.double(), -1).numpy() for lg in self.logits(obs_t)]
         cols = []
         for probs in groups:
-            if deterministic:
-                cols.append(probs.argmax(-1))
-                continue
             u = self._rng.random((probs.shape[0], 1))
             choice = (u > np.cumsum(probs, axis=-1)).sum(-1).clip(max=probs.shape[-1] - 1)
             if self.epsilon > 0:
