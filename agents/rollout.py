@@ -74,12 +74,17 @@ def env_attr(env: Any, name: str) -> Any:
     return None
 
 
+def _size_of(env: Any, name: str) -> int | None:
+    """``name`` of the env (``num_samples``, ``num_layers``), else of its cache, else None."""
+    n = env_attr(env, name)
+    if n is None:
+        n = getattr(env_cache(env), name, None)
+    return n
+
+
 def num_samples_of(env: Any) -> int:
     """How many samples the env's split has (from its cache or a ``num_samples`` attribute)."""
-    n = env_attr(env, "num_samples")
-    if n is None:
-        cache = env_cache(env)
-        n = cache.num_samples if cache is not None else None
+    n = _size_of(env, "num_samples")
     if n is None:
         raise ValueError("cannot tell how many samples the env has; pass sample_ids explicitly")
     return int(n)
@@ -225,10 +230,7 @@ def records_from(ro: Rollout, seed: int | None) -> list[EpisodeRecord]:
 
 def num_layers_of(env: Any) -> int:
     """Depth L of the env's backbone."""
-    n = env_attr(env, "num_layers")
-    if n is None:
-        cache = env_cache(env)
-        n = cache.num_layers if cache is not None else None
+    n = _size_of(env, "num_layers")
     if n is None:
         raise ValueError("cannot tell the env's number of layers (no num_layers / cache)")
     return int(n)
