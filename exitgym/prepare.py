@@ -10,10 +10,7 @@ reusing old numbers, and a damaged cache is rebuilt by :func:`get_cache`.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import hashlib
-import inspect
 import json
 import re
 import time
@@ -362,39 +359,3 @@ def load_prepared_backbone(task: str = "rt-polarity", backbone: str = "minilm-l6
         load_backbone_weights(bb.model, prepared.backbone_weights)
         bb.invalidate_fingerprint()
     return bb
-
-
-def _field_docs(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string right after each field), for CLI help."""
-    tree = ast.parse(inspect.getsource(cls))
-    body, docs = tree.body[0].body, {}
-    for node, nxt in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(
-                getattr(nxt, "value", None), ast.Constant):
-            docs[node.target.id] = " ".join(str(nxt.value.value).split())
-    return docs
-
-
-def add_prepare_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``exitgym prepare`` (one option per :class:`PrepareConfig` field) to a CLI."""
-    parser = subparsers.add_parser("prepare", help="train exit heads and build per-layer caches",
-                                   description=__doc__.splitlines()[0])
-    docs = _field_docs(PrepareConfig)
-    for f in fields(PrepareConfig):
-        kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-        extra: dict[str, Any] = {"choices": HEADS_MODES} if f.name == "heads" else {}
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind,
-                            default=f.default, help=f"{docs.get(f.name, '')} (default: "
-                            f"{f.default})", **extra)
-    parser.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
-                        help="splits to build caches for")
-    parser.add_argument("--force", action="store_true", help="retrain and rebuild everything")
-    parser.set_defaults(func=run_prepare)
-    return parser
-
-
-def run_prepare(args: argparse.Namespace) -> int:
-    """CLI entry: run :func:`prepare` from parsed arguments; returns the exit status."""
-    values = {f.name: getattr(args, f.name) for f in fields(PrepareConfig)}
-    prepare(PrepareConfig(**values), splits=tuple(args.splits), force=args.force)
-    return 0

@@ -13,9 +13,9 @@ import exitgym.backbones.cache as cache_mod
 from exitgym.backbones.cache import CacheError, build_cache, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.registry import load_backbone
+from exitgym.commands.prepare import add_prepare_parser
 from exitgym.prepare import (
     PrepareConfig,
-    add_prepare_parser,
     clear_cache_memo,
     get_cache,
     load_heads,
