@@ -29,6 +29,7 @@ from exitgym.runs import (
     save_checkpoint,
     write_config,
 )
+from exitgym.trainer_state import restore_trainer, trainer_writer
 
 ENV_SPEC_FILE = "env_spec.json"
 """The training env of a run (with the policy's FLOPs), written by :func:`train`."""
@@ -135,55 +136,6 @@ def agent_spec(name: str) -> AgentSpec:
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; allowed: {sorted(AGENTS)}")
     return AGENTS[name]
-
-
-# ---- checkpoint state of a REINFORCE-family trainer -----------------------------------------
-def _trainer_state(agent: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(tensors, json) capturing the policy, Adam and every generator the trainer draws from."""
-    tensors = {f"policy.{k}": v.detach().contiguous() for k, v in agent.policy.state_dict().items()}
-    opt = agent.optimizer.state_dict()
-    for idx, slots in opt["state"].items():
-        for key, value in slots.items():
-            tensors[f"optim.{idx}.{key}"] = value.detach().contiguous().reshape(value.shape)
-    meta = {"updates": agent.updates, "moving_average": float(agent.moving_average),
-            "param_groups": opt["param_groups"], "trainer_rng": agent.rng.bit_generator.state,
-            "policy_rng": agent.policy._rng.bit_generator.state,
-            "lam": float(getattr(agent, "lam", 0.0)),
-            "lambda_history": list(getattr(agent, "lambda_history", []))}
-    return tensors, meta
-
-
-def _restore_trainer(agent: Any, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    tensors = load_file(str(path / "trainer.safetensors"))
-    meta = json.loads((path / "trainer.json").read_text())
-    agent.policy.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    agent.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    agent.updates, agent.moving_average = int(meta["updates"]), float(meta["moving_average"])
-    agent.rng.bit_generator.state = meta["trainer_rng"]
-    agent.policy._rng.bit_generator.state = meta["policy_rng"]
-    if hasattr(agent, "lam"):
-        agent.lam, agent.lambda_history = meta["lam"], list(meta["lambda_history"])
-        sync = getattr(agent, "_sync_env_lambda", None)
-        if callable(sync):
-            sync()
-
-
-def _write_trainer(agent: Any) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        from safetensors.torch import save_file
-
-        tensors, meta = _trainer_state(agent)
-        save_file(tensors, str(tmp / "trainer.safetensors"))
-        (tmp / "trainer.json").write_text(json.dumps(meta))
-
-    return write
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -315,7 +267,7 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent:
     found = latest_checkpoint(run)
     if found is not None:
         path, start = found
-        _restore_trainer(agent, path)
+        restore_trainer(agent, path)
         log.load(up_to_step=start)
     agent.logger = lambda m: log.log(m, step=int(m.get("update", 0)))
     bar = None
@@ -332,7 +284,7 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent:
                 bar.update(1)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 log.flush()
-                save_checkpoint(run, done, _write_trainer(agent))
+                save_checkpoint(run, done, trainer_writer(agent))
             if after_update is not None:
                 after_update(done)
     finally:
