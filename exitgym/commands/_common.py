@@ -40,7 +40,11 @@ def choice(value: str, flag: str, allowed: Sequence[str]) -> str:
 
 @contextmanager
 def user_errors(context: str = "") -> Iterator[None]:
-    """Re-raise errors caused by bad input (bad names, missing runs) as :class:`CliError`."""
+    """Re-raise errors caused by bad input (bad names, missing runs) as :class:`CliError`.
+
+    ``exitgym.cli.main`` already prefixes the message with ``exitgym <command>: error:``, so
+    ``context`` is only for extra detail.
+    """
     from exitgym.runs import RunError
 
     try:

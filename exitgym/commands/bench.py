@@ -21,6 +21,6 @@ def run(args: argparse.Namespace) -> int:
     from exitgym.bench import config_from_args, run_bench
     from exitgym.commands._common import user_errors
 
-    with user_errors("bench: "):
+    with user_errors():
         run_bench(config_from_args(args))
     return 0

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     from exitgym.compare import compare
 
-    with user_errors("compare: "):
+    with user_errors():
         config = config_from_args(args)
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
         result = compare(config, out)

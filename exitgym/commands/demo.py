@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
-    with user_errors("demo: "):
+    with user_errors():
         alphas = parse_list(args.alphas, float, "--alphas")
         seeds = parse_list(args.seeds, int, "--seeds")
         print(f"[1/4] prepare {args.task} x {args.backbone} (frozen heads; reused when cached)")

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from exitgym.runs import RunDir
     from exitgym.training import evaluate_and_record, load_policy, run_env_spec
 
-    with user_errors("evaluate: "):
+    with user_errors():
         run_dir = RunDir.open(args.run).require_complete()
         cfg = run_dir.config["config"]
         policy = load_policy(run_dir)

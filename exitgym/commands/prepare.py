@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     """CLI entry: run :func:`~exitgym.prepare.prepare` from parsed arguments."""
     from exitgym.prepare import PrepareConfig, prepare
 
-    with user_errors("prepare: "):
+    with user_errors():
         values = {f.name: getattr(args, f.name) for f in fields(PrepareConfig)}
         prepare(PrepareConfig(**values), splits=tuple(args.splits), force=args.force)
         return 0

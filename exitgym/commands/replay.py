@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from exitgym.replay import ReplayMismatch, analyze_file, format_analysis, verify
     from exitgym.trajectories import load_trajectories, trajectory_files
 
-    with user_errors("replay: "):
+    with user_errors():
         files = trajectory_files(args.run)
         if args.select:
             files = [f for f in files if args.select in str(f)]

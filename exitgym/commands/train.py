@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from exitgym.runs import RunDir, default_run_dir
     from exitgym.training import TrainConfig, train
 
-    with user_errors("train: "):
+    with user_errors():
         if args.resume:
             if args.out is None:
                 raise CliError("--resume needs --out DIR (the run to continue)")
