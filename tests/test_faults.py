@@ -27,7 +27,7 @@ from exitgym.backbones.cache import CacheError, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.prepare import clear_cache_memo, prepare
 from exitgym.runs import RunDir, RunError
-from exitgym.training import load_policy, train
+from exitgym.training import load_policy, one_torch_thread, train
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project, run_harness, train_config
 
 SEED = int(os.environ.get("EXITGYM_FAULT_SEED", random.SystemRandom().randrange(2**32)))
@@ -37,10 +37,8 @@ RNG = random.Random(SEED)
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Same thread count as the subprocesses, so in-process rebuilds are bit-identical."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

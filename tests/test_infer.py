@@ -18,6 +18,7 @@ from exitgym.backbones.heads import ExitHeads, HeadsConfig
 from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.infer import ExitInference, InferenceResult, infer
+from exitgym.training import one_torch_thread
 
 NUM_LAYERS = 4
 NUM_LABELS = 3
@@ -58,10 +59,8 @@ class HiddenSignPolicy:
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Tiny models on a shared 2-core box: one thread avoids oversubscription stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.records import EpisodeRecord
 from exitgym.replay import verify_set
 from exitgym.testing import synthetic_cache
+from exitgym.training import one_torch_thread
 from exitgym.trajectories import TrajectorySet
 from tests.test_live import tiny_world
 
@@ -36,10 +36,8 @@ LIVE = settings(max_examples=12, deadline=None,
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
