@@ -94,9 +94,6 @@ def _live_env(texts: tuple[str, ...]) -> gym.Env:
     from exitgym.backbones.heads import ExitHeads, HeadsConfig
     from exitgym.backbones.registry import load_backbone
 
-    # Batch-1 layers are too small to split across threads; on a shared 2-core box extra
-    # threads only contend (measured: ~10x slower with 2 threads under load).
-    torch.set_num_threads(1)
     backbone = load_backbone("minilm-l6")
     torch.manual_seed(0)
     config = HeadsConfig(
@@ -169,17 +166,20 @@ def bench_envs(
             **bench_vector(env, seconds),
         }
     if live:
-        if real_cache:
-            import torch
+        from exitgym.training import one_torch_thread
 
-            torch.set_num_threads(1)
+        if real_cache:
             live_env, what = gym.make(ENV_ID, live=True), "prepared heads, rt-polarity texts"
         else:
             live_env, what = _live_env(LIVE_TEXTS), "random heads, 4 review sentences"
-        rows["live"] = {
-            "env": f"EarlyExit-v0 live (minilm-l6, {what}, 1 torch thread)",
-            **bench_single(live_env, seconds),
-        }
+        # Batch-1 layers are too small to split across threads; on a shared 2-core box extra
+        # threads only contend (measured: ~10x slower with 2 threads under load). Restored after,
+        # so callers (exitgym bench) keep their own setting.
+        with one_torch_thread():
+            rows["live"] = {
+                "env": f"EarlyExit-v0 live (minilm-l6, {what}, 1 torch thread)",
+                **bench_single(live_env, seconds),
+            }
     floor = rows["cartpole"]["steps_per_s"]
     for row in rows.values():
         row["ratio_to_cartpole"] = row["steps_per_s"] / floor
