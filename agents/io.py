@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from exitgym.atomic import atomic_write, atomic_write_json
+from exitgym.utils.atomic import atomic_write, atomic_write_json
 
 
 def save_module(module: nn.Module, directory: Path, stem: str, meta: dict[str, Any]) -> Path:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from exitgym.records import EpisodeRecord, EvalResult
+from exitgym.agents.records import EpisodeRecord, EvalResult
 
 ActFn = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 """``act(obs [B, D], infos) -> actions [B] or [B, k]``."""

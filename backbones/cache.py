@@ -8,7 +8,7 @@ name and moved into place with ``os.replace``, so readers never see half a cache
 
 Policy on damage: :func:`load_cache` raises :class:`CacheError` naming what is wrong (missing
 file, truncated array, wrong shape, checksum or fingerprint mismatch); the higher-level
-``exitgym.prepare.get_cache`` catches it and rebuilds, so a user of ``get_cache`` never reads a
+``exitgym.data.prepare.get_cache`` catches it and rebuilds, so a user of ``get_cache`` never reads a
 stale or corrupted cache and never has to delete one by hand.
 """
 
@@ -27,9 +27,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from exitgym.atomic import sha256_file
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.layer_cache import LayerCache
+from exitgym.utils.atomic import sha256_file
 
 CACHE_FORMAT_VERSION = 1
 META_FILE = "meta.json"

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from exitgym.atomic import atomic_write
+from exitgym.utils.atomic import atomic_write
 
 HEADS_WEIGHTS = "heads.safetensors"
 HEADS_CONFIG = "heads.json"

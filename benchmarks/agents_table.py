@@ -31,7 +31,7 @@ from exitgym.agents.berxit import Berxit, BerxitConfig
 from exitgym.agents.palbert import Palbert, PalbertConfig
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig
 from exitgym.agents.rules import EntropyExit, MaxProbExit, OracleExit, PatienceExit, StaticExit
-from exitgym.atomic import atomic_write_text
+from exitgym.utils.atomic import atomic_write_text
 
 RULE_NAMES = ("entropy", "patience", "maxprob")
 BUDGETS = (0.7, 0.6, 0.5, 0.4)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
         train, test = (load_cache(p, verify=True) for p in args.cache_dirs)
     else:
-        from exitgym.prepare import get_cache
+        from exitgym.data.prepare import get_cache
 
         train = get_cache(task=args.task, backbone=args.backbone, split="train", heads=args.heads)
         test = get_cache(task=args.task, backbone=args.backbone, split=args.eval_split,

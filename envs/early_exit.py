@@ -83,8 +83,8 @@ class EarlyExitEnv(gym.Env[np.ndarray, np.int64]):
     ```
 
     - ``task``, ``backbone``, ``split``, ``heads``: which prepared cache to use; a missing cache is
-      built on first use (``exitgym.prepare.get_cache``). In live mode ``backbone`` / ``heads`` may
-      also be model objects.
+      built on first use (``exitgym.data.prepare.get_cache``). In live mode ``backbone`` /
+      ``heads`` may also be model objects.
     - ``reward``: a registered reward name or a ``RewardShape``; ``alpha`` its cost weight
       (``None``: :data:`exitgym.envs.rewards.DEFAULT_ALPHA` = 0.2); ``reward_kwargs`` go to the
       shape (e.g. ``lam=`` for ``flops``).

@@ -34,7 +34,7 @@ def resolve_cache(
 ) -> LayerCache:
     """Return ``cache`` or load (building on first use) the prepared cache for the arguments.
 
-    ``exitgym.prepare`` is imported here, not at module level, because preparing a cache needs
+    ``exitgym.data.prepare`` is imported here, not at module level, because preparing a cache needs
     torch and the environments must import without it.
     """
     if cache is not None:
@@ -52,7 +52,7 @@ def resolve_cache(
             "without cache=..., backbone and heads must be names (e.g. backbone='minilm-l6', "
             "heads='frozen'); pass cache= to use model objects"
         )
-    from exitgym.prepare import get_cache
+    from exitgym.data.prepare import get_cache
 
     return get_cache(task=task, backbone=backbone, split=split, heads=heads)
 

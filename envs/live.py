@@ -52,7 +52,7 @@ class LiveRunner:
             if not isinstance(heads, str):
                 raise ValueError("live=True with heads given as a model needs the backbone as one")
             # The prepared backbone: fine-tuned weights when heads="finetune".
-            from exitgym.prepare import load_heads, load_prepared_backbone
+            from exitgym.data.prepare import load_heads, load_prepared_backbone
 
             backbone_name = backbone
             backbone = load_prepared_backbone(task=task, backbone=backbone_name, heads=heads)

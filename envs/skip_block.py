@@ -201,7 +201,7 @@ class SkipBlockEnv(gym.Env[np.ndarray, Any]):
     ```
 
     - ``task``, ``split``, ``backbone``, ``heads`` (names): prepared on first use by
-      ``exitgym.prepare``. Default: ``heads="finetune"`` with ``prepare_options=``
+      ``exitgym.data.prepare``. Default: ``heads="finetune"`` with ``prepare_options=``
       :data:`~exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS` (``skip_prob=0.15``,
       ``finetune_samples=2000``, ``max_length=64``): backbone and heads fine-tuned with random
       block skipping, so the backbone tolerates skips. ``heads="frozen"`` uses frozen-backbone

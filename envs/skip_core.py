@@ -2,7 +2,7 @@
 
 :func:`build_world` resolves the environment arguments into a :class:`SkipWorld` (backbone, heads,
 tokenized inputs, labels, memorized layers) either by name — the prepared, skip-tolerant heads of
-``exitgym.prepare`` built on first use — or from objects a caller injects (tests: a tiny random
+``exitgym.data.prepare`` built on first use — or from objects a caller injects (tests: a tiny random
 backbone, its heads and a few token ids; nothing downloaded or prepared). :func:`finish_rows`
 turns the answering head's logits into rewards and terminal infos with any registered reward
 shape, so the single and the vector environments compute them with the same code.
@@ -34,7 +34,7 @@ DEFAULT_HEADS: str = "finetune"
 """Heads mode of the named default: backbone and heads fine-tuned with random block skipping."""
 DEFAULT_PREPARE_OPTIONS: dict[str, Any] = {"skip_prob": 0.15, "finetune_samples": 2000,
                                            "max_length": 64}
-"""``exitgym.prepare`` options of the default: one epoch of joint fine-tuning on 2,000 training
+"""``exitgym.data.prepare`` options of the default: one epoch of joint fine-tuning on 2,000 training
 texts in which every attention / FFN block is skipped with p = 0.15 per sample, so the backbone
 tolerates the skips an agent makes; 64 tokens cover rt-polarity's snippets. Chosen to keep the
 first-use preparation to minutes on a 2-core CPU (full-split fine-tuning takes several times
@@ -86,7 +86,7 @@ def build_world(
     """Resolve environment arguments (named or injected) into a :class:`SkipWorld`.
 
     ``max_length`` None means the prepared configuration's (named) or
-    :data:`DEFAULT_MAX_LENGTH` (injected texts); named worlds pass it to ``exitgym.prepare``.
+    :data:`DEFAULT_MAX_LENGTH` (injected texts); named worlds pass it to ``exitgym.data.prepare``.
     """
     named = isinstance(backbone, str) and isinstance(heads, str)
     if named and inputs is None:
@@ -115,8 +115,8 @@ def _named_world(task: str, backbone: str, split: str, heads: str,
     from exitgym.backbones.cache import load_cache
     from exitgym.backbones.heads import ExitHeads, load_backbone_weights
     from exitgym.backbones.registry import load_backbone
-    from exitgym.prepare import prepare
-    from exitgym.tasks import load_task
+    from exitgym.data.prepare import prepare
+    from exitgym.data.tasks import load_task
 
     options.setdefault("max_length", DEFAULT_MAX_LENGTH)
     prepared = prepare(task=task, backbone=backbone, heads=heads, splits=(split,),

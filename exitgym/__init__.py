@@ -2,24 +2,66 @@
 
 Importing this package registers the environments (``exitgym/EarlyExit-v0``,
 ``exitgym/SkipBlock-v0``, ``exitgym/SwitchableDecision-v0``) with string entry points, so it stays
-light: it never imports torch. Heavy modules load when an environment is made.
+light: it never imports torch. The public API below is grouped by what a user does (like Minari's
+``__init__``) and loaded on first use, so heavy modules load only when they are needed.
+
+- environments: :data:`ENVS`, :func:`register_envs`, :func:`register_reward`,
+  :func:`register_observation`
+- data: :func:`load_task`, :func:`prepare`, :func:`get_cache`, :class:`PrepareConfig`
+- training: :class:`TrainConfig`, :func:`train`, :func:`load_policy`
+- evaluation: :func:`evaluate`, :class:`CompareConfig`, :func:`compare`,
+  :func:`load_trajectories`, :func:`verify`
+- inference: :func:`infer`, :class:`InferenceResult`
 """
 
 from __future__ import annotations
 
-from exitgym.registration import register_envs
+import importlib
+from typing import Any
+
+from exitgym.registration import ENVS, register_envs
 
 __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["__version__", "infer"]
+_PUBLIC: dict[str, str] = {
+    # environments
+    "register_reward": "exitgym.envs.rewards",
+    "register_observation": "exitgym.envs.observations",
+    # data
+    "load_task": "exitgym.data.tasks",
+    "prepare": "exitgym.data.prepare",
+    "get_cache": "exitgym.data.prepare",
+    "PrepareConfig": "exitgym.data.prepare",
+    # training
+    "TrainConfig": "exitgym.experiments.training",
+    "train": "exitgym.experiments.training",
+    "load_policy": "exitgym.experiments.training",
+    # evaluation
+    "evaluate": "exitgym.agents.rollout",
+    "CompareConfig": "exitgym.experiments.compare",
+    "compare": "exitgym.experiments.compare",
+    "load_trajectories": "exitgym.experiments.trajectories",
+    "verify": "exitgym.experiments.replay",
+    # inference
+    "infer": "exitgym.inference",
+    "InferenceResult": "exitgym.inference",
+}
+"""Public name -> module that defines it (imported on first access)."""
+
+__all__ = ["ENVS", "__version__", "register_envs", *sorted(_PUBLIC)]
 
 
-def __getattr__(name: str) -> object:
-    """Lazy ``exitgym.infer`` (a callable module): loads torch only when inference is used."""
-    if name == "infer":
-        import importlib
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first use (keeps ``import exitgym`` free of torch)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'exitgym' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return importlib.import_module("exitgym.infer")
-    raise AttributeError(f"module 'exitgym' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

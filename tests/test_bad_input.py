@@ -20,12 +20,12 @@ import pytest
 import exitgym  # noqa: F401  (registers the ids)
 from exitgym.backbones.layer_cache import LayerCache
 from exitgym.cli import main
+from exitgym.data.synthetic import synthetic_cache
+from exitgym.data.tasks import load_task
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.skip_block import SkipBlockEnv
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
-from exitgym.runs import RunDir, RunError
-from exitgym.tasks import load_task
-from exitgym.testing import synthetic_cache
+from exitgym.experiments.runs import RunDir, RunError
 from tests.test_live import tiny_world
 
 CACHE = synthetic_cache(num_samples=16, num_layers=4, num_labels=3, hidden_size=8)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from exitgym.bench import BenchConfig, add_arguments, config_from_args
-from exitgym.bench_measure import flops_check, inference_speed
-from exitgym.bench_pipeline import demo_seconds
-from exitgym.bench_report import to_markdown
-from exitgym.infer import ExitInference
+from exitgym.bench.measure import flops_check, inference_speed
+from exitgym.bench.pipeline import demo_seconds
+from exitgym.bench.report import to_markdown
+from exitgym.inference import ExitInference
 from tests.test_infer import MaxProbPolicy, _one_thread, setup  # noqa: F401, F811 (fixtures)
 
 

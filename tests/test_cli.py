@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from exitgym.cli import COMMANDS, build_parser, main
-from exitgym.report import ROW_KEYS
-from exitgym.trajectories import load_trajectories, trajectory_files
+from exitgym.experiments.trajectories import load_trajectories, trajectory_files
+from exitgym.reports.comparison import ROW_KEYS
 from tests.tiny_project import WORDS, make_tiny_project
 
 FAST = ["--max-length", "16", "--steps", "3", "--batch-size", "8", "--num-envs", "8"]

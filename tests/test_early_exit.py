@@ -14,9 +14,9 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import exitgym  # noqa: F401  (registers the environments)
+from exitgym.data.synthetic import synthetic_cache
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.observations import OBSERVATIONS, patience_run
-from exitgym.testing import synthetic_cache
 
 VIEWS = ("features", "logits", "hidden", "prev", "hidden+prev", "features+logits+hidden+prev")
 ENV_ID = "exitgym/EarlyExit-v0"
@@ -209,7 +209,7 @@ def test_seeded_sampling_is_uniform_over_the_split(cache) -> None:
 
 
 def test_default_arguments_load_the_prepared_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    import exitgym.prepare
+    import exitgym.data.prepare
 
     calls = []
 
@@ -217,7 +217,7 @@ def test_default_arguments_load_the_prepared_cache(monkeypatch: pytest.MonkeyPat
         calls.append(kwargs)
         return synthetic_cache()
 
-    monkeypatch.setattr(exitgym.prepare, "get_cache", fake_get_cache)
+    monkeypatch.setattr(exitgym.data.prepare, "get_cache", fake_get_cache)
     env = gym.make(ENV_ID)
     assert calls == [
         {"task": "rt-polarity", "backbone": "minilm-l6", "split": "train", "heads": "frozen"}

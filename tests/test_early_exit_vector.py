@@ -9,8 +9,8 @@ from gymnasium.utils.env_checker import data_equivalence
 from gymnasium.vector import AutoresetMode
 
 import exitgym  # noqa: F401  (registers the environments)
+from exitgym.data.synthetic import synthetic_cache
 from exitgym.envs.early_exit_vector import EarlyExitVectorEnv
-from exitgym.testing import synthetic_cache
 
 ENV_ID = "exitgym/EarlyExit-v0"
 
@@ -148,10 +148,10 @@ def test_bad_inputs_get_clear_errors(cache) -> None:
 
 
 def test_benchmark_script_writes_json_and_markdown(tmp_path) -> None:
-    """Smoke run of exitgym.bench_envs (tiny sizes; the numbers themselves are not tested)."""
+    """Smoke run of exitgym.bench.envs (tiny sizes; the numbers themselves are not tested)."""
     import json
 
-    from exitgym import bench_envs as module
+    from exitgym.bench import envs as module
 
     result = module.bench_envs(
         tmp_path, seconds=0.01, num_samples=50, hidden_size=8, vector_sizes=(1, 4), live=False

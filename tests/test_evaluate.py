@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import exitgym  # noqa: F401
+from exitgym.agents.records import EpisodeRecord, EvalResult
 from exitgym.agents.rollout import evaluate
 from exitgym.agents.rules import EntropyExit, PatienceExit, StaticExit
-from exitgym.records import EpisodeRecord, EvalResult
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 
 def envs(cache, observation="features+logits"):

@@ -17,8 +17,8 @@ from exitgym.backbones.cache import build_cache
 from exitgym.backbones.heads import ExitHeads, HeadsConfig
 from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
 from exitgym.envs.early_exit import EarlyExitEnv
-from exitgym.infer import ExitInference, InferenceResult, infer
-from exitgym.training import one_torch_thread
+from exitgym.experiments.training import one_torch_thread
+from exitgym.inference import ExitInference, InferenceResult, infer
 
 NUM_LAYERS = 4
 NUM_LABELS = 3
@@ -179,8 +179,8 @@ def test_full_depth_baseline_is_the_last_head(setup: dict[str, Any]) -> None:
 
 def test_trained_run_deploys_with_the_runs_own_decisions(setup: dict[str, Any], tmp_path) -> None:
     """``exitgym train`` -> run directory -> ``exitgym.infer(run)`` reproduces the run's eval."""
-    from exitgym.training import TrainConfig, train
-    from exitgym.trajectories import load_trajectories
+    from exitgym.experiments.training import TrainConfig, train
+    from exitgym.experiments.trajectories import load_trajectories
 
     cache = setup["cache"]
     cfg = TrainConfig(task="synthetic", backbone="tiny", steps=3, batch_size=16, num_envs=8,
@@ -226,7 +226,7 @@ def test_bad_construction_names_the_problem(setup: dict[str, Any], tmp_path) -> 
         ExitInference(MaxProbPolicy(0.8), bb, heads, policy_flops=float("nan"))
     with pytest.raises(ValueError, match="unknown observation view"):
         ExitInference(MaxProbPolicy(0.8), bb, heads, observation="features+bogus")
-    from exitgym.runs import RunError
+    from exitgym.experiments.runs import RunError
 
     with pytest.raises(RunError, match="not an exitgym run directory"):
         infer(tmp_path, ["text"])

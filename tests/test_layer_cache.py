@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from exitgym.backbones.layer_cache import LayerCache, memorized_layer, oracle_layer
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from exitgym.agents.palbert import (
     q_exit_layer,
 )
 from exitgym.agents.rollout import evaluate
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)
 

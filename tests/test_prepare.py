@@ -13,8 +13,8 @@ import exitgym.backbones.cache as cache_mod
 from exitgym.backbones.cache import CacheError, build_cache, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.registry import load_backbone
-from exitgym.commands.prepare import add_prepare_parser
-from exitgym.prepare import (
+from exitgym.cli.prepare import add_prepare_parser
+from exitgym.data.prepare import (
     PrepareConfig,
     clear_cache_memo,
     get_cache,
@@ -22,7 +22,7 @@ from exitgym.prepare import (
     load_prepared_backbone,
     prepare,
 )
-from exitgym.tasks import load_task
+from exitgym.data.tasks import load_task
 from tests.tiny_project import make_tiny_project
 
 

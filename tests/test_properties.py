@@ -3,7 +3,8 @@
 For every environment: observations lie inside the observation space and are finite, an episode
 terminates exactly once (and ``step`` after that is refused), it is never truncated, the cost
 spent never decreases, and re-running the same seed and actions in a fresh environment replays
-the episode exactly (``exitgym.replay.verify_set``, the check ``exitgym replay --verify`` runs).
+the episode exactly (``exitgym.experiments.replay.verify_set``, the check that
+``exitgym replay --verify`` runs).
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from exitgym.agents.records import EpisodeRecord
+from exitgym.data.synthetic import synthetic_cache
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.skip_block import SkipBlockEnv
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
-from exitgym.records import EpisodeRecord
-from exitgym.replay import verify_set
-from exitgym.testing import synthetic_cache
-from exitgym.training import one_torch_thread
-from exitgym.trajectories import TrajectorySet
+from exitgym.experiments.replay import verify_set
+from exitgym.experiments.training import one_torch_thread
+from exitgym.experiments.trajectories import TrajectorySet
 from tests.test_live import tiny_world
 
 NUM_LAYERS = 6

@@ -20,7 +20,7 @@ from exitgym.agents.lexicographic import (
 from exitgym.agents.mlp_policy import MLPPolicy
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig, compute_advantages
 from exitgym.agents.rollout import evaluate
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)
 N = 64

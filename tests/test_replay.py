@@ -10,12 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from exitgym.agents.records import EpisodeRecord
 from exitgym.agents.rules import MaxProbExit, StaticExit
-from exitgym.records import EpisodeRecord
-from exitgym.replay import ReplayMismatch, analyze, verify
-from exitgym.testing import synthetic_cache
-from exitgym.training import EnvSpec, evaluate_and_record
-from exitgym.trajectories import (
+from exitgym.data.synthetic import synthetic_cache
+from exitgym.experiments.replay import ReplayMismatch, analyze, verify
+from exitgym.experiments.training import EnvSpec, evaluate_and_record
+from exitgym.experiments.trajectories import (
     load_trajectories,
     save_trajectories,
     trajectories_frame,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exitgym.report import (
+from exitgym.reports.comparison import (
     FULL_DEPTH,
     ORACLE,
     ROW_KEYS,

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import exitgym  # noqa: F401  (registers the environments)
+from exitgym.data.synthetic import synthetic_cache
 from exitgym.envs.rewards import (
     DEFAULT_ALPHA,
     REWARDS,
@@ -19,7 +20,6 @@ from exitgym.envs.rewards import (
     make_reward,
     register_reward,
 )
-from exitgym.testing import synthetic_cache
 
 SHAPES = ("vanilla", "hardness", "accuracy", "flops")
 

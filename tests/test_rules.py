@@ -23,7 +23,7 @@ from exitgym.agents.rules import (
     StaticExit,
     make_rule,
 )
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared box
 L = 4

@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from exitgym.agents.mlp_policy import MLPPolicy
-from exitgym.atomic import atomic_write
-from exitgym.runs import MetricsLog, RunDir, RunError, write_json
-from exitgym.testing import synthetic_cache
-from exitgym.training import TrainConfig, load_policy, train
-from exitgym.trajectories import load_trajectories
+from exitgym.data.synthetic import synthetic_cache
+from exitgym.experiments.runs import MetricsLog, RunDir, RunError, write_json
+from exitgym.experiments.training import TrainConfig, load_policy, train
+from exitgym.experiments.trajectories import load_trajectories
+from exitgym.utils.atomic import atomic_write
 
 CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
           "test": synthetic_cache(60, hidden_size=8, seed=2)}

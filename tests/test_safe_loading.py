@@ -21,10 +21,10 @@ import torch
 
 from exitgym.backbones.cache import CacheError, load_cache
 from exitgym.backbones.heads import ExitHeads
-from exitgym.prepare import clear_cache_memo, prepare
-from exitgym.runs import RunDir
-from exitgym.training import load_policy, train
-from exitgym.trajectories import load_trajectories
+from exitgym.data.prepare import clear_cache_memo, prepare
+from exitgym.experiments.runs import RunDir
+from exitgym.experiments.training import load_policy, train
+from exitgym.experiments.trajectories import load_trajectories
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project, train_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,7 +118,7 @@ def test_heads_replaced_by_a_pickle_are_refused(project, marker, tmp_path) -> No
 
 
 def test_run_policy_replaced_by_a_pickle_is_refused(project, marker, tmp_path) -> None:
-    from exitgym.infer import ExitInference
+    from exitgym.inference import ExitInference
 
     run = copy(project["run"], tmp_path / "run")
     plant_extras(run, marker)

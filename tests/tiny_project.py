@@ -47,7 +47,7 @@ def make_tiny_project(root: Path) -> dict[str, str]:
 
 def train_config(project: dict[str, str], **overrides: Any) -> Any:
     """A REINFORCE run of a few updates with a checkpoint every 2 updates."""
-    from exitgym.training import TrainConfig
+    from exitgym.experiments.training import TrainConfig
 
     values = {"task": project["task"], "backbone": project["backbone"], "steps": 6,
               "checkpoint_every": 2, "batch_size": 8, "num_envs": 8,
@@ -117,8 +117,8 @@ def save_file(tensors, filename, metadata=None):
 st.save_file = save_file
 
 job, args = sys.argv[1], json.loads(sys.argv[2])
-from exitgym.prepare import prepare
-from exitgym.training import TrainConfig, train
+from exitgym.data.prepare import prepare
+from exitgym.experiments.training import TrainConfig, train
 
 counts = {}
 COUNTING[0] = job in ("count", "prepare")

@@ -1,0 +1,65 @@
+"""The ``exitgym`` command line: one subcommand per thing users do.
+
+Subcommands are small objects in :data:`COMMANDS` (name -> module path of a ``register(subparsers)``
+function), so each subsystem owns its own argument parsing and the CLI module never grows into an
+if-chain. Modules are imported lazily: ``exitgym --help`` and ``exitgym envs`` stay fast and never
+load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, str] = {
+    "envs": "exitgym.cli.envs",
+    "prepare": "exitgym.cli.prepare",
+    "train": "exitgym.cli.train",
+    "evaluate": "exitgym.cli.evaluate",
+    "compare": "exitgym.cli.compare",
+    "replay": "exitgym.cli.replay",
+    "demo": "exitgym.cli.demo",
+    "bench": "exitgym.cli.bench",
+}
+"""Subcommand name -> module that defines ``register(subparsers)``; the parser it adds sets
+``func`` (a callable taking the parsed args and returning an exit code)."""
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit code 2."""
+
+
+def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every (or the named) subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="exitgym",
+        description="Gymnasium environments over the layers of a pretrained transformer.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in names if names is not None else COMMANDS:
+        importlib.import_module(COMMANDS[name]).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Register only the chosen subcommand when it is known: keeps start-up light.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser([chosen] if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as err:
+        print(f"exitgym {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

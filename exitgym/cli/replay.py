@@ -1,0 +1,59 @@
+"""``exitgym replay``: analyse recorded episodes, or ``--verify`` them against their environment."""
+
+from __future__ import annotations
+
+import argparse
+
+from exitgym.cli.common import user_errors
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "replay", help="analyse or --verify the recorded episodes of a run",
+        description="Without --verify: exit-layer histograms by label and memorized layer, "
+                    "accuracy per exit layer, cost distribution, easiest and hardest inputs. "
+                    "With --verify: re-execute every recorded episode and fail on any difference.")
+    parser.add_argument("run", help="run or compare directory, or one .parquet trajectory file")
+    parser.add_argument("--verify", action="store_true",
+                        help="re-execute every episode; exit 1 naming episode, step and field "
+                             "at the first difference")
+    parser.add_argument("--select", default=None,
+                        help="only trajectory files whose path contains this text")
+    parser.add_argument("--top", type=int, default=5, help="easiest / hardest inputs to show")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from exitgym.cli import CliError
+    from exitgym.experiments.replay import ReplayMismatch, analyze_file, format_analysis, verify
+    from exitgym.experiments.trajectories import load_trajectories, trajectory_files
+
+    with user_errors():
+        files = trajectory_files(args.run)
+        if args.select:
+            files = [f for f in files if args.select in str(f)]
+        if not files:
+            raise CliError(f"no trajectory files under {args.run}"
+                           + (f" matching --select {args.select!r}" if args.select else ""))
+        if args.verify:
+            try:
+                report = verify(files, progress=True)
+            except ReplayMismatch as err:
+                print(f"exitgym replay: FAILED: {err}", file=sys.stderr)
+                return 1
+            print(f"verified {report.episodes} episodes ({report.steps} steps) in "
+                  f"{len(report.files)} trajectory files: every reward, exit layer, prediction "
+                  f"and cost matches")
+            return 0
+        if len(files) > 1:
+            print(f"{len(files)} trajectory files (analysing the first; use --select to pick):")
+            for f in files:
+                ts = load_trajectories(f)
+                acc = sum(r.correct for r in ts.records) / len(ts.records)
+                cost = sum(r.cost for r in ts.records) / len(ts.records)
+                print(f"  {f}: {len(ts.records)} episodes, accuracy {acc:.4f}, cost {cost:.3f}")
+            print()
+        print(format_analysis(analyze_file(files[0], k=args.top), title=str(files[0])))
+    return 0

@@ -1,0 +1,361 @@
+"""``prepare``: task + backbone -> exit heads -> per-layer caches, and the per-layer accuracy table.
+
+Everything an exit environment reads is produced here once and then only looked up: heads are
+trained (frozen backbone, or joint fine-tuning) and saved under
+``cache_dir()/prepared/<task>__<backbone>__<heads>-<hash>/``, and each split's cache goes to
+``cache_dir()/caches/``. Every artefact is keyed by fingerprints of what it was built from
+(configuration, data, backbone and heads weights), so a change rebuilds instead of silently
+reusing old numbers, and a damaged cache is rebuilt by :func:`get_cache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from exitgym.data.tasks import SPLITS, Task, load_task
+from exitgym.utils.atomic import atomic_write_text
+from exitgym.utils.paths import cache_dir
+
+HEADS_MODES = ("frozen", "finetune")
+BACKBONE_WEIGHTS = "backbone.safetensors"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """What to prepare; saved as ``prepare_config.json`` next to the heads."""
+
+    task: str = "rt-polarity"
+    """Task registry name or local data path (see ``exitgym.data.tasks.load_task``)."""
+    backbone: str = "minilm-l6"
+    """Backbone short name, local directory or hub id (see ``load_backbone``)."""
+    heads: str = "frozen"
+    """``frozen``: heads on a frozen backbone; ``finetune``: backbone and heads trained jointly."""
+    head_kind: str = "linear"
+    """Exit head architecture: ``linear`` or ``mlp``."""
+    max_length: int = 128
+    """Tokenizer truncation length (64 suffices for sentence snippets)."""
+    max_samples: int | None = None
+    """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
+    finetune_samples: int | None = None
+    """``finetune`` only: train on the first n training rows; caches still cover whole splits."""
+    epochs: int | None = None
+    """Training epochs; None = 30 (frozen, with early stopping) or 1 (finetune)."""
+    lr: float | None = None
+    """Learning rate; None = 3e-3 for frozen heads, 3e-5 for the fine-tuned backbone."""
+    head_lr: float = 1e-3
+    """``finetune`` only: learning rate of the (freshly initialised) heads."""
+    skip_prob: float = 0.0
+    """``finetune`` only: per-sample probability of skipping each attention / FFN block."""
+    batch_size: int = 128
+    """Inference batch size when computing pooled states (does not change results)."""
+    train_batch_size: int | None = None
+    """Training minibatch; None = 256 (frozen) or 32 (finetune)."""
+    seed: int = 0
+    """Seed of the splits, head initialisation, batch order and skip masks."""
+
+    def __post_init__(self) -> None:
+        if self.heads not in HEADS_MODES:
+            raise ValueError(f"unknown heads mode {self.heads!r}; allowed: {list(HEADS_MODES)}")
+        if not 0.0 <= self.skip_prob < 1.0:
+            raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
+        if self.skip_prob > 0 and self.heads != "finetune":
+            raise ValueError("skip_prob needs heads='finetune' (a frozen backbone cannot adapt)")
+
+    def key(self) -> dict[str, Any]:
+        """The fields that change the trained heads (the inference batch size does not)."""
+        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """Where ``prepare`` put things and what the heads achieve."""
+
+    config: PrepareConfig
+    """The configuration prepared."""
+    directory: Path
+    """Folder with heads, config, history and the accuracy tables."""
+    cache_paths: dict[str, Path]
+    """Split -> cache directory."""
+    table: dict[str, list[dict[str, float]]]
+    """Split -> per-layer rows: layer, accuracy, cum_flops_fraction."""
+    timings: dict[str, float]
+    """Seconds spent per phase in this call (0 when reused)."""
+
+    @property
+    def backbone_weights(self) -> Path | None:
+        path = self.directory / BACKBONE_WEIGHTS
+        return path if path.is_file() else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_")[-60:] or "x"
+
+
+def _hash(obj: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def data_fingerprint(task: Task, split: str) -> str:
+    """sha256 over a split's texts and labels: caches notice when the data changed."""
+    ds = task.split(split)
+    digest = hashlib.sha256(json.dumps(list(task.label_names)).encode())
+    for column in ("text", "text_pair", "label"):
+        if column in ds.column_names:
+            digest.update(json.dumps(list(ds[column]), ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def prepared_dir(config: PrepareConfig, task: Task) -> Path:
+    """Folder of the heads prepared for ``config`` on this exact training data."""
+    key = {**config.key(), "data": [data_fingerprint(task, s) for s in ("train", "validation")]}
+    name = f"{_slug(config.task)}__{_slug(config.backbone)}__{config.heads}-{_hash(key, 12)}"
+    return cache_dir() / "prepared" / name
+
+
+_write_text = atomic_write_text
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=2, default=str))
+
+
+def _texts(task: Task, split: str) -> tuple[list[str], list[str] | None, Any]:
+    import numpy as np
+
+    ds = task.split(split)
+    pairs = list(ds["text_pair"]) if task.has_pair else None
+    return list(ds["text"]), pairs, np.asarray(list(ds["label"]), dtype=np.int64)
+
+
+def _train_heads(config: PrepareConfig, task: Task, bb: Any, pooled: dict, progress: bool):
+    """Train heads (and for ``finetune`` the backbone, in place); returns (heads, history)."""
+    import torch
+
+    from exitgym.backbones.cache import compute_pooled
+    from exitgym.backbones.head_training import (
+        FinetuneConfig,
+        FrozenTrainConfig,
+        finetune,
+        train_frozen_heads,
+    )
+    from exitgym.backbones.heads import ExitHeads, HeadsConfig
+
+    heads_cfg = HeadsConfig(num_layers=bb.num_layers, hidden_size=bb.hidden_size,
+                            num_labels=task.num_labels, kind=config.head_kind,
+                            label_names=task.label_names)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        heads = ExitHeads(heads_cfg)
+    if config.heads == "frozen":
+        for split in ("train", "validation"):
+            if split not in pooled:
+                texts, pairs, _ = _texts(task, split)
+                pooled[split] = compute_pooled(bb, texts, pairs, max_length=config.max_length,
+                                               batch_size=config.batch_size, progress=progress,
+                                               desc=f"{split}: pooled states")
+        train_cfg = FrozenTrainConfig(epochs=config.epochs or 30, lr=config.lr or 3e-3,
+                                      batch_size=config.train_batch_size or 256, seed=config.seed)
+        history = train_frozen_heads(heads, pooled["train"][0], _texts(task, "train")[2],
+                                     pooled["validation"][0], _texts(task, "validation")[2],
+                                     train_cfg)
+        return heads, history
+    texts, pairs, labels = _texts(task, "train")
+    n = config.finetune_samples or len(texts)
+    ft_cfg = FinetuneConfig(epochs=config.epochs or 1, lr=config.lr or 3e-5,
+                            head_lr=config.head_lr, batch_size=config.train_batch_size or 32,
+                            skip_prob=config.skip_prob, max_length=config.max_length,
+                            seed=config.seed)
+    history = finetune(bb, heads, texts[:n], labels[:n], None if pairs is None else pairs[:n],
+                       ft_cfg, progress=progress)
+    bb.invalidate_fingerprint()
+    return heads, history
+
+
+def accuracy_table(cache: Any) -> list[dict[str, float]]:
+    """Per layer: accuracy of its head and mean cumulative FLOPs fraction when exiting there."""
+    acc = cache.correct.mean(axis=0)
+    frac = cache.cost().mean(axis=0)
+    return [{"layer": i + 1, "accuracy": float(acc[i]), "cum_flops_fraction": float(frac[i])}
+            for i in range(cache.num_layers)]
+
+
+def format_table(table: dict[str, list[dict[str, float]]]) -> str:
+    """Markdown: one column of accuracies per split, FLOPs fraction of the first split."""
+    splits = list(table)
+    lines = ["| layer | " + " | ".join(f"acc {s}" for s in splits) + " | FLOPs fraction |",
+             "|---:|" + "---:|" * (len(splits) + 1)]
+    for i, row in enumerate(table[splits[0]]):
+        accs = " | ".join(f"{table[s][i]['accuracy']:.4f}" for s in splits)
+        lines.append(f"| {row['layer']} | {accs} | {row['cum_flops_fraction']:.3f} |")
+    return "\n".join(lines)
+
+
+def prepare(
+    config: PrepareConfig | None = None,
+    *,
+    splits: tuple[str, ...] = SPLITS,
+    progress: bool = True,
+    verbose: bool = True,
+    force: bool = False,
+    **overrides: Any,
+) -> PreparedTask:
+    """Make sure heads and the requested splits' caches exist; build what is missing.
+
+    Args:
+        config: a :class:`PrepareConfig`; keyword ``overrides`` replace its fields (so
+            ``prepare(task="trec6", heads="finetune")`` works without building one).
+        splits: caches to build or verify (``()`` only prepares the heads).
+        progress: show tqdm bars.
+        verbose: print where things went and the per-layer accuracy table.
+        force: retrain the heads and rebuild the caches even if valid ones exist.
+    """
+    from exitgym.backbones.cache import (
+        CacheError,
+        assemble_cache,
+        compute_pooled,
+        load_cache,
+        save_cache,
+    )
+    from exitgym.backbones.heads import ExitHeads, load_backbone_weights, save_backbone_weights
+    from exitgym.backbones.registry import load_backbone
+
+    config = _resolve(config, overrides)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown splits {unknown}; allowed: {list(SPLITS)}")
+    timings: dict[str, float] = {}
+    tic = time.perf_counter()
+    task = load_task(config.task, seed=config.seed, max_samples=config.max_samples)
+    bb = load_backbone(config.backbone)
+    directory = prepared_dir(config, task)
+    timings["load"] = time.perf_counter() - tic
+    pooled: dict[str, Any] = {}
+    have_heads = (directory / "heads.json").is_file() and (
+        config.heads == "frozen" or (directory / BACKBONE_WEIGHTS).is_file())
+    tic = time.perf_counter()
+    if have_heads and not force:
+        heads = ExitHeads.load(directory)
+        if config.heads == "finetune":
+            load_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
+            bb.invalidate_fingerprint()
+    else:
+        heads, history = _train_heads(config, task, bb, pooled, progress)
+        directory.mkdir(parents=True, exist_ok=True)
+        if config.heads == "finetune":
+            save_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
+        heads.save(directory)
+        _write_json(directory / "history.json", history)
+        _write_json(directory / "prepare_config.json", {
+            "config": asdict(config), "backbone_fingerprint": bb.fingerprint(),
+            "heads_fingerprint": heads.fingerprint(), "task_description": task.description})
+    timings["heads"] = time.perf_counter() - tic
+    tic = time.perf_counter()
+    cache_paths, table = {}, {}
+    for split in splits:
+        expect = {"backbone_fingerprint": bb.fingerprint(),
+                  "heads_fingerprint": heads.fingerprint(),
+                  "data_fingerprint": data_fingerprint(task, split),
+                  "max_length": config.max_length}
+        path = cache_dir() / "caches" / f"{_slug(config.task)}__{split}-{_hash(expect)}"
+        cache = None
+        if not force:
+            try:
+                cache = load_cache(path, expect=expect)
+            except CacheError:
+                cache = None  # missing, damaged or stale: rebuild below
+        if cache is None:
+            texts, pairs, labels = _texts(task, split)
+            if split not in pooled:
+                pooled[split] = compute_pooled(bb, texts, pairs, max_length=config.max_length,
+                                               batch_size=config.batch_size, progress=progress,
+                                               desc=f"{split}: pooled states")
+            meta = {**expect, "task": config.task, "split": split, "heads_mode": config.heads,
+                    "backbone": config.backbone, "prepared_dir": str(directory)}
+            built = assemble_cache(bb, heads, *pooled[split], labels,
+                                   label_names=task.label_names, texts=texts, meta=meta)
+            save_cache(built, path)
+            cache = load_cache(path, expect=expect, verify=False)
+        cache_paths[split], table[split] = path, accuracy_table(cache)
+    timings["caches"] = time.perf_counter() - tic
+    if table:
+        _write_json(directory / f"accuracy_{'_'.join(table)}.json", table)
+        _write_text(directory / f"accuracy_{'_'.join(table)}.md", format_table(table) + "\n")
+    if verbose:
+        print(f"prepared {config.task} x {config.backbone} ({config.heads} heads) in {directory}")
+        for split, path in cache_paths.items():
+            print(f"  cache {split}: {path}")
+        if table:
+            print(format_table(table))
+    return PreparedTask(config, directory, cache_paths, table, timings)
+
+
+def _resolve(config: PrepareConfig | None, overrides: dict[str, Any]) -> PrepareConfig:
+    known = {f.name for f in fields(PrepareConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise TypeError(f"unknown prepare options {sorted(unknown)}; allowed: {sorted(known)}")
+    base = asdict(config) if config is not None else {}
+    return PrepareConfig(**{**base, **overrides})
+
+
+_MEMO: dict[tuple[Any, ...], Any] = {}
+
+
+def get_cache(
+    task: str = "rt-polarity", backbone: str = "minilm-l6", split: str = "train",
+    heads: str = "frozen", *, progress: bool = True, **options: Any,
+) -> Any:
+    """The :class:`LayerCache` environments read; prepares heads and the cache on first use.
+
+    Fingerprints and checksums are verified each time a process first asks; a stale or damaged
+    cache is rebuilt. Later calls in the same process return the same (read-only) object.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
+    config = _resolve(None, {"task": task, "backbone": backbone, "heads": heads, **options})
+    key = (str(cache_dir()), tuple(sorted(config.key().items())), split)
+    if key not in _MEMO:
+        from exitgym.backbones.cache import load_cache
+
+        prepared = prepare(config, splits=(split,), progress=progress, verbose=False)
+        _MEMO[key] = load_cache(prepared.cache_paths[split], verify=False)
+    return _MEMO[key]
+
+
+def clear_cache_memo() -> None:
+    """Forget caches handed out by :func:`get_cache` in this process (the next call re-verifies)."""
+    _MEMO.clear()
+
+
+def load_heads(task: str = "rt-polarity", backbone: str = "minilm-l6", heads: str = "frozen",
+               **options: Any) -> Any:
+    """Prepared :class:`ExitHeads` (trained first if missing), for live environments."""
+    from exitgym.backbones.heads import ExitHeads
+
+    prepared = prepare(task=task, backbone=backbone, heads=heads, splits=(), verbose=False,
+                       **options)
+    return ExitHeads.load(prepared.directory)
+
+
+load_prepared_heads = load_heads
+
+
+def load_prepared_backbone(task: str = "rt-polarity", backbone: str = "minilm-l6",
+                           heads: str = "frozen", **options: Any) -> Any:
+    """The Backbone the prepared heads belong to: fine-tuned weights loaded for ``finetune``."""
+    from exitgym.backbones.heads import load_backbone_weights
+    from exitgym.backbones.registry import load_backbone
+
+    prepared = prepare(task=task, backbone=backbone, heads=heads, splits=(), verbose=False,
+                       **options)
+    bb = load_backbone(backbone)
+    if prepared.backbone_weights is not None:
+        load_backbone_weights(bb.model, prepared.backbone_weights)
+        bb.invalidate_fingerprint()
+    return bb

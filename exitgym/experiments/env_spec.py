@@ -1,0 +1,86 @@
+"""The JSON-able description of an environment: what run configs and trajectory files store.
+
+``evaluate`` and ``replay --verify`` rebuild exactly the environment an agent was trained or
+evaluated in from an :class:`EnvSpec`: its id, the prepared cache it reads (task, backbone, heads,
+split and prepare options) and its ``gym.make`` kwargs. A cache *object* is never stored, only
+the names that rebuild it (the cache checks its own fingerprints when loaded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+CACHE_ENVS = ("exitgym/EarlyExit-v0",)
+"""Environments that read a prepared per-layer cache (``cache=``); others run the backbone live."""
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything needed to re-make an environment, as JSON."""
+
+    env_id: str = "exitgym/EarlyExit-v0"
+    """Registered Gymnasium id."""
+    task: str = "rt-polarity"
+    """Task registry name or local data path."""
+    backbone: str = "minilm-l6"
+    """Backbone short name or local directory."""
+    heads: str = "frozen"
+    """Prepared heads mode."""
+    split: str = "train"
+    """Data split the episodes draw from."""
+    prepare: dict[str, Any] = field(default_factory=dict)
+    """Extra :class:`~exitgym.data.prepare.PrepareConfig` options (``max_samples``, ...)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """``gym.make`` kwargs: reward, alpha, observation, dense, policy_flops, ..."""
+
+    def with_split(self, split: str) -> EnvSpec:
+        return replace(self, split=split)
+
+    def with_kwargs(self, **kwargs: Any) -> EnvSpec:
+        return replace(self, kwargs={**self.kwargs, **kwargs})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EnvSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown EnvSpec fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.env_id in CACHE_ENVS
+
+    def cache(self, progress: bool = True) -> Any:
+        """The prepared LayerCache of this spec (built on first use)."""
+        from exitgym.data.prepare import get_cache
+
+        return get_cache(task=self.task, backbone=self.backbone, split=self.split,
+                         heads=self.heads, progress=progress, **self.prepare)
+
+    def make(self, num_envs: int | None = None, cache: Any | None = None) -> Any:
+        """A single env (``num_envs=None``) or the native vector env with ``num_envs`` slots."""
+        import gymnasium as gym
+
+        import exitgym  # noqa: F401  (registers the ids)
+
+        kwargs = dict(self.kwargs)
+        if self.uses_cache:
+            kwargs["cache"] = cache if cache is not None else self.cache()
+        else:
+            kwargs.update(task=self.task, backbone=self.backbone, split=self.split,
+                          heads=self.heads, prepare_options=dict(self.prepare))
+        if num_envs is None:
+            return gym.make(self.env_id, disable_env_checker=True, **kwargs)
+        env = gym.make_vec(self.env_id, num_envs=num_envs,
+                           vectorization_mode="vector_entry_point", **kwargs)
+        world = getattr(env, "world", None)
+        if not hasattr(env, "num_samples") and hasattr(world, "num_samples"):
+            # Live skip vector envs keep their split size on ``world``; the agents' rollout
+            # helpers look for ``env.num_samples`` (or a cache), so expose it there.
+            env.num_samples = int(world.num_samples)
+        return env

@@ -1,0 +1,385 @@
+"""Run directories: where ``train``, ``evaluate``, ``compare`` and ``demo`` put what they produce.
+
+A run directory (``runs/<time>-<env>-<agent>-<seed>/`` or ``--out``) holds::
+
+    config.json          resolved config, package versions, fingerprints, git commit
+    run_state.json       {"status": "running" | "interrupted" | "failed" | "complete", ...}
+    metrics.csv          one row per logged training step (rewritten atomically)
+    tb/                  TensorBoard events of the same metrics
+    checkpoint-*/        the latest training checkpoint (``--resume`` continues from it)
+    policy.safetensors   the trained policy (+ policy.json)
+    trajectories/*.parquet  every evaluation episode (see :mod:`exitgym.experiments.trajectories`)
+    eval-<split>.json    evaluation summary; report.md, plots
+
+Every file is written to a temporary name and moved into place with ``os.replace``, so a reader
+never sees half a file; ``run_state.json`` says ``complete`` only after everything else is written,
+so an interrupted run never looks finished (``require_complete`` refuses it with a clear message).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from exitgym.utils.atomic import atomic_write_text, sha256_file, write_json
+
+STATE_FILE = "run_state.json"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.csv"
+TRAJECTORY_DIR = "trajectories"
+STATUSES = ("running", "interrupted", "failed", "complete")
+"""Values of ``run_state.json["status"]``; only ``complete`` means every output is final."""
+TRACKED_PACKAGES = (
+    "exitgym", "torch", "transformers", "gymnasium", "stable-baselines3", "sb3-contrib", "numpy",
+    "datasets", "pandas", "pyarrow", "safetensors",
+)
+"""Packages whose versions go into ``config.json`` (what a number depends on)."""
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or inconsistent (the message says which)."""
+
+
+# ---- JSON ---------------------------------------------------------------------------------
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read JSON with an error naming the file when it is missing or damaged."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise RunError(f"{path} does not exist") from err
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path} is not valid JSON ({err}); the file is damaged") from err
+
+
+# ---- provenance -----------------------------------------------------------------------------
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package (None when absent)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit(root: str | os.PathLike[str] | None = None) -> str | None:
+    """Commit of the source tree exitgym runs from (None outside a git checkout).
+
+    Read-only (``git rev-parse``); a dirty tree is marked with a ``+dirty`` suffix so a number is
+    never attributed to a commit that did not produce it.
+    """
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    # GIT_OPTIONAL_LOCKS=0: `git status` must not refresh (write) the index of the user's repo.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True, env=env).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True, env=env).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}+dirty" if dirty else head or None
+
+
+def cache_fingerprints(cache: Any) -> dict[str, Any]:
+    """Backbone / heads / data fingerprints of a LayerCache plus a fingerprint of its arrays."""
+    import hashlib
+
+    meta = dict(getattr(cache, "meta", {}) or {})
+    out = {k: meta.get(k) for k in ("task", "split", "backbone", "heads_mode",
+                                     "backbone_fingerprint", "heads_fingerprint",
+                                     "data_fingerprint")}
+    stored = meta
+    meta_file = Path(str(meta.get("path", ""))) / "meta.json"  # backbones.cache.META_FILE
+    if "arrays" not in stored and meta.get("path") and meta_file.is_file():
+        stored = json.loads(meta_file.read_text())  # loaded caches drop the checksums from meta
+    arrays = stored.get("arrays")
+    if arrays:
+        sums = {k: v.get("sha256") for k, v in arrays.items()}
+        blob = json.dumps({**sums, "texts": stored.get("texts_sha256")}, sort_keys=True)
+        out["cache_fingerprint"] = hashlib.sha256(blob.encode()).hexdigest()
+        out["cache_path"] = meta.get("path")
+    else:
+        out["cache_fingerprint"] = meta.get("fingerprint")
+    out["num_samples"] = int(cache.num_samples)
+    out["num_layers"] = int(cache.num_layers)
+    return out
+
+
+# ---- run directory --------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", str(text)).strip("_") or "x"
+
+
+def default_run_dir(env: str, agent: str, seed: int, root: str | os.PathLike[str] = "runs") -> Path:
+    """``runs/<time>-<env>-<agent>-<seed>`` (time to the second, env id without namespace)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    env_name = env.split("/")[-1]
+    return Path(root) / f"{stamp}-{_slug(env_name)}-{_slug(agent)}-{seed}"
+
+
+@dataclass
+class RunDir:
+    """One run directory and its state file."""
+
+    path: Path
+    """The directory."""
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], *, resume: bool = False) -> RunDir:
+        """Open ``path`` for a new run (or, with ``resume``, an interrupted one).
+
+        Refuses to overwrite a complete run or to silently mix into a directory that holds
+        another run: the caller must pick a new ``--out`` or pass ``--resume``.
+        """
+        run = cls(Path(path))
+        if resume:
+            if not run.state_path.is_file():
+                raise RunError(f"--resume: {run.path} holds no run to resume (no {STATE_FILE})")
+            if run.status == "complete":
+                raise RunError(f"--resume: {run.path} is already complete; nothing to resume")
+        elif run.state_path.is_file():
+            raise RunError(
+                f"{run.path} already holds a run (status {run.status!r}); choose another --out, "
+                f"or pass --resume to continue an interrupted one"
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.set_status("running")
+        return run
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> RunDir:
+        """An existing run directory (any status)."""
+        run = cls(Path(path))
+        if not run.state_path.is_file():
+            raise RunError(f"{run.path} is not an exitgym run directory (no {STATE_FILE})")
+        return run
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_FILE
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return read_json(self.state_path) if self.state_path.is_file() else {}
+
+    @property
+    def status(self) -> str | None:
+        return self.state.get("status")
+
+    def update_state(self, **entries: Any) -> dict[str, Any]:
+        """Merge ``entries`` into ``run_state.json`` (atomically) and return the new state."""
+        state = {**self.state, **entries, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if state.get("status") not in STATUSES:
+            raise ValueError(f"run status must be one of {STATUSES}, got {state.get('status')!r}")
+        write_json(self.state_path, state)
+        return state
+
+    def set_status(self, status: str, **entries: Any) -> dict[str, Any]:
+        return self.update_state(status=status, **entries)
+
+    def mark_complete(self, **entries: Any) -> dict[str, Any]:
+        """Declare every output final: call last, after all other files are written."""
+        return self.set_status("complete", **entries)
+
+    def require_complete(self) -> RunDir:
+        """Raise a clear :class:`RunError` unless the run finished."""
+        status = self.status
+        if status != "complete":
+            raise RunError(
+                f"run {self.path} is not complete (status {status!r}); resume it with "
+                f"`exitgym train --resume --out {self.path}` or start a new one"
+            )
+        return self
+
+    def file(self, *parts: str) -> Path:
+        return self.path.joinpath(*parts)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path / name)
+
+    def write_text(self, name: str, text: str) -> Path:
+        return atomic_write_text(self.path / name, text)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.read_json(CONFIG_FILE)
+
+    def record_checksums(self, *names: str) -> dict[str, str]:
+        """Store the sha256 of the named files (relative to the run) in ``run_state.json``.
+
+        Why: weights are loaded back by ``evaluate``, ``replay``, ``infer`` and ``--resume``; a
+        file edited on disk after it was written must be refused, not silently used.
+        """
+        sums = {**self.state.get("sha256", {})}
+        sums.update({name: sha256_file(self.path / name) for name in names})
+        self.update_state(sha256=sums)
+        return sums
+
+    def verify_checksums(self, *names: str) -> None:
+        """Raise :class:`RunError` naming the first file whose content is not what was written.
+
+        With no names, every recorded file whose name matches is checked; a recorded file that
+        is missing is an error too.
+        """
+        recorded = self.state.get("sha256", {})
+        for name in names or tuple(recorded):
+            if name not in recorded:
+                raise RunError(f"{self.path / name} has no recorded checksum in {STATE_FILE}")
+            _verify_file(self.path / name, recorded[name])
+
+
+def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> Path:
+    """``config.json``: the resolved config plus everything the numbers depend on."""
+    payload = {
+        "config": config,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "fingerprints": {k: cache_fingerprints(c) for k, c in (caches or {}).items()},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **(extra or {}),
+    }
+    return run.write_json(CONFIG_FILE, payload)
+
+
+# ---- metrics --------------------------------------------------------------------------------
+@dataclass
+class MetricsLog:
+    """Training metrics as CSV (rewritten atomically) and TensorBoard events.
+
+    Rows are kept in memory (a few thousand at most) so the CSV can be rewritten whole on each
+    :meth:`flush`; a resumed run reloads them (dropping rows past the checkpoint) so the final CSV
+    equals an uninterrupted run's.
+    """
+
+    path: Path
+    """The run directory."""
+    tensorboard: bool = True
+    """Also write TensorBoard events under ``tb/``."""
+    rows: list[dict[str, float]] = field(default_factory=list)
+    """Logged rows, in order."""
+
+    def __post_init__(self) -> None:
+        self._writer: Any = None
+
+    @property
+    def csv_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    def load(self, up_to_step: int | None = None, key: str = "update") -> None:
+        """Reload rows from ``metrics.csv`` (only those with ``key <= up_to_step``)."""
+        if not self.csv_path.is_file():
+            self.rows = []
+            return
+        with self.csv_path.open(newline="") as fh:
+            rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+        if up_to_step is not None:
+            rows = [r for r in rows if r.get(key, 0.0) <= up_to_step]
+        self.rows = rows
+
+    def log(self, row: dict[str, float], step: int | None = None) -> None:
+        """Append a row; scalars also go to TensorBoard under ``train/<name>``."""
+        row = {k: float(v) for k, v in row.items()}
+        self.rows.append(row)
+        if self.tensorboard:
+            writer = self._tb()
+            s = int(step if step is not None else row.get("update", len(self.rows)))
+            for key, value in row.items():
+                if key != "update":
+                    writer.add_scalar(f"train/{key}", value, s)
+
+    def flush(self) -> None:
+        """Rewrite ``metrics.csv`` atomically and flush TensorBoard."""
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.csv_path, buf.getvalue())
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _tb(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.path / "tb"))
+        return self._writer
+
+
+# ---- checkpoints ----------------------------------------------------------------------------
+def save_checkpoint(run: RunDir, step: int, write: Callable[[Path], None], keep: int = 1) -> Path:
+    """Write a checkpoint directory atomically and point ``run_state.json`` at it.
+
+    ``write(tmp_dir)`` fills a temporary directory, which is renamed to ``checkpoint-<step>``;
+    only then does the state file name it, so a kill at any moment leaves the previous checkpoint
+    in force. Older checkpoints beyond ``keep`` are deleted afterwards.
+    """
+    name = f"checkpoint-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=f".{name}.tmp-"))
+    try:
+        write(tmp)
+        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        target = run.path / name
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    run.update_state(checkpoint=name, checkpoint_step=step, checkpoint_sha256=sums)
+    old = sorted(p for p in run.path.glob("checkpoint-*") if p.is_dir() and p.name != name)
+    for stale in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(run: RunDir) -> tuple[Path, int] | None:
+    """The checkpoint ``run_state.json`` names, with its step (None when there is none)."""
+    state = run.state
+    name = state.get("checkpoint")
+    if not name:
+        return None
+    path = run.path / name
+    if not path.is_dir():
+        raise RunError(f"{run.state_path} names checkpoint {name!r} but {path} is missing")
+    for file_name, expected in state.get("checkpoint_sha256", {}).items():
+        _verify_file(path / file_name, expected)
+    return path, int(state.get("checkpoint_step", 0))
+
+
+def _verify_file(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise RunError(f"{path} is missing (it was written by the run and recorded)")
+    got = sha256_file(path)
+    if got != expected:
+        raise RunError(
+            f"{path} was modified after the run wrote it (sha256 checksum mismatch: recorded "
+            f"{expected[:12]}…, found {got[:12]}…); refusing to load it. Re-run or restore it."
+        )

@@ -1,0 +1,381 @@
+"""Training runs: the environment spec, the agent registry, and ``train`` with checkpoints/resume.
+
+:class:`EnvSpec` is the JSON-able description of an environment (id, the prepared cache it reads,
+``gym.make`` kwargs); run configs and trajectory files store it so ``evaluate`` and
+``replay --verify`` rebuild exactly the same environment. :func:`train` runs one agent in a run
+directory (:mod:`exitgym.experiments.runs`): metrics as CSV + TensorBoard, a checkpoint every
+``checkpoint_every`` updates (policy, optimizer and every random generator's state, so a resumed
+run ends bit-identical to an uninterrupted one), then ``policy.safetensors``, a recorded
+evaluation on the test split and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
+from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
+from exitgym.experiments.runs import (
+    CONFIG_FILE,
+    TRAJECTORY_DIR,
+    MetricsLog,
+    RunDir,
+    RunError,
+    latest_checkpoint,
+    save_checkpoint,
+    write_config,
+)
+
+ENV_SPEC_FILE = "env_spec.json"
+"""The training env of a run (with the policy's FLOPs), written by :func:`train`."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (``exitgym train`` flags map one to one onto these fields)."""
+
+    env: str = "exitgym/EarlyExit-v0"
+    """Environment id."""
+    agent: str = "reinforce"
+    """Agent name, a key of :data:`AGENTS`."""
+    task: str = "rt-polarity"
+    """Task registry name or local data file."""
+    backbone: str = "minilm-l6"
+    """Backbone short name or local directory."""
+    heads: str = "frozen"
+    """Heads mode of the prepared cache."""
+    reward: str = "hardness"
+    """Reward shape (``exitgym.envs.rewards.REWARDS``)."""
+    alpha: float | None = None
+    """Cost weight α of the reward (None: the reward's default)."""
+    observation: str = "features"
+    """Observation view the policy reads."""
+    dense: bool = False
+    """Dense reward delivery."""
+    seed: int = 0
+    """Seed of the policy, its sampling, the batch draws and SB3."""
+    steps: int = 300
+    """REINFORCE-family: policy updates; SB3: environment timesteps."""
+    batch_size: int = 64
+    """Episodes per REINFORCE update."""
+    num_envs: int = 64
+    """Slots of the training vector env."""
+    lr: float = 3e-3
+    """Learning rate."""
+    baseline: str = "self-critical"
+    """REINFORCE baseline."""
+    checkpoint_every: int = 50
+    """Updates between checkpoints (REINFORCE family)."""
+    train_split: str = "train"
+    """Split trained on."""
+    eval_split: str = "test"
+    """Split evaluated (and recorded) at the end."""
+    max_samples: int | None = None
+    """Prepare option: keep the first n rows of every split (quick runs)."""
+    max_length: int = 128
+    """Prepare option: tokenizer truncation length."""
+
+    def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
+        prepare: dict[str, Any] = {"max_length": self.max_length}
+        if self.max_samples is not None:
+            prepare["max_samples"] = self.max_samples
+        kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
+                                  "dense": self.dense, "policy_flops": float(policy_flops)}
+        if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
+            kwargs["observation"] = self.observation
+        return EnvSpec(self.env, self.task, self.backbone, self.heads,
+                       split or self.train_split, prepare, kwargs)
+
+
+# ---- agents ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AgentSpec:
+    """One trainable agent."""
+
+    name: str
+    """Registry key (``--agent``)."""
+    kind: str
+    """``reinforce`` (our trainers: checkpoints, resume) or ``sb3``."""
+    description: str
+    """One line for ``--help``."""
+    build: Callable[[Any, TrainConfig], Any] | None = None
+    """``build(env, config)`` -> trainer with ``update()`` (reinforce kind)."""
+
+
+def _reinforce(env: Any, cfg: TrainConfig) -> Any:
+    from exitgym.agents.reinforce import Reinforce, ReinforceConfig
+
+    return Reinforce(env, ReinforceConfig(baseline=cfg.baseline, batch_size=cfg.batch_size,
+                                          lr=cfg.lr, seed=cfg.seed))
+
+
+def _lexicographic(env: Any, cfg: TrainConfig) -> Any:
+    from exitgym.agents.lexicographic import LexicoConfig, Lexicographic
+
+    return Lexicographic(env, LexicoConfig(baseline=cfg.baseline, batch_size=cfg.batch_size,
+                                           lr=cfg.lr, seed=cfg.seed))
+
+
+AGENTS: dict[str, AgentSpec] = {a.name: a for a in (
+    AgentSpec("reinforce", "reinforce", "REINFORCE, MLP policy, self-critical baseline",
+              _reinforce),
+    AgentSpec("lexicographic", "reinforce", "REINFORCE with the lexicographic quality "
+              "constraint (Switchable Decision); use --reward flops", _lexicographic),
+    AgentSpec("ppo", "sb3", "stable-baselines3 PPO"),
+    AgentSpec("a2c", "sb3", "stable-baselines3 A2C"),
+    AgentSpec("dqn", "sb3", "stable-baselines3 DQN"),
+)}
+
+
+def agent_spec(name: str) -> AgentSpec:
+    if name not in AGENTS:
+        raise ValueError(f"unknown agent {name!r}; allowed: {sorted(AGENTS)}")
+    return AGENTS[name]
+
+
+# ---- train ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` produced."""
+
+    run: RunDir
+    """The run directory (status ``complete``)."""
+    eval: Any
+    """:class:`~exitgym.agents.records.EvalResult` on the evaluation split."""
+    metrics: list[dict[str, float]]
+    """Every logged training row."""
+
+
+def _make_train_env(cfg: TrainConfig, cache: Any, build: Callable[[Any, TrainConfig], Any]):
+    """Env + trainer; the env charges the policy's own FLOPs (known once the policy exists)."""
+    probe = cfg.env_spec().make(cfg.num_envs, cache)
+    agent = build(probe, cfg)
+    spec = cfg.env_spec(policy_flops=agent.policy.policy_flops)
+    probe.close()
+    env = spec.make(cfg.num_envs, cache)
+    agent.env = env
+    return agent, spec
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
+          caches: dict[str, Any] | None = None, progress: bool = True,
+          after_update: Callable[[int], None] | None = None, plots: bool = True) -> TrainResult:
+    """Train one agent into run directory ``out`` (see the module docstring).
+
+    Args:
+        cfg: the run's configuration.
+        out: run directory (created; must not hold another run unless ``resume``).
+        resume: continue the interrupted run in ``out`` from its last checkpoint; ``cfg`` must
+            equal the stored config.
+        caches: split -> LayerCache to use instead of the prepared ones (tests, notebooks).
+        progress: tqdm bar over updates.
+        after_update: called with the update count after each update (tests interrupt here).
+        plots: draw ``training.png`` (a second or more of matplotlib; ``compare`` skips it).
+    """
+    from exitgym.agents.rollout import evaluate
+
+    spec_agent = agent_spec(cfg.agent)
+    if resume and _killed_before_config(RunDir.open(out)):
+        # Nothing was trained before the kill: start afresh in the same directory.
+        RunDir.open(out).state_path.unlink()
+        resume = False
+    if resume and RunDir.open(out).status != "complete":
+        stored = RunDir.open(out).config.get("config")
+        if stored != _jsonable(asdict(cfg)):
+            raise RunError(f"--resume: the flags differ from the run's config.json; stored "
+                           f"{stored}")
+    run = RunDir.create(out, resume=resume)
+    try:
+        caches = dict(caches or {})
+        for split in (cfg.train_split, cfg.eval_split):
+            if split not in caches and cfg.env in CACHE_ENVS:
+                caches[split] = cfg.env_spec(split).cache(progress=progress)
+        if not resume:
+            write_config(run, _jsonable(asdict(cfg)), caches=caches,
+                         extra={"command": "train"})
+        if spec_agent.kind == "sb3":
+            if resume:
+                raise RunError("--resume is only supported for the REINFORCE-family agents "
+                               f"({[a for a, s in AGENTS.items() if s.kind == 'reinforce']}); "
+                               "SB3 checkpoints are pickles, which exitgym never loads")
+            policy, spec = _train_sb3(cfg, run, caches.get(cfg.train_split))
+            metrics: list[dict[str, float]] = []
+        else:
+            policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
+                                                     spec_agent, progress, after_update)
+        run.write_json(ENV_SPEC_FILE, spec.to_json())  # what `evaluate` re-makes
+        eval_spec = spec.with_split(cfg.eval_split)
+        result = evaluate_and_record(
+            policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
+            knob=cfg.alpha, seed=cfg.seed, num_envs=cfg.num_envs,
+            cache=caches.get(cfg.eval_split), evaluate_fn=evaluate)
+        run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
+        from exitgym.reports.run import write_run_report
+
+        write_run_report(run.path, cfg, result, metrics, plot=plots)
+        run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
+                          cost=result.mean_cost)
+        return TrainResult(run, result, metrics)
+    except KeyboardInterrupt:
+        run.set_status("interrupted")
+        raise
+    except Exception as err:
+        run.set_status("failed", error=f"{type(err).__name__}: {err}")
+        raise
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run small-MLP training on one torch thread, restoring the previous setting afterwards.
+
+    Why: exit policies are tiny MLPs on batches of ~64-256 rows, where thread hand-offs cost
+    more than they save; measured on the busy 2-core box, 30 REINFORCE updates took 6.8 s on
+    one thread and 14.1 s on two.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _killed_before_config(run: RunDir) -> bool:
+    """A run killed between creating its state file and writing ``config.json``."""
+    return run.status != "complete" and not run.file(CONFIG_FILE).is_file()
+
+
+def _train_reinforce(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent: AgentSpec,
+                     progress: bool, after_update: Callable[[int], None] | None):
+    with one_torch_thread():
+        return _train_reinforce_loop(cfg, run, cache, spec_agent, progress, after_update)
+
+
+def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent: AgentSpec,
+                          progress: bool, after_update: Callable[[int], None] | None):
+    assert spec_agent.build is not None
+    agent, spec = _make_train_env(cfg, cache, spec_agent.build)
+    log = MetricsLog(run.path)
+    start = 0
+    found = latest_checkpoint(run)
+    if found is not None:
+        path, start = found
+        restore_trainer(agent, path)
+        log.load(up_to_step=start)
+    agent.logger = lambda m: log.log(m, step=int(m.get("update", 0)))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {cfg.agent} {cfg.reward} "
+                   f"α={cfg.alpha}", unit="update", leave=False)
+    try:
+        for u in range(start, cfg.steps):
+            agent.update()
+            done = u + 1
+            if bar is not None:
+                bar.update(1)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                log.flush()
+                save_checkpoint(run, done, trainer_writer(agent))
+            if after_update is not None:
+                after_update(done)
+    finally:
+        if bar is not None:
+            bar.close()
+        log.close()
+    agent.policy.save(run.path, {"trainer": type(agent).__name__, "updates": agent.updates,
+                                 "env_spec": spec.to_json()})
+    _record_policy_checksums(run)
+    return agent.policy, spec, log.rows
+
+
+def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any) -> tuple[Any, EnvSpec]:
+    from exitgym.agents.sb3 import train_sb3
+
+    spec = cfg.env_spec()
+    kwargs = dict(spec.kwargs)
+    if spec.uses_cache:
+        kwargs["cache"] = cache if cache is not None else spec.cache()
+    policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
+                       log_dir=run.path / "tb", num_envs=min(cfg.num_envs, 8), env_kwargs=kwargs,
+                       learning_rate=cfg.lr)
+    policy.save(run.path)
+    _record_policy_checksums(run)
+    # Evaluation charges the acting network's FLOPs like the REINFORCE agents' (SB3 builds the
+    # network inside train_sb3, so training itself ran with policy_flops=0).
+    return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops))
+
+
+def evaluate_and_record(policy: Any, spec: EnvSpec, out: str | Path, name: str, *,
+                        method: str, knob: float | None, seed: int, num_envs: int = 64,
+                        cache: Any | None = None, evaluate_fn: Callable[..., Any] | None = None,
+                        meta: dict[str, Any] | None = None) -> Any:
+    """Greedy evaluation on ``spec`` with every episode saved to ``out/trajectories/<name>``."""
+    from exitgym.experiments.trajectories import save_trajectories
+
+    if evaluate_fn is None:
+        from exitgym.agents.rollout import evaluate as evaluate_fn
+    if cache is None and spec.uses_cache:
+        cache = spec.cache()
+    env = spec.make(num_envs, cache)
+    try:
+        result = evaluate_fn(policy, env, seed=seed)
+    finally:
+        env.close()
+    texts = None
+    if cache is not None and cache.texts is not None:
+        texts = [cache.texts[r.sample_id] for r in result.records]
+    info = {"method": method, "knob": knob, "seed": seed, "split": spec.split,
+            "num_layers": result.num_layers, "env_spec": spec.to_json(),
+            "label_names": list(getattr(cache, "label_names", ()) or ()), **(meta or {})}
+    save_trajectories(Path(out) / TRAJECTORY_DIR / name, result.records, spec.env_id,
+                      _jsonable(spec.kwargs), info, texts)
+    return result
+
+
+def _record_policy_checksums(run: RunDir) -> None:
+    """Checksum every policy file just written, so later loads detect edits on disk."""
+    names = sorted(p.name for p in run.path.glob("*.safetensors") if p.is_file())
+    run.record_checksums(*names)
+
+
+def load_policy(run: RunDir, cache: Any | None = None) -> Any:
+    """The trained policy of a run (safetensors; never a pickle).
+
+    The weights' checksums recorded at training time are verified first: an edited file is
+    refused with a :class:`RunError`. ``cache`` is only used by SB3 policies, whose model is
+    rebuilt around an env with the training spaces (default: the run's prepared training cache).
+    """
+    run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
+    kind = agent_spec(run.config["config"]["agent"]).kind
+    if kind == "sb3":
+        from exitgym.agents.sb3 import load_sb3
+
+        return load_sb3(run.path, env=run_env_spec(run).make(cache=cache))
+    from exitgym.agents.mlp_policy import MLPPolicy
+
+    return MLPPolicy.load(run.path)
+
+
+def run_env_spec(run: RunDir) -> EnvSpec:
+    """The env spec the run's policy was trained with (policy FLOPs included)."""
+    if run.file(ENV_SPEC_FILE).is_file():
+        return EnvSpec.from_json(run.read_json(ENV_SPEC_FILE))
+    return TrainConfig(**run.config["config"]).env_spec()
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else
+                                 str(v)))
+
+
+__all__ = ["AGENTS", "AgentSpec", "EnvSpec", "TrainConfig", "TrainResult", "evaluate_and_record",
+           "load_policy", "one_torch_thread", "run_env_spec", "train"]

@@ -1,0 +1,389 @@
+"""Deployment path: run the live backbone layer by layer and let a learned exit policy stop it.
+
+This is what a user ships after training: texts in, predictions out, and the work saved is real
+time saved because later layers are really not run. After every layer the exit head answers, the
+policy sees the same observation it was trained on (computed by the env's own observation views,
+:mod:`exitgym.envs.observations`, over the layers run so far, with the same cost fractions), and
+the rows that exit leave the batch (:meth:`State.select
+<exitgym.backbones.base.State.select>`), so later layers run on fewer rows and shorter padding.
+
+Two modes, one code path: ``batch_size=1`` (each text alone, stop at its exit) and
+``batch_size>1`` with compaction (texts sorted by length, exited rows removed after each layer).
+Both give the decisions of the cached environment on the same texts (tested).
+
+:func:`infer` is re-exported as ``exitgym.infer`` (``exitgym.infer(run_dir, texts)``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exitgym.backbones.base import check_texts
+from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+
+__all__ = ["ExitInference", "InferenceResult", "infer", "load_run_policy"]
+
+EXIT = 1
+"""The exit action of the early-exit environments (0 continues)."""
+EARLY_EXIT_ID = "exitgym/EarlyExit-v0"
+"""The environment whose policies :func:`infer` deploys."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """Per-text outcome of one inference call, in the order the texts were given."""
+
+    predictions: np.ndarray
+    """int64 ``[N]`` predicted label ids (the exit head's argmax at the exit layer)."""
+    exit_layers: np.ndarray
+    """int64 ``[N]`` 1-based layer each text exited at (``L`` = ran the whole model)."""
+    cost: np.ndarray
+    """float64 ``[N]`` cost fraction ``c_t`` (FLOPs spent / FLOPs of the full model + head)."""
+    flops: np.ndarray
+    """float64 ``[N]`` absolute FLOPs spent (embeddings, layers, heads, policy)."""
+    full_flops: np.ndarray
+    """float64 ``[N]`` FLOPs of the full model with its final head on the same text."""
+    lengths: np.ndarray
+    """int64 ``[N]`` real token counts (what FLOPs are counted on)."""
+    num_layers: int
+    """``L``, the backbone's depth."""
+    seconds: float
+    """Wall-clock seconds of the call (tokenization, layers, heads and policy)."""
+    label_names: tuple[str, ...] = ()
+    """Label vocabulary of the heads (empty when the heads carry none)."""
+    observations: np.ndarray | None = field(default=None, repr=False)
+    """float32 ``[N, L, d]`` observations the policy saw (only with ``record=True``; rows after
+    a text's exit are zero)."""
+
+    @property
+    def labels(self) -> list[str]:
+        """Predicted label names (ids as strings when the heads carry no names)."""
+        names = self.label_names
+        return [names[p] if names else str(int(p)) for p in self.predictions]
+
+    @property
+    def mean_cost(self) -> float:
+        """Mean FLOPs fraction over texts (DESIGN.md metrics)."""
+        return float(self.cost.mean())
+
+    @property
+    def flops_speedup(self) -> float:
+        """Total full-model FLOPs / total FLOPs spent: the speed-up wall-clock time can reach."""
+        return float(self.full_flops.sum() / self.flops.sum())
+
+    @property
+    def texts_per_second(self) -> float:
+        return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
+
+
+def _check_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+class ExitInference:
+    """A backbone, its exit heads and an exit policy, ready to answer texts (load once, call often).
+
+    Args:
+        policy: Any :class:`~exitgym.agents.base.Policy` (``act(obs [B, d], infos) -> [B]``, 1 =
+            exit) trained on the early-exit env; stateful rules are reset per batch.
+        backbone: The :class:`~exitgym.backbones.base.Backbone` the heads were trained on; it needs
+            a tokenizer.
+        heads: The :class:`~exitgym.backbones.heads.ExitHeads` (one per layer).
+        observation: View spec the policy reads; default the policy's ``required_observation``.
+        policy_flops: FLOPs charged per policy evaluation, exactly as the training env charged
+            them (``policy_flops=`` of ``gym.make``); they enter the ``cost`` feature.
+        max_length: Tokenizer truncation; use the cache's (128 by default) so tokens match.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        backbone: Any,
+        heads: Any,
+        *,
+        observation: str | None = None,
+        policy_flops: float = 0.0,
+        max_length: int = 128,
+    ) -> None:
+        if not callable(getattr(policy, "act", None)):
+            raise TypeError(f"policy must have act(obs, infos) (the Policy protocol), got "
+                            f"{type(policy).__name__}")
+        for name, obj in (("backbone", backbone), ("heads", heads)):
+            if not hasattr(obj, "num_layers"):
+                raise TypeError(f"{name} must be a loaded model object, got {type(obj).__name__}")
+        if getattr(backbone, "tokenizer", None) is None:
+            raise ValueError(f"backbone {backbone.name!r} has no tokenizer; inference needs one")
+        if heads.num_layers != backbone.num_layers:
+            raise ValueError(f"heads have {heads.num_layers} layers but the backbone has "
+                             f"{backbone.num_layers}")
+        policy_flops = float(policy_flops)
+        if not np.isfinite(policy_flops) or policy_flops < 0:
+            raise ValueError(f"policy_flops must be a finite number >= 0, got {policy_flops!r}")
+        spec = observation or getattr(policy, "required_observation", None) or "features"
+        self.view: CombinedView = make_observation(spec)
+        self.policy, self.backbone, self.heads = policy, backbone, heads
+        self.policy_flops = policy_flops
+        self.max_length = int(max_length)
+        self.num_layers = int(backbone.num_layers)
+        self.num_labels = int(heads.config.num_labels)
+        self.obs_dim = self.view.dim(backbone.hidden_size, self.num_labels)
+        want = getattr(getattr(policy, "config", None), "obs_dim", None)
+        if want is not None and int(want) != self.obs_dim:
+            raise ValueError(f"policy expects observations of size {want} but {spec!r} has "
+                             f"{self.obs_dim} entries for this backbone and heads")
+        self.head_flops = float(heads.flops(backbone.flops))
+        self._needs_pooled = any(p.name in ("hidden", "prev") for p in self.view.parts)
+        backbone.model.eval()
+        heads.eval()
+
+    # ---- FLOPs (the cache's formulas, DESIGN.md) ----------------------------------------------
+    def flops_table(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(spent [N, L], full [N])``: FLOPs spent when exiting after each layer, and the
+        full model with its final head, computed exactly as :class:`LayerCache` does."""
+        n = np.asarray(lengths, dtype=np.float64)
+        model = self.backbone.flops
+        embed = np.asarray(model.embeddings(n), dtype=np.float64) * np.ones_like(n)
+        per_layer = np.repeat(np.asarray(model.layer(n), dtype=np.float64)[:, None],
+                              self.num_layers, axis=1)
+        steps = np.arange(1, self.num_layers + 1)[None, :]
+        cum = embed[:, None] + np.cumsum(per_layer, axis=1) + self.head_flops * steps
+        full = embed + per_layer.sum(axis=1) + self.head_flops
+        return cum + self.policy_flops * steps, full
+
+    # ---- the deployment loop ------------------------------------------------------------------
+    def __call__(
+        self,
+        texts: Sequence[str],
+        *,
+        text_pairs: Sequence[str] | None = None,
+        batch_size: int = 1,
+        record: bool = False,
+    ) -> InferenceResult:
+        """Answer ``texts`` with early exit; ``batch_size > 1`` batches with compaction."""
+        texts = check_texts(texts)
+        batch_size = _check_batch_size(batch_size)
+        start = time.perf_counter()
+        encoded, lengths, order = self._encode(texts, text_pairs)
+        n, num_layers = len(texts), self.num_layers
+        spent, full = self.flops_table(lengths)
+        cost_table = spent / full[:, None]
+        exit_layer = np.zeros(n, dtype=np.int64)
+        prediction = np.zeros(n, dtype=np.int64)
+        observed = np.zeros((n, num_layers, self.obs_dim), dtype=np.float32) if record else None
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                idx = order[lo:lo + batch_size]
+                self._run_batch(encoded, idx, cost_table, exit_layer, prediction, observed)
+        rows = np.arange(n)
+        return InferenceResult(
+            predictions=prediction, exit_layers=exit_layer,
+            cost=cost_table[rows, exit_layer - 1], flops=spent[rows, exit_layer - 1],
+            full_flops=full, lengths=lengths, num_layers=num_layers,
+            seconds=time.perf_counter() - start,
+            label_names=tuple(self.heads.config.label_names), observations=observed,
+        )
+
+    def _encode(
+        self, texts: list[str], text_pairs: Sequence[str] | None
+    ) -> tuple[dict[str, torch.Tensor], np.ndarray, np.ndarray]:
+        """Tokenize once; lengths and the longest-first order batches are cut from."""
+        pairs = None if text_pairs is None else check_texts(text_pairs, "text_pairs")
+        encoded = self.backbone.tokenize(texts, pairs, max_length=self.max_length)
+        lengths = encoded["attention_mask"].sum(dim=1).numpy().astype(np.int64)
+        order = np.argsort(-lengths, kind="stable")
+        return encoded, lengths, order
+
+    def _run_batch(
+        self,
+        encoded: dict[str, torch.Tensor],
+        idx: np.ndarray,
+        cost_table: np.ndarray,
+        exit_layer: np.ndarray,
+        prediction: np.ndarray,
+        observed: np.ndarray | None,
+    ) -> None:
+        """One batch: step layers, ask the policy, drop exited rows, until every row exited."""
+        bb, heads, view, num_layers = self.backbone, self.heads, self.view, self.num_layers
+        size = len(idx)
+        index = torch.from_numpy(idx)
+        width = int(encoded["attention_mask"][index].sum(dim=1).max())
+        state = bb.embed({k: v[index, :width] for k, v in encoded.items()})
+        logits_buf = np.zeros((size, num_layers, self.num_labels), dtype=np.float32)
+        pooled_buf = (np.zeros((size, num_layers, bb.hidden_size), dtype=np.float32)
+                      if self._needs_pooled else np.zeros((size, num_layers, 0), dtype=np.float32))
+        costs = cost_table[idx]
+        obs_buf = np.zeros((size, self.obs_dim), dtype=np.float32)
+        self.policy.reset(size)
+        alive = np.arange(size)  # batch positions still running, aligned with state's rows
+        rows: np.ndarray | slice = slice(None)  # ``alive`` as a cheap slice until a row exits
+        for i in range(num_layers):
+            state = bb.layer(i, state)
+            pooled = bb.pool(state)
+            logits_buf[rows, i] = heads.head(i, pooled).float().numpy()
+            if self._needs_pooled:
+                pooled_buf[rows, i] = pooled.float().numpy()
+            last = i == num_layers - 1
+            if not last or observed is not None:  # the last layer needs no decision
+                inputs = ViewInputs(pooled=pooled_buf[rows, :i + 1],
+                                    logits=logits_buf[rows, :i + 1], cost=costs[rows, :i + 1],
+                                    num_layers=num_layers)
+                obs_buf[rows] = view.compute(inputs)[:, -1]
+            if observed is not None:
+                observed[idx[alive], i] = obs_buf[alive]
+            if last:
+                leaving = np.ones(len(alive), dtype=bool)
+            else:
+                # The policy sees every slot (exited ones hold their last observation and are
+                # ignored), so stateful rules keep one slot per text as in the vector env.
+                actions = np.asarray(self.policy.act(obs_buf, {}, deterministic=True))
+                leaving = actions.reshape(size, -1)[rows, 0] == EXIT
+            if leaving.any():
+                gone = alive[leaving]
+                exit_layer[idx[gone]] = i + 1
+                prediction[idx[gone]] = logits_buf[gone, i].argmax(axis=-1)
+                if leaving.all():
+                    return
+                keep = ~leaving
+                state = state.select(torch.from_numpy(keep))
+                alive = rows = alive[keep]
+
+    def full_depth(
+        self,
+        texts: Sequence[str],
+        *,
+        text_pairs: Sequence[str] | None = None,
+        batch_size: int = 1,
+    ) -> InferenceResult:
+        """The baseline a user would otherwise deploy: the model's plain forward + last head.
+
+        Same tokenization and batching (longest first) as :meth:`__call__`, so the wall-clock
+        ratio of the two measures what early exit saves.
+        """
+        from exitgym.backbones import hf_compat
+        from exitgym.backbones.base import State
+
+        texts = check_texts(texts)
+        batch_size = _check_batch_size(batch_size)
+        start = time.perf_counter()
+        encoded, lengths, order = self._encode(texts, text_pairs)
+        n, last = len(texts), self.num_layers - 1
+        prediction = np.zeros(n, dtype=np.int64)
+        bb = self.backbone
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                idx = order[lo:lo + batch_size]
+                index = torch.from_numpy(idx)
+                mask = encoded["attention_mask"][index]
+                width = int(mask.sum(dim=1).max())
+                types_ = encoded.get("token_type_ids")
+                hidden = hf_compat.plain_forward(
+                    bb.model, encoded["input_ids"][index, :width], mask[:, :width],
+                    None if types_ is None else types_[index, :width])
+                pooled = bb.pool(State(hidden, mask[:, :width].to(torch.bool)))
+                prediction[idx] = self.heads.head(last, pooled).argmax(dim=-1).numpy()
+        _, full = self.flops_table(lengths)  # embeddings + L layers + the final head
+        return InferenceResult(
+            predictions=prediction, exit_layers=np.full(n, self.num_layers, dtype=np.int64),
+            cost=np.ones(n), flops=full.copy(), full_flops=full, lengths=lengths,
+            num_layers=self.num_layers, seconds=time.perf_counter() - start,
+            label_names=tuple(self.heads.config.label_names),
+        )
+
+    # ---- construction from a trained run ------------------------------------------------------
+    @classmethod
+    def from_run(
+        cls, run_dir: str | Path, *, backbone: Any | None = None, heads: Any | None = None
+    ) -> ExitInference:
+        """Load a complete run directory of ``exitgym train`` (safetensors + JSON; no pickle).
+
+        The backbone and heads default to the prepared ones the run trained on (its task,
+        backbone, heads mode and prepare options; fine-tuned weights included).
+        """
+        policy, spec = load_run_policy(run_dir)
+        prepare_options = dict(spec.prepare)
+        if backbone is None or heads is None:
+            from exitgym.data.prepare import load_heads, load_prepared_backbone
+
+            names = {"task": spec.task, "backbone": spec.backbone, "heads": spec.heads,
+                     **prepare_options}
+            backbone = backbone if backbone is not None else load_prepared_backbone(**names)
+            heads = heads if heads is not None else load_heads(**names)
+        return cls(policy, backbone, heads, observation=spec.kwargs.get("observation"),
+                   policy_flops=float(spec.kwargs.get("policy_flops") or 0.0),
+                   max_length=int(prepare_options.get("max_length", 128)))
+
+
+def load_run_policy(run_dir: str | Path) -> tuple[Any, Any]:
+    """The policy of a complete training run and the env spec it was trained with.
+
+    Uses the run format of :mod:`exitgym.experiments.runs` / :mod:`exitgym.experiments.training`
+    (``config.json``, ``run_state.json``, ``policy.safetensors`` + ``policy.json``); nothing is
+    unpickled.
+
+    Raises:
+        RunError: the folder is not a run, or the run did not finish (the message says how to
+            resume it).
+        ValueError: the run trained on another environment than ``exitgym/EarlyExit-v0``.
+    """
+    from exitgym.experiments.runs import RunDir
+    from exitgym.experiments.training import load_policy, run_env_spec
+
+    run = RunDir.open(run_dir).require_complete()
+    spec = run_env_spec(run)
+    if spec.env_id != EARLY_EXIT_ID:
+        raise ValueError(f"{run.path} trained a policy for {spec.env_id}; exit inference needs "
+                         f"one trained on {EARLY_EXIT_ID}")
+    policy = load_policy(run)
+    if hasattr(policy, "eval"):
+        policy.eval()
+    return policy, spec
+
+
+def infer(
+    run_or_policy: str | Path | Any,
+    texts: Sequence[str],
+    *,
+    backbone: Any | None = None,
+    heads: Any | None = None,
+    batch_size: int = 1,
+    text_pairs: Sequence[str] | None = None,
+    observation: str | None = None,
+    policy_flops: float = 0.0,
+    max_length: int = 128,
+) -> InferenceResult:
+    """Predict ``texts`` with early exit: one call from a trained run (or a policy) to answers.
+
+    Args:
+        run_or_policy: A trained run directory, or a policy object (then ``backbone`` and
+            ``heads`` are required).
+        texts: The inputs (a list of strings).
+        backbone, heads: Model objects; for a run they default to the run's prepared ones.
+        batch_size: 1 runs each text alone; larger batches drop exited rows after every layer.
+        text_pairs: Second segments for pair tasks.
+        observation, policy_flops, max_length: For a policy object: the env settings it was
+            trained with (a run directory records them).
+
+    Returns:
+        :class:`InferenceResult` with predictions, exit layers and cost per text.
+    """
+    if isinstance(run_or_policy, (str, Path)):
+        engine = ExitInference.from_run(run_or_policy, backbone=backbone, heads=heads)
+    else:
+        if backbone is None or heads is None:
+            raise ValueError("infer(policy, texts) needs backbone= and heads= (or pass a run "
+                             "directory instead of a policy)")
+        engine = ExitInference(run_or_policy, backbone, heads, observation=observation,
+                               policy_flops=policy_flops, max_length=max_length)
+    return engine(texts, text_pairs=text_pairs, batch_size=batch_size)
+

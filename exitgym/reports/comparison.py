@@ -1,0 +1,255 @@
+"""Comparison reports: ``summary.json``, ``pareto.png`` and ``report.md`` from evaluation rows.
+
+A *row* is one evaluation of one method at one knob value and seed::
+
+    {"method", "knob", "seed", "accuracy", "cost", "speedup", "mean_exit_layer"}
+
+plus one ``full-depth`` row (the last head, cost 1 by definition) and one ``oracle`` row.
+
+Area under the accuracy–cost curve (``auc``), per method, over cost in ``[lo, hi] = [0.2, 1.0]``:
+
+1. average the method's rows over seeds at each knob value -> points ``(cost, accuracy)``;
+2. keep the Pareto front: points no other point beats on both axes (lower-or-equal cost and
+   higher-or-equal accuracy, one strictly);
+3. the curve ``a(c)`` linearly interpolates the front between its points (a mix of two
+   neighbouring operating points, chosen per input at random, achieves the interpolated cost and
+   accuracy in expectation); it is flat after the most expensive front point (the budget need not
+   be spent) and **0 before the cheapest** (the method has no operating point that cheap);
+4. ``auc = ∫_lo^hi a(c) dc / (hi − lo)``, integrated exactly (the curve is piecewise linear).
+
+So ``auc`` reads as the mean accuracy over FLOPs budgets spread uniformly over ``[lo, hi]``, and a
+method covering only part of the range is charged for the rest (``coverage`` says how much it
+covers). ``auc_seeds`` repeats the computation per seed (mean and std are reported).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exitgym.utils.atomic import atomic_write_text, write_json
+
+AUC_RANGE: tuple[float, float] = (0.2, 1.0)
+ROW_KEYS = ("method", "knob", "seed", "accuracy", "cost", "speedup", "mean_exit_layer")
+FULL_DEPTH, ORACLE = "full-depth", "oracle"
+REFERENCE_METHODS = (FULL_DEPTH, ORACLE)
+"""Single-point references: drawn as markers, not curves, and given no AUC."""
+
+
+def make_row(method: str, knob: float | None, seed: int, accuracy: float, cost: float,
+             mean_exit_layer: float) -> dict[str, Any]:
+    """One summary row; ``speedup = 1 / cost``."""
+    return {"method": method, "knob": None if knob is None else float(knob), "seed": int(seed),
+            "accuracy": float(accuracy), "cost": float(cost),
+            "speedup": 1.0 / cost if cost > 0 else math.inf,
+            "mean_exit_layer": float(mean_exit_layer)}
+
+
+def row_from_eval(method: str, knob: float | None, seed: int, result: Any) -> dict[str, Any]:
+    """Row from an :class:`~exitgym.agents.records.EvalResult`."""
+    return make_row(method, knob, seed, result.accuracy, result.mean_cost, result.mean_exit_layer)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Non-dominated ``(cost, accuracy)`` points, sorted by cost (accuracy strictly rising)."""
+    front: list[tuple[float, float]] = []
+    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or acc > front[-1][1]:
+            front.append((float(cost), float(acc)))
+    return front
+
+
+def envelope(front: Sequence[tuple[float, float]], cost: float) -> float:
+    """The curve ``a(c)`` of the module docstring at one cost."""
+    if not front or cost < front[0][0]:
+        return 0.0
+    xs, ys = zip(*front, strict=True)
+    return float(np.interp(cost, xs, ys))
+
+
+def auc(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
+        hi: float = AUC_RANGE[1]) -> float:
+    """Normalised area under the Pareto envelope over ``[lo, hi]`` (module docstring)."""
+    if not hi > lo:
+        raise ValueError(f"AUC range must have hi > lo, got [{lo}, {hi}]")
+    front = pareto_front(points)
+    if not front:
+        return 0.0
+    cuts = sorted({lo, hi, *(c for c, _ in front if lo < c < hi)})
+    area = 0.0
+    for a, b in zip(cuts, cuts[1:], strict=False):
+        if (a + b) / 2 < front[0][0]:
+            continue  # left of the cheapest point: a(c) = 0
+        area += 0.5 * (envelope(front, a) + envelope(front, b)) * (b - a)
+    return area / (hi - lo)
+
+
+def coverage(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
+             hi: float = AUC_RANGE[1]) -> float:
+    """Fraction of ``[lo, hi]`` at or above the method's cheapest operating point."""
+    if not points:
+        return 0.0
+    cheapest = min(c for c, _ in points)
+    return float(np.clip((hi - max(lo, cheapest)) / (hi - lo), 0.0, 1.0))
+
+
+def curve_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seed-averaged points of one method: knob, accuracy (+std), cost (+std), n seeds."""
+    by_knob: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_knob[row["knob"]].append(row)
+    out = []
+    for knob, group in by_knob.items():
+        acc = np.array([r["accuracy"] for r in group])
+        cost = np.array([r["cost"] for r in group])
+        exits = np.array([r["mean_exit_layer"] for r in group])
+        out.append({"knob": knob, "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
+                    "cost": float(cost.mean()), "cost_std": float(cost.std()),
+                    "speedup": float(1.0 / cost.mean()), "mean_exit_layer": float(exits.mean()),
+                    "seeds": len(group)})
+    return sorted(out, key=lambda p: p["cost"])
+
+
+def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None,
+              lo: float = AUC_RANGE[0], hi: float = AUC_RANGE[1]) -> dict[str, Any]:
+    """The ``summary.json`` payload: rows, per-method curves and AUC, references, meta."""
+    for row in rows:
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"summary row {row} lacks {missing}")
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_method[row["method"]].append(dict(row))
+    methods: dict[str, Any] = {}
+    for method, group in by_method.items():
+        if method in REFERENCE_METHODS:
+            continue
+        points = curve_points(group)
+        xy = [(p["cost"], p["accuracy"]) for p in points]
+        per_seed = defaultdict(list)
+        for r in group:
+            per_seed[r["seed"]].append((r["cost"], r["accuracy"]))
+        seed_aucs = [auc(v, lo, hi) for _, v in sorted(per_seed.items())]
+        methods[method] = {
+            "auc": auc(xy, lo, hi), "auc_seeds": seed_aucs,
+            "auc_mean": float(np.mean(seed_aucs)), "auc_std": float(np.std(seed_aucs)),
+            "coverage": coverage(xy, lo, hi), "points": points,
+            "pareto": [list(p) for p in pareto_front(xy)],
+            "best_accuracy": max(p["accuracy"] for p in points),
+        }
+    refs = {m: curve_points(by_method[m])[0] for m in REFERENCE_METHODS if by_method.get(m)}
+    return {"rows": [dict(r) for r in rows], "methods": methods, "references": refs,
+            "auc_range": [lo, hi], "auc_definition": __doc__.split("Area under", 1)[1].strip(),
+            "meta": meta or {}}
+
+
+# ---- outputs --------------------------------------------------------------------------------
+def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
+    """``pareto.png``: every method's points and Pareto curve, the full-depth point, the oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
+    lo, hi = summary["auc_range"]
+    ax.axvspan(lo, hi, color="0.95", zorder=0, label=f"AUC range [{lo:g}, {hi:g}]")
+    markers = "osD^vP<>hX*"
+    colors = plt.get_cmap("tab10").colors
+    ranked = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"])
+    for i, (method, info) in enumerate(ranked):
+        color, marker = colors[i % len(colors)], markers[i % len(markers)]
+        pts = info["points"]
+        ax.scatter([p["cost"] for p in pts], [p["accuracy"] for p in pts], color=color,
+                   marker=marker, s=28, alpha=0.45, zorder=2)
+        front = info["pareto"]
+        ax.plot([c for c, _ in front], [a for _, a in front], color=color, marker=marker,
+                ms=6, lw=2, zorder=3, label=f"{method} (AUC {info['auc']:.3f})")
+        if front and front[-1][0] < hi:  # the flat continuation the AUC integrates
+            ax.plot([front[-1][0], hi], [front[-1][1]] * 2, color=color, lw=1, ls=":",
+                    alpha=0.7, zorder=2)
+    ref_style = {FULL_DEPTH: ("k", "*", 260), ORACLE: ("goldenrod", "P", 200)}
+    for method, point in summary["references"].items():
+        color, marker, size = ref_style[method]
+        ax.scatter([point["cost"]], [point["accuracy"]], color=color, marker=marker, s=size,
+                   edgecolor="white", zorder=5,
+                   label=f"{method} (acc {point['accuracy']:.3f}, cost {point['cost']:.2f})")
+    ax.set_xlabel("cost: FLOPs fraction of the full model (lower is faster)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title or "accuracy vs cost (Pareto front per method)")
+    ax.text(0.01, 0.01, "faint markers: dominated knob values; dotted: flat continuation "
+            "counted by the AUC", transform=ax.transAxes, fontsize=7.5, color="0.35")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9,
+              title="Pareto front per method")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save(tmp: Path) -> None:
+        fig.savefig(tmp, format="png")
+
+    from exitgym.utils.atomic import atomic_write
+
+    atomic_write(path, save)
+    plt.close(fig)
+    return path
+
+
+def _knob(value: Any) -> str:
+    return "–" if value is None else f"{value:g}"
+
+
+def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "pareto.png",
+                    sections: Sequence[str] = ()) -> str:
+    """``report.md``: AUC table, references, every operating point, the plot, extra sections."""
+    lo, hi = summary["auc_range"]
+    lines = [f"# {title}", ""]
+    meta = summary.get("meta") or {}
+    if meta:
+        lines += [", ".join(f"**{k}**: {v}" for k, v in meta.items() if not isinstance(v, dict)),
+                  ""]
+    lines += [f"![accuracy vs cost]({plot_name})", "",
+              f"## Methods ranked by AUC over cost in [{lo:g}, {hi:g}]", "",
+              "| method | AUC | AUC mean ± std over seeds | coverage | best accuracy | points |",
+              "|---|---:|---:|---:|---:|---:|"]
+    for method, info in sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"]):
+        lines.append(f"| {method} | {info['auc']:.4f} | {info['auc_mean']:.4f} ± "
+                     f"{info['auc_std']:.4f} | {info['coverage']:.2f} | "
+                     f"{info['best_accuracy']:.4f} | {len(info['points'])} |")
+    lines += ["", "## References", "",
+              "| reference | accuracy | cost | speed-up | mean exit layer |",
+              "|---|---:|---:|---:|---:|"]
+    for method, p in summary["references"].items():
+        lines.append(f"| {method} | {p['accuracy']:.4f} | {p['cost']:.3f} | {p['speedup']:.2f}x "
+                     f"| {p['mean_exit_layer']:.2f} |")
+    lines += ["", "## Operating points (mean over seeds)", "",
+              "| method | knob | accuracy | cost | speed-up | mean exit layer | seeds |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for method, info in summary["methods"].items():
+        for p in info["points"]:
+            lines.append(f"| {method} | {_knob(p['knob'])} | {p['accuracy']:.4f} ± "
+                         f"{p['accuracy_std']:.4f} | {p['cost']:.3f} | {p['speedup']:.2f}x | "
+                         f"{p['mean_exit_layer']:.2f} | {p['seeds']} |")
+    lines += ["", "## How AUC is computed", "", summary["auc_definition"], ""]
+    for section in sections:
+        lines += [section.rstrip(), ""]
+    return "\n".join(lines)
+
+
+def write_report(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]], title: str,
+                 meta: dict[str, Any] | None = None,
+                 sections: Sequence[str] = ()) -> dict[str, Any]:
+    """Write ``summary.json``, ``pareto.png`` and ``report.md`` into ``out``; return the summary."""
+    out = Path(out)
+    summary = summarize(rows, meta)
+    write_json(out / "summary.json", summary)
+    plot_pareto(summary, out / "pareto.png", title)
+    atomic_write_text(out / "report.md", report_markdown(summary, title, "pareto.png", sections))
+    return summary

@@ -1,0 +1,66 @@
+"""``report.md`` and ``training.png`` of a single training run.
+
+The comparison report of many methods lives in :mod:`exitgym.reports.comparison`; this one
+describes one run: its configuration, the training curves (return, sampled accuracy and cost per
+update) and the evaluation on the held-out split with its exit-layer histogram.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from exitgym.utils.atomic import atomic_write, atomic_write_text
+
+CURVES = ("return", "accuracy", "cost", "exit_layer")
+"""Metrics drawn in ``training.png`` (those the trainer logged)."""
+
+
+def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path | None:
+    """One panel per logged curve against the update number; None when nothing was logged."""
+    curves = [c for c in CURVES if rows and c in rows[0]]
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r.get("update", i + 1) for i, r in enumerate(rows)]
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3), dpi=110)
+    for ax, name in zip(list(getattr(axes, "flat", [axes])), curves, strict=False):
+        ax.plot(steps, [r.get(name, float("nan")) for r in rows], lw=1)
+        ax.set_title(name)
+        ax.set_xlabel("update")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.2, top=0.8, wspace=0.35)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, float]],
+                     plot: bool = True) -> Path:
+    """Write ``report.md`` (+ ``training.png`` unless ``plot`` is False) into the run directory."""
+    title = f"{cfg.agent} on {cfg.env} ({cfg.task}, {cfg.backbone}), reward {cfg.reward}, " \
+            f"α={cfg.alpha}, seed {cfg.seed}"
+    plot = plot_training(rows, run_dir / "training.png", title) if plot else None
+    hist = result.exit_histogram
+    lines = [f"# {title}", "", "## Evaluation", "",
+             f"Split **{cfg.eval_split}**, {len(result.records)} episodes (every one recorded in "
+             f"`trajectories/eval-{cfg.eval_split}.parquet`; `exitgym replay {run_dir} --verify` "
+             f"re-executes them).", "",
+             "| accuracy | cost (FLOPs fraction) | speed-up | mean exit layer | mean return |",
+             "|---:|---:|---:|---:|---:|",
+             f"| {result.accuracy:.4f} | {result.mean_cost:.4f} | {result.speedup:.2f}x | "
+             f"{result.mean_exit_layer:.2f} | {result.mean_return:.4f} |", "",
+             "| exit layer | " + " | ".join(str(i + 1) for i in range(len(hist))) + " |",
+             "|---|" + "---:|" * len(hist),
+             "| episodes | " + " | ".join(str(h) for h in hist) + " |", ""]
+    if plot is not None:
+        lines += ["## Training", "", "![training curves](training.png)", ""]
+    lines += ["## Configuration", "", "| option | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in asdict(cfg).items()]
+    return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")
