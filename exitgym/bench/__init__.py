@@ -36,59 +36,14 @@ numbers as tables, absolute rates next to ratios). Sections, in order:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "exitgym-bench/1"
-"""``bench.json["schema"]``; bumped only if an existing key changes meaning."""
-GOALS = {"batch1": 0.8, "batched": 0.6}
-"""Fraction of the FLOPs speed-up that wall-clock time must realise (issue 8)."""
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What ``exitgym bench`` measures (flags map one to one onto these fields)."""
-
-    out: str = "runs/bench"
-    """Output directory for ``bench.json``, ``bench.md`` and the benchmark's training run."""
-    task: str = "rt-polarity"
-    """Task whose prepared heads and cache the inference benchmark uses."""
-    backbone: str = "minilm-l6"
-    """Backbone of the inference benchmark (live, layer by layer)."""
-    run: str | None = None
-    """A trained ``exitgym train`` run to deploy; None trains one (and times it)."""
-    reward: str = "vanilla"
-    """Reward of the policies trained when ``run`` is None."""
-    alphas: tuple[float, ...] = (0.01, 0.2)
-    """Cost weights of those policies, one run each: on the frozen MiniLM heads 0.01 exits at
-    mixed layers (mean about 5 of 6) and 0.2 always at layer 1 (the cheapest possible policy)."""
-    train_steps: int = 150
-    """REINFORCE updates of each policy."""
-    num_texts: int = 200
-    """Validation texts timed in each inference mode."""
-    batch_size: int = 32
-    """Batch size of the batched (compaction) mode."""
-    repeats: int = 5
-    """Timed repetitions per chunk of texts (best-of, back to back with the full-depth
-    baseline)."""
-    threads: int = 1
-    """torch threads (1: stable numbers on a shared machine, and the usual batch-1 serving)."""
-    env_seconds: float = 1.0
-    """Wall time per env-throughput measurement."""
-    flops_lengths: tuple[int, ...] = (16, 64, 128)
-    """Sequence lengths of the FLOPs check."""
-    prepare_fresh_rows: int = 300
-    """Rows per split of the from-scratch ``prepare`` (0 skips it)."""
-    quick: bool = False
-    """Tiny sizes everywhere (tests of the benchmark itself); numbers are not meaningful."""
-
+from exitgym.bench.config import SCHEMA, BenchConfig
+from exitgym.bench.output import machine_info, write_result
 
 SectionFn = Callable[[BenchConfig, dict[str, Any]], dict[str, Any]]
 SECTIONS: dict[str, SectionFn] = {}
@@ -105,19 +60,7 @@ def section(name: str) -> Callable[[SectionFn], SectionFn]:
 
 @section("machine")
 def _machine(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
-    import gymnasium
-    import numpy
-    import torch
-    import transformers
-
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "load_average_1min": round(os.getloadavg()[0], 2), "torch_threads": cfg.threads,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "numpy": numpy.__version__,
-                     "gymnasium": gymnasium.__version__},
-    }
+    return machine_info(cfg.threads)
 
 
 @section("env_throughput")
@@ -176,21 +119,9 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     result["total_s"] = time.perf_counter() - start
     from exitgym.bench.report import to_markdown
 
-    _atomic_text(out / "bench.json", json.dumps(result, indent=2, default=str) + "\n")
-    _atomic_text(out / "bench.md", to_markdown(result))
+    write_result(out, "bench", result, to_markdown(result))
     log(f"bench: wrote {out / 'bench.json'} and {out / 'bench.md'} in {result['total_s']:.0f} s")
     return result
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

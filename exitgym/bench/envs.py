@@ -13,9 +13,7 @@ both write ``bench_envs.json`` and ``bench_envs.md`` and return the results as a
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +23,8 @@ import gymnasium as gym
 import numpy as np
 
 import exitgym  # noqa: F401  (registers the environments)
+from exitgym.bench.output import machine_info, write_result
 from exitgym.data.synthetic import synthetic_cache
-from exitgym.utils.atomic import atomic_write_text
 
 ENV_ID = "exitgym/EarlyExit-v0"
 LIVE_TEXTS = (
@@ -130,7 +128,7 @@ def bench_envs(
         real_cache: Use the prepared ``rt-polarity`` × ``minilm-l6`` cache (built if missing).
         cache_path: Read this stored cache directory instead (verified, never written).
     """
-    load_before = round(os.getloadavg()[0], 2)
+    machine = machine_info(1 if live else None)
     if cache_path is not None:
         from exitgym.backbones.cache import load_cache
 
@@ -184,14 +182,7 @@ def bench_envs(
     for row in rows.values():
         row["ratio_to_cartpole"] = row["steps_per_s"] / floor
     result = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpus": os.cpu_count(),
-        "load_average_1min_at_start": load_before,
-        "python": platform.python_version(),
-        "torch_threads_live": 1 if live else None,
-        "numpy": np.__version__,
-        "gymnasium": gym.__version__,
+        "machine": machine,
         "cache": {
             "kind": cache_name,
             "num_samples": cache.num_samples,
@@ -204,18 +195,16 @@ def bench_envs(
         "results": rows,
     }
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "bench_envs.json", json.dumps(result, indent=2) + "\n")
-        atomic_write_text(out / "bench_envs.md", to_markdown(result))
+        write_result(out_dir, "bench_envs", result, to_markdown(result))
     return result
 
 
 def to_markdown(result: dict[str, Any]) -> str:
     """The results as a markdown table (absolute rate next to the ratio to CartPole)."""
+    m = result["machine"]
     lines = [
-        f"Environment throughput, {result['date']}, {result['machine']} ({result['cpus']} CPUs, "
-        f"load average {result['load_average_1min_at_start']} at start), "
+        f"Environment throughput, {m['date']}, {m['processor']} ({m['cpus']} CPUs, "
+        f"load average {m['load_average_1min']} at start), "
         f"cache: {result['cache']['kind']} ({result['cache']['num_samples']} samples, "
         f"{result['cache']['num_layers']} layers, hidden {result['cache']['hidden_size']}); "
         f"{result['policy']}.",

@@ -23,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from exitgym.bench import BenchConfig
+    from exitgym.bench.config import BenchConfig
 
 QUICK_SAMPLES = 60
 """Rows per split in ``--quick`` mode (tests of the benchmark itself)."""
@@ -133,7 +133,7 @@ def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
     """Deploy the run's policy on validation texts: batch 1 and batched with compaction."""
     import json
 
-    from exitgym.bench import GOALS
+    from exitgym.bench.config import GOALS
     from exitgym.bench.measure import inference_speed
     from exitgym.data.tasks import load_task
     from exitgym.inference import ExitInference
