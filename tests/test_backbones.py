@@ -9,42 +9,14 @@ from transformers import AlbertConfig, BertConfig, DistilBertConfig, RobertaConf
 from exitgym.backbones import hf_compat
 from exitgym.backbones.base import Backbone, State
 from exitgym.backbones.registry import load_backbone
+from tests.tiny_project import TINY_DIMS
 
 TINY = {
-    "bert": BertConfig(
-        vocab_size=120,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
-    "roberta": RobertaConfig(
-        vocab_size=120,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=66,
-        pad_token_id=1,
-    ),
-    "albert": AlbertConfig(
-        vocab_size=120,
-        embedding_size=16,
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-    ),
-    "distilbert": DistilBertConfig(
-        vocab_size=120,
-        dim=32,
-        n_layers=3,
-        n_heads=4,
-        hidden_dim=64,
-        max_position_embeddings=64,
-    ),
+    "bert": BertConfig(**TINY_DIMS),
+    "roberta": RobertaConfig(**{**TINY_DIMS, "max_position_embeddings": 66, "pad_token_id": 1}),
+    "albert": AlbertConfig(**{**TINY_DIMS, "embedding_size": 16, "num_hidden_layers": 4}),
+    "distilbert": DistilBertConfig(vocab_size=120, dim=32, n_layers=3, n_heads=4, hidden_dim=64,
+                                   max_position_embeddings=64),
 }
 
 

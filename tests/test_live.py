@@ -11,15 +11,9 @@ from exitgym.backbones.heads import ExitHeads, HeadsConfig
 from exitgym.backbones.registry import load_backbone
 from exitgym.envs.skip_core import SkipWorld, build_world
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, SampleBank, SkipExecutor
+from tests.tiny_project import tiny_bert_config
 
-TINY_SKIP = BertConfig(
-    vocab_size=120,
-    hidden_size=32,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    intermediate_size=64,
-    max_position_embeddings=64,
-)
+TINY_SKIP = tiny_bert_config(num_hidden_layers=4)
 LENGTHS = [21, 4, 9, 13, 2, 17, 6, 24, 11, 15]
 
 

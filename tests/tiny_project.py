@@ -20,6 +20,17 @@ import numpy as np
 WORDS = {0: ["bad", "dull", "awful", "boring"], 1: ["good", "great", "fun", "lovely"]}
 PREPARE_OPTIONS = {"max_length": 16, "batch_size": 16, "epochs": 3}
 """Fast prepare settings shared by every reliability test."""
+TINY_DIMS: dict[str, int] = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 3,
+                             "num_attention_heads": 4, "intermediate_size": 64,
+                             "max_position_embeddings": 64}
+"""Sizes of the tiny random-init BERT-style configs the tests build (override per test)."""
+
+
+def tiny_bert_config(**overrides: Any) -> Any:
+    """A tiny random-init ``BertConfig`` (:data:`TINY_DIMS` with ``overrides``)."""
+    from transformers import BertConfig
+
+    return BertConfig(**{**TINY_DIMS, **overrides})
 
 
 def make_tiny_project(root: Path) -> dict[str, str]:
