@@ -67,3 +67,15 @@ def test_modules_stay_small() -> None:
 def test_package_root_holds_few_modules() -> None:
     root_modules = sorted(p.name for p in (ROOT / "exitgym").glob("*.py"))
     assert len(root_modules) <= MAX_ROOT_MODULES, root_modules
+
+
+def test_every_package_is_installed_by_a_plain_pip_install() -> None:
+    """An editable install finds any folder; a wheel only holds what ``packages`` lists."""
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+                 ["packages"])
+    found = {"exitgym"} | {f"exitgym.{p.name}" for p in (ROOT / "exitgym").iterdir()
+                           if p.is_dir() and (p / "__init__.py").is_file()}
+    for folder in PACKAGE_DIRS.values():
+        found |= {"exitgym." + ".".join(p.parent.relative_to(ROOT).parts)
+                  for p in folder.rglob("__init__.py")}
+    assert listed == found
