@@ -6,25 +6,24 @@ imports the backbone code when an environment is made with ``live=True``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.envs.exit_core import BlockSampler, ExitTables, check_sample_id, resolve_cache
-from exitgym.envs.observations import ViewInputs, make_observation
-from exitgym.envs.rewards import RewardShape, cross_entropy, make_reward
-
-if TYPE_CHECKING:
-    from exitgym.backbones.layer_cache import LayerCache
+from exitgym.envs.exit_core import ExitEnvCore
+from exitgym.envs.observations import ViewInputs
+from exitgym.envs.rewards import cross_entropy
+from exitgym.envs.sampling import BlockSampler, reset_sample_id
+from exitgym.envs.settings import ExitSettings, check_render_mode
 
 __all__ = ["EarlyExitEnv"]
 
 CONTINUE, EXIT = 0, 1
 
 
-class EarlyExitEnv(gym.Env[np.ndarray, np.int64]):
+class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
     """Early exit as an episode: one step per transformer layer, exit or continue.
 
     ## Description
@@ -45,10 +44,21 @@ class EarlyExitEnv(gym.Env[np.ndarray, np.int64]):
     ## Observation Space
 
     ``Box(float32)`` with finite bounds, chosen by ``observation=`` (see
-    :mod:`exitgym.envs.observations`): ``features`` (6: layer fraction, max probability,
-    normalized entropy, top-2 margin, patience, cost so far), ``logits`` (C), ``hidden`` (H, the
-    pooled state), ``prev`` (H, the previous layer's pooled state) and ``+`` combinations such as
-    ``hidden+prev`` or ``features+logits``.
+    :mod:`exitgym.envs.observations`). The default ``features`` view, after layer ``l``:
+
+    | Index | Name             | Min | Max                                          |
+    |-------|------------------|-----|----------------------------------------------|
+    | 0     | layer fraction   | 0   | 1 (``l/L``)                                  |
+    | 1     | max probability  | 0   | 1                                            |
+    | 2     | entropy / log C  | 0   | 1                                            |
+    | 3     | top-2 margin     | 0   | 1                                            |
+    | 4     | patience / L     | 0   | 1 (run of identical predictions ending at l) |
+    | 5     | cost so far      | 0   | max(1, highest cost with ``policy_flops``)   |
+
+    Other views: ``logits`` (C head logits), ``hidden`` (H, the pooled state), ``prev`` (H, the
+    previous layer's pooled state, zeros at layer 1), and ``+`` combinations such as
+    ``hidden+prev`` or ``features+logits`` (parts concatenated in order); their bounds are the
+    range over the cache widened by 10 % (live values are clipped to them).
 
     ## Rewards
 
@@ -82,12 +92,16 @@ class EarlyExitEnv(gym.Env[np.ndarray, np.int64]):
              live=False, cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
     ```
 
+    The keyword arguments are the fields of :class:`~exitgym.envs.settings.ExitSettings` (each
+    documented there); ``EarlyExitEnv(settings)`` takes such an object instead. A key that is not
+    a field goes to the reward shape (``lam=`` for ``reward="flops"``); any other is refused with
+    the allowed keys listed.
+
     - ``task``, ``backbone``, ``split``, ``heads``: which prepared cache to use; a missing cache is
       built on first use (``exitgym.data.prepare.get_cache``). In live mode ``backbone`` /
       ``heads`` may also be model objects.
     - ``reward``: a registered reward name or a ``RewardShape``; ``alpha`` its cost weight
-      (``None``: :data:`exitgym.envs.rewards.DEFAULT_ALPHA` = 0.2); ``reward_kwargs`` go to the
-      shape (e.g. ``lam=`` for ``flops``).
+      (``None``: :data:`exitgym.envs.rewards.DEFAULT_ALPHA` = 0.2).
     - ``observation``: view spec; ``dense``: reward delivery; ``live``: run the backbone.
     - ``cache``: a ``LayerCache`` to use directly (tests, agents, synthetic caches).
     - ``policy_flops``: FLOPs of one policy evaluation, charged at every layer visited.
@@ -96,87 +110,71 @@ class EarlyExitEnv(gym.Env[np.ndarray, np.int64]):
     ## Version History
 
     - v0: initial version.
+
+    ## Examples
+
+    A synthetic cache (numpy only, nothing prepared or downloaded) stands in for a prepared one:
+
+    >>> import gymnasium as gym
+    >>> import exitgym
+    >>> from exitgym.data.synthetic import synthetic_cache
+    >>> cache = synthetic_cache(num_samples=8, num_layers=4, num_labels=2, hidden_size=8)
+    >>> env = gym.make("exitgym/EarlyExit-v0", cache=cache, reward="hardness", alpha=0.5)
+    >>> env.observation_space.shape, env.action_space
+    ((6,), Discrete(2))
+    >>> obs, info = env.reset(seed=0, options={"sample_id": 3})
+    >>> info  # doctest: +ELLIPSIS
+    {'layer': 1, 'cost': 0.2..., 'sample_id': 3}
+    >>> obs, reward, terminated, truncated, info = env.step(0)  # continue to layer 2
+    >>> terminated, info["layer"]
+    (False, 2)
+    >>> obs, reward, terminated, truncated, info = env.step(1)  # exit with layer 2's head
+    >>> terminated, truncated, info["exit_layer"], info["label"] == info["prediction"]
+    (True, False, 2, True)
+
+    The same environment from a settings object, and the native vector env:
+
+    >>> from exitgym.envs import ExitSettings
+    >>> from exitgym.envs.early_exit import EarlyExitEnv
+    >>> EarlyExitEnv(ExitSettings(cache=cache, observation="hidden+prev")).observation_space.shape
+    (16,)
+    >>> venv = gym.make_vec("exitgym/EarlyExit-v0", num_envs=3, cache=cache,
+    ...                     vectorization_mode="vector_entry_point")
+    >>> obs, info = venv.reset(seed=0)
+    >>> obs.shape, info["layer"].tolist()
+    ((3, 6), [1, 1, 1])
     """
 
     metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(
-        self,
-        task: str = "rt-polarity",
-        backbone: Any = "minilm-l6",
-        split: str = "train",
-        heads: Any = "frozen",
-        reward: str | RewardShape = "vanilla",
-        alpha: float | None = None,
-        observation: str = "features",
-        dense: bool = False,
-        live: bool = False,
-        cache: LayerCache | None = None,
-        policy_flops: float = 0.0,
-        render_mode: str | None = None,
-        **reward_kwargs: Any,
-    ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported; allowed: None or "
-                f"{self.metadata['render_modes']}"
-            )
-        self.render_mode = render_mode
-        self.cache = resolve_cache(cache, task, backbone, split, heads)
-        self.view = make_observation(observation)
-        self.tables = ExitTables.build(self.cache, self.view, policy_flops)
-        self.dense = bool(dense)
-        self.num_layers = self.tables.num_layers
+    def __init__(self, settings: ExitSettings | None = None, **kwargs: Any) -> None:
+        """Make the environment from an :class:`ExitSettings` or its fields as keyword arguments.
+
+        Raises:
+            ValueError: A keyword is neither a settings field nor an argument of the reward.
+        """
+        settings = self.settings_class.resolve(settings, kwargs)
+        self.render_mode = check_render_mode(settings.render_mode, self.metadata["render_modes"])
+        self.observation_space = self._build(settings)
         self._last = self.num_layers - 1
-        self.reward_shape = make_reward(reward, alpha, **reward_kwargs)
-        self.observation_space = spaces.Box(
-            self.tables.low, self.tables.high, shape=self.tables.low.shape, dtype=np.float32
-        )
         self.action_space = spaces.Discrete(2)
         self._sampler = BlockSampler(1, self.tables.num_samples)
         self._runner: Any = None
-        if live:
+        if settings.live:
             from exitgym.envs.live import LiveRunner
 
-            self._runner = LiveRunner(self.cache, backbone, heads, task)
+            self._runner = LiveRunner(self.cache, settings.backbone, settings.heads, settings.task)
         self._l = -1  # 0-based index of the current layer; -1 when no episode runs
         self._finished = False
         self._sid = -1
         self._charged = 0.0
-
-    # ---- reward shape -------------------------------------------------------------------------
-    @property
-    def reward_shape(self) -> RewardShape:
-        """The reward shape; assign another to switch shapes, or change its ``alpha`` / ``lam``."""
-        return self._shape
-
-    @reward_shape.setter
-    def reward_shape(self, shape: RewardShape) -> None:
-        if not isinstance(shape, RewardShape):
-            raise TypeError(f"reward_shape must be a RewardShape, got {type(shape).__name__}")
-        self._shape = shape
-        # Quality depends on the shape but not on its cost weight, so it is tabulated once.
-        self._quality = np.asarray(
-            shape.quality(self.tables.ce, self.tables.correct), dtype=np.float64
-        )
 
     # ---- gymnasium API ------------------------------------------------------------------------
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        if options and set(options) - {"sample_id"}:
-            raise ValueError(
-                f"unknown reset options {sorted(set(options) - {'sample_id'})}; allowed: "
-                "{'sample_id': int}"
-            )
-        if options and "sample_id" in options:
-            sid = check_sample_id(options["sample_id"], self.tables.num_samples)
-        else:
-            rng = self.np_random
-            if rng is not self._sampler.rngs[0]:
-                self._sampler.set_rng(0, rng)
-            sid = self._sampler.draw_one()
+        sid = reset_sample_id(self, self._sampler, options)
         t = self.tables
         self._sid, self._l, self._finished, self._charged = sid, 0, False, 0.0
         self._mem = int(t.memorized[sid])

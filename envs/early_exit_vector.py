@@ -13,35 +13,20 @@ returned infos have the layout of ``SyncVectorEnv`` (one array per key plus a ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from gymnasium.utils import seeding
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector import AutoresetMode
 
-from exitgym.envs.exit_core import BlockSampler, ExitTables, check_sample_id, resolve_cache
-from exitgym.envs.observations import make_observation
-from exitgym.envs.rewards import RewardShape, make_reward
-
-if TYPE_CHECKING:
-    from exitgym.backbones.layer_cache import LayerCache
+from exitgym.envs.exit_core import ExitEnvCore
+from exitgym.envs.settings import ExitSettings
+from exitgym.envs.vector import NativeVectorEnv, boxed_rows
 
 __all__ = ["EarlyExitVectorEnv"]
 
-_TERMINAL_KEYS = (
-    "exit_layer",
-    "prediction",
-    "label",
-    "correct",
-    "flops",
-    "memorized_layer",
-    "oracle_layer",
-)
 
-
-class EarlyExitVectorEnv(VectorEnv):
+class EarlyExitVectorEnv(ExitEnvCore, NativeVectorEnv):
     """``num_envs`` early-exit episodes in lockstep steps (each at its own layer), pure numpy.
 
     Takes the keyword arguments of :class:`~exitgym.envs.early_exit.EarlyExitEnv` (see its
@@ -62,61 +47,20 @@ class EarlyExitVectorEnv(VectorEnv):
     single env for live mode.
     """
 
-    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
-
-    def __init__(
-        self,
-        num_envs: int = 1,
-        task: str = "rt-polarity",
-        backbone: Any = "minilm-l6",
-        split: str = "train",
-        heads: Any = "frozen",
-        reward: str | RewardShape = "vanilla",
-        alpha: float | None = None,
-        observation: str = "features",
-        dense: bool = False,
-        live: bool = False,
-        cache: LayerCache | None = None,
-        policy_flops: float = 0.0,
-        render_mode: str | None = None,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-        **reward_kwargs: Any,
-    ) -> None:
-        if (
-            isinstance(num_envs, bool)
-            or not isinstance(num_envs, (int, np.integer))
-            or num_envs < 1
-        ):
-            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if live:
+    def __init__(self, num_envs: int = 1, settings: ExitSettings | None = None,
+                 autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+                 **kwargs: Any) -> None:
+        """Make ``num_envs`` slots from an :class:`ExitSettings` or its fields as keywords."""
+        settings = self.settings_class.resolve(settings, kwargs)
+        self._check_vector_args(num_envs, autoreset_mode, settings.render_mode)
+        if settings.live:
             raise ValueError(
                 "live=True is not supported by the native vector env; use "
                 "gym.make('exitgym/EarlyExit-v0', live=True) or vectorization_mode='sync'"
             )
-        if render_mode is not None:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; use None")
-        try:
-            mode = AutoresetMode(autoreset_mode)
-        except ValueError as err:
-            allowed = [m.value for m in AutoresetMode]
-            raise ValueError(
-                f"unknown autoreset_mode {autoreset_mode!r}; allowed: {allowed}"
-            ) from err
-        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
-        self.autoreset_mode = mode
-        self.num_envs = int(num_envs)
-        self.render_mode = None
-        self.cache = resolve_cache(cache, task, backbone, split, heads)
-        self.view = make_observation(observation)
-        self.tables = t = ExitTables.build(self.cache, self.view, policy_flops)
-        self.dense = bool(dense)
-        self.num_layers = t.num_layers
-        self.single_observation_space = spaces.Box(
-            t.low, t.high, shape=t.low.shape, dtype=np.float32
-        )
-        self.single_action_space = spaces.Discrete(2)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        single_space = self._build(settings)
+        t = self.tables
+        self._init_slots(single_space, spaces.Discrete(2), t.num_samples)
         # Flat views make every per-step gather a 1-D take on ``sample * L + layer``.
         self._obs_flat = t.obs.reshape(-1, t.obs.shape[-1])
         self._cost_flat = t.cost.ravel()
@@ -135,103 +79,27 @@ class EarlyExitVectorEnv(VectorEnv):
                 sample_of,
             ]
         ).astype(np.int64)
-        self.reward_shape = make_reward(reward, alpha, **reward_kwargs)
         n = self.num_envs
-        self._sampler = BlockSampler(n, t.num_samples)
         self._sid = np.zeros(n, dtype=np.int64)
         self._layer = np.zeros(n, dtype=np.int64)
         self._charged = np.zeros(n, dtype=np.float64)
-        self._needs_reset = np.zeros(n, dtype=bool)
-        self._started = False
-
-    @property
-    def reward_shape(self) -> RewardShape:
-        """The shared reward shape; assign another, or change its ``alpha`` / ``lam``."""
-        return self._shape
-
-    @reward_shape.setter
-    def reward_shape(self, shape: RewardShape) -> None:
-        if not isinstance(shape, RewardShape):
-            raise TypeError(f"reward_shape must be a RewardShape, got {type(shape).__name__}")
-        self._shape = shape
-        quality = shape.quality(self.tables.ce, self.tables.correct)
-        self._quality_flat = np.asarray(quality, dtype=np.float64).ravel()
 
     # ---- reset --------------------------------------------------------------------------------
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        n = self.num_envs
-        options = dict(options or {})
-        unknown = set(options) - {"sample_id", "reset_mask"}
-        if unknown:
-            raise ValueError(
-                f"unknown reset options {sorted(unknown)}; allowed: 'sample_id' (int or [num_envs] "
-                "ints) and 'reset_mask' (bool array [num_envs])"
-            )
-        mask = options.get("reset_mask")
-        if mask is None:
-            rows = np.arange(n)
-        else:
-            mask = np.asarray(mask)
-            if mask.shape != (n,) or mask.dtype != np.bool_ or not mask.any():
-                raise ValueError(
-                    f"options['reset_mask'] must be a bool array of shape ({n},) with at least "
-                    f"one True, got dtype {mask.dtype} shape {mask.shape}"
-                )
-            if not self._started and not mask.all():
-                raise RuntimeError("the first reset() must reset every sub-environment")
-            rows = np.flatnonzero(mask)
-        seeds = self._seeds(seed)
-        for i in rows:
-            if seeds[i] is not None:
-                self._sampler.set_rng(int(i), seeding.np_random(seeds[i])[0])
-            elif self._sampler.rngs[i] is None:
-                self._sampler.set_rng(int(i), seeding.np_random(None)[0])
-        if "sample_id" in options:
-            self._sid[rows] = self._sample_ids(options["sample_id"])[rows]
-        else:
-            self._sid[rows] = self._sampler.draw(rows)
+        rows, sample_ids = self._reset_rows(seed, options)
+        self._sid[rows] = self._sampler.draw(rows) if sample_ids is None else sample_ids
         self._layer[rows] = 0
         self._charged[rows] = 0.0
         self._needs_reset[rows] = False
         self._started = True
-        flat = self._sid[rows] * self.num_layers
         obs = np.take(self._obs_flat, self._sid * self.num_layers + self._layer, axis=0)
-        ones = np.zeros(n, dtype=bool)
-        ones[rows] = True
-        info = {}
-        for key, values in (
-            ("layer", np.ones(len(rows), dtype=np.int64)),
-            ("cost", np.take(self._cost_flat, flat)),
-            ("sample_id", self._sid[rows]),
-        ):
-            full = np.zeros(n, dtype=values.dtype)
-            full[rows] = values
-            info[key], info[f"_{key}"] = full, ones.copy()
+        info = self._base_info(rows)
+        info["layer"][rows] = 1
+        info["cost"][rows] = np.take(self._cost_flat, self._sid[rows] * self.num_layers)
+        info["sample_id"][rows] = self._sid[rows]
         return obs, info
-
-    def _seeds(self, seed: int | list[int | None] | None) -> list[int | None]:
-        n = self.num_envs
-        if seed is None:
-            return [None] * n
-        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            return [int(seed) + i for i in range(n)]
-        seeds = list(seed)
-        if len(seeds) != n:
-            raise ValueError(f"seed list must have num_envs={n} entries, got {len(seeds)}")
-        return seeds
-
-    def _sample_ids(self, value: Any) -> np.ndarray:
-        n, total = self.num_envs, self.tables.num_samples
-        if isinstance(value, (int, np.integer)):
-            return np.full(n, check_sample_id(value, total), dtype=np.int64)
-        ids = np.asarray(value)
-        if ids.shape != (n,):
-            raise ValueError(
-                f"options['sample_id'] must be an int or {n} ints, got shape {ids.shape}"
-            )
-        return np.array([check_sample_id(v, total) for v in ids.tolist()], dtype=np.int64)
 
     # ---- step ---------------------------------------------------------------------------------
     def step(
@@ -240,13 +108,8 @@ class EarlyExitVectorEnv(VectorEnv):
         a = self._check_actions(actions)
         n, num_layers = self.num_envs, self.num_layers
         mode = self.autoreset_mode
-        pending = self._needs_reset
+        pending = self._check_pending()
         any_pending = bool(pending.any())
-        if any_pending and mode is AutoresetMode.DISABLED:
-            raise RuntimeError(
-                f"sub-environments {np.flatnonzero(pending).tolist()} have terminated; with "
-                "autoreset_mode=DISABLED reset them with reset(options={'reset_mask': mask})"
-            )
         sid, layer = self._sid, self._layer
         exiting = (a == 1) | (layer == num_layers - 1)
         if any_pending:
@@ -285,9 +148,7 @@ class EarlyExitVectorEnv(VectorEnv):
             if final_obs is None:
                 info.update(terminal)
             else:
-                boxed = np.full(n, None, dtype=object)
-                for k, row in zip(np.flatnonzero(exiting), final_obs, strict=True):
-                    boxed[k] = row
+                boxed = boxed_rows(n, np.flatnonzero(exiting), final_obs)
                 info["final_obs"], info["_final_obs"] = boxed, exiting.copy()
                 info["final_info"], info["_final_info"] = terminal, exiting.copy()
         if mode is not AutoresetMode.SAME_STEP:
@@ -303,8 +164,7 @@ class EarlyExitVectorEnv(VectorEnv):
             )
         if a.dtype.kind != "b" and (a.min() < 0 or a.max() > 1):
             raise ValueError(f"actions must be 0 (continue) or 1 (exit), got values {np.unique(a)}")
-        if not self._started:
-            raise RuntimeError("step() called before reset(); call reset() first")
+        self._check_started()
         return a
 
     def _restart(

@@ -1,42 +1,42 @@
 """Shared core of the single and the native vector early-exit environments (numpy only).
 
-Both environments read the same precomputed tables and draw samples the same way, which is what
-makes ``EarlyExitVectorEnv`` step-for-step identical to ``N`` single ``EarlyExitEnv`` instances:
+Both environments are built from the same :class:`~exitgym.envs.settings.ExitSettings` by the
+same code and read the same precomputed tables, which is what makes ``EarlyExitVectorEnv``
+step-for-step identical to ``N`` single ``EarlyExitEnv`` instances:
 
 - :class:`ExitTables`: every per-(sample, layer) quantity a step needs (observation rows, cost,
   FLOPs, cross-entropy, prediction, correctness) computed once from a :class:`LayerCache`;
-- :class:`BlockSampler`: per-environment sample draws in blocks of :data:`DRAW_BLOCK` from each
-  environment's own generator, so the vector env can draw for many environments without a Python
-  call per reset while matching the single env draw for draw.
+- :class:`ExitEnvCore`: the part of both environments that settings determine (cache, view,
+  tables, reward shape and its tabulated quality, observation space).
+
+Samples are drawn by :class:`~exitgym.envs.sampling.BlockSampler`, shared with the skip envs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from gymnasium import spaces
 
-from exitgym.envs.observations import CombinedView, ViewInputs
-from exitgym.envs.rewards import cross_entropy
+from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+from exitgym.envs.rewards import RewardShape, cross_entropy
+from exitgym.envs.settings import ExitSettings, check_policy_flops
 
 if TYPE_CHECKING:
     from exitgym.backbones.layer_cache import LayerCache
 
-__all__ = ["DRAW_BLOCK", "BlockSampler", "ExitTables", "check_sample_id", "resolve_cache"]
-
-DRAW_BLOCK: int = 512
-"""Sample ids are drawn this many at a time from each environment's generator."""
+__all__ = ["ExitEnvCore", "ExitTables", "resolve_cache"]
 
 
-def resolve_cache(
-    cache: LayerCache | None, task: str, backbone: Any, split: str, heads: Any
-) -> LayerCache:
-    """Return ``cache`` or load (building on first use) the prepared cache for the arguments.
+def resolve_cache(settings: ExitSettings) -> LayerCache:
+    """Return ``settings.cache`` or load (building on first use) the prepared cache it names.
 
     ``exitgym.data.prepare`` is imported here, not at module level, because preparing a cache needs
     torch and the environments must import without it.
     """
+    cache = settings.cache
     if cache is not None:
         # Duck-typed so a LayerCache from a reloaded module still works.
         missing = [
@@ -47,28 +47,15 @@ def resolve_cache(
                 f"cache must be a LayerCache, got {type(cache).__name__} (no {missing})"
             )
         return cache
-    if not isinstance(backbone, str) or not isinstance(heads, str):
+    if not isinstance(settings.backbone, str) or not isinstance(settings.heads, str):
         raise ValueError(
             "without cache=..., backbone and heads must be names (e.g. backbone='minilm-l6', "
             "heads='frozen'); pass cache= to use model objects"
         )
     from exitgym.data.prepare import get_cache
 
-    return get_cache(task=task, backbone=backbone, split=split, heads=heads)
-
-
-def check_sample_id(value: Any, num_samples: int) -> int:
-    """Validate a user-given sample id; the error names the allowed range."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"options['sample_id'] must be an integer in [0, {num_samples - 1}], got {value!r}"
-        )
-    if not 0 <= int(value) < num_samples:
-        raise ValueError(
-            f"options['sample_id']={int(value)} is out of range; this cache has {num_samples} "
-            f"samples, so it must be in [0, {num_samples - 1}]"
-        )
-    return int(value)
+    return get_cache(task=settings.task, backbone=settings.backbone, split=settings.split,
+                     heads=settings.heads)
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -118,9 +105,7 @@ class ExitTables:
     @classmethod
     def build(cls, cache: LayerCache, view: CombinedView, policy_flops: float) -> ExitTables:
         """Precompute the tables (one pass over the cache; the slow part of construction)."""
-        policy_flops = float(policy_flops)
-        if not np.isfinite(policy_flops) or policy_flops < 0:
-            raise ValueError(f"policy_flops must be a finite number >= 0, got {policy_flops!r}")
+        policy_flops = check_policy_flops(policy_flops)
         num_layers = cache.num_layers
         cost = np.asarray(cache.cost(policy_flops), dtype=np.float64)
         steps = np.arange(1, num_layers + 1, dtype=np.float64)[None, :]
@@ -148,48 +133,56 @@ class ExitTables:
         )
 
 
-class BlockSampler:
-    """Uniform sample ids for ``num_envs`` environments, each from its own generator.
+class ExitEnvCore:
+    """What the single and the vector early-exit env build from their settings, the same way.
 
-    Environment ``i`` draws ``DRAW_BLOCK`` ids at a time with ``rng_i.integers(N, size=DRAW_BLOCK)``
-    and hands them out in order; a new generator (a seeded reset) discards the rest of the block.
-    A single env and sub-env ``i`` of the vector env therefore draw the same ids from the same
-    seed, and the vector env calls into Python only once per block, not once per reset.
+    A mixin (the single env is a ``gym.Env``, the vector env a ``VectorEnv``): :meth:`_build`
+    resolves the cache, the observation view, the tables and the reward shape, and the
+    :attr:`reward_shape` property tabulates the shape's quality over the whole cache.
     """
 
-    def __init__(self, num_envs: int, num_samples: int) -> None:
-        self.num_samples = num_samples
-        self.rngs: list[np.random.Generator | None] = [None] * num_envs
-        self.buffer = np.zeros((num_envs, DRAW_BLOCK), dtype=np.int64)
-        self.pos = np.full(num_envs, DRAW_BLOCK, dtype=np.int64)
+    settings_class: ClassVar[type[ExitSettings]] = ExitSettings
+    """The settings of the family (its ``gym.make`` keyword arguments)."""
+    settings: ExitSettings
+    """The keyword arguments the environment was made with."""
+    cache: LayerCache
+    """The per-layer cache the episodes read."""
+    view: CombinedView
+    """The observation view (``view.spec`` is the ``observation=`` string)."""
+    tables: ExitTables
+    """Every per-(sample, layer) quantity a step reads."""
+    dense: bool
+    """Dense reward delivery."""
+    num_layers: int
+    """``L``."""
 
-    def set_rng(self, env: int, rng: np.random.Generator) -> None:
-        """Use ``rng`` for environment ``env`` from its next draw on (discarding its block)."""
-        self.rngs[env] = rng
-        self.pos[env] = DRAW_BLOCK
+    def _build(self, settings: ExitSettings) -> spaces.Box:
+        """Set everything the settings determine; return the observation space of one episode."""
+        self.settings = settings
+        self.cache = resolve_cache(settings)
+        self.view = make_observation(settings.observation)
+        self.tables = t = ExitTables.build(self.cache, self.view, settings.policy_flops)
+        self.dense = bool(settings.dense)
+        self.num_layers = t.num_layers
+        self.reward_shape = settings.make_reward()
+        return spaces.Box(t.low, t.high, shape=t.low.shape, dtype=np.float32)
 
-    def _refill(self, env: int) -> None:
-        rng = self.rngs[env]
-        if rng is None:
-            raise RuntimeError(f"environment {env} has no random generator; call reset() first")
-        self.buffer[env] = rng.integers(self.num_samples, size=DRAW_BLOCK)
-        self.pos[env] = 0
+    @property
+    def reward_shape(self) -> RewardShape:
+        """The reward shape; assign another to switch shapes, or change its ``alpha`` / ``lam``.
 
-    def draw_one(self, env: int = 0) -> int:
-        """Next id of one environment (the single env's path)."""
-        if self.pos[env] >= DRAW_BLOCK:
-            self._refill(env)
-        pos = int(self.pos[env])
-        self.pos[env] = pos + 1
-        return int(self.buffer[env, pos])
+        A vector env shares one shape between its sub-environments.
+        """
+        return self._shape
 
-    def draw(self, envs: np.ndarray) -> np.ndarray:
-        """Next id of each environment in ``envs`` (distinct indices), vectorized."""
-        pos = self.pos[envs]
-        empty = pos >= DRAW_BLOCK
-        if empty.any():
-            for env in envs[empty]:
-                self._refill(int(env))
-            pos = self.pos[envs]
-        self.pos[envs] = pos + 1
-        return self.buffer[envs, pos]
+    @reward_shape.setter
+    def reward_shape(self, shape: RewardShape) -> None:
+        if not isinstance(shape, RewardShape):
+            raise TypeError(f"reward_shape must be a RewardShape, got {type(shape).__name__}")
+        self._shape = shape
+        # Quality depends on the shape but not on its cost weight, so it is tabulated once;
+        # ``_quality_flat`` is the ``[N * L]`` view the vector env gathers from.
+        self._quality = np.asarray(
+            shape.quality(self.tables.ce, self.tables.correct), dtype=np.float64
+        )
+        self._quality_flat = self._quality.ravel()

@@ -1,35 +1,25 @@
 """``exitgym/SkipBlock-v0``: walk one input up the layers, choosing which sub-blocks to run.
 
-The per-layer step logic (:func:`step_cohort`) works on a cohort of episodes, so this single env
-(a cohort of one) and the native vector env run exactly the same code.
+The per-layer step logic (:func:`step_cohort`) works on a cohort of episodes;
+:class:`SkipBlockFamily` applies it for both this single env (a cohort of one) and the native
+vector env, so they run exactly the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, SupportsFloat
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.envs.exit_core import BlockSampler, check_sample_id
-from exitgym.envs.rewards import RewardShape, make_reward
-from exitgym.envs.skip_core import (
-    DEFAULT_HEADS,
-    DEFAULT_POOLED_CLIP,
-    SkipWorld,
-    build_world,
-    check_policy_flops,
-    finish_rows,
-    observe,
-    pooled_space,
-)
+from exitgym.envs.rewards import RewardShape
+from exitgym.envs.settings import SkipBlockSettings
+from exitgym.envs.skip_core import SkipWorld, finish_rows, observe, pooled_space
+from exitgym.envs.skip_env import CohortStep, SkipEnv, SkipFamily
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 
 __all__ = ["EXIT", "RUN", "SKIP_ATTENTION", "SKIP_FFN", "SKIP_LAYER", "SkipBlockEnv",
-           "step_cohort"]
+           "SkipBlockFamily", "step_cohort"]
 
 RUN, SKIP_ATTENTION, SKIP_FFN, SKIP_LAYER, EXIT = range(5)
 ACTION_NAMES = ("run", "skip_attention", "skip_ffn", "skip_layer", "exit")
@@ -49,22 +39,6 @@ class SkipRules:
     """FLOPs charged per decision (one policy evaluation)."""
     space: spaces.Box
     """Observation space (observations are clipped to it)."""
-
-
-@dataclass(eq=False)
-class CohortStep:
-    """Outcome of one step of a cohort; arrays are over the cohort's rows before the step."""
-
-    obs: np.ndarray
-    """float32 ``[B, d]`` next (or final) observation."""
-    rewards: np.ndarray
-    """float64 ``[B]``."""
-    done: np.ndarray
-    """bool ``[B]``: the episode ended (exit or last layer)."""
-    terminal: dict[str, np.ndarray]
-    """Terminal info arrays over all B rows (meaningful where ``done``)."""
-    survivors: Cohort | None
-    """The rows that go on (None when every row finished)."""
 
 
 def step_cohort(world: SkipWorld, shape: RewardShape, rules: SkipRules, cohort: Cohort,
@@ -132,7 +106,29 @@ def make_spaces(world: SkipWorld, allow_exit: bool, token_strategy: bool, policy
     return obs_space, action_space
 
 
-class SkipBlockEnv(gym.Env[np.ndarray, Any]):
+class SkipBlockFamily(SkipFamily):
+    """SkipBlock-v0's spaces and step, shared by :class:`SkipBlockEnv` and its vector env."""
+
+    settings_class = SkipBlockSettings
+    extras = True
+    settings: SkipBlockSettings
+
+    def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
+        s = self.settings
+        self.token_strategy = bool(s.token_strategy)
+        obs_space, action_space = make_spaces(self.world, bool(s.allow_exit), self.token_strategy,
+                                              self.policy_flops, s.pooled_clip)
+        self.rules = SkipRules(bool(s.allow_exit), bool(s.dense), self.policy_flops, obs_space)
+        return obs_space, action_space
+
+    def _step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
+        if self.token_strategy:
+            return step_cohort(self.world, self.reward_shape, self.rules, cohort,
+                               actions[:, 0].copy(), actions[:, 1].copy())
+        return step_cohort(self.world, self.reward_shape, self.rules, cohort, actions, None)
+
+
+class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     """Width-wise dynamic inference: at each layer run or skip its attention / feed-forward block.
 
     ## Description
@@ -161,10 +157,17 @@ class SkipBlockEnv(gym.Env[np.ndarray, Any]):
 
     ## Observation Space
 
-    ``Box(float32, (H + 2,))``: the pooled current state (the backbone's pooling, what the heads
-    read) clipped to ``[−pooled_clip, pooled_clip]`` (default 20; MiniLM-L6 stays within ±16),
-    the layer fraction ``l/L`` of the layer just computed, and the cost fraction spent so far
-    (in ``[0, 1]``; higher only with ``policy_flops``).
+    ``Box(float32, (H + 2,))``, after layer ``l`` (the layer just computed):
+
+    | Index      | Name           | Min            | Max                                         |
+    |------------|----------------|----------------|---------------------------------------------|
+    | 0 .. H − 1 | pooled state   | −pooled_clip   | pooled_clip                                 |
+    | H          | layer fraction | 0              | 1 (``l/L``)                                 |
+    | H + 1      | cost so far    | 0              | 1 + (L − 1)·policy_flops / min full FLOPs   |
+
+    The pooled state is the backbone's pooling of the current hidden states (what the heads
+    read), clipped to ``pooled_clip`` (default 20; MiniLM-L6 stays within ±16). The cost fraction
+    stays in ``[0, 1]`` unless ``policy_flops`` are charged.
 
     ## Rewards
 
@@ -197,8 +200,13 @@ class SkipBlockEnv(gym.Env[np.ndarray, Any]):
              heads="finetune", prepare_options=None, inputs=None, labels=None, text_pairs=None,
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
              token_strategy=False, policy_flops=0.0, pooled_clip=20.0, render_mode=None,
-             **reward_kwargs)
+             world=None, **reward_kwargs)
     ```
+
+    The keyword arguments are the fields of :class:`~exitgym.envs.settings.SkipBlockSettings`
+    (each documented there); ``SkipBlockEnv(settings)`` takes such an object instead. A key that
+    is not a field goes to the reward shape (``lam=`` for ``reward="flops"``); any other is
+    refused with the allowed keys listed.
 
     - ``task``, ``split``, ``backbone``, ``heads`` (names): prepared on first use by
       ``exitgym.data.prepare``. Default: ``heads="finetune"`` with ``prepare_options=``
@@ -212,111 +220,60 @@ class SkipBlockEnv(gym.Env[np.ndarray, Any]):
     - ``allow_exit``, ``token_strategy``: extend the action space (above).
     - ``policy_flops``: FLOPs of one policy evaluation, charged per decision.
     - ``pooled_clip``: bound of the pooled part of the observation.
-    - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld` (``env.unwrapped.world``
+    - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld` (``world``
       of another env) to share one backbone and tokenized split between environments; the
       arguments that build a world are then ignored.
 
     ## Version History
 
     - v0: initial version.
+
+    ## Examples
+
+    >>> import gymnasium as gym
+    >>> import exitgym
+
+    By name, the skip-tolerant fine-tuned MiniLM is prepared on first use (minutes):
+
+    >>> env = gym.make("exitgym/SkipBlock-v0")  # doctest: +SKIP
+
+    :func:`~exitgym.envs.skip_core.synthetic_world` (a tiny random-init backbone with random heads
+    on random token ids, injected as ``backbone=``, ``heads=``, ``inputs=``, ``labels=``) runs
+    offline in a second:
+
+    >>> from exitgym.envs.skip_core import synthetic_world
+    >>> world = synthetic_world(num_samples=6, num_layers=3, hidden_size=16)
+    >>> env = gym.make("exitgym/SkipBlock-v0", world=world, allow_exit=True)
+    >>> env.observation_space.shape, env.action_space
+    ((18,), Discrete(5))
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(1)  # layer 2 without its attention
+    >>> terminated, info["layer"]
+    (False, 2)
+    >>> obs, reward, terminated, truncated, info = env.step(4)  # exit with layer 2's head
+    >>> terminated, info["exit_layer"], info["attention_skip_rate"], info["ffn_skip_rate"]
+    (True, 2, 1.0, 0.0)
+
+    Another environment (or a vector env) can share the world, the tokenized inputs included:
+
+    >>> from exitgym.envs import SkipBlockSettings
+    >>> from exitgym.envs.skip_block import SkipBlockEnv
+    >>> pairs = SkipBlockEnv(SkipBlockSettings(world=world, token_strategy=True))
+    >>> pairs.action_space
+    MultiDiscrete([4 7])
+    >>> venv = gym.make_vec("exitgym/SkipBlock-v0", num_envs=2, world=world,
+    ...                     vectorization_mode="vector_entry_point")
+    >>> venv.reset(seed=0)[0].shape
+    (2, 18)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+    title = "SkipBlock"
+    reset_text = "sample {sample_id}: layer 1/{num_layers} cost={cost:.3f}"
+    end_text = ("sample {sample_id}: answered at layer {exit_layer} prediction={prediction} "
+                "label={label} cost={cost:.3f}")
 
-    def __init__(
-        self,
-        task: str = "rt-polarity",
-        backbone: Any = "minilm-l6",
-        split: str = "train",
-        heads: Any = DEFAULT_HEADS,
-        prepare_options: Mapping[str, Any] | None = None,
-        inputs: Sequence[str] | Mapping[str, Any] | None = None,
-        labels: Sequence[int] | np.ndarray | None = None,
-        text_pairs: Sequence[str] | None = None,
-        max_length: int | None = None,
-        reward: str | RewardShape = "vanilla",
-        alpha: float | None = None,
-        dense: bool = False,
-        allow_exit: bool = False,
-        token_strategy: bool = False,
-        policy_flops: float = 0.0,
-        pooled_clip: float = DEFAULT_POOLED_CLIP,
-        render_mode: str | None = None,
-        world: SkipWorld | None = None,
-        **reward_kwargs: Any,
-    ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; allowed: None or "
-                             f"{self.metadata['render_modes']}")
-        self.render_mode = render_mode
-        self.world = world or build_world(task, backbone, split, heads, inputs, labels,
-                                          text_pairs, max_length, default_options(
-                                              heads, prepare_options))
-        self.num_layers = self.world.num_layers
-        self.reward_shape = make_reward(reward, alpha, **reward_kwargs)
-        self.token_strategy = bool(token_strategy)
-        policy_flops = check_policy_flops(policy_flops)
-        self.observation_space, self.action_space = make_spaces(
-            self.world, bool(allow_exit), self.token_strategy, policy_flops, pooled_clip)
-        self.rules = SkipRules(bool(allow_exit), bool(dense), policy_flops,
-                               self.observation_space)
-        self._sampler = BlockSampler(1, self.world.num_samples)
-        self._cohort: Cohort | None = None
-        self._last: str = ""
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        sid = self._pick(options)
-        self._cohort = self.world.executor.start(np.array([sid]), np.zeros(1, dtype=np.int64))
-        obs = observe(self.world, self._cohort, self.observation_space, True)[0]
-        cost = float(self.world.executor.cost(self._cohort)[0])
-        self._last = f"sample {sid}: layer 1/{self.num_layers} cost={cost:.3f}"
-        return obs, {"layer": 1, "cost": cost, "sample_id": sid}
-
-    def _pick(self, options: dict[str, Any] | None) -> int:
-        if options and set(options) - {"sample_id"}:
-            raise ValueError(f"unknown reset options {sorted(set(options) - {'sample_id'})}; "
-                             "allowed: {'sample_id': int}")
-        if options and "sample_id" in options:
-            return check_sample_id(options["sample_id"], self.world.num_samples)
-        if self.np_random is not self._sampler.rngs[0]:
-            self._sampler.set_rng(0, self.np_random)
-        return self._sampler.draw_one()
-
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._cohort is None:
-            raise RuntimeError("step() called before reset() or after the episode terminated; "
-                               "call reset() to start an episode")
-        block, token = self._parse(action)
-        cohort = self._cohort
-        out = step_cohort(self.world, self.reward_shape, self.rules, cohort, block, token)
-        self._cohort = out.survivors
-        if out.done[0]:
-            info = {k: v[0].item() for k, v in out.terminal.items()}
-            self._last = (f"sample {info['sample_id']}: answered at layer {info['exit_layer']} "
-                          f"prediction={info['prediction']} label={info['label']} "
-                          f"cost={info['cost']:.3f}")
-        else:
-            assert out.survivors is not None
-            cost = float(self.world.executor.cost(out.survivors)[0])
-            info = {"layer": out.survivors.layer + 1, "cost": cost,
-                    "sample_id": int(out.survivors.sample_ids[0])}
-            self._last = f"sample {info['sample_id']}: layer {info['layer']} cost={cost:.3f}"
-        return out.obs[0], float(out.rewards[0]), bool(out.done[0]), False, info
-
-    def _parse(self, action: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        a = np.asarray(action)
-        if not self.action_space.contains(a):
-            raise ValueError(f"invalid action {action!r}; allowed: {_describe(self.action_space)}")
-        if self.token_strategy:
-            return a[:1].astype(np.int64), a[1:2].astype(np.int64)
-        return a.reshape(1).astype(np.int64), None
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        return self._last or "SkipBlock: no episode yet (call reset())"
+    def _describe_actions(self) -> str:
+        return _describe(self.action_space)
 
 
 def _describe(space: spaces.Space) -> str:
@@ -326,12 +283,3 @@ def _describe(space: spaces.Space) -> str:
     n_block, n_token = (int(v) for v in space.nvec)
     return (f"a pair [block action in 0..{n_block - 1}, token strategy in 0..{n_token - 1}] "
             f"(token strategies: {[s.name for s in TOKEN_STRATEGIES]})")
-
-
-def default_options(heads: Any, prepare_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``prepare_options`` or, for the default ``finetune`` heads, the skip-tolerant defaults."""
-    from exitgym.envs.skip_core import DEFAULT_PREPARE_OPTIONS
-
-    if prepare_options is not None:
-        return dict(prepare_options)
-    return dict(DEFAULT_PREPARE_OPTIONS) if heads == "finetune" else {}

@@ -1,11 +1,16 @@
-"""What the skip environments share: building the live world, observations, rewards, terminal infos.
+"""What the skip environments share: the live world, observations, rewards, terminal infos.
 
-:func:`build_world` resolves the environment arguments into a :class:`SkipWorld` (backbone, heads,
-tokenized inputs, labels, memorized layers) either by name — the prepared, skip-tolerant heads of
-``exitgym.data.prepare`` built on first use — or from objects a caller injects (tests: a tiny random
-backbone, its heads and a few token ids; nothing downloaded or prepared). :func:`finish_rows`
-turns the answering head's logits into rewards and terminal infos with any registered reward
-shape, so the single and the vector environments compute them with the same code.
+:class:`SkipWorld` is what a skip environment runs on. :meth:`SkipWorld.from_settings` resolves the
+environment's :class:`~exitgym.envs.settings.SkipSettings` into one, either by name — the
+prepared, skip-tolerant heads of ``exitgym.data.prepare`` built on first use — or from objects a
+caller injects (tests: a tiny random backbone, its heads and a few token ids; nothing downloaded
+or prepared). :func:`finish_rows` turns the answering head's logits into rewards and terminal
+infos with any registered reward shape, and :func:`run_decisions` runs Switchable Decision
+decisions on a cohort, so the single and the vector environments compute them with the same code.
+
+The world is also the public entry point of the skip benchmark (``exitgym.bench.skip``): a
+world with random heads for timing (:meth:`SkipWorld.with_random_heads`) and the outcomes of fixed
+decisions without an environment (:meth:`SkipWorld.decide`).
 """
 
 from __future__ import annotations
@@ -17,21 +22,21 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.envs.rewards import RewardShape, cross_entropy
+from exitgym.envs.rewards import RewardShape, cross_entropy, make_reward
+from exitgym.envs.settings import SkipSettings
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort, SampleBank, SkipExecutor
 
 __all__ = [
-    "DEFAULT_HEADS",
-    "DEFAULT_POOLED_CLIP",
     "DEFAULT_PREPARE_OPTIONS",
     "SkipWorld",
     "build_world",
+    "default_options",
     "finish_rows",
     "pooled_space",
+    "run_decisions",
+    "synthetic_world",
 ]
 
-DEFAULT_HEADS: str = "finetune"
-"""Heads mode of the named default: backbone and heads fine-tuned with random block skipping."""
 DEFAULT_PREPARE_OPTIONS: dict[str, Any] = {"skip_prob": 0.15, "finetune_samples": 2000,
                                            "max_length": 64}
 """``exitgym.data.prepare`` options of the default: one epoch of joint fine-tuning on 2,000 training
@@ -41,9 +46,6 @@ first-use preparation to minutes on a 2-core CPU (full-split fine-tuning takes s
 longer)."""
 DEFAULT_MAX_LENGTH: int = 128
 """Tokenizer truncation for injected texts (named worlds use the prepared ``max_length``)."""
-DEFAULT_POOLED_CLIP: float = 20.0
-"""Pooled-state observations are clipped to ``[−20, 20]`` (finite Box bounds). MiniLM-L6 on
-rt-polarity stays within ±16 even with random skips, so the clip rarely binds."""
 
 TERMINAL_KEYS = ("exit_layer", "prediction", "label", "correct", "flops", "memorized_layer",
                  "attention_skip_rate", "ffn_skip_rate", "token_skip_rate", "token_strategy")
@@ -70,6 +72,52 @@ class SkipWorld:
     @property
     def labels(self) -> np.ndarray:
         return self.executor.bank.labels
+
+    @classmethod
+    def from_settings(cls, settings: SkipSettings) -> SkipWorld:
+        """The world an environment with ``settings`` runs on: ``settings.world`` or a new one."""
+        if settings.world is not None:
+            return settings.world
+        return build_world(settings.task, settings.backbone, settings.split, settings.heads,
+                           settings.inputs, settings.labels, settings.text_pairs,
+                           settings.max_length,
+                           default_options(settings.heads, settings.prepare_options))
+
+    @classmethod
+    def with_random_heads(cls, backbone: str = "minilm-l6", task: str = "rt-polarity",
+                          split: str = "validation", num_labels: int = 2) -> SkipWorld:
+        """A named backbone with random-init heads on a task split, to time the environments.
+
+        Throughput does not depend on head weights, so nothing is prepared; memorized layers are
+        set to ``L`` instead of computed (no full forward pass over the split).
+        """
+        from exitgym.backbones.heads import ExitHeads, HeadsConfig
+        from exitgym.backbones.registry import load_backbone
+        from exitgym.data.tasks import load_task
+
+        bb = load_backbone(backbone)
+        data = load_task(task).split(split)
+        bank = SampleBank.from_texts(bb, list(data["text"]), list(data["label"]))
+        heads = ExitHeads(HeadsConfig(bb.num_layers, bb.hidden_size, num_labels))
+        executor = SkipExecutor(bb, heads, bank)
+        return cls(executor, np.full(bank.num_samples, bb.num_layers, dtype=np.int64))
+
+    def decide(self, sample_ids: np.ndarray, actions: np.ndarray, reward: str = "accuracy",
+               alpha: float = 0.0) -> dict[str, np.ndarray]:
+        """Terminal infos of Switchable Decision ``actions`` run on ``sample_ids``, without an env.
+
+        Args:
+            sample_ids: int ``[B]`` inputs, run as one batch.
+            actions: int ``[B, 2(L−1) + 1]`` rows of the decision space.
+            reward: Reward shape of the returned ``info`` (``correct`` and ``cost`` do not
+                depend on it).
+            alpha: Its cost weight.
+        """
+        space = pooled_space(self.executor.backbone.hidden_size, 1e6, [])
+        cohort = self.executor.start(sample_ids, np.arange(len(sample_ids)))
+        _, _, info = run_decisions(self, make_reward(reward, alpha=alpha), 0.0, space, cohort,
+                                   actions)
+        return info
 
 
 def build_world(
@@ -107,6 +155,42 @@ def build_world(
                                      max_length or DEFAULT_MAX_LENGTH)
     executor = SkipExecutor(backbone, heads, bank)
     return SkipWorld(executor, full_depth_memorized(executor))
+
+
+def default_options(heads: Any, prepare_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``prepare_options`` or, for the default ``finetune`` heads, the skip-tolerant defaults."""
+    if prepare_options is not None:
+        return dict(prepare_options)
+    return dict(DEFAULT_PREPARE_OPTIONS) if heads == "finetune" else {}
+
+
+def synthetic_world(num_samples: int = 8, num_layers: int = 3, hidden_size: int = 16,
+                    num_labels: int = 2, num_tokens: int = 12, seed: int = 0) -> SkipWorld:
+    """A tiny random-init BERT with random heads on random token ids, for examples and quick tests.
+
+    The skip environments' counterpart of ``exitgym.data.synthetic.synthetic_cache``: nothing is
+    downloaded or prepared and it builds in well under a second on a CPU. The answers are random
+    (so are the heads); the mechanics (skips, token drops, FLOPs, rewards) are the real ones.
+    Goes through the injection path of the environments (``backbone=``, ``heads=``, ``inputs=``,
+    ``labels=``), so it is also an example of it.
+    """
+    import torch
+    from transformers import BertConfig
+
+    from exitgym.backbones.heads import ExitHeads, HeadsConfig
+    from exitgym.backbones.registry import load_backbone
+
+    config = BertConfig(vocab_size=100, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden_size,
+                        max_position_embeddings=max(32, num_tokens))
+    backbone = load_backbone(config, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        heads = ExitHeads(HeadsConfig(num_layers, hidden_size, num_labels))
+    ids = np.random.default_rng(seed).integers(5, 100, size=(num_samples, num_tokens))
+    labels = np.arange(num_samples) % num_labels
+    return build_world("synthetic", backbone, "train", heads, {"input_ids": ids}, labels, None,
+                       None, None)
 
 
 def _named_world(task: str, backbone: str, split: str, heads: str,
@@ -169,13 +253,6 @@ def pooled_space(hidden_size: int, clip: float, extra_high: Sequence[float]) -> 
     return spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
 
 
-def check_policy_flops(value: float) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"policy_flops must be a finite number >= 0, got {value!r}")
-    return value
-
-
 def finish_rows(
     world: SkipWorld,
     shape: RewardShape,
@@ -233,6 +310,32 @@ def observe(world: SkipWorld, cohort: Cohort, space: spaces.Box, extras: bool) -
         cost = world.executor.cost(cohort)[:, None]
         pooled = np.concatenate([pooled, frac, cost], axis=1)
     return np.clip(pooled, space.low, space.high).astype(np.float32, copy=False)
+
+
+def run_decisions(world: SkipWorld, shape: RewardShape, policy_flops: float, space: spaces.Box,
+                  cohort: Cohort, actions: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Run layers 2..L of every row with its decisions, then answer with the final head.
+
+    The Switchable Decision step: every row's token strategy is applied after layer 1, then each
+    later layer runs once for the whole cohort with per-row attention / FFN skip masks.
+
+    Args:
+        actions: int ``[B, 2(L−1) + 1]`` rows of the decision space.
+
+    Returns:
+        ``(obs [B, H], rewards [B], terminal info arrays over B)``.
+    """
+    ex, last = world.executor, world.num_layers - 1
+    cohort.flops = cohort.flops + policy_flops
+    ex.drop_tokens(cohort, actions[:, -1])
+    skip = actions[:, :-1].astype(bool)
+    for k in range(last):
+        ex.run_layer(cohort, skip[:, k], skip[:, last + k])
+    everyone = np.ones(cohort.size, dtype=bool)
+    logits = ex.answer(cohort, everyone)
+    rewards, info = finish_rows(world, shape, cohort, everyone, logits, last)
+    return observe(world, cohort, space, False), rewards, info
 
 
 def token_strategy_names() -> list[str]:

@@ -1,34 +1,21 @@
 """``exitgym/SwitchableDecision-v0``: choose every skip decision and a token strategy in one step.
 
-The decision logic (:func:`run_decisions`) works on a cohort of episodes, so this single env (a
-cohort of one) and the native vector env run exactly the same code.
+The decision logic (:func:`~exitgym.envs.skip_core.run_decisions`) works on a cohort of
+episodes; :class:`SwitchableFamily` applies it for both this single env (a cohort of one) and the
+native vector env, so they run exactly the same code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, SupportsFloat
-
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.envs.exit_core import BlockSampler, check_sample_id
-from exitgym.envs.rewards import RewardShape, make_reward
-from exitgym.envs.skip_block import default_options
-from exitgym.envs.skip_core import (
-    DEFAULT_HEADS,
-    DEFAULT_POOLED_CLIP,
-    SkipWorld,
-    build_world,
-    check_policy_flops,
-    finish_rows,
-    observe,
-    pooled_space,
-)
+from exitgym.envs.settings import SwitchableSettings
+from exitgym.envs.skip_core import pooled_space, run_decisions
+from exitgym.envs.skip_env import CohortStep, SkipEnv, SkipFamily
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 
-__all__ = ["SwitchableDecisionEnv", "decision_space", "run_decisions"]
+__all__ = ["SwitchableDecisionEnv", "SwitchableFamily", "decision_space", "run_decisions"]
 
 
 def decision_space(num_layers: int) -> spaces.MultiDiscrete:
@@ -36,30 +23,24 @@ def decision_space(num_layers: int) -> spaces.MultiDiscrete:
     return spaces.MultiDiscrete([2] * (2 * (num_layers - 1)) + [len(TOKEN_STRATEGIES)])
 
 
-def run_decisions(world: SkipWorld, shape: RewardShape, policy_flops: float, space: spaces.Box,
-                  cohort: Cohort, actions: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Run layers 2..L of every row with its decisions, answer with the final head.
+class SwitchableFamily(SkipFamily):
+    """SwitchableDecision-v0's spaces and step, shared by the single and the vector env."""
 
-    Args:
-        actions: int ``[B, 2(L−1) + 1]`` rows of the decision space.
+    settings_class = SwitchableSettings
+    extras = False
 
-    Returns:
-        ``(obs [B, H], rewards [B], terminal info arrays over B)``.
-    """
-    ex, last = world.executor, world.num_layers - 1
-    cohort.flops = cohort.flops + policy_flops
-    ex.drop_tokens(cohort, actions[:, -1])
-    skip = actions[:, :-1].astype(bool)
-    for k in range(last):
-        ex.run_layer(cohort, skip[:, k], skip[:, last + k])
-    everyone = np.ones(cohort.size, dtype=bool)
-    logits = ex.answer(cohort, everyone)
-    rewards, info = finish_rows(world, shape, cohort, everyone, logits, last)
-    return observe(world, cohort, space, False), rewards, info
+    def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
+        self._obs_box = pooled_space(self.world.executor.backbone.hidden_size,
+                                     self.settings.pooled_clip, [])
+        return self._obs_box, decision_space(self.num_layers)
+
+    def _step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
+        obs, rewards, terminal = run_decisions(self.world, self.reward_shape, self.policy_flops,
+                                               self._obs_box, cohort, actions)
+        return CohortStep(obs, rewards, np.ones(cohort.size, dtype=bool), terminal, None)
 
 
-class SwitchableDecisionEnv(gym.Env[np.ndarray, np.ndarray]):
+class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     """Switchable Decision (Zhang et al., ICML 2024) as a one-step (contextual bandit) episode.
 
     ## Description
@@ -82,9 +63,15 @@ class SwitchableDecisionEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Observation Space
 
-    ``Box(float32, (H,))``: the pooled state after layer 1 (the backbone's pooling), clipped to
-    ``[−pooled_clip, pooled_clip]`` (default 20; MiniLM-L6 stays within ±16). The terminal
-    observation is the pooled state after layer ``L``.
+    ``Box(float32, (H,))``:
+
+    | Index      | Name                   | Min           | Max          |
+    |------------|------------------------|---------------|--------------|
+    | 0 .. H − 1 | pooled state after l=1 | −pooled_clip  | pooled_clip  |
+
+    The pooled state is the backbone's pooling of the hidden states after layer 1, clipped to
+    ``pooled_clip`` (default 20; MiniLM-L6 stays within ±16). The terminal observation is the
+    pooled state after layer ``L``.
 
     ## Rewards
 
@@ -112,9 +99,11 @@ class SwitchableDecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     gym.make("exitgym/SwitchableDecision-v0", task="rt-polarity", backbone="minilm-l6",
              split="train", heads="finetune", prepare_options=None, inputs=None, labels=None,
              text_pairs=None, max_length=None, reward="flops", alpha=None, policy_flops=0.0,
-             pooled_clip=20.0, render_mode=None, **reward_kwargs)
+             pooled_clip=20.0, render_mode=None, world=None, **reward_kwargs)
     ```
 
+    The keyword arguments are the fields of :class:`~exitgym.envs.settings.SwitchableSettings`
+    (each documented there); ``SwitchableDecisionEnv(settings)`` takes such an object instead.
     Same meaning as for ``exitgym/SkipBlock-v0`` (named, prepared on first use, with the
     skip-tolerant fine-tuned backbone by default; or injected objects; ``world=`` shares a
     prebuilt :class:`~exitgym.envs.skip_core.SkipWorld`). ``policy_flops`` is charged once (one
@@ -123,85 +112,43 @@ class SwitchableDecisionEnv(gym.Env[np.ndarray, np.ndarray]):
     ## Version History
 
     - v0: initial version.
+
+    ## Examples
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import exitgym
+
+    By name, the skip-tolerant fine-tuned MiniLM is prepared on first use (minutes):
+
+    >>> env = gym.make("exitgym/SwitchableDecision-v0", reward="flops", lam=0.1)  # doctest: +SKIP
+
+    :func:`~exitgym.envs.skip_core.synthetic_world` (a tiny random-init backbone with random heads
+    on random token ids, injected as ``backbone=``, ``heads=``, ``inputs=``, ``labels=``) runs
+    offline in a second:
+
+    >>> from exitgym.envs.skip_core import synthetic_world
+    >>> world = synthetic_world(num_samples=6, num_layers=3, hidden_size=16)
+    >>> env = gym.make("exitgym/SwitchableDecision-v0", world=world, lam=0.1)
+    >>> env.observation_space.shape, env.action_space
+    ((16,), MultiDiscrete([2 2 2 2 7]))
+    >>> obs, info = env.reset(seed=0)
+    >>> keep_all = np.zeros(5, dtype=np.int64)  # run the full model, drop no token
+    >>> obs, reward, terminated, truncated, info = env.step(keep_all)
+    >>> terminated, info["exit_layer"], round(info["cost"], 9)
+    (True, 3, 1.0)
+    >>> skip = np.array([1, 0, 0, 1, 6])  # no attention in layer 2, no FFN in 3, drop 1/2 tokens
+    >>> _ = env.reset()
+    >>> info = env.step(skip)[-1]
+    >>> info["attention_skip_rate"], info["ffn_skip_rate"], info["token_strategy"]
+    (0.5, 0.5, 6)
     """
 
-    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}
+    title = "SwitchableDecision"
+    reset_text = "sample {sample_id}: after layer 1, cost={cost:.3f}"
+    end_text = "sample {sample_id}: prediction={prediction} label={label} cost={cost:.3f}"
 
-    def __init__(
-        self,
-        task: str = "rt-polarity",
-        backbone: Any = "minilm-l6",
-        split: str = "train",
-        heads: Any = DEFAULT_HEADS,
-        prepare_options: Mapping[str, Any] | None = None,
-        inputs: Sequence[str] | Mapping[str, Any] | None = None,
-        labels: Sequence[int] | np.ndarray | None = None,
-        text_pairs: Sequence[str] | None = None,
-        max_length: int | None = None,
-        reward: str | RewardShape = "flops",
-        alpha: float | None = None,
-        policy_flops: float = 0.0,
-        pooled_clip: float = DEFAULT_POOLED_CLIP,
-        render_mode: str | None = None,
-        world: SkipWorld | None = None,
-        **reward_kwargs: Any,
-    ) -> None:
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode={render_mode!r} is not supported; allowed: None or "
-                             f"{self.metadata['render_modes']}")
-        self.render_mode = render_mode
-        self.world = world or build_world(task, backbone, split, heads, inputs, labels,
-                                          text_pairs, max_length, default_options(
-                                              heads, prepare_options))
-        self.num_layers = self.world.num_layers
-        self.reward_shape = make_reward(reward, alpha, **reward_kwargs)
-        self.policy_flops = check_policy_flops(policy_flops)
-        self.observation_space = pooled_space(self.world.executor.backbone.hidden_size,
-                                              pooled_clip, [])
-        self.action_space = decision_space(self.num_layers)
-        self._sampler = BlockSampler(1, self.world.num_samples)
-        self._cohort: Cohort | None = None
-        self._last = ""
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if options and set(options) - {"sample_id"}:
-            raise ValueError(f"unknown reset options {sorted(set(options) - {'sample_id'})}; "
-                             "allowed: {'sample_id': int}")
-        if options and "sample_id" in options:
-            sid = check_sample_id(options["sample_id"], self.world.num_samples)
-        else:
-            if self.np_random is not self._sampler.rngs[0]:
-                self._sampler.set_rng(0, self.np_random)
-            sid = self._sampler.draw_one()
-        self._cohort = self.world.executor.start(np.array([sid]), np.zeros(1, dtype=np.int64))
-        cost = float(self.world.executor.cost(self._cohort)[0])
-        self._last = f"sample {sid}: after layer 1, cost={cost:.3f}"
-        obs = observe(self.world, self._cohort, self.observation_space, False)[0]
-        return obs, {"layer": 1, "cost": cost, "sample_id": sid}
-
-    def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
-        if self._cohort is None:
-            raise RuntimeError("step() called before reset() or after the episode terminated; "
-                               "call reset() to start an episode")
-        a = np.asarray(action)
-        if not self.action_space.contains(a):
-            raise ValueError(
-                f"invalid action {action!r}; allowed: an int array of shape "
-                f"({2 * (self.num_layers - 1) + 1},): 0/1 skip flags for the attention then the "
-                f"FFN of layers 2..{self.num_layers}, then a token strategy in 0..6 "
-                f"({[s.name for s in TOKEN_STRATEGIES]})")
-        cohort, self._cohort = self._cohort, None
-        obs, rewards, terminal = run_decisions(self.world, self.reward_shape, self.policy_flops,
-                                               self.observation_space, cohort,
-                                               a.astype(np.int64)[None, :])
-        info = {k: v[0].item() for k, v in terminal.items()}
-        self._last = (f"sample {info['sample_id']}: prediction={info['prediction']} "
-                      f"label={info['label']} cost={info['cost']:.3f}")
-        return obs[0], float(rewards[0]), True, False, info
-
-    def render(self) -> str | None:
-        if self.render_mode != "ansi":
-            return None
-        return self._last or "SwitchableDecision: no episode yet (call reset())"
+    def _describe_actions(self) -> str:
+        return (f"an int array of shape ({2 * (self.num_layers - 1) + 1},): 0/1 skip flags for "
+                f"the attention then the FFN of layers 2..{self.num_layers}, then a token "
+                f"strategy in 0..6 ({[s.name for s in TOKEN_STRATEGIES]})")

@@ -28,16 +28,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import VectorEnv
 
 from exitgym.backbones import hf_compat
-from exitgym.envs.rewards import make_reward
-from exitgym.envs.skip_block_vector import SkipBlockVectorEnv
-from exitgym.envs.skip_core import SkipWorld, pooled_space
-from exitgym.envs.skip_live import SampleBank, SkipExecutor
-from exitgym.envs.switchable_decision import run_decisions
-from exitgym.envs.switchable_decision_vector import SwitchableDecisionVectorEnv
+from exitgym.envs import SkipSettings
+from exitgym.envs.skip_core import SkipWorld
 from exitgym.utils.atomic import atomic_write_text
 
 SKIP_PATTERNS: dict[str, dict[str, Any]] = {
@@ -52,22 +50,7 @@ SKIP_PATTERNS: dict[str, dict[str, Any]] = {
 """Fixed decisions for :func:`pattern_accuracy`: layer indices are 0-based (``-1`` = last)."""
 
 
-def timing_world(backbone: str = "minilm-l6", task: str = "rt-polarity",
-                 split: str = "validation", num_labels: int = 2) -> SkipWorld:
-    """The backbone with random-init heads: throughput does not depend on head weights."""
-    from exitgym.backbones.heads import ExitHeads, HeadsConfig
-    from exitgym.backbones.registry import load_backbone
-    from exitgym.data.tasks import load_task
-
-    bb = load_backbone(backbone)
-    data = load_task(task).split(split)
-    bank = SampleBank.from_texts(bb, list(data["text"]), list(data["label"]))
-    heads = ExitHeads(HeadsConfig(bb.num_layers, bb.hidden_size, num_labels))
-    executor = SkipExecutor(bb, heads, bank)
-    return SkipWorld(executor, np.full(bank.num_samples, bb.num_layers, dtype=np.int64))
-
-
-def _skip_episode(env: SkipBlockVectorEnv, sids: np.ndarray, actions: np.ndarray,
+def _skip_episode(env: VectorEnv, sids: np.ndarray, actions: np.ndarray,
                   steps: int) -> None:
     """One batch of SkipBlock episodes: reset (embed + layer 1), then every remaining layer."""
     env.reset(options={"sample_id": sids})
@@ -75,10 +58,16 @@ def _skip_episode(env: SkipBlockVectorEnv, sids: np.ndarray, actions: np.ndarray
         env.step(actions)
 
 
-def _sd_episode(env: SwitchableDecisionVectorEnv, sids: np.ndarray, actions: np.ndarray) -> None:
+def _sd_episode(env: VectorEnv, sids: np.ndarray, actions: np.ndarray) -> None:
     """One batch of Switchable Decision episodes: reset, then the one decision step."""
     env.reset(options={"sample_id": sids})
     env.step(actions)
+
+
+def _native_vector_env(env_id: str, num_envs: int, world: SkipWorld) -> VectorEnv:
+    """The native vector env of ``env_id`` on ``world`` (one batched call per layer)."""
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point",
+                        world=world)
 
 
 def _plain(model: Any, tokens: dict[str, torch.Tensor]) -> None:
@@ -96,13 +85,13 @@ def _time(fn: Any) -> float:
 def run_benchmark(world: SkipWorld | None = None, batch_sizes: Sequence[int] = (1, 16, 64),
                   rounds: int = 7, out: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Throughput table (samples/s) of the vector envs and the plain forward; optionally saved."""
-    world = world or timing_world()
+    world = world or SkipWorld.with_random_heads()
     ex, num_layers = world.executor, world.num_layers
     model = ex.backbone.model
     rows = []
     for batch in batch_sizes:
-        skip_env = SkipBlockVectorEnv(num_envs=batch, world=world)
-        sd_env = SwitchableDecisionVectorEnv(num_envs=batch, world=world)
+        skip_env = _native_vector_env("exitgym/SkipBlock-v0", batch, world)
+        sd_env = _native_vector_env("exitgym/SwitchableDecision-v0", batch, world)
         run_all = np.zeros(batch, dtype=np.int64)
         keep_all = np.zeros((batch, 2 * (num_layers - 1) + 1), dtype=np.int64)
         times: dict[str, list[float]] = {"skip_block": [], "switchable": [], "plain": []}
@@ -162,16 +151,12 @@ def pattern_actions(pattern: dict[str, Any], batch: int, num_layers: int) -> np.
 def pattern_accuracy(world: SkipWorld, patterns: dict[str, dict[str, Any]] = SKIP_PATTERNS,
                      batch: int = 64) -> list[dict[str, Any]]:
     """Accuracy and mean cost of fixed skip patterns over every input of the world."""
-    space = pooled_space(world.executor.backbone.hidden_size, 1e6, [])
-    shape = make_reward("accuracy", alpha=0.0)
     out = []
     for name, pattern in patterns.items():
         correct, cost = [], []
         for start in range(0, world.num_samples, batch):
             sids = np.arange(start, min(start + batch, world.num_samples))
-            cohort = world.executor.start(sids, np.arange(len(sids)))
-            actions = pattern_actions(pattern, len(sids), world.num_layers)
-            _, _, info = run_decisions(world, shape, 0.0, space, cohort, actions)
+            info = world.decide(sids, pattern_actions(pattern, len(sids), world.num_layers))
             correct.append(info["correct"])
             cost.append(info["cost"])
         out.append({"pattern": name, "accuracy": float(np.concatenate(correct).mean()),
@@ -223,11 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     result = run_benchmark(batch_sizes=args.batch_sizes, rounds=args.rounds)
     if args.accuracy:
-        from exitgym.envs.skip_block import default_options
-        from exitgym.envs.skip_core import build_world
-
-        world = build_world("rt-polarity", "minilm-l6", args.split, args.accuracy, None, None,
-                            None, None, default_options(args.accuracy, None))
+        world = SkipWorld.from_settings(SkipSettings(split=args.split, heads=args.accuracy))
         result["accuracy"] = {"heads": args.accuracy, "split": args.split,
                               "rows": pattern_accuracy(world)}
     save_result(result, Path(args.out))

@@ -1,0 +1,227 @@
+"""The ``gym.make`` keyword arguments of every exitgym environment, one frozen dataclass per family.
+
+The fields of a settings class *are* the keyword arguments of ``gym.make`` (and of the single and
+the native vector constructor) with their defaults, so each argument is written once: the
+constructors take ``**kwargs`` and build their settings with :meth:`EnvSettings.from_kwargs`, or
+take a settings object directly. A key that is not a field goes to the reward shape (``lam=`` of
+``reward="flops"``); one the reward does not take either is refused before anything expensive is
+built, with the allowed keys listed.
+
+- :class:`ExitSettings`: ``exitgym/EarlyExit-v0``;
+- :class:`SkipSettings`: what both skip environments take, with :class:`SkipBlockSettings`
+  (``exitgym/SkipBlock-v0``: delivery and action-space switches) and :class:`SwitchableSettings`
+  (``exitgym/SwitchableDecision-v0``: the paper's ``flops`` reward by default).
+
+numpy only, like :mod:`exitgym.envs` itself: importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+
+from exitgym.envs.rewards import REWARDS, RewardShape, make_reward
+
+if TYPE_CHECKING:
+    from exitgym.backbones.layer_cache import LayerCache
+    from exitgym.envs.skip_core import SkipWorld
+
+__all__ = [
+    "DEFAULT_POOLED_CLIP",
+    "EnvSettings",
+    "ExitSettings",
+    "SkipBlockSettings",
+    "SkipSettings",
+    "SwitchableSettings",
+    "check_policy_flops",
+    "check_render_mode",
+]
+
+_S = TypeVar("_S", bound="EnvSettings")
+
+DEFAULT_POOLED_CLIP: float = 20.0
+"""Pooled-state observations of the skip envs are clipped to ``[−20, 20]`` (finite Box bounds).
+MiniLM-L6 on rt-polarity stays within ±16 even with random skips, so the clip rarely binds."""
+
+
+def check_policy_flops(value: float) -> float:
+    """``value`` as a float; the FLOPs of a policy evaluation must be finite and >= 0."""
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"policy_flops must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def check_render_mode(value: str | None, modes: Sequence[str]) -> str | None:
+    """``value`` if the environment renders in that mode (``None`` always works)."""
+    if value is None or value in modes:
+        return value
+    allowed = f"allowed: None or {list(modes)}" if modes else "use None"
+    raise ValueError(f"render_mode={value!r} is not supported; {allowed}")
+
+
+# ``eq=False``: fields may hold numpy arrays and models, which have no plain equality.
+@dataclass(frozen=True, kw_only=True, eq=False)
+class EnvSettings:
+    """What every exitgym environment takes: the data, the models, the reward and rendering."""
+
+    env_id: ClassVar[str] = "exitgym"
+    """The registered id these settings are for (named in error messages)."""
+
+    task: str = "rt-polarity"
+    """Task registry name or local data path; named data is prepared on first use."""
+    backbone: Any = "minilm-l6"
+    """Backbone short name, Hugging Face id or local directory, or a ``Backbone`` object."""
+    split: str = "train"
+    """Data split the episodes draw their inputs from."""
+    heads: Any = "frozen"
+    """Prepared heads mode (``"frozen"`` or ``"finetune"``), or an ``ExitHeads`` object."""
+    reward: str | RewardShape = "vanilla"
+    """A registered reward name (:data:`~exitgym.envs.rewards.REWARDS`) or a ``RewardShape``."""
+    alpha: float | None = None
+    """Cost weight of the reward; ``None``: the shape's default (0.2)."""
+    policy_flops: float = 0.0
+    """FLOPs of one policy evaluation, charged for every decision."""
+    render_mode: str | None = None
+    """``None`` or ``"ansi"`` (single environments; vector environments do not render)."""
+    reward_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Further arguments of the reward shape (``lam`` for ``flops``): every keyword argument that
+    is not a field lands here."""
+
+    def __post_init__(self) -> None:
+        """Refuse reward arguments the named reward does not take (a typo of a field, mostly).
+
+        A ``ValueError``, like every other bad argument: ``gym.make`` re-raises a ``TypeError``
+        with the repr of every keyword argument (a whole cache) appended.
+        """
+        if not self.reward_kwargs:
+            return
+        own: list[str] = []
+        also = " (a RewardShape instance is given its own arguments when it is made)"
+        if not isinstance(self.reward, RewardShape):
+            shape = REWARDS.get(self.reward)
+            if shape is None:
+                return  # make_reward lists the registered rewards
+            params = inspect.signature(shape).parameters.values()
+            if any(p.kind is p.VAR_KEYWORD for p in params):
+                return
+            own = sorted({p.name for p in params} - set(self.argument_names()))
+            also = f", and {own} for reward {self.reward!r}" if own else ""
+        unknown = sorted(set(self.reward_kwargs) - set(own))
+        if unknown:
+            raise ValueError(f"{self.env_id}: unknown keyword argument(s) {unknown}; allowed: "
+                             f"{sorted(self.argument_names())}{also}")
+
+    @classmethod
+    def argument_names(cls) -> tuple[str, ...]:
+        """The keyword arguments that are fields (all but :attr:`reward_kwargs`), in order."""
+        return tuple(f.name for f in fields(cls) if f.name != "reward_kwargs")
+
+    @classmethod
+    def from_kwargs(cls: type[_S], **kwargs: Any) -> _S:
+        """Settings from ``gym.make`` keyword arguments; keys that are not fields go to the reward.
+
+        Raises:
+            ValueError: A key is neither a field nor an argument of the named reward shape.
+        """
+        names = set(cls.argument_names())
+        known = {k: v for k, v in kwargs.items() if k in names}
+        extra = {k: v for k, v in kwargs.items() if k not in names}
+        return cls(**known, reward_kwargs=extra)
+
+    @classmethod
+    def resolve(cls: type[_S], settings: _S | None, kwargs: Mapping[str, Any]) -> _S:
+        """What a constructor was given: a settings object, or keyword arguments (not both)."""
+        if settings is None:
+            return cls.from_kwargs(**kwargs)
+        if not isinstance(settings, cls):
+            raise TypeError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
+        if kwargs:
+            raise TypeError(f"pass settings or keyword arguments, not both (got {sorted(kwargs)})")
+        return settings
+
+    def make_reward(self) -> RewardShape:
+        """A fresh reward shape from :attr:`reward`, :attr:`alpha` and :attr:`reward_kwargs`."""
+        return make_reward(self.reward, self.alpha, **self.reward_kwargs)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ExitSettings(EnvSettings):
+    """Keyword arguments of ``exitgym/EarlyExit-v0``, documented on ``EarlyExitEnv``.
+
+    ``task``, ``backbone``, ``split`` and ``heads`` name the prepared per-layer cache (built on
+    first use); in live mode ``backbone`` / ``heads`` may also be model objects.
+    """
+
+    env_id: ClassVar[str] = "exitgym/EarlyExit-v0"
+
+    observation: str = "features"
+    """Observation view spec, e.g. ``"features"`` or ``"hidden+prev"``
+    (:mod:`exitgym.envs.observations`)."""
+    dense: bool = False
+    """Pay ``−w·Δc`` on every step and the quality at the exit (same return as terminal)."""
+    live: bool = False
+    """Run the backbone one layer per step instead of reading the cache (single env only)."""
+    cache: LayerCache | None = None
+    """A ``LayerCache`` to use directly (tests, agents, synthetic caches), not the named one."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SkipSettings(EnvSettings):
+    """What both skip environments take: a live world, named or injected, and the observation clip.
+
+    Named (``backbone`` and ``heads`` strings): prepared on first use by ``exitgym.data.prepare``,
+    by default the skip-tolerant fine-tuned heads. Injected: ``backbone`` a ``Backbone``,
+    ``heads`` its ``ExitHeads``, ``inputs`` texts or token ids and ``labels``; or a prebuilt
+    ``world`` shared with another environment.
+    """
+
+    env_id: ClassVar[str] = "exitgym/SkipBlock-v0 or exitgym/SwitchableDecision-v0"
+
+    heads: Any = "finetune"
+    """Prepared heads mode: ``"finetune"`` (backbone and heads fine-tuned with random block
+    skipping, so skips hurt less) or ``"frozen"``; or an ``ExitHeads`` object."""
+    prepare_options: Mapping[str, Any] | None = None
+    """``exitgym.data.prepare`` options; ``None``: the skip-tolerant defaults for ``"finetune"``
+    (:data:`~exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS`), none otherwise."""
+    inputs: Sequence[str] | Mapping[str, Any] | None = None
+    """Injected inputs: texts, or a dict with ``input_ids`` (and ``attention_mask``)."""
+    labels: Sequence[int] | np.ndarray | None = None
+    """Injected gold labels, one per input."""
+    text_pairs: Sequence[str] | None = None
+    """Second texts of injected text pairs."""
+    max_length: int | None = None
+    """Tokenizer truncation; ``None``: the prepared one (named) or 128 (injected texts)."""
+    pooled_clip: float = DEFAULT_POOLED_CLIP
+    """Bound of the pooled part of the observation (:data:`DEFAULT_POOLED_CLIP`)."""
+    world: SkipWorld | None = None
+    """A prebuilt :class:`~exitgym.envs.skip_core.SkipWorld` (``env.unwrapped.world`` of another
+    env) to share one backbone and tokenized split; the fields that build a world are ignored."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SkipBlockSettings(SkipSettings):
+    """Keyword arguments of ``exitgym/SkipBlock-v0``, documented on ``SkipBlockEnv``."""
+
+    env_id: ClassVar[str] = "exitgym/SkipBlock-v0"
+
+    dense: bool = False
+    """Pay ``−w·Δc`` on every step and the rest at the end (same return as terminal)."""
+    allow_exit: bool = False
+    """Add action 4: exit now with the current layer's head."""
+    token_strategy: bool = False
+    """Make the action a pair (block action, token strategy read on the first step)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SwitchableSettings(SkipSettings):
+    """Keyword arguments of ``exitgym/SwitchableDecision-v0``, documented on its env class."""
+
+    env_id: ClassVar[str] = "exitgym/SwitchableDecision-v0"
+
+    reward: str | RewardShape = "flops"
+    """Reward shape; the paper's ``−CE − λ·c`` by default (set ``reward_shape.lam`` to train)."""
