@@ -1,38 +1,40 @@
-"""The one policy protocol every exitgym method implements, observation helpers, and ``evaluate``.
+"""The protocols every exitgym method implements (:class:`Policy`, :class:`Trainer`), the per-slot
+layer tracking of stateful policies, and ``evaluate``.
 
 Rules, PALBERT, BERxiT, REINFORCE and SB3 models all act on a *batch* of observations (one row per
 vector-env slot), so a single evaluation routine (:func:`evaluate`) produces accuracy, cost,
 exit-layer histogram and trajectories for all of them.
 
-Observation layout (docs/interfaces.md): ``observation="features"`` is
-``[layer fraction, max prob, normalized entropy, top-2 margin, patience / L, cost so far]``;
-``"logits"`` the current head's logits; ``"hidden"`` the pooled state; ``"prev"`` the previous
-layer's pooled state (zeros at layer 1); combos such as
-``"features+logits"`` concatenate the parts in the order named. Each policy states the
-observation it needs in ``required_observation`` and :func:`evaluate` checks it.
+The observation layout is the environments' (:mod:`exitgym.envs.observations`): ``"features"`` is
+``[layer fraction, max prob, normalized entropy, top-2 margin, patience / L, cost so far]``
+(:data:`FEATURE_NAMES`), ``"logits"`` the current head's logits, ``"hidden"`` the pooled state,
+``"prev"`` the previous layer's pooled state (zeros at layer 1); combos such as
+``"features+logits"`` concatenate the parts in the order named. Each policy states the observation
+it needs in ``required_observation``, :func:`evaluate` checks it, and :class:`ObsLayout` finds the
+parts in the flat vector. The confidence statistics rules threshold are the features' own
+(:func:`softmax_stats`), so both are defined once, next to the views.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from exitgym.agents.rollout import evaluate
+from exitgym.envs.observations import FEATURE_NAMES, ObsLayout, SoftmaxStats, softmax_stats
 
-FEATURE_NAMES: tuple[str, ...] = (
-    "layer_fraction", "max_prob", "norm_entropy", "margin", "patience_fraction", "cost",
-)
-"""Names of the ``features`` observation entries, in order."""
-NUM_FEATURES = len(FEATURE_NAMES)
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
-    "FEATURE_NAMES", "LayerTracker", "ObsLayout", "Policy", "evaluate", "logit_stats",
-    "observation_parts", "softmax",
+    "FEATURE_NAMES", "LayerTracker", "Logger", "ObsLayout", "Policy", "SoftmaxStats",
+    "TrackedPolicy", "Trainer", "evaluate", "softmax_stats",
 ]
 
-OBSERVATION_PARTS: tuple[str, ...] = ("features", "logits", "hidden", "prev")
-"""Parts an observation spec may combine with ``+``."""
+Logger = Callable[[dict[str, float]], None]
+"""Receives the metrics of every trainer update (``{"update": 1.0, "return": ...}``)."""
 
 
 @runtime_checkable
@@ -59,87 +61,34 @@ class Policy(Protocol):
         ...
 
 
-def observation_parts(spec: str) -> tuple[str, ...]:
-    """Split ``"features+logits"`` into its parts, rejecting unknown or repeated ones."""
-    parts = tuple(p.strip() for p in spec.split("+"))
-    bad = [p for p in parts if p not in OBSERVATION_PARTS]
-    if bad or len(set(parts)) != len(parts) or not parts:
-        raise ValueError(
-            f"bad observation spec {spec!r}: parts must be distinct members of {OBSERVATION_PARTS}"
-        )
-    return parts
+@runtime_checkable
+class Trainer(Protocol):
+    """What a training run needs from a learning agent (REINFORCE and the lexicographic trainer).
 
-
-@dataclass(frozen=True)
-class ObsLayout:
-    """Where each part of a combined observation lives in the flat vector."""
-
-    slices: dict[str, slice]
-    """Part name -> slice of the observation's last axis."""
-
-    @classmethod
-    def from_spec(
-        cls, spec: str, obs_dim: int, num_labels: int | None = None, hidden_size: int | None = None
-    ) -> ObsLayout:
-        """Build the layout; at most one part size may be unknown (it is inferred from obs_dim)."""
-        parts = observation_parts(spec)
-        sizes: dict[str, int | None] = {
-            "features": NUM_FEATURES, "logits": num_labels, "hidden": hidden_size,
-            "prev": hidden_size,
-        }
-        unknown = [p for p in parts if sizes[p] is None]
-        known = sum(int(sizes[p] or 0) for p in parts if sizes[p] is not None)
-        if unknown and set(unknown) <= {"hidden", "prev"}:
-            # hidden and prev always have the same size H.
-            size, rest = divmod(obs_dim - known, len(unknown))
-            if rest:
-                raise ValueError(f"observation {spec!r} of size {obs_dim} cannot split evenly")
-            sizes.update({p: size for p in unknown})
-        elif len(unknown) > 1:
-            raise ValueError(f"cannot infer the sizes of {unknown} in {spec!r} from obs_dim alone")
-        elif unknown:
-            sizes[unknown[0]] = obs_dim - known
-        total = sum(int(sizes[p] or 0) for p in parts)
-        if total != obs_dim or any(int(sizes[p] or 0) <= 0 for p in parts):
-            raise ValueError(f"observation {spec!r} of size {obs_dim} does not fit sizes {sizes}")
-        out, start = {}, 0
-        for p in parts:
-            out[p] = slice(start, start + int(sizes[p] or 0))
-            start += int(sizes[p] or 0)
-        return cls(out)
-
-    def get(self, obs: np.ndarray, part: str) -> np.ndarray:
-        """The ``part`` columns of a batch of observations."""
-        if part not in self.slices:
-            raise KeyError(f"observation has no {part!r} part; it has {list(self.slices)}")
-        return obs[..., self.slices[part]]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable softmax over the last axis."""
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def logit_stats(logits: np.ndarray) -> dict[str, np.ndarray]:
-    """Confidence statistics of head logits ``[..., C]`` (what the classic rules threshold).
-
-    Returns ``prediction`` (argmax), ``max_prob``, ``norm_entropy`` (entropy / log C, in [0, 1],
-    so one threshold grid fits any number of labels) and ``margin`` (top-1 minus top-2 prob).
+    Why a protocol: run directories checkpoint and resume any trainer through :meth:`state_dict` /
+    :meth:`load_state_dict` alone, so they never reach into a trainer's private attributes, and a
+    resumed run ends bit-identical to an uninterrupted one because the state holds every random
+    generator the trainer draws from.
     """
-    logits = np.asarray(logits, dtype=np.float64)
-    probs = softmax(logits)
-    num_labels = probs.shape[-1]
-    ent = -(probs * np.log(np.clip(probs, 1e-12, None))).sum(axis=-1)
-    top2 = (np.sort(probs, axis=-1)[..., -2:] if num_labels > 1
-            else np.stack([probs[..., 0]] * 2, -1))
-    return {
-        "prediction": probs.argmax(axis=-1),
-        "max_prob": probs.max(axis=-1),
-        "norm_entropy": ent / np.log(num_labels) if num_labels > 1 else np.zeros_like(ent),
-        "margin": top2[..., 1] - top2[..., 0],
-    }
+
+    policy: Any
+    """The policy being trained (a :class:`Policy` with ``save(directory, extra)``)."""
+    logger: Logger | None
+    """Called with the metrics of every update (None: no logging)."""
+    updates: int
+    """Updates taken so far."""
+
+    def update(self) -> dict[str, float]:
+        """Take one training step; returns its metrics."""
+        ...
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: tensors for safetensors, JSON-able meta (counters, RNG states)."""
+        ...
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Put back a state returned by :meth:`state_dict`."""
+        ...
 
 
 class LayerTracker:
@@ -170,3 +119,60 @@ class LayerTracker:
         self.layer = np.where(new, 1, self.layer + 1)
         self._prev = frac
         return new
+
+
+class TrackedPolicy:
+    """Base of the exit policies that read named parts of the observation and keep per-slot state.
+
+    The rules, PALBERT and BERxiT all start ``act`` the same way (find the parts, follow each slot's
+    layer, notice new episodes) and all exit at the last layer regardless; that is written once
+    here. Subclasses set ``required_observation`` and may say how wide the hidden part is.
+    """
+
+    required_observation: str = "features+logits"
+    """Observation spec the policy reads (checked by :func:`evaluate`)."""
+
+    def __init__(self) -> None:
+        self.tracker = LayerTracker()
+        self._layout: ObsLayout | None = None
+
+    def reset(self, num_envs: int) -> None:
+        """Forget every slot's episode (subclasses with more per-slot state extend this)."""
+        self.tracker.reset(num_envs)
+
+    def layout_hidden_size(self) -> int | None:
+        """Width of the ``hidden`` / ``prev`` parts, when the observation has them (None: infer)."""
+        return None
+
+    def _track(
+        self, obs: np.ndarray, dtype: type[np.floating] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(obs [B, d], layer fraction [B], new-episode mask [B])`` of one batch.
+
+        Resets when the batch size changes (a new vector env) and advances the layer tracker.
+        """
+        obs = np.atleast_2d(np.asarray(obs, dtype=dtype))
+        if self.tracker.layer.shape[0] != obs.shape[0]:
+            self.reset(obs.shape[0])
+        if self._layout is None:
+            self._layout = ObsLayout.from_spec(
+                self.required_observation, obs.shape[-1], hidden_size=self.layout_hidden_size()
+            )
+        frac = self._layout.get(obs, "features")[:, 0]
+        return obs, frac, self.tracker.update(frac)
+
+    def _part(self, obs: np.ndarray, name: str, optional: bool = False) -> np.ndarray | None:
+        """The ``name`` columns of a batch already seen by :meth:`_track`.
+
+        Raises:
+            KeyError: The observation has no such part and ``optional`` is False (else None).
+        """
+        assert self._layout is not None, "call _track first"
+        if optional and name not in self._layout.slices:
+            return None
+        return self._layout.get(obs, name)
+
+    @staticmethod
+    def _actions(exit_now: np.ndarray, frac: np.ndarray) -> np.ndarray:
+        """int64 actions: exit where asked, and always at the last layer."""
+        return (exit_now | (frac >= 1.0 - 1e-6)).astype(np.int64)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exitgym.agents.base import LayerTracker, ObsLayout, logit_stats
+from exitgym.agents.base import TrackedPolicy, softmax_stats
 from exitgym.backbones.layer_cache import LayerCache
 
 _OBS = {"stats": "features+logits", "hidden": "features+logits+hidden"}
@@ -60,22 +60,21 @@ def lte_inputs(
         if hidden is None:
             raise ValueError("BERxiT with inputs='hidden' needs the pooled states")
         return np.concatenate([np.asarray(hidden, dtype=np.float64), frac], -1).astype(np.float32)
-    s = logit_stats(logits)
-    cols = [s["max_prob"][..., None], s["norm_entropy"][..., None], s["margin"][..., None], frac]
+    s = softmax_stats(logits)
+    cols = [s.max_prob[..., None], s.norm_entropy[..., None], s.margin[..., None], frac]
     return np.concatenate(cols, -1).astype(np.float32)
 
 
-class Berxit:
+class Berxit(TrackedPolicy):
     """Trained LTE regressor + threshold, usable as a :class:`~exitgym.agents.base.Policy`."""
 
     name = "berxit"
     knob = "theta"
 
     def __init__(self, net: nn.Module, config: BerxitConfig, theta: float = 0.5) -> None:
+        super().__init__()
         self.net, self.config, self.theta = net.eval(), config, float(theta)
         self.required_observation = _OBS[config.inputs]
-        self.tracker = LayerTracker()
-        self._layout: ObsLayout | None = None
 
     @staticmethod
     def _make_net(in_dim: int, width: int) -> nn.Module:
@@ -125,31 +124,22 @@ class Berxit:
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "theta": self.theta, "inputs": self.config.inputs}
 
-    def reset(self, num_envs: int) -> None:
-        self.tracker.reset(num_envs)
+    def layout_hidden_size(self) -> int | None:
+        if self.config.inputs != "hidden":
+            return None
+        first = self.net[0]
+        assert isinstance(first, nn.Linear)
+        return first.in_features - 1
 
     def act(
         self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
     ) -> np.ndarray:
-        obs = np.atleast_2d(np.asarray(obs, dtype=np.float32))
-        if self.tracker.layer.shape[0] != obs.shape[0]:
-            self.reset(obs.shape[0])
-        if self._layout is None:
-            hidden = None
-            if self.config.inputs == "hidden":
-                first = self.net[0]
-                assert isinstance(first, nn.Linear)
-                hidden = first.in_features - 1
-            self._layout = ObsLayout.from_spec(
-                self.required_observation, obs.shape[-1], hidden_size=hidden
-            )
-        frac = self._layout.get(obs, "features")[:, 0]
-        self.tracker.update(frac)
-        hid = self._layout.get(obs, "hidden") if "hidden" in self._layout.slices else None
-        x = lte_inputs(self._layout.get(obs, "logits"), frac, hid, self.config.inputs)
+        obs, frac, _ = self._track(obs, np.float32)
+        hid = self._part(obs, "hidden", optional=True)
+        x = lte_inputs(self._part(obs, "logits"), frac, hid, self.config.inputs)
         with torch.no_grad():
             score = self.net(torch.as_tensor(x)).squeeze(-1).numpy()
-        return ((score > self.theta) | (frac >= 1.0 - 1e-6)).astype(np.int64)
+        return self._actions(score > self.theta, frac)
 
     def save(self, directory: str | Path) -> Path:
         from exitgym.agents.io import save_module

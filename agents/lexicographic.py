@@ -187,3 +187,12 @@ class Lexicographic(Reinforce):
 
     def _extra_metrics(self) -> dict[str, float]:
         return dict(self._last)
+
+    def _constraint_state(self) -> dict[str, Any]:
+        return {"lam": float(self.lam), "lambda_history": list(self.lambda_history)}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Also restore λ and write the matching cost weight back into the env's reward."""
+        super().load_state_dict(tensors, meta)
+        self.lam, self.lambda_history = meta["lam"], list(meta["lambda_history"])
+        self._sync_env_lambda()

@@ -44,6 +44,31 @@ class MLPPolicyConfig:
         if not self.nvec or min(self.nvec) < 1:
             raise ValueError(f"nvec must be non-empty positive ints, got {self.nvec}")
 
+    @classmethod
+    def from_spaces(
+        cls, observation_space: Any, action_space: Any, hidden: int, num_layers: int,
+        observation: str,
+    ) -> MLPPolicyConfig:
+        """The policy acting in an env with these (single-slot) spaces; no other size matters."""
+        nvec, multi = nvec_of(action_space)
+        return cls(obs_dim=int(np.prod(observation_space.shape)), nvec=nvec, hidden=hidden,
+                   num_layers=num_layers, multi_discrete=multi, observation=observation)
+
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Widths from the observation to the logits (one linear layer between neighbours)."""
+        return [self.obs_dim] + [self.hidden] * (self.num_layers - 1) + [sum(self.nvec)]
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of one forward pass (2 x multiply-adds of the linear layers, per step).
+
+        Known from the config alone, so an env can be made charging them before the policy
+        exists (``gym.make(..., policy_flops=config.flops)``).
+        """
+        sizes = self.layer_sizes
+        return float(sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
+
 
 def nvec_of(action_space: Any) -> tuple[tuple[int, ...], bool]:
     """``(nvec, multi_discrete)`` of a gymnasium Discrete or MultiDiscrete space."""
@@ -67,7 +92,7 @@ class MLPPolicy(nn.Module):
         self.required_observation = config.observation
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # initialisation depends on the seed only
-        sizes = [config.obs_dim] + [config.hidden] * (config.num_layers - 1) + [sum(config.nvec)]
+        sizes = config.layer_sizes
         layers: list[nn.Module] = []
         for i in range(len(sizes) - 1):
             layers.append(nn.Linear(sizes[i], sizes[i + 1]))
@@ -109,6 +134,15 @@ class MLPPolicy(nn.Module):
         """Reseed the sampling generator (sampled actions and epsilon-greedy)."""
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def rng_state(self) -> dict[str, Any]:
+        """State of the sampling generator (JSON-able; checkpoints store it)."""
+        return self._rng.bit_generator.state
+
+    @rng_state.setter
+    def rng_state(self, state: dict[str, Any]) -> None:
+        self._rng.bit_generator.state = state
+
     def act(
         self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
     ) -> np.ndarray:
@@ -136,9 +170,8 @@ class MLPPolicy(nn.Module):
     # ----- cost and persistence ------------------------------------------------------------
     @property
     def policy_flops(self) -> float:
-        """FLOPs of one forward pass (2 x multiply-adds of the linear layers, per step)."""
-        return float(sum(2 * m.in_features * m.out_features for m in self.net if
-                         isinstance(m, nn.Linear)))
+        """FLOPs of one forward pass (:attr:`MLPPolicyConfig.flops`), what the env charges."""
+        return self.config.flops
 
     def describe(self) -> dict[str, Any]:
         return {"method": "mlp-policy", **asdict(self.config)}

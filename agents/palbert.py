@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exitgym.agents.base import LayerTracker, ObsLayout
+from exitgym.agents.base import TrackedPolicy
 from exitgym.backbones.layer_cache import LayerCache
 
 
@@ -117,7 +117,7 @@ def _pairs(pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pooled, prev
 
 
-class Palbert:
+class Palbert(TrackedPolicy):
     """Trained λ heads + exit criterion, usable as a :class:`~exitgym.agents.base.Policy`."""
 
     name = "palbert"
@@ -132,11 +132,10 @@ class Palbert:
             raise ValueError(f"criterion must be 'q-exit' or 'sample', got {criterion!r}")
         if not 0.0 <= q < 1.0:
             raise ValueError(f"q must be in [0, 1), got {q}")
+        super().__init__()
         self.net, self.hidden_size, self.config = net.eval(), hidden_size, config
         self.q, self.criterion, self.seed = float(q), criterion, seed
         self._rng = np.random.default_rng(seed)
-        self.tracker = LayerTracker()
-        self._layout: ObsLayout | None = None
         self._survive = np.ones(0)
 
     # ----- training ------------------------------------------------------------------------
@@ -181,22 +180,17 @@ class Palbert:
 
     # ----- Policy protocol -----------------------------------------------------------------
     def reset(self, num_envs: int) -> None:
-        self.tracker.reset(num_envs)
+        super().reset(num_envs)
         self._survive = np.ones(num_envs)
+
+    def layout_hidden_size(self) -> int:
+        return self.hidden_size
 
     def act(
         self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
     ) -> np.ndarray:
-        obs = np.atleast_2d(np.asarray(obs, dtype=np.float32))
-        if self.tracker.layer.shape[0] != obs.shape[0]:
-            self.reset(obs.shape[0])
-        if self._layout is None:
-            self._layout = ObsLayout.from_spec(
-                self.required_observation, obs.shape[-1], hidden_size=self.hidden_size
-            )
-        frac = self._layout.get(obs, "features")[:, 0]
-        new = self.tracker.update(frac)
-        h, h_prev = self._layout.get(obs, "hidden"), self._layout.get(obs, "prev")
+        obs, frac, new = self._track(obs, np.float32)
+        h, h_prev = self._part(obs, "hidden"), self._part(obs, "prev")
         self._survive[new] = 1.0
         with torch.no_grad():
             lam = self.net(torch.as_tensor(h), torch.as_tensor(h_prev)).numpy()
@@ -205,7 +199,7 @@ class Palbert:
         else:
             self._survive = self._survive * (1.0 - lam)
             exit_now = (1.0 - self._survive) > self.q
-        return (exit_now | (frac >= 1.0 - 1e-6)).astype(np.int64)
+        return self._actions(exit_now, frac)
 
     # ----- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

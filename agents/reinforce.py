@@ -5,7 +5,7 @@ Each update runs a batch of episodes on chosen samples (see :mod:`exitgym.agents
 
     loss = −mean_episodes[(R − b) · Σ_t log π(a_t|s_t)] − entropy_coef · mean_steps[H(π(·|s_t))]
 
-Baselines (``ReinforceConfig.baseline``; registry :data:`BASELINES`):
+Baselines (``ReinforceConfig.baseline``; names in :data:`ADVANTAGE_BASELINES`):
 
 - ``self-critical``: b = return of the *greedy* rollout of the same policy on the same sample
   (the sample is rerun with ``options={"sample_id": i}``); the advantage is exactly 0 when the
@@ -17,13 +17,14 @@ Baselines (``ReinforceConfig.baseline``; registry :data:`BASELINES`):
 
 Exploration: entropy bonus and epsilon-greedy (with probability ε a sampled action is uniform; the
 gradient still uses log π of the action taken, the usual practical choice). Everything is seeded:
-the same config and seed give identical weights (``torch.equal``).
+the same config and seed give identical weights (``torch.equal``), and :meth:`Reinforce.state_dict`
+holds every generator, so a checkpointed run resumes bit-identically (the
+:class:`~exitgym.agents.base.Trainer` protocol).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig, nvec_of
+from exitgym.agents.base import Logger
+from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
 from exitgym.agents.rollout import Rollout, env_observation, num_samples_of, run_episodes
 
-BASELINES: tuple[str, ...] = ("self-critical", "mean-of-k", "moving-average", "none")
-"""Supported baselines."""
+ADVANTAGE_BASELINES: tuple[str, ...] = ("self-critical", "mean-of-k", "moving-average", "none")
+"""Supported advantage baselines ``b`` of ``R − b``."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class ReinforceConfig:
     """Hyper-parameters of :class:`Reinforce`."""
 
     baseline: str = "self-critical"
-    """One of :data:`BASELINES`."""
+    """One of :data:`ADVANTAGE_BASELINES`."""
     batch_size: int = 64
     """Sampled episodes per update (for mean-of-k: distinct samples x k)."""
     k: int = 4
@@ -51,11 +53,13 @@ class ReinforceConfig:
     lr: float = 3e-3
     """Adam learning rate."""
     hidden: int = 64
-    """Hidden width of the 2-layer MLP policy."""
+    """Hidden width of the 2-layer MLP policy. The env charges the policy's FLOPs at every layer
+    it runs, so a wider policy makes every exit decision dearer."""
     num_layers: int = 2
     """Linear layers of the policy MLP."""
     entropy_coef: float = 0.01
-    """Weight of the entropy bonus."""
+    """Weight of the entropy bonus: it keeps the policy from settling on "always exit" (or
+    "never") before the advantages have told the samples apart."""
     epsilon: float = 0.0
     """Epsilon-greedy exploration probability while sampling."""
     ma_decay: float = 0.9
@@ -68,8 +72,9 @@ class ReinforceConfig:
     """Seeds initialisation, sample choice, action sampling and env resets."""
 
     def __post_init__(self) -> None:
-        if self.baseline not in BASELINES:
-            raise ValueError(f"unknown baseline {self.baseline!r}; choose one of {BASELINES}")
+        if self.baseline not in ADVANTAGE_BASELINES:
+            raise ValueError(f"unknown baseline {self.baseline!r}; choose one of "
+                             f"{ADVANTAGE_BASELINES}")
         if self.batch_size < 1 or self.k < 1:
             raise ValueError("batch_size and k must be >= 1")
         if self.baseline == "mean-of-k" and (self.k < 2 or self.batch_size % self.k):
@@ -88,7 +93,7 @@ def compute_advantages(
     """Advantage ``R − b`` of each sampled episode under the chosen baseline.
 
     Args:
-        baseline: One of :data:`BASELINES`.
+        baseline: One of :data:`ADVANTAGE_BASELINES`.
         returns: ``[B]`` returns of the sampled episodes. For ``mean-of-k`` ordered sample-major:
             the K rollouts of one sample are consecutive.
         greedy_returns: ``[B]`` greedy returns on the same samples (``self-critical``).
@@ -107,7 +112,7 @@ def compute_advantages(
         return returns - moving_average
     if baseline == "none":
         return returns.copy()
-    raise ValueError(f"unknown baseline {baseline!r}; choose one of {BASELINES}")
+    raise ValueError(f"unknown baseline {baseline!r}; choose one of {ADVANTAGE_BASELINES}")
 
 
 def concat_rollouts(blocks: list[Rollout]) -> Rollout:
@@ -128,9 +133,6 @@ def concat_rollouts(blocks: list[Rollout]) -> Rollout:
     )
 
 
-Logger = Callable[[dict[str, float]], None]
-
-
 class Reinforce:
     """REINFORCE trainer of an :class:`MLPPolicy` on an exit env (vector or single).
 
@@ -148,12 +150,8 @@ class Reinforce:
         self.env, self.config = env, config or ReinforceConfig()
         space = getattr(env, "single_action_space", None) or env.action_space
         obs_space = getattr(env, "single_observation_space", None) or env.observation_space
-        nvec, multi = nvec_of(space)
         spec = observation or env_observation(env) or "features"
-        cfg = MLPPolicyConfig(
-            obs_dim=int(np.prod(obs_space.shape)), nvec=nvec, hidden=self.config.hidden,
-            num_layers=self.config.num_layers, multi_discrete=multi, observation=spec,
-        )
+        cfg = self.policy_config(obs_space, space, self.config, spec)
         self.policy = MLPPolicy(cfg, seed=self.config.seed)
         self.policy.epsilon = self.config.epsilon
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
@@ -169,6 +167,18 @@ class Reinforce:
 
             self.writer = SummaryWriter(str(log_dir))
         self._seeded_env = False
+
+    @staticmethod
+    def policy_config(
+        observation_space: Any, action_space: Any, config: ReinforceConfig, observation: str
+    ) -> MLPPolicyConfig:
+        """The policy trained on an env with these (single-slot) spaces.
+
+        Why static: its FLOPs follow from the spaces alone, so a training env can be made
+        charging them before the trainer (or any env) exists.
+        """
+        return MLPPolicyConfig.from_spaces(observation_space, action_space, config.hidden,
+                                           config.num_layers, observation)
 
     # ----- rollouts ------------------------------------------------------------------------
     def _rollout(self, ids: np.ndarray, deterministic: bool) -> Rollout:
@@ -267,6 +277,39 @@ class Reinforce:
             self.writer.add_scalar("time/train_s", time.perf_counter() - t0, self.updates)
             self.writer.flush()
         return self
+
+    # ----- checkpoint state (the Trainer protocol) -----------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)``: policy and Adam tensors; counters and every generator's state."""
+        tensors = {f"policy.{k}": v.detach().contiguous()
+                   for k, v in self.policy.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for idx, slots in opt["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{idx}.{key}"] = value.detach().contiguous().reshape(value.shape)
+        meta = {"updates": self.updates, "moving_average": float(self.moving_average),
+                "param_groups": opt["param_groups"], "trainer_rng": self.rng.bit_generator.state,
+                "policy_rng": self.policy.rng_state, **self._constraint_state()}
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Put back a state returned by :meth:`state_dict` (the next update continues exactly)."""
+        self.policy.load_state_dict(
+            {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.updates, self.moving_average = int(meta["updates"]), float(meta["moving_average"])
+        self.rng.bit_generator.state = meta["trainer_rng"]
+        self.policy.rng_state = meta["policy_rng"]
+
+    def _constraint_state(self) -> dict[str, Any]:
+        """The lexicographic multiplier's state; plain REINFORCE has none (stored as zeros so
+        every trainer's checkpoint has the same keys)."""
+        return {"lam": 0.0, "lambda_history": []}
 
     # ----- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -74,20 +74,24 @@ def env_attr(env: Any, name: str) -> Any:
     return None
 
 
-def _size_of(env: Any, name: str) -> int | None:
-    """``name`` of the env (``num_samples``, ``num_layers``), else of its cache, else None."""
+def _size_of(env: Any, name: str, unknown: str) -> int:
+    """``name`` of the env (``num_samples``, ``num_layers``), else of its cache.
+
+    Raises:
+        ValueError: Neither has it; ``unknown`` is the message.
+    """
     n = env_attr(env, name)
     if n is None:
         n = getattr(env_cache(env), name, None)
-    return n
+    if n is None:
+        raise ValueError(unknown)
+    return int(n)
 
 
 def num_samples_of(env: Any) -> int:
     """How many samples the env's split has (from its cache or a ``num_samples`` attribute)."""
-    n = _size_of(env, "num_samples")
-    if n is None:
-        raise ValueError("cannot tell how many samples the env has; pass sample_ids explicitly")
-    return int(n)
+    return _size_of(env, "num_samples",
+                    "cannot tell how many samples the env has; pass sample_ids explicitly")
 
 
 def _slot_info(infos: dict[str, Any], b: int) -> dict[str, Any]:
@@ -230,10 +234,8 @@ def records_from(ro: Rollout, seed: int | None) -> list[EpisodeRecord]:
 
 def num_layers_of(env: Any) -> int:
     """Depth L of the env's backbone."""
-    n = _size_of(env, "num_layers")
-    if n is None:
-        raise ValueError("cannot tell the env's number of layers (no num_layers / cache)")
-    return int(n)
+    return _size_of(env, "num_layers",
+                    "cannot tell the env's number of layers (no num_layers / cache)")
 
 
 def env_observation(env: Any) -> str | None:

@@ -1,7 +1,7 @@
 """The classic (non-RL) exit rules, each with one knob swept to trace an accuracy-cost curve.
 
 Every rule reads the ``"features+logits"`` observation: the layer-fraction feature tells it when
-a new episode starts (:class:`~exitgym.agents.base.LayerTracker`) and the logits give the
+a new episode starts (:class:`~exitgym.agents.base.TrackedPolicy`) and the logits give the
 prediction and its confidence. Confidence statistics are recomputed from the logits (not read
 from the features) so the rules do not depend on how an env normalises its features.
 
@@ -18,31 +18,40 @@ Every rule exits at the last layer regardless (the env ends the episode there an
 PABEE patience follows the original PABEE code: the counter increments when the prediction equals
 the previous layer's and resets otherwise, and the rule exits when it reaches ``t`` — so ``t + 1``
 consecutive heads agree (``t = 0`` exits at layer 1). BERxiT and PALBERT live in their own
-modules (they are trained on the cache).
+modules (they are trained on the cache). Every rule is listed, by name, in
+:mod:`exitgym.agents.registry` (``make_rule("entropy", theta=0.2)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
 
-from exitgym.agents.base import LayerTracker, ObsLayout, logit_stats
+from exitgym.agents.base import TrackedPolicy, softmax_stats
 from exitgym.backbones.layer_cache import LayerCache
 
 
-class ExitRule:
+class ExitRule(TrackedPolicy):
     """Base class: per-slot layer tracking + a vectorised ``exit_mask`` decided by subclasses."""
 
     name: ClassVar[str] = "rule"
     knob: ClassVar[str | None] = None
     """Name of the swept hyper-parameter (an attribute of the rule)."""
+    knob_type: ClassVar[type] = float
+    """What the knob is converted to (``int`` for layer counts)."""
+    knob_bounds: ClassVar[tuple[float | None, float | None]] = (None, None)
+    """Allowed ``(low, high)`` of the knob (None: unbounded), checked whenever it is set."""
+    knob_hint: ClassVar[str] = ""
+    """Said after the bound when a knob is refused (what the knob means)."""
     required_observation: str = "features+logits"
 
-    def __init__(self) -> None:
-        self.tracker = LayerTracker()
-        self._layout: ObsLayout | None = None
+    def __init__(self, value: float | None = None) -> None:
+        """Set the knob to ``value`` (rules with a knob) and clear the per-slot state."""
+        super().__init__()
+        self._reset_state(0)
+        if self.knob is not None:
+            self._set_knob(value)
 
     # ----- knob & sweeps -------------------------------------------------------------------
     @classmethod
@@ -55,8 +64,7 @@ class ExitRule:
         if self.knob is None:
             raise ValueError(f"rule {self.name!r} has no knob to set")
         clone = self._clone()
-        setattr(clone, self.knob, type(getattr(self, self.knob))(value))
-        clone._validate()
+        clone._set_knob(value)
         return clone
 
     def sweep(self, num_layers: int) -> list[ExitRule]:
@@ -71,32 +79,41 @@ class ExitRule:
     def _clone(self) -> ExitRule:
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.tracker = LayerTracker()
-        clone._layout = None
+        TrackedPolicy.__init__(clone)  # fresh per-slot state
+        clone._reset_state(0)
         return clone
 
+    def _set_knob(self, value: Any) -> None:
+        assert self.knob is not None
+        setattr(self, self.knob, self.knob_type(value))
+        self._validate()
+
     def _validate(self) -> None:
-        """Raise ValueError on an invalid knob value."""
+        """Raise ValueError when the knob lies outside :attr:`knob_bounds`."""
+        if self.knob is None:
+            return
+        low, high = self.knob_bounds
+        value = getattr(self, self.knob)
+        if (low is None or value >= low) and (high is None or value <= high):
+            return
+        if low is not None and high is not None:
+            bound = f"in [{low:g}, {high:g}]"
+        else:
+            bound = f">= {low:g}" if low is not None else f"<= {high:g}"
+        raise ValueError(f"{type(self).__name__}.{self.knob} must be {bound}{self.knob_hint}, "
+                         f"got {value}")
 
     # ----- Policy protocol -----------------------------------------------------------------
     def reset(self, num_envs: int) -> None:
-        self.tracker.reset(num_envs)
+        super().reset(num_envs)
         self._reset_state(num_envs)
 
     def act(
         self, obs: np.ndarray, infos: dict[str, Any] | None = None, deterministic: bool = True
     ) -> np.ndarray:
-        obs = np.atleast_2d(np.asarray(obs))
-        if self.tracker.layer.shape[0] != obs.shape[0]:
-            self.reset(obs.shape[0])
-        if self._layout is None:
-            self._layout = ObsLayout.from_spec(self.required_observation, obs.shape[-1])
-        feats = self._layout.get(obs, "features")
-        new = self.tracker.update(feats[:, 0])
-        logits = self._layout.get(obs, "logits") if "logits" in self._layout.slices else None
-        last = feats[:, 0] >= 1.0 - 1e-6
-        exit_now = self.exit_mask(self.tracker.layer, new, logits, infos) | last
-        return exit_now.astype(np.int64)
+        obs, frac, new = self._track(obs)
+        logits = self._part(obs, "logits", optional=True)
+        return self._actions(self.exit_mask(self.tracker.layer, new, logits, infos), frac)
 
     def _reset_state(self, num_envs: int) -> None:
         """Subclasses with per-slot state reset it here."""
@@ -114,15 +131,12 @@ class StaticExit(ExitRule):
 
     name = "static"
     knob = "k"
+    knob_type = int
+    knob_bounds = (1, None)
+    knob_hint = " (a 1-based layer)"
 
     def __init__(self, k: int = 1) -> None:
-        super().__init__()
-        self.k = int(k)
-        self._validate()
-
-    def _validate(self) -> None:
-        if self.k < 1:
-            raise ValueError(f"StaticExit.k must be >= 1 (a 1-based layer), got {self.k}")
+        super().__init__(k)
 
     @classmethod
     def default_grid(cls, num_layers: int) -> tuple[float, ...]:
@@ -137,17 +151,15 @@ class RandomExit(ExitRule):
 
     name = "random"
     knob = "p"
+    knob_bounds = (0.0, 1.0)
 
     def __init__(self, p: float = 0.5, seed: int = 0) -> None:
-        super().__init__()
-        self.p = float(p)
         self.seed = int(seed)
-        self._rng = np.random.default_rng(self.seed)
-        self._validate()
+        super().__init__(p)
 
     def _validate(self) -> None:
-        if not 0.0 <= self.p <= 1.0:
-            raise ValueError(f"RandomExit.p must be in [0, 1], got {self.p}")
+        """Also restart the coin flips: every copy of the rule draws the same sequence."""
+        super()._validate()
         self._rng = np.random.default_rng(self.seed)
 
     @classmethod
@@ -158,42 +170,49 @@ class RandomExit(ExitRule):
         return self._rng.random(layer.shape[0]) < self.p
 
 
-class EntropyExit(ExitRule):
+class ThresholdExit(ExitRule):
+    """Exit when one confidence statistic of the head (:class:`SoftmaxStats`) crosses ``theta``."""
+
+    knob = "theta"
+    statistic: ClassVar[str] = "max_prob"
+    """The :class:`~exitgym.envs.observations.SoftmaxStats` field compared with ``theta``."""
+    below: ClassVar[bool] = False
+    """Exit while the statistic is below ``theta`` (uncertainty) instead of above (confidence)."""
+    grid: ClassVar[tuple[float, ...]] = ()
+    """The knob values of :meth:`default_grid` (they do not depend on the depth)."""
+
+    @classmethod
+    def default_grid(cls, num_layers: int) -> tuple[float, ...]:
+        return cls.grid
+
+    def exit_mask(self, layer, new, logits, infos):  # noqa: D102
+        value = getattr(softmax_stats(logits), self.statistic)
+        return value < self.theta if self.below else value > self.theta
+
+
+class EntropyExit(ThresholdExit):
     """DeeBERT: exit when the normalised prediction entropy drops below ``theta``."""
 
     name = "entropy"
-    knob = "theta"
+    statistic = "norm_entropy"
+    below = True
+    # Up to 1.0 (every head exits): the cheap end of the curve must be reachable, as it is
+    # for max-probability (theta 0.5), or the AUC would count that rule as 0 there.
+    grid = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
 
     def __init__(self, theta: float = 0.3) -> None:
-        super().__init__()
-        self.theta = float(theta)
-
-    @classmethod
-    def default_grid(cls, num_layers: int) -> tuple[float, ...]:
-        # Up to 1.0 (every head exits): the cheap end of the curve must be reachable, as it is
-        # for max-probability (theta 0.5), or the AUC would count that rule as 0 there.
-        return (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
-
-    def exit_mask(self, layer, new, logits, infos):  # noqa: D102
-        return logit_stats(logits)["norm_entropy"] < self.theta
+        super().__init__(theta)
 
 
-class MaxProbExit(ExitRule):
+class MaxProbExit(ThresholdExit):
     """RightTool: exit when the maximum softmax probability exceeds ``theta``."""
 
     name = "maxprob"
-    knob = "theta"
+    statistic = "max_prob"
+    grid = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
 
     def __init__(self, theta: float = 0.9) -> None:
-        super().__init__()
-        self.theta = float(theta)
-
-    @classmethod
-    def default_grid(cls, num_layers: int) -> tuple[float, ...]:
-        return (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
-
-    def exit_mask(self, layer, new, logits, infos):  # noqa: D102
-        return logit_stats(logits)["max_prob"] > self.theta
+        super().__init__(theta)
 
 
 class PatienceExit(ExitRule):
@@ -201,17 +220,11 @@ class PatienceExit(ExitRule):
 
     name = "patience"
     knob = "t"
+    knob_type = int
+    knob_bounds = (0, None)
 
     def __init__(self, t: int = 2) -> None:
-        super().__init__()
-        self.t = int(t)
-        self._prev_pred = np.zeros(0, dtype=np.int64)
-        self._count = np.zeros(0, dtype=np.int64)
-        self._validate()
-
-    def _validate(self) -> None:
-        if self.t < 0:
-            raise ValueError(f"PatienceExit.t must be >= 0, got {self.t}")
+        super().__init__(t)
 
     @classmethod
     def default_grid(cls, num_layers: int) -> tuple[float, ...]:
@@ -221,14 +234,8 @@ class PatienceExit(ExitRule):
         self._prev_pred = np.full(num_envs, -1, dtype=np.int64)
         self._count = np.zeros(num_envs, dtype=np.int64)
 
-    def _clone(self) -> ExitRule:
-        clone = super()._clone()
-        assert isinstance(clone, PatienceExit)
-        clone._reset_state(0)
-        return clone
-
     def exit_mask(self, layer, new, logits, infos):  # noqa: D102
-        pred = logit_stats(logits)["prediction"]
+        pred = softmax_stats(logits).prediction
         same = (pred == self._prev_pred) & ~new
         self._count = np.where(same, self._count + 1, 0)
         self._prev_pred = pred
@@ -256,21 +263,7 @@ class OracleExit(ExitRule):
         return layer >= self.cache.oracle[sid]
 
 
-RULES: dict[str, Callable[..., ExitRule]] = {
-    cls.name: cls
-    for cls in (StaticExit, RandomExit, EntropyExit, MaxProbExit, PatienceExit, OracleExit)
-}
-"""Registry: rule name -> constructor (``RULES["entropy"](theta=0.2)``)."""
-
-
-def make_rule(name: str, **kwargs: Any) -> ExitRule:
-    """Build a rule by registry name with a clear error for unknown names."""
-    if name not in RULES:
-        raise KeyError(f"unknown exit rule {name!r}; known: {sorted(RULES)}")
-    return RULES[name](**kwargs)
-
-
 __all__ = [
-    "ExitRule", "StaticExit", "RandomExit", "EntropyExit", "MaxProbExit", "PatienceExit",
-    "OracleExit", "RULES", "make_rule",
+    "ExitRule", "StaticExit", "RandomExit", "ThresholdExit", "EntropyExit", "MaxProbExit",
+    "PatienceExit", "OracleExit",
 ]

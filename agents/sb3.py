@@ -9,8 +9,9 @@ Envs are vectorised for SB3 with ``DummyVecEnv`` over single envs (an exit step 
 so this is fast enough; SB3's VecEnv API differs from gymnasium 1.x vector envs).
 
 **MaskablePPO** applies where some actions are invalid in some states: the env must expose
-``action_masks()`` (e.g. SkipBlock with ``allow_exit``). In EarlyExit both actions are always valid,
-so masking does not apply there and ``train_sb3("maskable-ppo", "exitgym/EarlyExit-v0")`` raises.
+``action_masks()``. No exitgym env does today (every action is valid in every state, SkipBlock's
+exit action included), so ``train_sb3("maskable-ppo", ...)`` raises for them and is there for
+users' envs that mask.
 
 Persistence avoids SB3's zip format (it stores cloudpickled objects): :meth:`SB3Policy.save`
 writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the model and loads them.
@@ -19,7 +20,6 @@ writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the m
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,13 @@ import numpy as np
 from torch import nn
 
 from exitgym.agents.io import load_module_state, save_module
+from exitgym.agents.registry import Method, lookup
 from exitgym.agents.rollout import env_observation
 
 
-def _algos() -> dict[str, Callable[..., Any]]:
-    from stable_baselines3 import A2C, DQN, PPO
-
-    algos: dict[str, Callable[..., Any]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-    try:
-        from sb3_contrib import MaskablePPO
-
-        algos["maskable-ppo"] = MaskablePPO
-    except ImportError:  # pragma: no cover - sb3-contrib is a declared dependency
-        pass
-    return algos
-
-
-SB3_ALGOS: tuple[str, ...] = ("ppo", "a2c", "dqn", "maskable-ppo")
-"""Algorithm names accepted by :func:`train_sb3`."""
+def _algorithm(name: str) -> Method:
+    """The registry entry of an SB3 algorithm (``ppo``, ``a2c``, ``dqn``, ``maskable-ppo``)."""
+    return lookup(name, "sb3", what="SB3 algorithm")
 
 
 class SB3Policy:
@@ -126,7 +115,8 @@ def train_sb3(
     """Train an SB3 algorithm on an exitgym env and wrap it as a Policy.
 
     Args:
-        algo: One of :data:`SB3_ALGOS`.
+        algo: An ``sb3`` method of :mod:`exitgym.agents.registry` (``ppo``, ``a2c``, ``dqn``,
+            ``maskable-ppo``).
         env_id_or_env: Registered id (``"exitgym/EarlyExit-v0"``; ``num_envs`` copies are made with
             ``env_kwargs``) or a single env instance (trained on alone).
         total_timesteps: Environment steps to train for.
@@ -138,22 +128,21 @@ def train_sb3(
         verbose: SB3 verbosity.
         **algo_kwargs: Passed to the algorithm (``n_steps=``, ``learning_rate=``, ...).
     """
-    algos = _algos()
     name = algo.lower()
-    if name not in algos:
-        raise ValueError(f"unknown SB3 algorithm {algo!r}; choose one of {sorted(algos)}")
+    method = _algorithm(name)
     if total_timesteps < 1:
         raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
     env_kwargs = dict(env_kwargs or {})
     venv = _make_vec(env_id_or_env, num_envs, seed, env_kwargs)
-    if name == "maskable-ppo" and not all(_has_masks(venv)):
+    if method.needs_action_masks and not all(_has_masks(venv)):
         raise ValueError(
-            "MaskablePPO needs an env with action_masks() (e.g. SkipBlock with allow_exit); "
+            "MaskablePPO needs an env with action_masks(); "
             "EarlyExit has no invalid actions, use 'ppo'"
         )
-    model = algos[name](policy, venv, seed=seed, verbose=verbose,
-                        tensorboard_log=str(log_dir) if log_dir is not None else None,
-                        **algo_kwargs)
+    algorithm = method.factory()
+    model = algorithm(policy, venv, seed=seed, verbose=verbose,
+                      tensorboard_log=str(log_dir) if log_dir is not None else None,
+                      **algo_kwargs)
     model.learn(total_timesteps=total_timesteps, tb_log_name=name)
     observation = env_kwargs.get("observation")
     if observation is None:
@@ -182,7 +171,7 @@ def load_sb3(directory: str | Path, env: gym.Env | None = None) -> SB3Policy:
         env = gym.make(meta["env_id"], **meta["env_kwargs"])
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    model = _algos()[meta["algo"]]("MlpPolicy", DummyVecEnv([lambda: env]))
+    model = _algorithm(meta["algo"]).factory()("MlpPolicy", DummyVecEnv([lambda: env]))
     model.policy.load_state_dict(load_module_state(Path(directory), "sb3_policy"))
     return SB3Policy(model, meta["algo"], meta["observation"], meta.get("env_id"),
                      meta["env_kwargs"])

@@ -30,17 +30,26 @@ from typing import ClassVar, TypeVar
 import numpy as np
 
 __all__ = [
+    "FEATURE_NAMES",
     "OBSERVATIONS",
     "CombinedView",
     "FeaturesView",
     "HiddenView",
     "LogitsView",
+    "ObsLayout",
     "ObservationView",
     "PrevHiddenView",
+    "SoftmaxStats",
     "ViewInputs",
     "make_observation",
     "register_observation",
+    "softmax_stats",
 ]
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "layer_fraction", "max_prob", "norm_entropy", "margin", "patience_fraction", "cost",
+)
+"""Entries of the ``features`` view, in order (policies read them by position)."""
 
 BOUND_MARGIN: float = 0.1
 """Data-driven bounds are widened by this fraction of each dimension's range (plus 1e-3)."""
@@ -117,19 +126,42 @@ def register_observation(name: str) -> Callable[[_VIEW_T], _VIEW_T]:
     return decorator
 
 
-def _softmax_stats(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Max probability, normalized entropy and top-2 margin of ``[..., C]`` logits (float64)."""
+@dataclass(frozen=True)
+class SoftmaxStats:
+    """Confidence statistics of exit-head logits ``[..., C]`` (float64, shape ``[...]``).
+
+    The one definition shared by the ``features`` view and the exit rules, so a rule's threshold
+    means the same quantity as the feature a learned policy reads.
+    """
+
+    prediction: np.ndarray
+    """int64 argmax of the logits (the head's predicted label)."""
+    max_prob: np.ndarray
+    """Largest softmax probability."""
+    norm_entropy: np.ndarray
+    """Entropy divided by ``log C``, in ``[0, 1]`` so one threshold grid fits any label count."""
+    margin: np.ndarray
+    """Top-1 minus top-2 probability (1 when there is a single label)."""
+
+
+def softmax_stats(logits: np.ndarray) -> SoftmaxStats:
+    """Statistics of ``[..., C]`` logits through a stable log-softmax (float64).
+
+    Why log-softmax: the entropy uses exact ``log p`` even where ``p`` underflows towards 0, which
+    is what the observation tables have always been computed with.
+    """
     z = np.asarray(logits, dtype=np.float64)
     num_labels = z.shape[-1]
+    prediction = z.argmax(axis=-1)
     logp = z - z.max(axis=-1, keepdims=True)
     logp = logp - np.log(np.exp(logp).sum(axis=-1, keepdims=True))
     p = np.exp(logp)
     if num_labels == 1:
         ones = np.ones(z.shape[:-1])
-        return ones, np.zeros(z.shape[:-1]), ones
+        return SoftmaxStats(prediction, ones, np.zeros(z.shape[:-1]), ones)
     entropy = -(p * logp).sum(axis=-1) / np.log(num_labels)
     top2 = np.sort(p, axis=-1)[..., -2:]
-    return top2[..., 1], entropy, top2[..., 1] - top2[..., 0]
+    return SoftmaxStats(prediction, top2[..., 1], entropy, top2[..., 1] - top2[..., 0])
 
 
 def patience_run(predictions: np.ndarray) -> np.ndarray:
@@ -145,14 +177,7 @@ def patience_run(predictions: np.ndarray) -> np.ndarray:
 class FeaturesView(ObservationView):
     """Six hand-made exit features, all in ``[0, 1]`` (cost may exceed 1 with policy FLOPs)."""
 
-    FIELDS: ClassVar[tuple[str, ...]] = (
-        "layer_fraction",
-        "max_prob",
-        "entropy",
-        "margin",
-        "patience",
-        "cost",
-    )
+    FIELDS: ClassVar[tuple[str, ...]] = FEATURE_NAMES
 
     def dim(self, hidden_size: int, num_labels: int) -> int:
         return len(self.FIELDS)
@@ -160,13 +185,13 @@ class FeaturesView(ObservationView):
     def compute(self, inputs: ViewInputs) -> np.ndarray:
         n, length = inputs.logits.shape[:2]
         num_layers = inputs.num_layers
-        max_prob, entropy, margin = _softmax_stats(inputs.logits)
-        run = patience_run(inputs.logits.argmax(axis=-1))
+        stats = softmax_stats(inputs.logits)
+        run = patience_run(stats.prediction)
         out = np.empty((n, length, len(self.FIELDS)), dtype=np.float64)
         out[..., 0] = np.arange(1, length + 1)[None, :] / num_layers
-        out[..., 1] = max_prob
-        out[..., 2] = entropy
-        out[..., 3] = margin
+        out[..., 1] = stats.max_prob
+        out[..., 2] = stats.norm_entropy
+        out[..., 3] = stats.margin
         out[..., 4] = run / num_layers
         out[..., 5] = inputs.cost
         # Rounding may push an entropy or probability a hair outside [0, 1].
@@ -271,3 +296,58 @@ def make_observation(spec: str | CombinedView) -> CombinedView:
     if len(set(names)) != len(names):
         raise ValueError(f"observation {spec!r} repeats a view; use each view at most once")
     return CombinedView(tuple(OBSERVATIONS[name]() for name in names))
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Where each view of a combined observation lives in the flat vector.
+
+    Policies are handed a flat ``[B, d]`` batch; the layout lets them read a part by name, with
+    the part sizes taken from the registered views (so agents never hard-code feature counts).
+    """
+
+    slices: dict[str, slice]
+    """View name -> slice of the observation's last axis."""
+
+    @classmethod
+    def from_spec(
+        cls, spec: str, obs_dim: int, num_labels: int | None = None, hidden_size: int | None = None
+    ) -> ObsLayout:
+        """Build the layout; at most one part size may be unknown (it is inferred from obs_dim).
+
+        Raises:
+            ValueError: Bad spec (see :func:`make_observation`) or sizes that cannot add up to
+                ``obs_dim``.
+        """
+        views = make_observation(spec).parts
+        parts = [view.name for view in views]
+        # A view whose size depends on an unknown dimension reports 0: treat it as unknown.
+        sizes: dict[str, int | None] = {
+            view.name: view.dim(hidden_size or 0, num_labels or 0) or None for view in views
+        }
+        unknown = [p for p in parts if sizes[p] is None]
+        known = sum(int(sizes[p] or 0) for p in parts if sizes[p] is not None)
+        if unknown and set(unknown) <= {"hidden", "prev"}:
+            # hidden and prev always have the same size H.
+            size, rest = divmod(obs_dim - known, len(unknown))
+            if rest:
+                raise ValueError(f"observation {spec!r} of size {obs_dim} cannot split evenly")
+            sizes.update({p: size for p in unknown})
+        elif len(unknown) > 1:
+            raise ValueError(f"cannot infer the sizes of {unknown} in {spec!r} from obs_dim alone")
+        elif unknown:
+            sizes[unknown[0]] = obs_dim - known
+        total = sum(int(sizes[p] or 0) for p in parts)
+        if total != obs_dim or any(int(sizes[p] or 0) <= 0 for p in parts):
+            raise ValueError(f"observation {spec!r} of size {obs_dim} does not fit sizes {sizes}")
+        out, start = {}, 0
+        for p in parts:
+            out[p] = slice(start, start + int(sizes[p] or 0))
+            start += int(sizes[p] or 0)
+        return cls(out)
+
+    def get(self, obs: np.ndarray, part: str) -> np.ndarray:
+        """The ``part`` columns of a batch of observations."""
+        if part not in self.slices:
+            raise KeyError(f"observation has no {part!r} part; it has {list(self.slices)}")
+        return obs[..., self.slices[part]]

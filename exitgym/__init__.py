@@ -7,7 +7,8 @@ light: it never imports torch. The public API below is grouped by what a user do
 
 - environments: :data:`ENVS`, :func:`register_envs`, :func:`register_reward`,
   :func:`register_observation`
-- data: :func:`load_task`, :func:`prepare`, :func:`get_cache`, :class:`PrepareConfig`
+- data: :func:`load_task`, :func:`prepare`, :func:`get_cache`, :class:`PrepareConfig`,
+  :class:`DataConfig` (the prepared cache that every config names)
 - training: :class:`TrainConfig`, :func:`train`, :func:`load_policy`
 - evaluation: :func:`evaluate`, :class:`CompareConfig`, :func:`compare`,
   :func:`load_trajectories`, :func:`verify`
@@ -34,6 +35,7 @@ _PUBLIC: dict[str, str] = {
     "prepare": "exitgym.data.prepare",
     "get_cache": "exitgym.data.prepare",
     "PrepareConfig": "exitgym.data.prepare",
+    "DataConfig": "exitgym.data.config",
     # training
     "TrainConfig": "exitgym.experiments.training",
     "train": "exitgym.experiments.training",

@@ -9,11 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from exitgym.bench import BenchConfig, add_arguments, config_from_args
+from exitgym.bench import BenchConfig
 from exitgym.bench.measure import flops_check, inference_speed
 from exitgym.bench.pipeline import demo_seconds
 from exitgym.bench.report import to_markdown
 from exitgym.inference import ExitInference
+from exitgym.utils.configs import add_arguments, from_args
 from tests.test_infer import MaxProbPolicy, _one_thread, setup  # noqa: F401, F811 (fixtures)
 
 
@@ -56,9 +57,9 @@ def test_demo_time_is_read_from_the_newest_demo_report(tmp_path: Path) -> None:
 
 def test_flags_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    cfg = config_from_args(parser.parse_args(["--alphas", "0.05,0.3", "--num-texts", "9",
-                                              "--out", "x"]))
+    add_arguments(parser, BenchConfig)
+    cfg = from_args(BenchConfig, parser.parse_args(["--alphas", "0.05,0.3", "--num-texts", "9",
+                                                    "--out", "x"]))
     assert cfg == BenchConfig(out="x", alphas=(0.05, 0.3), num_texts=9)
     for bad in (["--alphas", "a,b"], ["--alphas", "-1"], ["--batch-size", "0"]):
         with pytest.raises(SystemExit):

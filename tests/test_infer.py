@@ -179,12 +179,13 @@ def test_full_depth_baseline_is_the_last_head(setup: dict[str, Any]) -> None:
 
 def test_trained_run_deploys_with_the_runs_own_decisions(setup: dict[str, Any], tmp_path) -> None:
     """``exitgym train`` -> run directory -> ``exitgym.infer(run)`` reproduces the run's eval."""
+    from exitgym.data.config import DataConfig
     from exitgym.experiments.training import TrainConfig, train
     from exitgym.experiments.trajectories import load_trajectories
 
     cache = setup["cache"]
-    cfg = TrainConfig(task="synthetic", backbone="tiny", steps=3, batch_size=16, num_envs=8,
-                      checkpoint_every=3, reward="vanilla", alpha=0.5)
+    cfg = TrainConfig(data=DataConfig(task="synthetic", backbone="tiny"), steps=3, batch_size=16,
+                      num_envs=8, checkpoint_every=3, reward="vanilla", alpha=0.5)
     train(cfg, tmp_path / "run", caches={"train": cache, "test": cache}, progress=False)
     out = exitgym.infer(tmp_path / "run", list(cache.texts), backbone=setup["bb"],
                         heads=setup["heads"], batch_size=5)

@@ -13,7 +13,7 @@ import exitgym.backbones.cache as cache_mod
 from exitgym.backbones.cache import CacheError, build_cache, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.registry import load_backbone
-from exitgym.cli.prepare import add_prepare_parser
+from exitgym.cli.prepare import register
 from exitgym.data.prepare import (
     PrepareConfig,
     clear_cache_memo,
@@ -143,7 +143,7 @@ def test_config_errors_and_cli(setup) -> None:
     with pytest.raises(ValueError, match="unknown split"):
         get_cache(split="dev")
     parser = argparse.ArgumentParser()
-    add_prepare_parser(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["prepare", "--task", setup["task"], "--backbone", setup["backbone"],
                               "--max-length", "16", "--batch-size", "16", "--splits", "test"])
     assert args.max_length == 16 and args.heads == "frozen" and args.max_samples is None

@@ -10,20 +10,19 @@ import pytest
 import torch
 
 import exitgym  # noqa: F401  (registers the envs)
-from exitgym.agents.base import ObsLayout, logit_stats
 from exitgym.agents.berxit import Berxit, BerxitConfig
+from exitgym.agents.registry import make_rule, names
 from exitgym.agents.rollout import evaluate
 from exitgym.agents.rules import (
-    RULES,
     EntropyExit,
     MaxProbExit,
     OracleExit,
     PatienceExit,
     RandomExit,
     StaticExit,
-    make_rule,
 )
 from exitgym.data.synthetic import synthetic_cache
+from exitgym.envs.observations import ObsLayout, softmax_stats
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared box
 L = 4
@@ -37,13 +36,13 @@ def obs_at(layer: int, logits: list[list[float]]) -> np.ndarray:
     return np.concatenate([feats, logits_arr], axis=1)
 
 
-def test_logit_stats_by_hand() -> None:
-    s = logit_stats(np.array([[math.log(3.0), 0.0]]))  # p = (0.75, 0.25)
-    assert s["max_prob"][0] == pytest.approx(0.75)
+def test_softmax_stats_by_hand() -> None:
+    s = softmax_stats(np.array([[math.log(3.0), 0.0]]))  # p = (0.75, 0.25)
+    assert s.max_prob[0] == pytest.approx(0.75)
     ent = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(2)
-    assert s["norm_entropy"][0] == pytest.approx(ent)
-    assert s["margin"][0] == pytest.approx(0.5)
-    assert s["prediction"][0] == 0
+    assert s.norm_entropy[0] == pytest.approx(ent)
+    assert s.margin[0] == pytest.approx(0.5)
+    assert s.prediction[0] == 0
 
 
 def test_entropy_and_maxprob_thresholds() -> None:
@@ -105,7 +104,7 @@ def test_knobs_grids_and_registry() -> None:
     rules = EntropyExit().sweep(6)
     assert [r.theta for r in rules] == list(EntropyExit.default_grid(6))
     assert PatienceExit(2).with_knob(3).t == 3
-    assert set(RULES) >= {"static", "random", "entropy", "maxprob", "patience", "oracle"}
+    assert set(names("rule")) >= {"static", "random", "entropy", "maxprob", "patience", "oracle"}
     assert make_rule("maxprob", theta=0.8).theta == 0.8
     with pytest.raises(KeyError, match="unknown exit rule"):
         make_rule("nope")

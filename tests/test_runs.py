@@ -16,6 +16,7 @@ from exitgym.experiments.runs import MetricsLog, RunDir, RunError, write_json
 from exitgym.experiments.training import TrainConfig, load_policy, train
 from exitgym.experiments.trajectories import load_trajectories
 from exitgym.utils.atomic import atomic_write
+from exitgym.utils.configs import from_dict
 
 CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
           "test": synthetic_cache(60, hidden_size=8, seed=2)}
@@ -151,7 +152,7 @@ def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -
     policy = load_policy(run, cache=CACHES["train"])
     assert policy.policy_flops > 0
     assert spec["kwargs"]["policy_flops"] == pytest.approx(policy.policy_flops)
-    env = TrainConfig(**run.config["config"]).env_spec("test").with_kwargs(
+    env = from_dict(TrainConfig, run.config["config"]).env_spec("test").with_kwargs(
         policy_flops=policy.policy_flops).make(num_envs=4, cache=CACHES["test"])
     from exitgym.agents.rollout import evaluate
 

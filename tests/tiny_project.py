@@ -59,11 +59,12 @@ def make_tiny_project(root: Path) -> dict[str, str]:
 def train_config(project: dict[str, str], **overrides: Any) -> Any:
     """A REINFORCE run of a few updates with a checkpoint every 2 updates."""
     from exitgym.experiments.training import TrainConfig
+    from exitgym.utils.configs import from_dict
 
     values = {"task": project["task"], "backbone": project["backbone"], "steps": 6,
               "checkpoint_every": 2, "batch_size": 8, "num_envs": 8,
               "max_length": PREPARE_OPTIONS["max_length"], "reward": "vanilla", "alpha": 0.3}
-    return TrainConfig(**{**values, **overrides})
+    return from_dict(TrainConfig, {**values, **overrides})  # flat keys: DataConfig's too
 
 
 HARNESS = r'''
@@ -130,6 +131,7 @@ st.save_file = save_file
 job, args = sys.argv[1], json.loads(sys.argv[2])
 from exitgym.data.prepare import prepare
 from exitgym.experiments.training import TrainConfig, train
+from exitgym.utils.configs import from_dict
 
 counts = {}
 COUNTING[0] = job in ("count", "prepare")
@@ -137,7 +139,7 @@ prepare(task=args["task"], backbone=args["backbone"], progress=False, verbose=Fa
         **args["options"])
 counts["prepare"], COUNT[0], COUNTING[0] = COUNT[0], 0, False
 if job in ("count", "train"):
-    cfg = TrainConfig(**args["train"])
+    cfg = from_dict(TrainConfig, args["train"])
     for split in (cfg.train_split, cfg.eval_split):  # the caches train reads, built uncounted
         cfg.env_spec(split).cache(progress=False)
     COUNTING[0] = True

@@ -44,6 +44,7 @@ from typing import Any
 
 from exitgym.bench.config import SCHEMA, BenchConfig
 from exitgym.bench.output import machine_info, write_result
+from exitgym.utils.configs import add_arguments, from_args
 
 SectionFn = Callable[[BenchConfig, dict[str, Any]], dict[str, Any]]
 SECTIONS: dict[str, SectionFn] = {}
@@ -124,70 +125,10 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     return result
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per :class:`BenchConfig` field (shared by the CLI and ``python -m``)."""
-    defaults = BenchConfig()
-    parser.add_argument("--out", default=defaults.out, help="output directory")
-    parser.add_argument("--task", default=defaults.task, help="task of the inference benchmark")
-    parser.add_argument("--backbone", default=defaults.backbone, help="backbone to deploy")
-    parser.add_argument("--run", default=None,
-                        help="a trained `exitgym train` run to deploy (default: train one)")
-    parser.add_argument("--reward", default=defaults.reward, help="reward of the trained policy")
-    parser.add_argument("--alphas", type=_alphas, default=defaults.alphas,
-                        help="comma-separated cost weights, one trained policy each "
-                             f"(default: {','.join(map(str, defaults.alphas))})")
-    parser.add_argument("--train-steps", type=_positive_int, default=defaults.train_steps,
-                        help="REINFORCE updates of the trained policy")
-    parser.add_argument("--num-texts", type=_positive_int, default=defaults.num_texts,
-                        help="validation texts timed per inference mode")
-    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
-                        help="batch size of the batched mode")
-    parser.add_argument("--repeats", type=_positive_int, default=defaults.repeats,
-                        help="timed repetitions (best-of)")
-    parser.add_argument("--threads", type=_positive_int, default=defaults.threads,
-                        help="torch threads")
-    parser.add_argument("--prepare-fresh-rows", type=_non_negative_int,
-                        default=defaults.prepare_fresh_rows,
-                        help="rows per split of the from-scratch prepare (0 skips it)")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (tests the benchmark)")
-
-
-def _alphas(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got {text!r}") from None
-    if not values or any(not v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"needs numbers >= 0, got {text!r}")
-    return values
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    names = BenchConfig.__dataclass_fields__
-    return BenchConfig(**{k: v for k, v in vars(args).items() if k in names})
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m exitgym.bench",
                                      description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    run_bench(config_from_args(parser.parse_args(argv)))
+    add_arguments(parser, BenchConfig)
+    run_bench(from_args(BenchConfig, parser.parse_args(argv)))
     return 0
 

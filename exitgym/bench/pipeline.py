@@ -15,10 +15,13 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from exitgym.data.config import DataConfig
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,8 +34,9 @@ TRAIN_RUN = "train-run"
 """Folder under ``--out`` holding the benchmark's own training run (replaced on every bench)."""
 
 
-def prepare_options(cfg: BenchConfig) -> dict[str, Any]:
-    return {"max_samples": QUICK_SAMPLES} if cfg.quick else {}
+def bench_data(cfg: BenchConfig) -> DataConfig:
+    """The cache the benchmark deploys: ``cfg.data``, cut to the first rows in ``--quick`` mode."""
+    return replace(cfg.data, max_samples=QUICK_SAMPLES) if cfg.quick else cfg.data
 
 
 def timed_prepare(cfg: BenchConfig) -> dict[str, Any]:
@@ -40,9 +44,8 @@ def timed_prepare(cfg: BenchConfig) -> dict[str, Any]:
     from exitgym.data.prepare import PrepareConfig, prepare, prepared_dir
     from exitgym.data.tasks import load_task
 
-    options = prepare_options(cfg)
-    config = PrepareConfig(task=cfg.task, backbone=cfg.backbone, heads="frozen", **options)
-    task = load_task(cfg.task, seed=config.seed, max_samples=config.max_samples)
+    config = PrepareConfig(**asdict(bench_data(cfg)))
+    task = load_task(config.task, seed=config.seed, max_samples=config.max_samples)
     existed = (prepared_dir(config, task) / "heads.json").is_file()
     tic = time.perf_counter()
     prepared = prepare(config, progress=False, verbose=False)
@@ -77,12 +80,12 @@ def fresh_prepare(cfg: BenchConfig) -> dict[str, Any]:
     rows = QUICK_SAMPLES if cfg.quick else cfg.prepare_fresh_rows
     if rows <= 0:
         return {"prepare_fresh_s": None, "prepare_fresh_rows": 0}
-    from exitgym.data.prepare import prepare
+    from exitgym.data.prepare import PrepareConfig, prepare
 
     with _scratch_cache():
         tic = time.perf_counter()
-        prepare(task=cfg.task, backbone=cfg.backbone, heads="frozen", max_samples=rows,
-                progress=False, verbose=False)
+        prepare(PrepareConfig(**asdict(cfg.data)), max_samples=rows, progress=False,
+                verbose=False)
         seconds = time.perf_counter() - tic
     return {"prepare_fresh_s": seconds, "prepare_fresh_rows": rows}
 
@@ -93,13 +96,12 @@ def train_policy(cfg: BenchConfig) -> dict[str, Any]:
         return {"runs": [str(cfg.run)], "train_s": None, "train_steps": None}
     from exitgym.experiments.training import TrainConfig, train
 
-    options = prepare_options(cfg)
     steps = 3 if cfg.quick else cfg.train_steps
     runs, seconds = [], []
     for alpha in cfg.alphas:
-        config = TrainConfig(task=cfg.task, backbone=cfg.backbone, reward=cfg.reward,
-                             alpha=alpha, observation="features", steps=steps,
-                             checkpoint_every=max(steps, 1), **options)
+        config = TrainConfig(data=bench_data(cfg), reward=cfg.reward, alpha=alpha,
+                             observation="features", steps=steps,
+                             checkpoint_every=max(steps, 1))
         out = Path(cfg.out) / f"{TRAIN_RUN}-alpha{alpha:g}"
         if out.exists():
             shutil.rmtree(out)  # the benchmark's own run of a previous bench
@@ -141,8 +143,8 @@ def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
     tic = time.perf_counter()
     engine = ExitInference.from_run(run)
     load_s = time.perf_counter() - tic
-    options = prepare_options(cfg)
-    task = load_task(cfg.task, max_samples=options.get("max_samples"))
+    data = bench_data(cfg)
+    task = load_task(data.task, max_samples=data.max_samples)
     split = task.split("validation")
     count = min(8 if cfg.quick else cfg.num_texts, len(split))
     texts = list(split["text"][:count])

@@ -1,9 +1,10 @@
 """The ``exitgym`` command line: one subcommand per thing users do.
 
 Subcommands are small objects in :data:`COMMANDS` (name -> module path of a ``register(subparsers)``
-function), so each subsystem owns its own argument parsing and the CLI module never grows into an
-if-chain. Modules are imported lazily: ``exitgym --help`` and ``exitgym envs`` stay fast and never
-load torch.
+function), so the CLI module never grows into an if-chain. Every command's flags are generated from
+its arguments dataclass (:func:`exitgym.cli.common.add_command`), and a bad flag value fails while
+parsing, before any work starts, with exit code 2 and a message naming the flag. Modules are
+imported lazily: ``exitgym --help`` and ``exitgym envs`` stay fast and never load torch.
 """
 
 from __future__ import annotations
@@ -50,7 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Register only the chosen subcommand when it is known: keeps start-up light.
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser([chosen] if chosen in COMMANDS else None)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if not exit_.code:  # --help
+            raise
+        return int(exit_.code)  # argparse printed the usage and the error naming the flag
     try:
         return int(args.func(args) or 0)
     except CliError as err:

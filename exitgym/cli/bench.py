@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import argparse
 
+from exitgym.bench.config import BenchConfig
+from exitgym.cli.common import add_command, user_errors
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from exitgym.bench import __doc__ as bench_doc
-    from exitgym.bench import add_arguments
 
-    parser = sub.add_parser(
-        "bench", help="benchmark env throughput, FLOPs accuracy and early-exit inference speed",
-        description=(bench_doc or "").split("\n\n")[0],
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
+    return add_command(
+        sub, "bench", run, BenchConfig,
+        help="Benchmark env throughput, FLOPs accuracy and early-exit inference speed.",
+        description=(bench_doc or "").split("\n\n")[0])
 
 
-def run(args: argparse.Namespace) -> int:
-    from exitgym.bench import config_from_args, run_bench
-    from exitgym.cli.common import user_errors
+def run(cfg: BenchConfig) -> int:
+    from exitgym.bench import run_bench
 
     with user_errors():
-        run_bench(config_from_args(args))
+        run_bench(cfg)
     return 0

@@ -1,41 +1,51 @@
-"""Helpers shared by the subcommands: list flags and turning library errors into CLI errors."""
+"""What every subcommand shares: one way to build it from its arguments dataclass, and turning
+library errors into CLI errors.
+
+Each command declares a frozen dataclass of its arguments (usually a config of the library plus
+``--out`` and the like) and registers with :func:`add_command`; the flags, their help, checks and
+defaults are generated from the fields (:mod:`exitgym.utils.configs`), so a command never parses
+by hand and its flags cannot drift from the API.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator, Sequence
+import inspect
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any
 
 from exitgym.cli import CliError
-
-T = TypeVar("T")
-
-
-def parse_list(value: str, kind: Callable[[str], T], flag: str,
-               allowed: Sequence[Any] | None = None) -> tuple[T, ...]:
-    """``"a,b,c"`` -> a tuple, with an error naming the flag and the allowed values."""
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    if not items:
-        raise CliError(f"{flag} needs at least one value (comma-separated)")
-    out = []
-    for item in items:
-        try:
-            parsed = kind(item)
-        except ValueError as err:
-            raise CliError(f"{flag}: {item!r} is not a valid {kind.__name__}") from err
-        if allowed is not None and parsed not in allowed:
-            names = ", ".join(map(str, allowed))
-            raise CliError(f"{flag}: unknown value {item!r}; allowed: {names}")
-        out.append(parsed)
-    return tuple(out)
+from exitgym.utils.configs import add_arguments, from_args
 
 
-def choice(value: str, flag: str, allowed: Sequence[str]) -> str:
-    """Check one value against a registry, naming the flag and the allowed values."""
-    if value not in allowed:
-        raise CliError(f"{flag}: unknown value {value!r}; allowed: {', '.join(sorted(allowed))}")
-    return value
+def add_command(subparsers: Any, name: str, run: Callable[..., int], args: type | None = None,
+                *, help: str | None = None,
+                description: str | None = None) -> argparse.ArgumentParser:
+    """Add ``exitgym <name>`` with one option per field of dataclass ``args``.
+
+    ``run`` receives the ``args`` instance built from the parsed flags (nothing when ``args`` is
+    None) and returns the exit code. The one-line help and the description default to the first
+    and the other paragraphs of the ``args`` docstring, so a command is documented where its
+    options are.
+    """
+    paragraphs = [" ".join(p.split()) for p in (inspect.getdoc(args) or "").split("\n\n")]
+    help = help or paragraphs[0]
+    description = description or " ".join(paragraphs[1:]) or help
+    parser = subparsers.add_parser(name, help=help, description=description)
+    if args is not None:
+        add_arguments(parser, args)
+    parser.set_defaults(func=partial(_invoke, run, args))
+    return parser
+
+
+def _invoke(run: Callable[..., int], args: type | None, namespace: argparse.Namespace) -> int:
+    if args is None:
+        return run()
+    with user_errors():  # e.g. a combination of values a config refuses in __post_init__
+        parsed = from_args(args, namespace)
+    return run(parsed)
 
 
 @contextmanager
@@ -54,18 +64,3 @@ def user_errors(context: str = "") -> Iterator[None]:
     except (ValueError, KeyError, RunError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(f"{context}{message}") from err
-
-
-def add_cache_options(parser: argparse.ArgumentParser) -> None:
-    """--task / --backbone / --heads / --max-samples / --max-length (what the cache is made of)."""
-    parser.add_argument("--task", default="rt-polarity",
-                        help="task registry name or local CSV/JSONL/Parquet file "
-                             "(default: rt-polarity)")
-    parser.add_argument("--backbone", default="minilm-l6",
-                        help="backbone short name or local model directory (default: minilm-l6)")
-    parser.add_argument("--heads", default="frozen", choices=("frozen", "finetune"),
-                        help="prepared exit heads (default: frozen)")
-    parser.add_argument("--max-samples", type=int, default=None,
-                        help="keep the first n rows of every split (quick runs)")
-    parser.add_argument("--max-length", type=int, default=128,
-                        help="tokenizer truncation length (default: 128)")

@@ -3,76 +3,39 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import dataclass, field
 
-from exitgym.cli.common import add_cache_options, choice, parse_list, user_errors
-
-
-def _fmt(values: tuple) -> str:
-    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+from exitgym.cli.common import add_command, user_errors
+from exitgym.experiments.compare import CompareConfig
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from exitgym.experiments.compare import RULE_CHOICES, CompareConfig
+@dataclass(frozen=True)
+class CompareArgs:
+    """Train and evaluate every reward shape, α, seed and exit rule; report.
 
-    d = {f.name: f.default for f in fields(CompareConfig)}
-    parser = sub.add_parser(
-        "compare", help="train and evaluate every reward shape, α, seed and exit rule; report",
-        description="Writes summary.json, pareto.png and report.md (plus one run directory per "
-                    "trained agent and every evaluation episode as Parquet) into --out.")
-    add_cache_options(parser)
-    parser.add_argument("--agent", default=d["agent"], help="RL agent (default: reinforce)")
-    parser.add_argument("--rewards", default=_fmt(d["rewards"]),
-                        help=f"comma-separated reward shapes (default: {_fmt(d['rewards'])})")
-    parser.add_argument("--alphas", default=_fmt(d["alphas"]),
-                        help=f"comma-separated cost weights (default: {_fmt(d['alphas'])})")
-    parser.add_argument("--rules", default=_fmt(d["rules"]),
-                        help=f"comma-separated rules from {', '.join(RULE_CHOICES)} "
-                             f"(default: {_fmt(d['rules'])})")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    parser.add_argument("--steps", type=int, default=d["steps"],
-                        help=f"updates per trained agent (default: {d['steps']})")
-    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
-                        help="episodes per update")
-    parser.add_argument("--num-envs", type=int, default=d["num_envs"], help="vector-env slots")
-    parser.add_argument("--out", default=None,
-                        help="output directory (default: runs/<time>-compare)")
-    parser.set_defaults(func=run)
+    Writes summary.json, pareto.png and report.md (plus one run directory per trained agent and
+    every evaluation episode as Parquet) into --out.
+    """
+
+    config: CompareConfig = field(default_factory=CompareConfig)
+    """What to train, sweep and evaluate."""
+    out: str | None = None
+    """Output directory (default: runs/<time>-compare)."""
 
 
-def config_from_args(args: argparse.Namespace):
-    """Validate list flags against the registries and build the :class:`CompareConfig`."""
-    from exitgym.cli import CliError
-    from exitgym.envs.rewards import REWARDS
-    from exitgym.experiments.compare import RULE_CHOICES, CompareConfig
-    from exitgym.experiments.training import AGENTS
-
-    choice(args.agent, "--agent", [k for k, a in AGENTS.items() if a.kind == "reinforce"])
-    rewards = parse_list(args.rewards, str, "--rewards", sorted(REWARDS))
-    alphas = parse_list(args.alphas, float, "--alphas")
-    if any(not a >= 0 for a in alphas):
-        raise CliError(f"--alphas must be numbers >= 0, got {args.alphas}")
-    rules = parse_list(args.rules, str, "--rules", RULE_CHOICES)
-    seeds = parse_list(args.seeds, int, "--seeds")
-    if args.steps < 1:
-        raise CliError(f"--steps must be >= 1, got {args.steps}")
-    return CompareConfig(task=args.task, backbone=args.backbone, heads=args.heads,
-                         agent=args.agent, rewards=rewards, alphas=alphas, rules=rules,
-                         seeds=seeds, steps=args.steps, batch_size=args.batch_size,
-                         num_envs=args.num_envs, max_samples=args.max_samples,
-                         max_length=args.max_length)
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_command(sub, "compare", run, CompareArgs)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: CompareArgs) -> int:
     import time
     from pathlib import Path
 
     from exitgym.experiments.compare import compare
 
     with user_errors():
-        config = config_from_args(args)
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
-        result = compare(config, out)
+        result = compare(args.config, out)
     print_ranking(result.summary)
     print(f"report: {out / 'report.md'}")
     return 0

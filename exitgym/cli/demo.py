@@ -16,6 +16,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass, field
+
+from exitgym.cli.common import add_command
+from exitgym.data.config import DataConfig
+from exitgym.utils.configs import option
 
 DEMO_ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2)
 """Cost weights of the demo. On rt-polarity the heads' cross-entropy changes by only a few
@@ -26,30 +31,39 @@ DEMO_STEPS = 200
 DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "oracle")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("demo", help="run the main job on the embedded default (~minutes)",
-                            description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=None,
-                        help="output directory (default: runs/<time>-demo)")
-    parser.add_argument("--task", default="rt-polarity", help="task (default: rt-polarity)")
-    parser.add_argument("--backbone", default="minilm-l6", help="backbone (default: minilm-l6)")
-    parser.add_argument("--alphas", default=",".join(f"{a:g}" for a in DEMO_ALPHAS),
-                        help="comma-separated cost weights α of the RL agents")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default: 0)")
-    parser.add_argument("--steps", type=int, default=DEMO_STEPS,
-                        help=f"REINFORCE updates per agent (default: {DEMO_STEPS})")
-    parser.add_argument("--max-samples", type=int, default=None,
-                        help="first n rows of every split (a quicker, rougher demo)")
-    parser.add_argument("--no-verify", action="store_true", help="skip replay --verify")
-    parser.set_defaults(func=run)
+@dataclass(frozen=True)
+class DemoArgs:
+    """Run the main job on the embedded default (~minutes).
+
+    Prepare the cache, train REINFORCE over the α grid with the hardness and vanilla rewards,
+    sweep the exit rules, write the report and replay --verify every recorded episode.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """The prepared cache of the demo (prepared first, reused when cached)."""
+    alphas: tuple[float, ...] = option(DEMO_ALPHAS, minimum=0)
+    """Cost weights α of the RL agents."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of every trained method."""
+    steps: int = option(DEMO_STEPS, minimum=1)
+    """REINFORCE updates per agent (64 episodes each)."""
+    out: str | None = None
+    """Output directory (default: runs/<time>-demo)."""
+    verify: bool = True
+    """Replay --verify every recorded episode (--no-verify skips it)."""
 
 
-def run(args: argparse.Namespace) -> int:
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_command(sub, "demo", run, DemoArgs)
+
+
+def run(args: DemoArgs) -> int:
+    from dataclasses import asdict
     from pathlib import Path
 
-    from exitgym.cli.common import parse_list, user_errors
+    from exitgym.cli.common import user_errors
     from exitgym.cli.compare import print_ranking
-    from exitgym.data.prepare import prepare
+    from exitgym.data.prepare import PrepareConfig, prepare
     from exitgym.experiments.compare import CompareConfig, compare
     from exitgym.experiments.replay import verify
     from exitgym.experiments.trajectories import trajectory_files
@@ -58,22 +72,20 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
+    data, alphas, seeds = args.data, args.alphas, args.seeds
     with user_errors():
-        alphas = parse_list(args.alphas, float, "--alphas")
-        seeds = parse_list(args.seeds, int, "--seeds")
-        print(f"[1/4] prepare {args.task} x {args.backbone} (frozen heads; reused when cached)")
-        options = {} if args.max_samples is None else {"max_samples": args.max_samples}
-        prepared = prepare(task=args.task, backbone=args.backbone, heads="frozen", **options)
+        print(f"[1/4] prepare {data.task} x {data.backbone} ({data.heads} heads; reused when "
+              f"cached)")
+        prepared = prepare(PrepareConfig(**asdict(data)))
         t_prepare = time.perf_counter() - start
-        config = CompareConfig(task=args.task, backbone=args.backbone, rewards=("hardness",
-                               "vanilla"), alphas=alphas, rules=DEMO_RULES, seeds=seeds,
-                               steps=args.steps, max_samples=args.max_samples)
+        config = CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=alphas,
+                               rules=DEMO_RULES, seeds=seeds, steps=args.steps)
         print(f"[2/4] train REINFORCE x {len(config.rewards)} rewards x {len(alphas)} alphas x "
               f"{len(seeds)} seeds, sweep {', '.join(DEMO_RULES)}, write the report")
         result = compare(config, out)
         t_compare = time.perf_counter() - start - t_prepare
         sections = []
-        if not args.no_verify:
+        if args.verify:
             print("[3/4] replay --verify every recorded episode")
             tic = time.perf_counter()
             report = verify(trajectory_files(out), progress=True)
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
                   f"cache already existed), train + rules + report {t_compare:.1f} s, total "
                   f"{total:.1f} s on this machine.")
         sections.append(timing)
-        title = (f"exitgym demo: {args.task} x {args.backbone}, REINFORCE (hardness / vanilla "
+        title = (f"exitgym demo: {data.task} x {data.backbone}, REINFORCE (hardness / vanilla "
                  f"rewards) vs exit rules")
         atomic_write_text(out / "report.md", report_markdown(result.summary, title, "pareto.png",
                                                       sections))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("envs", help="list the registered environments")
-    parser.set_defaults(func=run)
+from exitgym.cli.common import add_command
 
 
-def run(args: argparse.Namespace) -> int:
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_command(sub, "envs", run, help="List the registered environments.")
+
+
+def run() -> int:
     from exitgym.registration import ENVS
 
     width = max(len(e.id) for e in ENVS)

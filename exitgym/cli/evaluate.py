@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from exitgym.cli.common import user_errors
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("evaluate", help="evaluate a trained run on a split",
-                            description="Evaluate a complete training run greedily; writes "
-                                        "eval-<split>.json and trajectories/eval-<split>.parquet.")
-    parser.add_argument("run", help="run directory written by `exitgym train`")
-    parser.add_argument("--split", default="test", choices=("train", "validation", "test"),
-                        help="split to evaluate (default: test)")
-    parser.add_argument("--num-envs", type=int, default=64, help="vector-env slots")
-    parser.set_defaults(func=run)
+from exitgym.cli.common import add_command, user_errors
+from exitgym.data.config import SPLITS
+from exitgym.utils.configs import option
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class EvaluateArgs:
+    """Evaluate a trained run on a split.
+
+    Evaluate a complete training run greedily; writes eval-<split>.json and
+    trajectories/eval-<split>.parquet.
+    """
+
+    run: str
+    """Run directory written by `exitgym train`."""
+    split: str = option("test", choices=SPLITS)
+    """Split to evaluate."""
+    num_envs: int = option(64, minimum=1)
+    """Vector-env slots."""
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_command(sub, "evaluate", run, EvaluateArgs)
+
+
+def run(args: EvaluateArgs) -> int:
     from exitgym.experiments.runs import RunDir
     from exitgym.experiments.training import evaluate_and_record, load_policy, run_env_spec
 

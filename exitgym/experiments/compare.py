@@ -16,11 +16,13 @@ seed; trained baselines (PALBERT's Q-exit, BERxiT) and random exits once per see
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from exitgym.agents.registry import lookup, names
+from exitgym.data.config import SPLITS, DataConfig
+from exitgym.experiments.env_spec import reward_names
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import (
     EnvSpec,
@@ -30,83 +32,47 @@ from exitgym.experiments.training import (
     train,
 )
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
+from exitgym.utils.configs import option
 
-SEEDLESS_RULES = ("entropy", "maxprob", "patience", "static", "oracle")
+RULE_CHOICES: tuple[str, ...] = names("rule", "fitted")
+"""What ``--rules`` accepts: the exit rules and fitted baselines of the registry
+(:mod:`exitgym.agents.registry`), each swept over its knob. ``oracle`` is always evaluated (it is
+a reference row)."""
+SEEDLESS_RULES: tuple[str, ...] = tuple(n for n in RULE_CHOICES if not lookup(n).seeded)
 """Rules whose decisions do not depend on a seed: evaluated once."""
-
-
-def _palbert(train_cache: Any, seed: int) -> list[tuple[Any, float]]:
-    from exitgym.agents.palbert import Palbert, PalbertConfig
-
-    model = Palbert.fit(train_cache, PalbertConfig(seed=seed), seed=seed)
-    return [(model.with_knob(q), q) for q in model.default_grid(train_cache.num_layers)]
-
-
-def _berxit(train_cache: Any, seed: int) -> list[tuple[Any, float]]:
-    from exitgym.agents.berxit import Berxit, BerxitConfig
-
-    model = Berxit.fit(train_cache, BerxitConfig(seed=seed))
-    return [(model.with_knob(t), t) for t in model.default_grid(train_cache.num_layers)]
-
-
-def _rule(name: str) -> Callable[[Any, int], list[tuple[Any, float | None]]]:
-    def sweep(train_cache: Any, seed: int) -> list[tuple[Any, float | None]]:
-        from exitgym.agents.rules import make_rule
-
-        base = make_rule(name, seed=seed) if name == "random" else make_rule(name)
-        return [(r, getattr(r, r.knob) if r.knob else None) for r in base.sweep(
-            train_cache.num_layers)]
-
-    return sweep
-
-
-BASELINES: dict[str, Callable[[Any, int], list[tuple[Any, float | None]]]] = {
-    "entropy": _rule("entropy"), "maxprob": _rule("maxprob"), "patience": _rule("patience"),
-    "static": _rule("static"), "random": _rule("random"), "qexit": _palbert, "berxit": _berxit,
-}
-"""Non-RL methods: name -> ``sweep(train_cache, seed)`` returning (policy, knob) pairs.
-``oracle`` is always evaluated (it is a reference row)."""
-RULE_CHOICES = (*BASELINES, "oracle")
 
 
 @dataclass(frozen=True)
 class CompareConfig:
     """What ``exitgym compare`` trains and evaluates."""
 
-    task: str = "rt-polarity"
-    """Task registry name or local data file."""
-    backbone: str = "minilm-l6"
-    """Backbone short name or local directory."""
-    heads: str = "frozen"
-    """Prepared heads mode."""
-    agent: str = "reinforce"
+    data: DataConfig = field(default_factory=DataConfig)
+    """The prepared cache every method is trained and evaluated on."""
+    agent: str = option("reinforce", choices=lambda: sorted(names("trainer")))
     """RL agent trained per reward shape and α (REINFORCE family)."""
-    rewards: tuple[str, ...] = ("vanilla", "hardness")
+    rewards: tuple[str, ...] = option(("vanilla", "hardness"), choices=reward_names)
     """Reward shapes compared."""
-    alphas: tuple[float, ...] = (0.05, 0.2, 0.5, 1.0)
+    alphas: tuple[float, ...] = option((0.05, 0.2, 0.5, 1.0), minimum=0)
     """Cost weights α: each traces one point of an agent's curve."""
-    rules: tuple[str, ...] = ("entropy", "patience", "maxprob", "qexit", "oracle")
+    rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
+                                    choices=RULE_CHOICES)
     """Exit rules and trained baselines swept over their default knob grids."""
     seeds: tuple[int, ...] = (0,)
     """Seeds of every trained method."""
-    steps: int = 300
+    steps: int = option(300, minimum=1)
     """REINFORCE updates per trained agent."""
-    batch_size: int = 64
+    batch_size: int = option(64, minimum=1)
     """Episodes per update."""
-    num_envs: int = 64
+    num_envs: int = option(64, minimum=1)
     """Vector-env slots (training and evaluation)."""
     lr: float = 3e-3
     """Learning rate of the agents."""
     observation: str = "features"
     """Observation of the RL agents."""
-    train_split: str = "train"
+    train_split: str = option("train", choices=SPLITS)
     """Split the agents and trained baselines learn on."""
-    eval_split: str = "test"
+    eval_split: str = option("test", choices=SPLITS)
     """Split everything is evaluated and recorded on."""
-    max_samples: int | None = None
-    """Prepare option: first n rows of every split (quick runs)."""
-    max_length: int = 128
-    """Prepare option: tokenizer truncation length."""
 
     def __post_init__(self) -> None:
         bad = [r for r in self.rules if r not in RULE_CHOICES]
@@ -116,13 +82,11 @@ class CompareConfig:
             raise ValueError("compare needs at least one seed")
 
     def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
-        return TrainConfig(agent=self.agent, task=self.task, backbone=self.backbone,
-                           heads=self.heads, reward=reward, alpha=alpha,
+        return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,
                            observation=self.observation, seed=seed, steps=self.steps,
                            batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,
                            checkpoint_every=max(1, self.steps), train_split=self.train_split,
-                           eval_split=self.eval_split, max_samples=self.max_samples,
-                           max_length=self.max_length)
+                           eval_split=self.eval_split)
 
     def rule_spec(self, observation: str) -> EnvSpec:
         """Env of the rules: evaluation split, the observation the rule reads, no policy cost."""
@@ -168,9 +132,10 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
                              float(test.correct[:, -1].mean()), 1.0, float(test.num_layers)))
         tic = time.perf_counter()
-        title = (f"{config.task} × {config.backbone} ({config.heads} heads): "
+        data = config.data
+        title = (f"{data.task} × {data.backbone} ({data.heads} heads): "
                  f"accuracy vs cost on {config.eval_split}")
-        meta = {"task": config.task, "backbone": config.backbone, "heads": config.heads,
+        meta = {"task": data.task, "backbone": data.backbone, "heads": data.heads,
                 "split": config.eval_split, "samples": test.num_samples,
                 "layers": test.num_layers, "seeds": list(config.seeds),
                 "updates_per_agent": config.steps}
@@ -212,8 +177,6 @@ def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], prog
 
 def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
                timings: dict[str, float]) -> list[dict[str, Any]]:
-    from exitgym.agents.rules import OracleExit
-
     tic = time.perf_counter()
     train_cache, test = caches[config.train_split], caches[config.eval_split]
     jobs: list[tuple[str, int]] = []
@@ -226,9 +189,9 @@ def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progres
     with _bar(len(jobs) + 1, "baselines", progress) as bar:
         for name, seed in [*jobs, (ORACLE, config.seeds[0])]:
             bar.set_postfix_str(f"{name} seed {seed}")
-            sweep = [(OracleExit(test), None)] if name == ORACLE else BASELINES[name](
-                train_cache, seed)
-            for policy, knob in sweep:
+            sweep = lookup(name, "rule", "fitted").sweep
+            assert sweep is not None
+            for policy, knob in sweep(train_cache, test, seed):
                 spec = config.rule_spec(policy.required_observation)
                 result = evaluate_and_record(
                     policy, spec, out, f"{name}-k{_slug_knob(knob)}-s{seed}", method=name,

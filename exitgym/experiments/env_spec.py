@@ -9,10 +9,27 @@ the names that rebuild it (the cache checks its own fingerprints when loaded).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exitgym.data.config import DataConfig
 
 CACHE_ENVS = ("exitgym/EarlyExit-v0",)
 """Environments that read a prepared per-layer cache (``cache=``); others run the backbone live."""
+
+
+def env_ids() -> list[str]:
+    """The registered environment ids, sorted (what ``--env`` allows)."""
+    from exitgym.registration import ENVS
+
+    return sorted(entry.id for entry in ENVS)
+
+
+def reward_names() -> list[str]:
+    """The registered reward shapes, sorted (what ``--reward`` / ``--rewards`` allow)."""
+    from exitgym.envs.rewards import REWARDS
+
+    return sorted(REWARDS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,17 @@ class EnvSpec:
     """Extra :class:`~exitgym.data.prepare.PrepareConfig` options (``max_samples``, ...)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """``gym.make`` kwargs: reward, alpha, observation, dense, policy_flops, ..."""
+
+    @classmethod
+    def of(cls, env_id: str, data: DataConfig, split: str, kwargs: dict[str, Any]) -> EnvSpec:
+        """The spec of ``env_id`` on the prepared cache ``data`` names.
+
+        The stored JSON form stays the one trajectory files already hold: task, backbone and
+        heads at the top, the other prepare options (``max_length``, ``max_samples`` when set)
+        under ``prepare``.
+        """
+        return cls(env_id, data.task, data.backbone, data.heads, split, data.prepare_options(),
+                   kwargs)
 
     def with_split(self, split: str) -> EnvSpec:
         return replace(self, split=split)

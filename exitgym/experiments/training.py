@@ -1,12 +1,12 @@
-"""Training runs: the environment spec, the agent registry, and ``train`` with checkpoints/resume.
+"""Training runs: :class:`TrainConfig` and ``train`` with checkpoints and resume.
 
-:class:`EnvSpec` is the JSON-able description of an environment (id, the prepared cache it reads,
-``gym.make`` kwargs); run configs and trajectory files store it so ``evaluate`` and
-``replay --verify`` rebuild exactly the same environment. :func:`train` runs one agent in a run
-directory (:mod:`exitgym.experiments.runs`): metrics as CSV + TensorBoard, a checkpoint every
-``checkpoint_every`` updates (policy, optimizer and every random generator's state, so a resumed
-run ends bit-identical to an uninterrupted one), then ``policy.safetensors``, a recorded
-evaluation on the test split and ``report.md``.
+A run trains one method of the agent registry (:mod:`exitgym.agents.registry`) on the env that
+an :class:`~exitgym.experiments.env_spec.EnvSpec` describes, in a run directory
+(:mod:`exitgym.experiments.runs`): metrics as CSV + TensorBoard, a checkpoint every
+``checkpoint_every`` updates (the trainer's ``state_dict``: policy, optimizer and every random
+generator's state, so a resumed run ends bit-identical to an uninterrupted one), then
+``policy.safetensors``, ``env_spec.json`` (what ``evaluate`` and ``replay --verify`` re-make), a
+recorded evaluation on the test split and ``report.md``.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exitgym.agents.registry import Method, lookup, names, train_agents
+from exitgym.data.config import SPLITS, DataConfig
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
-from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
+from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.experiments.runs import (
     CONFIG_FILE,
     TRAJECTORY_DIR,
@@ -30,6 +32,7 @@ from exitgym.experiments.runs import (
     save_checkpoint,
     write_config,
 )
+from exitgym.utils.configs import from_dict, nest, option
 
 ENV_SPEC_FILE = "env_spec.json"
 """The training env of a run (with the policy's FLOPs), written by :func:`train`."""
@@ -37,105 +40,53 @@ ENV_SPEC_FILE = "env_spec.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run (``exitgym train`` flags map one to one onto these fields)."""
+    """One training run (``exitgym train`` flags are generated from these fields)."""
 
-    env: str = "exitgym/EarlyExit-v0"
-    """Environment id."""
-    agent: str = "reinforce"
-    """Agent name, a key of :data:`AGENTS`."""
-    task: str = "rt-polarity"
-    """Task registry name or local data file."""
-    backbone: str = "minilm-l6"
-    """Backbone short name or local directory."""
-    heads: str = "frozen"
-    """Heads mode of the prepared cache."""
-    reward: str = "hardness"
+    env: str = option("exitgym/EarlyExit-v0", choices=env_ids)
+    """Environment id (see ``exitgym envs``)."""
+    agent: str = option("reinforce", choices=lambda: sorted(train_agents()))
+    """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The prepared cache trained and evaluated on."""
+    reward: str = option("hardness", choices=reward_names)
     """Reward shape (``exitgym.envs.rewards.REWARDS``)."""
-    alpha: float | None = None
+    alpha: float | None = option(None, minimum=0)
     """Cost weight α of the reward (None: the reward's default)."""
     observation: str = "features"
-    """Observation view the policy reads."""
+    """Observation view the policy reads, e.g. features, logits, hidden+prev."""
     dense: bool = False
     """Dense reward delivery."""
     seed: int = 0
     """Seed of the policy, its sampling, the batch draws and SB3."""
-    steps: int = 300
+    steps: int = option(300, minimum=1)
     """REINFORCE-family: policy updates; SB3: environment timesteps."""
-    batch_size: int = 64
+    batch_size: int = option(64, minimum=1)
     """Episodes per REINFORCE update."""
-    num_envs: int = 64
+    num_envs: int = option(64, minimum=1)
     """Slots of the training vector env."""
     lr: float = 3e-3
     """Learning rate."""
     baseline: str = "self-critical"
     """REINFORCE baseline."""
-    checkpoint_every: int = 50
+    checkpoint_every: int = option(50, minimum=1)
     """Updates between checkpoints (REINFORCE family)."""
-    train_split: str = "train"
+    train_split: str = option("train", choices=SPLITS)
     """Split trained on."""
-    eval_split: str = "test"
+    eval_split: str = option("test", choices=SPLITS)
     """Split evaluated (and recorded) at the end."""
-    max_samples: int | None = None
-    """Prepare option: keep the first n rows of every split (quick runs)."""
-    max_length: int = 128
-    """Prepare option: tokenizer truncation length."""
 
     def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
-        prepare: dict[str, Any] = {"max_length": self.max_length}
-        if self.max_samples is not None:
-            prepare["max_samples"] = self.max_samples
         kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
                                   "dense": self.dense, "policy_flops": float(policy_flops)}
         if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
             kwargs["observation"] = self.observation
-        return EnvSpec(self.env, self.task, self.backbone, self.heads,
-                       split or self.train_split, prepare, kwargs)
+        return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)
 
 
 # ---- agents ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class AgentSpec:
-    """One trainable agent."""
-
-    name: str
-    """Registry key (``--agent``)."""
-    kind: str
-    """``reinforce`` (our trainers: checkpoints, resume) or ``sb3``."""
-    description: str
-    """One line for ``--help``."""
-    build: Callable[[Any, TrainConfig], Any] | None = None
-    """``build(env, config)`` -> trainer with ``update()`` (reinforce kind)."""
-
-
-def _reinforce(env: Any, cfg: TrainConfig) -> Any:
-    from exitgym.agents.reinforce import Reinforce, ReinforceConfig
-
-    return Reinforce(env, ReinforceConfig(baseline=cfg.baseline, batch_size=cfg.batch_size,
-                                          lr=cfg.lr, seed=cfg.seed))
-
-
-def _lexicographic(env: Any, cfg: TrainConfig) -> Any:
-    from exitgym.agents.lexicographic import LexicoConfig, Lexicographic
-
-    return Lexicographic(env, LexicoConfig(baseline=cfg.baseline, batch_size=cfg.batch_size,
-                                           lr=cfg.lr, seed=cfg.seed))
-
-
-AGENTS: dict[str, AgentSpec] = {a.name: a for a in (
-    AgentSpec("reinforce", "reinforce", "REINFORCE, MLP policy, self-critical baseline",
-              _reinforce),
-    AgentSpec("lexicographic", "reinforce", "REINFORCE with the lexicographic quality "
-              "constraint (Switchable Decision); use --reward flops", _lexicographic),
-    AgentSpec("ppo", "sb3", "stable-baselines3 PPO"),
-    AgentSpec("a2c", "sb3", "stable-baselines3 A2C"),
-    AgentSpec("dqn", "sb3", "stable-baselines3 DQN"),
-)}
-
-
-def agent_spec(name: str) -> AgentSpec:
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; allowed: {sorted(AGENTS)}")
-    return AGENTS[name]
+def _agent(name: str) -> Method:
+    """The registry entry of an ``--agent`` name (a trainer or an SB3 algorithm)."""
+    return lookup(name, what="agent", allowed=train_agents())
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -151,14 +102,29 @@ class TrainResult:
     """Every logged training row."""
 
 
-def _make_train_env(cfg: TrainConfig, cache: Any, build: Callable[[Any, TrainConfig], Any]):
-    """Env + trainer; the env charges the policy's own FLOPs (known once the policy exists)."""
-    probe = cfg.env_spec().make(cfg.num_envs, cache)
-    agent = build(probe, cfg)
-    spec = cfg.env_spec(policy_flops=agent.policy.policy_flops)
-    probe.close()
-    env = spec.make(cfg.num_envs, cache)
-    agent.env = env
+def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, EnvSpec]:
+    """The trainer on the training env that charges its policy's FLOPs, each built once.
+
+    The FLOPs follow from the env's observation and action spaces alone, and the spaces do not
+    depend on the charge: they are read off one single env made without it, so the policy's cost
+    is known before the training vector env and the trainer are made.
+    """
+    from exitgym.agents.rollout import env_observation
+
+    assert method.policy_flops is not None, f"{method.name} is not a trainer"
+    knobs = {"baseline": cfg.baseline, "batch_size": cfg.batch_size, "lr": cfg.lr,
+             "seed": cfg.seed}
+    spaces_env = cfg.env_spec().make(None, cache)
+    try:
+        flops = method.policy_flops(spaces_env.observation_space, spaces_env.action_space,
+                                    env_observation(spaces_env) or "features", **knobs)
+    finally:
+        spaces_env.close()
+    spec = cfg.env_spec(policy_flops=flops)
+    agent = method.factory(spec.make(cfg.num_envs, cache), **knobs)
+    if agent.policy.policy_flops != flops:
+        raise RuntimeError(f"{method.name}: the env charges {flops} policy FLOPs but the policy "
+                           f"costs {agent.policy.policy_flops}")
     return agent, spec
 
 
@@ -179,14 +145,15 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     """
     from exitgym.agents.rollout import evaluate
 
-    spec_agent = agent_spec(cfg.agent)
+    method = _agent(cfg.agent)
     if resume and _killed_before_config(RunDir.open(out)):
         # Nothing was trained before the kill: start afresh in the same directory.
         RunDir.open(out).state_path.unlink()
         resume = False
     if resume and RunDir.open(out).status != "complete":
         stored = RunDir.open(out).config.get("config")
-        if stored != _jsonable(asdict(cfg)):
+        # nest(): a run recorded with the flat layout (before DataConfig) compares field by field
+        if stored is None or nest(TrainConfig, stored) != _jsonable(asdict(cfg)):
             raise RunError(f"--resume: the flags differ from the run's config.json; stored "
                            f"{stored}")
     run = RunDir.create(out, resume=resume)
@@ -198,16 +165,16 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         if not resume:
             write_config(run, _jsonable(asdict(cfg)), caches=caches,
                          extra={"command": "train"})
-        if spec_agent.kind == "sb3":
+        if method.kind == "sb3":
             if resume:
                 raise RunError("--resume is only supported for the REINFORCE-family agents "
-                               f"({[a for a, s in AGENTS.items() if s.kind == 'reinforce']}); "
+                               f"({list(names('trainer'))}); "
                                "SB3 checkpoints are pickles, which exitgym never loads")
             policy, spec = _train_sb3(cfg, run, caches.get(cfg.train_split))
             metrics: list[dict[str, float]] = []
         else:
             policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
-                                                     spec_agent, progress, after_update)
+                                                     method, progress, after_update)
         run.write_json(ENV_SPEC_FILE, spec.to_json())  # what `evaluate` re-makes
         eval_spec = spec.with_split(cfg.eval_split)
         result = evaluate_and_record(
@@ -252,16 +219,15 @@ def _killed_before_config(run: RunDir) -> bool:
     return run.status != "complete" and not run.file(CONFIG_FILE).is_file()
 
 
-def _train_reinforce(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent: AgentSpec,
+def _train_reinforce(cfg: TrainConfig, run: RunDir, cache: Any, method: Method,
                      progress: bool, after_update: Callable[[int], None] | None):
     with one_torch_thread():
-        return _train_reinforce_loop(cfg, run, cache, spec_agent, progress, after_update)
+        return _train_reinforce_loop(cfg, run, cache, method, progress, after_update)
 
 
-def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, spec_agent: AgentSpec,
+def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, method: Method,
                           progress: bool, after_update: Callable[[int], None] | None):
-    assert spec_agent.build is not None
-    agent, spec = _make_train_env(cfg, cache, spec_agent.build)
+    agent, spec = _make_train_env(cfg, cache, method)
     log = MetricsLog(run.path)
     start = 0
     found = latest_checkpoint(run)
@@ -355,7 +321,7 @@ def load_policy(run: RunDir, cache: Any | None = None) -> Any:
     rebuilt around an env with the training spaces (default: the run's prepared training cache).
     """
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
-    kind = agent_spec(run.config["config"]["agent"]).kind
+    kind = _agent(run.config["config"]["agent"]).kind
     if kind == "sb3":
         from exitgym.agents.sb3 import load_sb3
 
@@ -369,7 +335,7 @@ def run_env_spec(run: RunDir) -> EnvSpec:
     """The env spec the run's policy was trained with (policy FLOPs included)."""
     if run.file(ENV_SPEC_FILE).is_file():
         return EnvSpec.from_json(run.read_json(ENV_SPEC_FILE))
-    return TrainConfig(**run.config["config"]).env_spec()
+    return from_dict(TrainConfig, run.config["config"]).env_spec()  # nested or legacy flat
 
 
 def _jsonable(obj: Any) -> Any:
@@ -377,5 +343,5 @@ def _jsonable(obj: Any) -> Any:
                                  str(v)))
 
 
-__all__ = ["AGENTS", "AgentSpec", "EnvSpec", "TrainConfig", "TrainResult", "evaluate_and_record",
+__all__ = ["EnvSpec", "TrainConfig", "TrainResult", "evaluate_and_record",
            "load_policy", "one_torch_thread", "run_env_spec", "train"]

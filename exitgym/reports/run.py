@@ -7,11 +7,11 @@ update) and the evaluation on the held-out split with its exit-layer histogram.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from exitgym.utils.atomic import atomic_write, atomic_write_text
+from exitgym.utils.configs import flatten
 
 CURVES = ("return", "accuracy", "cost", "exit_layer")
 """Metrics drawn in ``training.png`` (those the trainer logged)."""
@@ -44,8 +44,8 @@ def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path 
 def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, float]],
                      plot: bool = True) -> Path:
     """Write ``report.md`` (+ ``training.png`` unless ``plot`` is False) into the run directory."""
-    title = f"{cfg.agent} on {cfg.env} ({cfg.task}, {cfg.backbone}), reward {cfg.reward}, " \
-            f"α={cfg.alpha}, seed {cfg.seed}"
+    title = (f"{cfg.agent} on {cfg.env} ({cfg.data.task}, {cfg.data.backbone}), reward "
+             f"{cfg.reward}, α={cfg.alpha}, seed {cfg.seed}")
     plot = plot_training(rows, run_dir / "training.png", title) if plot else None
     hist = result.exit_histogram
     lines = [f"# {title}", "", "## Evaluation", "",
@@ -62,5 +62,5 @@ def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, 
     if plot is not None:
         lines += ["## Training", "", "![training curves](training.png)", ""]
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in asdict(cfg).items()]
+    lines += [f"| {k} | {v} |" for k, v in flatten(cfg).items()]
     return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

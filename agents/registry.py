@@ -1,0 +1,209 @@
+"""One registry of every exitgym method: trainers, SB3 algorithms, exit rules, fitted baselines.
+
+``exitgym train --agent``, ``exitgym compare --rules``, ``evaluate`` and ``load_policy`` all look
+methods up here, so adding a method is one :class:`Method` entry and every listing, help text and
+error message ("unknown agent 'x'; allowed: [...]") follows. Kinds:
+
+- ``trainer``: our REINFORCE-family trainers (:class:`~exitgym.agents.base.Trainer`: checkpoints,
+  bit-identical resume);
+- ``sb3``: stable-baselines3 algorithms (trained by :func:`~exitgym.agents.sb3.train_sb3`);
+- ``schedule``: ConsistentEE's alternating heads / policy schedule (it retrains the heads, so it
+  runs on caches rather than in ``exitgym train``);
+- ``rule``: the classic exit rules (:mod:`exitgym.agents.rules`), nothing to train;
+- ``fitted``: baselines fitted on the training cache (PALBERT's Q-exit, BERxiT).
+
+Rules and fitted baselines carry a ``sweep`` tracing their accuracy-cost curve over their knob.
+Torch-based implementations are imported only when an entry is used, so importing the registry
+stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from exitgym.agents.rules import (
+    EntropyExit,
+    ExitRule,
+    MaxProbExit,
+    OracleExit,
+    PatienceExit,
+    RandomExit,
+    StaticExit,
+)
+from exitgym.backbones.layer_cache import LayerCache
+
+KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
+"""Every kind of method, in the order listings show them."""
+
+Sweep = Callable[[LayerCache, LayerCache, int], list[tuple[Any, float | None]]]
+"""``sweep(train_cache, eval_cache, seed)`` -> ``[(policy, knob value), ...]``."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the registry."""
+
+    name: str
+    """Registry key: the name ``--agent`` / ``--rules`` accept."""
+    kind: str
+    """One of :data:`KINDS`."""
+    description: str
+    """One line for ``--help`` and listings."""
+    factory: Callable[..., Any]
+    """What makes the method: trainer ``(env, **knobs) -> Trainer``; sb3 ``() -> algorithm
+    class``; schedule ``(cache, make_env, config) -> ConsistentEE``; rule the rule class
+    (``factory(**knobs)``); fitted ``(train_cache, seed) -> model`` with ``with_knob``."""
+    policy_flops: Callable[..., float] | None = None
+    """trainer: ``(observation_space, action_space, observation, **knobs) -> FLOPs`` of the
+    policy it will train, known before any env exists so the env can charge them."""
+    sweep: Sweep | None = None
+    """rule / fitted: the policies (and knob values) of the method's accuracy-cost curve."""
+    seeded: bool = True
+    """Its decisions depend on the seed (``compare`` evaluates seedless methods once)."""
+    needs_action_masks: bool = False
+    """It only trains on envs exposing ``action_masks()`` (``exitgym train``'s envs do not)."""
+
+
+class UnknownMethodError(KeyError, ValueError):
+    """A name missing from the registry (a ``KeyError`` for lookups, a ``ValueError`` for flags).
+
+    The message lists the allowed names.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def _trainer(module: str, trainer: str, config: str) -> tuple[Callable[..., Any], ...]:
+    """``(build, policy_flops)`` of a trainer class whose config class takes the knobs."""
+
+    def classes() -> tuple[Any, Any]:
+        mod = importlib.import_module(module)
+        return getattr(mod, trainer), getattr(mod, config)
+
+    def build(env: Any, **knobs: Any) -> Any:
+        cls, config_cls = classes()
+        return cls(env, config_cls(**knobs))
+
+    def policy_flops(observation_space: Any, action_space: Any, observation: str,
+                     **knobs: Any) -> float:
+        cls, config_cls = classes()
+        return cls.policy_config(observation_space, action_space, config_cls(**knobs),
+                                 observation).flops
+
+    return build, policy_flops
+
+
+def _loader(module: str, name: str) -> Callable[[], Any]:
+    """A function importing ``module.name`` when called (SB3 and torch load on first use)."""
+    return lambda: getattr(importlib.import_module(module), name)
+
+
+def _consistentee(cache: LayerCache, make_env: Callable[[LayerCache], Any],
+                  config: Any | None = None) -> Any:
+    from exitgym.agents.consistentee import ConsistentEE
+
+    return ConsistentEE(cache, make_env, config)
+
+
+def _rule(cls: type[ExitRule], description: str, seeded: bool = False,
+          on_eval_cache: bool = False) -> Method:
+    """A rule entry; ``on_eval_cache``: the rule reads the evaluated split's cache (oracle)."""
+
+    def sweep(train_cache: LayerCache, eval_cache: LayerCache,
+              seed: int) -> list[tuple[Any, float | None]]:
+        args: tuple[Any, ...] = (eval_cache,) if on_eval_cache else ()
+        base = cls(*args, seed=seed) if seeded else cls(*args)
+        return [(r, getattr(r, r.knob) if r.knob else None)
+                for r in base.sweep(train_cache.num_layers)]
+
+    return Method(cls.name, "rule", description, cls, sweep=sweep, seeded=seeded)
+
+
+def _fit_qexit(train_cache: LayerCache, seed: int) -> Any:
+    from exitgym.agents.palbert import Palbert, PalbertConfig
+
+    return Palbert.fit(train_cache, PalbertConfig(seed=seed), seed=seed)
+
+
+def _fit_berxit(train_cache: LayerCache, seed: int) -> Any:
+    from exitgym.agents.berxit import Berxit, BerxitConfig
+
+    return Berxit.fit(train_cache, BerxitConfig(seed=seed))
+
+
+def _fitted(name: str, description: str, fit: Callable[[LayerCache, int], Any]) -> Method:
+    """A fitted baseline: fit on the training cache, then sweep its knob's default grid."""
+
+    def sweep(train_cache: LayerCache, eval_cache: LayerCache,
+              seed: int) -> list[tuple[Any, float | None]]:
+        model = fit(train_cache, seed)
+        return [(model.with_knob(k), k) for k in model.default_grid(train_cache.num_layers)]
+
+    return Method(name, "fitted", description, fit, sweep=sweep)
+
+
+def _sb3(name: str, module: str, algorithm: str, masks: bool = False) -> Method:
+    return Method(name, "sb3", f"stable-baselines3 {algorithm}", _loader(module, algorithm),
+                  needs_action_masks=masks)
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("reinforce", "trainer", "REINFORCE, MLP policy, self-critical baseline",
+           *_trainer("exitgym.agents.reinforce", "Reinforce", "ReinforceConfig")),
+    Method("lexicographic", "trainer", "REINFORCE with the lexicographic quality constraint "
+           "(Switchable Decision); use --reward flops",
+           *_trainer("exitgym.agents.lexicographic", "Lexicographic", "LexicoConfig")),
+    _sb3("ppo", "stable_baselines3", "PPO"),
+    _sb3("a2c", "stable_baselines3", "A2C"),
+    _sb3("dqn", "stable_baselines3", "DQN"),
+    _sb3("maskable-ppo", "sb3_contrib", "MaskablePPO", masks=True),
+    Method("consistentee", "schedule", "ConsistentEE: heads and REINFORCE policy trained in "
+           "turns on a cache", _consistentee),
+    # compare --rules lists the rule and fitted kinds in this order.
+    _rule(EntropyExit, "DeeBERT: exit when the normalised entropy < theta"),
+    _rule(MaxProbExit, "RightTool: exit when the max probability > theta"),
+    _rule(PatienceExit, "PABEE: exit after t unchanged predictions"),
+    _rule(StaticExit, "exit at a fixed layer k"),
+    _rule(RandomExit, "exit with probability p at every layer", seeded=True),
+    _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit),
+    _fitted("berxit", "BERxiT learning-to-exit regressor (knob theta)", _fit_berxit),
+    _rule(OracleExit, "exit at the earliest correct layer (reads the labels: the bound)",
+          on_eval_cache=True),
+)}
+"""Every method by name."""
+
+
+def names(*kinds: str) -> tuple[str, ...]:
+    """Names of the methods of the given kinds (all kinds when none), in registry order."""
+    return tuple(n for n, m in METHODS.items() if not kinds or m.kind in kinds)
+
+
+def train_agents() -> tuple[str, ...]:
+    """What ``exitgym train --agent`` accepts: trainers and SB3 algorithms on plain envs."""
+    return tuple(n for n in names("trainer", "sb3") if not METHODS[n].needs_action_masks)
+
+
+def lookup(name: str, *kinds: str, what: str = "method",
+           allowed: tuple[str, ...] | None = None) -> Method:
+    """The method ``name`` among ``kinds`` (or ``allowed`` names).
+
+    Raises:
+        UnknownMethodError: ``"unknown <what> 'x'; allowed: [...]"``.
+    """
+    allowed = names(*kinds) if allowed is None else allowed
+    if name not in allowed:
+        raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}")
+    return METHODS[name]
+
+
+def make_rule(name: str, **kwargs: Any) -> ExitRule:
+    """Build an exit rule by name (``make_rule("entropy", theta=0.2)``)."""
+    return lookup(name, "rule", what="exit rule").factory(**kwargs)
+
+
+__all__ = ["KINDS", "METHODS", "Method", "Sweep", "UnknownMethodError", "lookup", "make_rule",
+           "names", "train_agents"]
