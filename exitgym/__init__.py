@@ -37,12 +37,12 @@ _PUBLIC: dict[str, str] = {
     "PrepareConfig": "exitgym.data.prepare",
     "DataConfig": "exitgym.data.config",
     # training
-    "TrainConfig": "exitgym.experiments.training",
+    "TrainConfig": "exitgym.experiments.configs",
     "train": "exitgym.experiments.training",
-    "load_policy": "exitgym.experiments.training",
+    "load_policy": "exitgym.experiments.policies",
     # evaluation
     "evaluate": "exitgym.agents.rollout",
-    "CompareConfig": "exitgym.experiments.compare",
+    "CompareConfig": "exitgym.experiments.configs",
     "compare": "exitgym.experiments.compare",
     "load_trajectories": "exitgym.experiments.trajectories",
     "verify": "exitgym.experiments.replay",

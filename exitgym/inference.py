@@ -336,8 +336,8 @@ def load_run_policy(run_dir: str | Path) -> tuple[Any, Any]:
             resume it).
         ValueError: the run trained on another environment than ``exitgym/EarlyExit-v0``.
     """
+    from exitgym.experiments.policies import load_policy, run_env_spec
     from exitgym.experiments.runs import RunDir
-    from exitgym.experiments.training import load_policy, run_env_spec
 
     run = RunDir.open(run_dir).require_complete()
     spec = run_env_spec(run)

@@ -22,9 +22,10 @@ from exitgym.cli.prepare import PrepareArgs
 from exitgym.cli.train import TrainArgs
 from exitgym.data.config import DataConfig
 from exitgym.data.prepare import PrepareConfig
-from exitgym.experiments.compare import CompareConfig
+from exitgym.experiments.configs import CompareConfig, TrainConfig
+from exitgym.experiments.policies import run_env_spec
 from exitgym.experiments.runs import RunDir, RunError
-from exitgym.experiments.training import TrainConfig, run_env_spec, train
+from exitgym.experiments.training import train
 from exitgym.utils.configs import add_arguments, flatten, from_args, from_dict, nest, option
 from tests.test_runs import CACHES, CFG, Interrupt
 

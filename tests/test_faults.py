@@ -26,8 +26,10 @@ from safetensors.torch import load_file
 from exitgym.backbones.cache import CacheError, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.data.prepare import clear_cache_memo, prepare
+from exitgym.experiments.policies import load_policy
 from exitgym.experiments.runs import RunDir, RunError
-from exitgym.experiments.training import load_policy, one_torch_thread, train
+from exitgym.experiments.training import train
+from exitgym.utils.threads import one_torch_thread
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project, run_harness, train_config
 
 SEED = int(os.environ.get("EXITGYM_FAULT_SEED", random.SystemRandom().randrange(2**32)))

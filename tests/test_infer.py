@@ -17,8 +17,8 @@ from exitgym.backbones.cache import build_cache
 from exitgym.backbones.heads import ExitHeads, HeadsConfig
 from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
 from exitgym.envs.early_exit import EarlyExitEnv
-from exitgym.experiments.training import one_torch_thread
 from exitgym.inference import ExitInference, InferenceResult, infer
+from exitgym.utils.threads import one_torch_thread
 
 NUM_LAYERS = 4
 NUM_LABELS = 3
@@ -180,7 +180,8 @@ def test_full_depth_baseline_is_the_last_head(setup: dict[str, Any]) -> None:
 def test_trained_run_deploys_with_the_runs_own_decisions(setup: dict[str, Any], tmp_path) -> None:
     """``exitgym train`` -> run directory -> ``exitgym.infer(run)`` reproduces the run's eval."""
     from exitgym.data.config import DataConfig
-    from exitgym.experiments.training import TrainConfig, train
+    from exitgym.experiments.configs import TrainConfig
+    from exitgym.experiments.training import train
     from exitgym.experiments.trajectories import load_trajectories
 
     cache = setup["cache"]

@@ -22,8 +22,8 @@ from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.skip_block import SkipBlockEnv
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.experiments.replay import verify_set
-from exitgym.experiments.training import one_torch_thread
 from exitgym.experiments.trajectories import TrajectorySet
+from exitgym.utils.threads import one_torch_thread
 from tests.test_live import tiny_world
 
 NUM_LAYERS = 6

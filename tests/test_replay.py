@@ -13,9 +13,10 @@ import pytest
 from exitgym.agents.records import EpisodeRecord
 from exitgym.agents.rules import MaxProbExit, StaticExit
 from exitgym.data.synthetic import synthetic_cache
+from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.replay import ReplayMismatch, analyze, verify
-from exitgym.experiments.training import EnvSpec, evaluate_and_record
 from exitgym.experiments.trajectories import (
+    evaluate_and_record,
     load_trajectories,
     save_trajectories,
     trajectories_frame,

@@ -22,8 +22,9 @@ import torch
 from exitgym.backbones.cache import CacheError, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.data.prepare import clear_cache_memo, prepare
+from exitgym.experiments.policies import load_policy
 from exitgym.experiments.runs import RunDir
-from exitgym.experiments.training import load_policy, train
+from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import load_trajectories
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project, train_config
 

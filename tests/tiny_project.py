@@ -58,7 +58,7 @@ def make_tiny_project(root: Path) -> dict[str, str]:
 
 def train_config(project: dict[str, str], **overrides: Any) -> Any:
     """A REINFORCE run of a few updates with a checkpoint every 2 updates."""
-    from exitgym.experiments.training import TrainConfig
+    from exitgym.experiments.configs import TrainConfig
     from exitgym.utils.configs import from_dict
 
     values = {"task": project["task"], "backbone": project["backbone"], "steps": 6,
@@ -130,7 +130,8 @@ st.save_file = save_file
 
 job, args = sys.argv[1], json.loads(sys.argv[2])
 from exitgym.data.prepare import prepare
-from exitgym.experiments.training import TrainConfig, train
+from exitgym.experiments.configs import TrainConfig
+from exitgym.experiments.training import train
 from exitgym.utils.configs import from_dict
 
 counts = {}

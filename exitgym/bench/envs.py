@@ -164,7 +164,7 @@ def bench_envs(
             **bench_vector(env, seconds),
         }
     if live:
-        from exitgym.experiments.training import one_torch_thread
+        from exitgym.utils.threads import one_torch_thread
 
         if real_cache:
             live_env, what = gym.make(ENV_ID, live=True), "prepared heads, rt-polarity texts"

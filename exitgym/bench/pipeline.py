@@ -94,7 +94,8 @@ def train_policy(cfg: BenchConfig) -> dict[str, Any]:
     """``exitgym train`` (REINFORCE, features view) of each policy to deploy, timed."""
     if cfg.run is not None:
         return {"runs": [str(cfg.run)], "train_s": None, "train_steps": None}
-    from exitgym.experiments.training import TrainConfig, train
+    from exitgym.experiments.configs import TrainConfig
+    from exitgym.experiments.training import train
 
     steps = 3 if cfg.quick else cfg.train_steps
     runs, seconds = [], []

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass, field
 
 from exitgym.cli.common import add_command, user_errors
-from exitgym.experiments.compare import CompareConfig
+from exitgym.experiments.configs import CompareConfig
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def run(args: DemoArgs) -> int:
     from exitgym.cli.common import user_errors
     from exitgym.cli.compare import print_ranking
     from exitgym.data.prepare import PrepareConfig, prepare
-    from exitgym.experiments.compare import CompareConfig, compare
+    from exitgym.experiments.compare import compare
+    from exitgym.experiments.configs import CompareConfig
     from exitgym.experiments.replay import verify
     from exitgym.experiments.trajectories import trajectory_files
     from exitgym.reports.comparison import report_markdown

@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: EvaluateArgs) -> int:
+    from exitgym.experiments.policies import load_policy, run_env_spec
     from exitgym.experiments.runs import RunDir
-    from exitgym.experiments.training import evaluate_and_record, load_policy, run_env_spec
+    from exitgym.experiments.trajectories import evaluate_and_record
 
     with user_errors():
         run_dir = RunDir.open(args.run).require_complete()

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from exitgym.cli import CliError
 from exitgym.cli.common import add_command, user_errors
-from exitgym.experiments.training import TrainConfig
+from exitgym.experiments.configs import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -16,82 +16,17 @@ seed; trained baselines (PALBERT's Q-exit, BERxiT) and random exits once per see
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from exitgym.agents.registry import lookup, names
-from exitgym.data.config import SPLITS, DataConfig
-from exitgym.experiments.env_spec import reward_names
+from exitgym.agents.registry import lookup
+from exitgym.experiments.configs import SEEDLESS_RULES, CompareConfig
 from exitgym.experiments.runs import RunDir, write_config
-from exitgym.experiments.training import (
-    EnvSpec,
-    TrainConfig,
-    evaluate_and_record,
-    one_torch_thread,
-    train,
-)
+from exitgym.experiments.training import train
+from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
-from exitgym.utils.configs import option
-
-RULE_CHOICES: tuple[str, ...] = names("rule", "fitted")
-"""What ``--rules`` accepts: the exit rules and fitted baselines of the registry
-(:mod:`exitgym.agents.registry`), each swept over its knob. ``oracle`` is always evaluated (it is
-a reference row)."""
-SEEDLESS_RULES: tuple[str, ...] = tuple(n for n in RULE_CHOICES if not lookup(n).seeded)
-"""Rules whose decisions do not depend on a seed: evaluated once."""
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """What ``exitgym compare`` trains and evaluates."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    """The prepared cache every method is trained and evaluated on."""
-    agent: str = option("reinforce", choices=lambda: sorted(names("trainer")))
-    """RL agent trained per reward shape and α (REINFORCE family)."""
-    rewards: tuple[str, ...] = option(("vanilla", "hardness"), choices=reward_names)
-    """Reward shapes compared."""
-    alphas: tuple[float, ...] = option((0.05, 0.2, 0.5, 1.0), minimum=0)
-    """Cost weights α: each traces one point of an agent's curve."""
-    rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
-                                    choices=RULE_CHOICES)
-    """Exit rules and trained baselines swept over their default knob grids."""
-    seeds: tuple[int, ...] = (0,)
-    """Seeds of every trained method."""
-    steps: int = option(300, minimum=1)
-    """REINFORCE updates per trained agent."""
-    batch_size: int = option(64, minimum=1)
-    """Episodes per update."""
-    num_envs: int = option(64, minimum=1)
-    """Vector-env slots (training and evaluation)."""
-    lr: float = 3e-3
-    """Learning rate of the agents."""
-    observation: str = "features"
-    """Observation of the RL agents."""
-    train_split: str = option("train", choices=SPLITS)
-    """Split the agents and trained baselines learn on."""
-    eval_split: str = option("test", choices=SPLITS)
-    """Split everything is evaluated and recorded on."""
-
-    def __post_init__(self) -> None:
-        bad = [r for r in self.rules if r not in RULE_CHOICES]
-        if bad:
-            raise ValueError(f"unknown rules {bad}; allowed: {list(RULE_CHOICES)}")
-        if not self.seeds:
-            raise ValueError("compare needs at least one seed")
-
-    def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
-        return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,
-                           observation=self.observation, seed=seed, steps=self.steps,
-                           batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,
-                           checkpoint_every=max(1, self.steps), train_split=self.train_split,
-                           eval_split=self.eval_split)
-
-    def rule_spec(self, observation: str) -> EnvSpec:
-        """Env of the rules: evaluation split, the observation the rule reads, no policy cost."""
-        base = self.train_config("vanilla", 0.2, 0).env_spec(self.eval_split)
-        return base.with_kwargs(observation=observation, alpha=None)
+from exitgym.utils.threads import one_torch_thread
 
 
 @dataclass(frozen=True)
@@ -117,7 +52,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
     state = RunDir.create(out)
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    try:
+    with state.status_on_error():
         caches = dict(caches or {})
         for split in (config.train_split, config.eval_split):
             if split not in caches:
@@ -143,12 +78,6 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         timings["report"] = time.perf_counter() - tic
         state.mark_complete(timings=timings)
         return CompareResult(out, summary, timings)
-    except KeyboardInterrupt:
-        state.set_status("interrupted")
-        raise
-    except Exception as err:
-        state.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:
@@ -208,8 +137,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def with_overrides(config: CompareConfig, **overrides: Any) -> CompareConfig:
-    """``config`` with the non-None overrides applied (CLI helper)."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -27,7 +27,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -192,6 +193,18 @@ class RunDir:
 
     def set_status(self, status: str, **entries: Any) -> dict[str, Any]:
         return self.update_state(status=status, **entries)
+
+    @contextmanager
+    def status_on_error(self) -> Iterator[RunDir]:
+        """Record ``interrupted`` (Ctrl-C) or ``failed`` with the error if the block raises."""
+        try:
+            yield self
+        except KeyboardInterrupt:
+            self.set_status("interrupted")
+            raise
+        except Exception as err:
+            self.set_status("failed", error=f"{type(err).__name__}: {err}")
+            raise
 
     def mark_complete(self, **entries: Any) -> dict[str, Any]:
         """Declare every output final: call last, after all other files are written."""

@@ -11,20 +11,18 @@ recorded evaluation on the test split and ``report.md``.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import Method, lookup, names, train_agents
-from exitgym.data.config import SPLITS, DataConfig
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
-from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
+from exitgym.experiments.configs import TrainConfig
+from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
+from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
 from exitgym.experiments.runs import (
     CONFIG_FILE,
-    TRAJECTORY_DIR,
     MetricsLog,
     RunDir,
     RunError,
@@ -32,55 +30,10 @@ from exitgym.experiments.runs import (
     save_checkpoint,
     write_config,
 )
-from exitgym.utils.configs import from_dict, nest, option
-
-ENV_SPEC_FILE = "env_spec.json"
-"""The training env of a run (with the policy's FLOPs), written by :func:`train`."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run (``exitgym train`` flags are generated from these fields)."""
-
-    env: str = option("exitgym/EarlyExit-v0", choices=env_ids)
-    """Environment id (see ``exitgym envs``)."""
-    agent: str = option("reinforce", choices=lambda: sorted(train_agents()))
-    """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``)."""
-    data: DataConfig = field(default_factory=DataConfig)
-    """The prepared cache trained and evaluated on."""
-    reward: str = option("hardness", choices=reward_names)
-    """Reward shape (``exitgym.envs.rewards.REWARDS``)."""
-    alpha: float | None = option(None, minimum=0)
-    """Cost weight α of the reward (None: the reward's default)."""
-    observation: str = "features"
-    """Observation view the policy reads, e.g. features, logits, hidden+prev."""
-    dense: bool = False
-    """Dense reward delivery."""
-    seed: int = 0
-    """Seed of the policy, its sampling, the batch draws and SB3."""
-    steps: int = option(300, minimum=1)
-    """REINFORCE-family: policy updates; SB3: environment timesteps."""
-    batch_size: int = option(64, minimum=1)
-    """Episodes per REINFORCE update."""
-    num_envs: int = option(64, minimum=1)
-    """Slots of the training vector env."""
-    lr: float = 3e-3
-    """Learning rate."""
-    baseline: str = "self-critical"
-    """REINFORCE baseline."""
-    checkpoint_every: int = option(50, minimum=1)
-    """Updates between checkpoints (REINFORCE family)."""
-    train_split: str = option("train", choices=SPLITS)
-    """Split trained on."""
-    eval_split: str = option("test", choices=SPLITS)
-    """Split evaluated (and recorded) at the end."""
-
-    def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
-        kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
-                                  "dense": self.dense, "policy_flops": float(policy_flops)}
-        if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
-            kwargs["observation"] = self.observation
-        return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)
+from exitgym.experiments.trajectories import evaluate_and_record
+from exitgym.utils.atomic import jsonable
+from exitgym.utils.configs import nest
+from exitgym.utils.threads import one_torch_thread
 
 
 # ---- agents ---------------------------------------------------------------------------------
@@ -153,17 +106,17 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     if resume and RunDir.open(out).status != "complete":
         stored = RunDir.open(out).config.get("config")
         # nest(): a run recorded with the flat layout (before DataConfig) compares field by field
-        if stored is None or nest(TrainConfig, stored) != _jsonable(asdict(cfg)):
+        if stored is None or nest(TrainConfig, stored) != jsonable(asdict(cfg)):
             raise RunError(f"--resume: the flags differ from the run's config.json; stored "
                            f"{stored}")
     run = RunDir.create(out, resume=resume)
-    try:
+    with run.status_on_error():
         caches = dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):
             if split not in caches and cfg.env in CACHE_ENVS:
                 caches[split] = cfg.env_spec(split).cache(progress=progress)
         if not resume:
-            write_config(run, _jsonable(asdict(cfg)), caches=caches,
+            write_config(run, jsonable(asdict(cfg)), caches=caches,
                          extra={"command": "train"})
         if method.kind == "sb3":
             if resume:
@@ -188,30 +141,6 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                           cost=result.mean_cost)
         return TrainResult(run, result, metrics)
-    except KeyboardInterrupt:
-        run.set_status("interrupted")
-        raise
-    except Exception as err:
-        run.set_status("failed", error=f"{type(err).__name__}: {err}")
-        raise
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Run small-MLP training on one torch thread, restoring the previous setting afterwards.
-
-    Why: exit policies are tiny MLPs on batches of ~64-256 rows, where thread hand-offs cost
-    more than they save; measured on the busy 2-core box, 30 REINFORCE updates took 6.8 s on
-    one thread and 14.1 s on two.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _killed_before_config(run: RunDir) -> bool:
@@ -259,7 +188,7 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, method: Met
         log.close()
     agent.policy.save(run.path, {"trainer": type(agent).__name__, "updates": agent.updates,
                                  "env_spec": spec.to_json()})
-    _record_policy_checksums(run)
+    record_policy_checksums(run)
     return agent.policy, spec, log.rows
 
 
@@ -274,74 +203,10 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any) -> tuple[Any, EnvSpec]
                        log_dir=run.path / "tb", num_envs=min(cfg.num_envs, 8), env_kwargs=kwargs,
                        learning_rate=cfg.lr)
     policy.save(run.path)
-    _record_policy_checksums(run)
+    record_policy_checksums(run)
     # Evaluation charges the acting network's FLOPs like the REINFORCE agents' (SB3 builds the
     # network inside train_sb3, so training itself ran with policy_flops=0).
     return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops))
 
 
-def evaluate_and_record(policy: Any, spec: EnvSpec, out: str | Path, name: str, *,
-                        method: str, knob: float | None, seed: int, num_envs: int = 64,
-                        cache: Any | None = None, evaluate_fn: Callable[..., Any] | None = None,
-                        meta: dict[str, Any] | None = None) -> Any:
-    """Greedy evaluation on ``spec`` with every episode saved to ``out/trajectories/<name>``."""
-    from exitgym.experiments.trajectories import save_trajectories
-
-    if evaluate_fn is None:
-        from exitgym.agents.rollout import evaluate as evaluate_fn
-    if cache is None and spec.uses_cache:
-        cache = spec.cache()
-    env = spec.make(num_envs, cache)
-    try:
-        result = evaluate_fn(policy, env, seed=seed)
-    finally:
-        env.close()
-    texts = None
-    if cache is not None and cache.texts is not None:
-        texts = [cache.texts[r.sample_id] for r in result.records]
-    info = {"method": method, "knob": knob, "seed": seed, "split": spec.split,
-            "num_layers": result.num_layers, "env_spec": spec.to_json(),
-            "label_names": list(getattr(cache, "label_names", ()) or ()), **(meta or {})}
-    save_trajectories(Path(out) / TRAJECTORY_DIR / name, result.records, spec.env_id,
-                      _jsonable(spec.kwargs), info, texts)
-    return result
-
-
-def _record_policy_checksums(run: RunDir) -> None:
-    """Checksum every policy file just written, so later loads detect edits on disk."""
-    names = sorted(p.name for p in run.path.glob("*.safetensors") if p.is_file())
-    run.record_checksums(*names)
-
-
-def load_policy(run: RunDir, cache: Any | None = None) -> Any:
-    """The trained policy of a run (safetensors; never a pickle).
-
-    The weights' checksums recorded at training time are verified first: an edited file is
-    refused with a :class:`RunError`. ``cache`` is only used by SB3 policies, whose model is
-    rebuilt around an env with the training spaces (default: the run's prepared training cache).
-    """
-    run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
-    kind = _agent(run.config["config"]["agent"]).kind
-    if kind == "sb3":
-        from exitgym.agents.sb3 import load_sb3
-
-        return load_sb3(run.path, env=run_env_spec(run).make(cache=cache))
-    from exitgym.agents.mlp_policy import MLPPolicy
-
-    return MLPPolicy.load(run.path)
-
-
-def run_env_spec(run: RunDir) -> EnvSpec:
-    """The env spec the run's policy was trained with (policy FLOPs included)."""
-    if run.file(ENV_SPEC_FILE).is_file():
-        return EnvSpec.from_json(run.read_json(ENV_SPEC_FILE))
-    return from_dict(TrainConfig, run.config["config"]).env_spec()  # nested or legacy flat
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else
-                                 str(v)))
-
-
-__all__ = ["EnvSpec", "TrainConfig", "TrainResult", "evaluate_and_record",
-           "load_policy", "one_torch_thread", "run_env_spec", "train"]
+__all__ = ["TrainResult", "train"]

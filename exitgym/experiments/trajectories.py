@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exitgym.agents.records import EpisodeRecord
+from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import TRAJECTORY_DIR
-from exitgym.utils.atomic import atomic_write
+from exitgym.utils.atomic import atomic_write, jsonable
 
 FORMAT_VERSION = 1
 """Bump when columns change meaning; readers refuse other versions."""
@@ -184,3 +185,32 @@ def trajectory_files(root: str | os.PathLike[str]) -> list[Path]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such run directory or trajectory file")
     return sorted(p for p in root.rglob(f"*{SUFFIX}") if p.parent.name == TRAJECTORY_DIR)
+
+
+def evaluate_and_record(policy: Any, spec: EnvSpec, out: str | Path, name: str, *,
+                        method: str, knob: float | None, seed: int, num_envs: int = 64,
+                        cache: Any | None = None, evaluate_fn: Callable[..., Any] | None = None,
+                        meta: dict[str, Any] | None = None) -> Any:
+    """Greedy evaluation on ``spec`` with every episode saved to ``out/trajectories/<name>``.
+
+    The file's metadata holds ``spec`` (and the kwargs as JSON), so ``replay --verify`` re-makes
+    the very env the episodes ran in.
+    """
+    if evaluate_fn is None:
+        from exitgym.agents.rollout import evaluate as evaluate_fn
+    if cache is None and spec.uses_cache:
+        cache = spec.cache()
+    env = spec.make(num_envs, cache)
+    try:
+        result = evaluate_fn(policy, env, seed=seed)
+    finally:
+        env.close()
+    texts = None
+    if cache is not None and cache.texts is not None:
+        texts = [cache.texts[r.sample_id] for r in result.records]
+    info = {"method": method, "knob": knob, "seed": seed, "split": spec.split,
+            "num_layers": result.num_layers, "env_spec": spec.to_json(),
+            "label_names": list(getattr(cache, "label_names", ()) or ()), **(meta or {})}
+    save_trajectories(Path(out) / TRAJECTORY_DIR / name, result.records, spec.env_id,
+                      jsonable(spec.kwargs), info, texts)
+    return result

@@ -54,6 +54,11 @@ def json_default(value: Any) -> Any:
     return str(value)
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types (what it reads back as after a write): tuples become lists."""
+    return json.loads(json.dumps(obj, default=json_default))
+
+
 def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2) -> Path:
     """Write ``data`` as JSON atomically."""
     return atomic_write_text(path, json.dumps(data, indent=indent))

@@ -1,0 +1,121 @@
+"""The configs of experiments: one training run (:class:`TrainConfig`) and a comparison
+(:class:`CompareConfig`).
+
+Frozen dataclasses with a docstring per field; the CLI flags are generated from them
+(:mod:`exitgym.utils.configs`) and a run's ``config.json`` stores them whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from exitgym.agents.registry import lookup, names, train_agents
+from exitgym.data.config import SPLITS, DataConfig
+from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
+from exitgym.utils.configs import option
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (``exitgym train`` flags are generated from these fields)."""
+
+    env: str = option("exitgym/EarlyExit-v0", choices=env_ids)
+    """Environment id (see ``exitgym envs``)."""
+    agent: str = option("reinforce", choices=lambda: sorted(train_agents()))
+    """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """The prepared cache trained and evaluated on."""
+    reward: str = option("hardness", choices=reward_names)
+    """Reward shape (``exitgym.envs.rewards.REWARDS``)."""
+    alpha: float | None = option(None, minimum=0)
+    """Cost weight α of the reward (None: the reward's default)."""
+    observation: str = "features"
+    """Observation view the policy reads, e.g. features, logits, hidden+prev."""
+    dense: bool = False
+    """Dense reward delivery."""
+    seed: int = 0
+    """Seed of the policy, its sampling, the batch draws and SB3."""
+    steps: int = option(300, minimum=1)
+    """REINFORCE-family: policy updates; SB3: environment timesteps."""
+    batch_size: int = option(64, minimum=1)
+    """Episodes per REINFORCE update."""
+    num_envs: int = option(64, minimum=1)
+    """Slots of the training vector env."""
+    lr: float = 3e-3
+    """Learning rate."""
+    baseline: str = "self-critical"
+    """REINFORCE baseline."""
+    checkpoint_every: int = option(50, minimum=1)
+    """Updates between checkpoints (REINFORCE family)."""
+    train_split: str = option("train", choices=SPLITS)
+    """Split trained on."""
+    eval_split: str = option("test", choices=SPLITS)
+    """Split evaluated (and recorded) at the end."""
+
+    def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
+        kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
+                                  "dense": self.dense, "policy_flops": float(policy_flops)}
+        if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
+            kwargs["observation"] = self.observation
+        return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)
+
+
+RULE_CHOICES: tuple[str, ...] = names("rule", "fitted")
+"""What ``--rules`` accepts: the exit rules and fitted baselines of the registry
+(:mod:`exitgym.agents.registry`), each swept over its knob. ``oracle`` is always evaluated (it is
+a reference row)."""
+SEEDLESS_RULES: tuple[str, ...] = tuple(n for n in RULE_CHOICES if not lookup(n).seeded)
+"""Rules whose decisions do not depend on a seed: evaluated once."""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """What ``exitgym compare`` trains and evaluates."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    """The prepared cache every method is trained and evaluated on."""
+    agent: str = option("reinforce", choices=lambda: sorted(names("trainer")))
+    """RL agent trained per reward shape and α (REINFORCE family)."""
+    rewards: tuple[str, ...] = option(("vanilla", "hardness"), choices=reward_names)
+    """Reward shapes compared."""
+    alphas: tuple[float, ...] = option((0.05, 0.2, 0.5, 1.0), minimum=0)
+    """Cost weights α: each traces one point of an agent's curve."""
+    rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
+                                    choices=RULE_CHOICES)
+    """Exit rules and trained baselines swept over their default knob grids."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of every trained method."""
+    steps: int = option(300, minimum=1)
+    """REINFORCE updates per trained agent."""
+    batch_size: int = option(64, minimum=1)
+    """Episodes per update."""
+    num_envs: int = option(64, minimum=1)
+    """Vector-env slots (training and evaluation)."""
+    lr: float = 3e-3
+    """Learning rate of the agents."""
+    observation: str = "features"
+    """Observation of the RL agents."""
+    train_split: str = option("train", choices=SPLITS)
+    """Split the agents and trained baselines learn on."""
+    eval_split: str = option("test", choices=SPLITS)
+    """Split everything is evaluated and recorded on."""
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.rules if r not in RULE_CHOICES]
+        if bad:
+            raise ValueError(f"unknown rules {bad}; allowed: {list(RULE_CHOICES)}")
+        if not self.seeds:
+            raise ValueError("compare needs at least one seed")
+
+    def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
+        return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,
+                           observation=self.observation, seed=seed, steps=self.steps,
+                           batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,
+                           checkpoint_every=max(1, self.steps), train_split=self.train_split,
+                           eval_split=self.eval_split)
+
+    def rule_spec(self, observation: str) -> EnvSpec:
+        """Env of the rules: evaluation split, the observation the rule reads, no policy cost."""
+        base = self.train_config("vanilla", 0.2, 0).env_spec(self.eval_split)
+        return base.with_kwargs(observation=observation, alpha=None)
