@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from exitgym.agents.mlp_policy import MLPPolicy
 from exitgym.data.synthetic import synthetic_cache
 from exitgym.experiments.configs import TrainConfig
+from exitgym.experiments.metrics import MetricsLog
 from exitgym.experiments.policies import load_policy
-from exitgym.experiments.runs import MetricsLog, RunDir, RunError, write_json
+from exitgym.experiments.runs import RunDir, RunError, write_json
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import load_trajectories
 from exitgym.utils.atomic import atomic_write

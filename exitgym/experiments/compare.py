@@ -5,7 +5,7 @@ Layout of the output directory::
     runs/<agent>-<reward>-a<α>-s<seed>/   one complete training run each (experiments.training)
     trajectories/<method>-k<knob>-s<seed>.parquet   every rule / baseline evaluation episode
     summary.json  pareto.png  report.md    (exitgym.reports.comparison)
-    compare_state.json                    status; ``complete`` only when everything is written
+    run_state.json                        status; ``complete`` only when everything is written
 
 Everything is evaluated greedily on the evaluation split (``test``) with every episode recorded, so
 ``exitgym replay <out> --verify`` re-executes the whole comparison. Rules whose outcome does not

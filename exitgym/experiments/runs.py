@@ -18,8 +18,6 @@ so an interrupted run never looks finished (``require_complete`` refuses it with
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -29,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -272,79 +270,6 @@ def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] 
         **(extra or {}),
     }
     return run.write_json(CONFIG_FILE, payload)
-
-
-# ---- metrics --------------------------------------------------------------------------------
-@dataclass
-class MetricsLog:
-    """Training metrics as CSV (rewritten atomically) and TensorBoard events.
-
-    Rows are kept in memory (a few thousand at most) so the CSV can be rewritten whole on each
-    :meth:`flush`; a resumed run reloads them (dropping rows past the checkpoint) so the final CSV
-    equals an uninterrupted run's.
-    """
-
-    path: Path
-    """The run directory."""
-    tensorboard: bool = True
-    """Also write TensorBoard events under ``tb/``."""
-    rows: list[dict[str, float]] = field(default_factory=list)
-    """Logged rows, in order."""
-
-    def __post_init__(self) -> None:
-        self._writer: Any = None
-
-    @property
-    def csv_path(self) -> Path:
-        return self.path / METRICS_FILE
-
-    def load(self, up_to_step: int | None = None, key: str = "update") -> None:
-        """Reload rows from ``metrics.csv`` (only those with ``key <= up_to_step``)."""
-        if not self.csv_path.is_file():
-            self.rows = []
-            return
-        with self.csv_path.open(newline="") as fh:
-            rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
-        if up_to_step is not None:
-            rows = [r for r in rows if r.get(key, 0.0) <= up_to_step]
-        self.rows = rows
-
-    def log(self, row: dict[str, float], step: int | None = None) -> None:
-        """Append a row; scalars also go to TensorBoard under ``train/<name>``."""
-        row = {k: float(v) for k, v in row.items()}
-        self.rows.append(row)
-        if self.tensorboard:
-            writer = self._tb()
-            s = int(step if step is not None else row.get("update", len(self.rows)))
-            for key, value in row.items():
-                if key != "update":
-                    writer.add_scalar(f"train/{key}", value, s)
-
-    def flush(self) -> None:
-        """Rewrite ``metrics.csv`` atomically and flush TensorBoard."""
-        keys: list[str] = []
-        for row in self.rows:
-            keys += [k for k in row if k not in keys]
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.csv_path, buf.getvalue())
-        if self._writer is not None:
-            self._writer.flush()
-
-    def close(self) -> None:
-        self.flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-    def _tb(self) -> Any:
-        if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.path / "tb"))
-        return self._writer
 
 
 # ---- checkpoints ----------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from exitgym.agents.registry import Method, lookup, names, train_agents
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
+from exitgym.experiments.metrics import MetricsLog
 from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
 from exitgym.experiments.runs import (
     CONFIG_FILE,
-    MetricsLog,
     RunDir,
     RunError,
     latest_checkpoint,
