@@ -29,6 +29,8 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
+from exitgym.utils.registry import registering
+
 __all__ = [
     "FEATURE_NAMES",
     "OBSERVATIONS",
@@ -108,22 +110,7 @@ def register_observation(name: str) -> Callable[[_VIEW_T], _VIEW_T]:
     Raises:
         ValueError: ``name`` is empty, contains ``+`` or is taken by another class.
     """
-    if not isinstance(name, str) or not name or "+" in name:
-        raise ValueError(f"observation name must be a non-empty string without '+', got {name!r}")
-
-    def decorator(cls: _VIEW_T) -> _VIEW_T:
-        if not (isinstance(cls, type) and issubclass(cls, ObservationView)):
-            raise TypeError(f"register_observation({name!r}) needs an ObservationView subclass")
-        existing = OBSERVATIONS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(
-                f"observation {name!r} is already registered as {existing.__qualname__}"
-            )
-        cls.name = name
-        OBSERVATIONS[name] = cls
-        return cls
-
-    return decorator
+    return registering(OBSERVATIONS, ObservationView, "observation", name, forbidden="+")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from exitgym.utils.registry import registering
+
 __all__ = [
     "DEFAULT_ALPHA",
     "REWARDS",
@@ -142,20 +144,7 @@ def register_reward(name: str) -> Callable[[_REWARD_T], _REWARD_T]:
         ValueError: ``name`` is empty or already registered (re-registering the same class is
             allowed, so module reloads do not fail).
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"reward name must be a non-empty string, got {name!r}")
-
-    def decorator(cls: _REWARD_T) -> _REWARD_T:
-        if not (isinstance(cls, type) and issubclass(cls, RewardShape)):
-            raise TypeError(f"register_reward({name!r}) needs a RewardShape subclass, got {cls!r}")
-        existing = REWARDS.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"reward {name!r} is already registered as {existing.__qualname__}")
-        cls.name = name
-        REWARDS[name] = cls
-        return cls
-
-    return decorator
+    return registering(REWARDS, RewardShape, "reward", name)
 
 
 def make_reward(name: str | RewardShape, alpha: float | None = None, **kwargs: Any) -> RewardShape:

@@ -1,0 +1,48 @@
+"""Name -> class registries filled by class decorators (reward shapes, observation views, ...).
+
+One implementation of the checks every registry wants: a usable name, a subclass of the right
+base, and no silent replacement of another class under a taken name (re-registering the same
+class is allowed, so module reloads do not fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T", bound=type)
+
+
+def registering(registry: dict[str, T], base: type, kind: str, name: str,
+                forbidden: str = "") -> Callable[[T], T]:
+    """The class decorator that adds a ``base`` subclass to ``registry`` as ``name``.
+
+    It also sets the class's ``name`` attribute, so an instance knows its registry key.
+
+    Args:
+        registry: The registry to fill.
+        base: The class every registered class must derive from.
+        kind: What is registered, for messages (``"reward"`` -> ``register_reward(...)``).
+        name: The registry key.
+        forbidden: Characters a name must not contain (e.g. ``+``, which combines views).
+
+    Raises:
+        ValueError: ``name`` is empty, contains a forbidden character, or names another class.
+        TypeError: the decorated object is not a ``base`` subclass.
+    """
+    if not isinstance(name, str) or not name or any(c in name for c in forbidden):
+        without = f" without {forbidden!r}" if forbidden else ""
+        raise ValueError(f"{kind} name must be a non-empty string{without}, got {name!r}")
+
+    def decorator(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, base)):
+            raise TypeError(f"register_{kind}({name!r}) needs a {base.__name__} subclass, "
+                            f"got {cls!r}")
+        existing = registry.get(name)
+        if existing is not None and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"{kind} {name!r} is already registered as {existing.__qualname__}")
+        cls.name = name
+        registry[name] = cls
+        return cls
+
+    return decorator
