@@ -26,7 +26,7 @@ from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.skip_block import SkipBlockEnv
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.experiments.runs import RunDir, RunError
-from tests.test_live import tiny_world
+from tests.test_skip_live import tiny_world
 
 CACHE = synthetic_cache(num_samples=16, num_layers=4, num_labels=3, hidden_size=8)
 EXIT_ACTIONS = r"allowed: 0 \(continue\) or 1 \(exit\)"

@@ -24,7 +24,7 @@ from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.experiments.replay import verify_set
 from exitgym.experiments.trajectories import TrajectorySet
 from exitgym.utils.threads import one_torch_thread
-from tests.test_live import tiny_world
+from tests.test_skip_live import tiny_world
 
 NUM_LAYERS = 6
 CACHE = synthetic_cache(num_samples=24, num_layers=NUM_LAYERS, num_labels=3, hidden_size=8,

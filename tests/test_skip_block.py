@@ -18,7 +18,7 @@ from exitgym.envs.rewards import REWARDS, cross_entropy, make_reward
 from exitgym.envs.skip_block import EXIT, RUN, SKIP_ATTENTION, SKIP_FFN, SKIP_LAYER, SkipBlockEnv
 from exitgym.envs.skip_block_vector import SkipBlockVectorEnv
 from exitgym.envs.skip_core import SkipWorld
-from tests.test_live import LENGTHS, dropped_positions, tiny_world
+from tests.test_skip_live import LENGTHS, dropped_positions, tiny_world
 
 
 @pytest.fixture(scope="module")

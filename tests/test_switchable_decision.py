@@ -16,7 +16,7 @@ from exitgym.envs.rewards import cross_entropy, make_reward
 from exitgym.envs.skip_core import SkipWorld
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.envs.switchable_decision_vector import SwitchableDecisionVectorEnv
-from tests.test_live import LENGTHS, dropped_positions, tiny_world
+from tests.test_skip_live import LENGTHS, dropped_positions, tiny_world
 
 
 @pytest.fixture(scope="module")
