@@ -18,14 +18,11 @@ Usage: ``python -m exitgym.bench.skip --out DIR`` (writes ``bench_skip.json`` an
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -34,9 +31,9 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from exitgym.backbones import hf_compat
+from exitgym.bench.output import machine_info, write_result
 from exitgym.envs import SkipSettings
 from exitgym.envs.skip_core import SkipWorld
-from exitgym.utils.atomic import atomic_write_text
 
 SKIP_PATTERNS: dict[str, dict[str, Any]] = {
     "full model": {},
@@ -85,6 +82,7 @@ def _time(fn: Any) -> float:
 def run_benchmark(world: SkipWorld | None = None, batch_sizes: Sequence[int] = (1, 16, 64),
                   rounds: int = 7, out: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Throughput table (samples/s) of the vector envs and the plain forward; optionally saved."""
+    machine = machine_info(torch.get_num_threads())
     world = world or SkipWorld.with_random_heads()
     ex, num_layers = world.executor, world.num_layers
     model = ex.backbone.model
@@ -122,15 +120,11 @@ def run_benchmark(world: SkipWorld | None = None, batch_sizes: Sequence[int] = (
         "backbone": ex.backbone.name,
         "num_layers": num_layers,
         "rounds": rounds,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
-        "platform": platform.platform(),
-        "torch": torch.__version__,
+        "machine": machine,
         "rows": rows,
     }
     if out is not None:
-        save_result(result, Path(out))
+        write_result(out, "bench_skip", result, to_markdown(result))
     return result
 
 
@@ -165,9 +159,10 @@ def pattern_accuracy(world: SkipWorld, patterns: dict[str, dict[str, Any]] = SKI
 
 
 def to_markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
     lines = [f"# Skip environments vs plain forward ({result['backbone']})", "",
-             f"torch threads {result['torch_threads']}, {result['cpu_count']} CPUs, load average "
-             f"{', '.join(f'{v:.1f}' for v in result['load_average'])}, {result['rounds']} rounds "
+             f"torch threads {m['torch_threads']}, {m['cpus']} CPUs, load average "
+             f"{m['load_average_1min']} at start, {result['rounds']} rounds "
              "(median / best samples per second).", "",
              "| batch | plain forward | SkipBlock vec | ratio | SwitchableDecision vec | ratio |",
              "|---:|---:|---:|---:|---:|---:|"]
@@ -185,12 +180,6 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {r['pattern']} | {r['accuracy']:.4f} | {r['mean_cost']:.3f} |"
                   for r in acc["rows"]]
     return "\n".join(lines) + "\n"
-
-
-def save_result(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "bench_skip.json", json.dumps(result, indent=2))
-    atomic_write_text(out / "bench_skip.md", to_markdown(result))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -211,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         world = SkipWorld.from_settings(SkipSettings(split=args.split, heads=args.accuracy))
         result["accuracy"] = {"heads": args.accuracy, "split": args.split,
                               "rows": pattern_accuracy(world)}
-    save_result(result, Path(args.out))
+    write_result(args.out, "bench_skip", result, to_markdown(result))
     print(to_markdown(result))
     return 0
 

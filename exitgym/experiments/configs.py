@@ -16,6 +16,13 @@ from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_na
 from exitgym.utils.configs import option
 
 
+def _advantage_baselines() -> tuple[str, ...]:
+    """REINFORCE's baselines, read when ``--baseline`` is used (the module imports torch)."""
+    from exitgym.agents.reinforce import ADVANTAGE_BASELINES
+
+    return ADVANTAGE_BASELINES
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run (``exitgym train`` flags are generated from these fields)."""
@@ -44,8 +51,8 @@ class TrainConfig:
     """Slots of the training vector env."""
     lr: float = 3e-3
     """Learning rate."""
-    baseline: str = "self-critical"
-    """REINFORCE baseline."""
+    baseline: str = option("self-critical", choices=_advantage_baselines)
+    """REINFORCE's advantage baseline (``exitgym.agents.reinforce.ADVANTAGE_BASELINES``)."""
     checkpoint_every: int = option(50, minimum=1)
     """Updates between checkpoints (REINFORCE family)."""
     train_split: str = option("train", choices=SPLITS)
