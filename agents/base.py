@@ -61,6 +61,11 @@ class Policy(Protocol):
         ...
 
 
+ADVANTAGE_BASELINES: tuple[str, ...] = ("self-critical", "mean-of-k", "moving-average", "none")
+"""Supported advantage baselines ``b`` of ``R − b`` (REINFORCE-family trainers); here, apart from
+torch, so that ``--baseline`` checks its value without importing the trainers."""
+
+
 @runtime_checkable
 class Trainer(Protocol):
     """What a training run needs from a learning agent (REINFORCE and the lexicographic trainer).

@@ -77,8 +77,8 @@ class UnknownMethodError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def _trainer(module: str, trainer: str, config: str) -> tuple[Callable[..., Any], ...]:
-    """``(build, policy_flops)`` of a trainer class whose config class takes the knobs."""
+def _trainer(name: str, description: str, module: str, trainer: str, config: str) -> Method:
+    """A trainer entry: ``module.trainer(env, module.config(**knobs))``."""
 
     def classes() -> tuple[Any, Any]:
         mod = importlib.import_module(module)
@@ -94,7 +94,7 @@ def _trainer(module: str, trainer: str, config: str) -> tuple[Callable[..., Any]
         return cls.policy_config(observation_space, action_space, config_cls(**knobs),
                                  observation).flops
 
-    return build, policy_flops
+    return Method(name, "trainer", description, build, policy_flops=policy_flops)
 
 
 def _loader(module: str, name: str) -> Callable[[], Any]:
@@ -152,11 +152,11 @@ def _sb3(name: str, module: str, algorithm: str, masks: bool = False) -> Method:
 
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("reinforce", "trainer", "REINFORCE, MLP policy, self-critical baseline",
-           *_trainer("exitgym.agents.reinforce", "Reinforce", "ReinforceConfig")),
-    Method("lexicographic", "trainer", "REINFORCE with the lexicographic quality constraint "
-           "(Switchable Decision); use --reward flops",
-           *_trainer("exitgym.agents.lexicographic", "Lexicographic", "LexicoConfig")),
+    _trainer("reinforce", "REINFORCE, MLP policy, self-critical baseline",
+             "exitgym.agents.reinforce", "Reinforce", "ReinforceConfig"),
+    _trainer("lexicographic", "REINFORCE with the lexicographic quality constraint "
+             "(Switchable Decision); use --reward flops",
+             "exitgym.agents.lexicographic", "Lexicographic", "LexicoConfig"),
     _sb3("ppo", "stable_baselines3", "PPO"),
     _sb3("a2c", "stable_baselines3", "A2C"),
     _sb3("dqn", "stable_baselines3", "DQN"),
@@ -200,10 +200,20 @@ def lookup(name: str, *kinds: str, what: str = "method",
     return METHODS[name]
 
 
+def train_agent(name: str) -> Method:
+    """The entry of an ``exitgym train --agent`` name (a trainer or an SB3 algorithm)."""
+    return lookup(name, what="agent", allowed=train_agents())
+
+
+def describe(names: tuple[str, ...]) -> dict[str, str]:
+    """``name -> one-line description`` of the named methods (what ``--help`` lists)."""
+    return {n: METHODS[n].description for n in names}
+
+
 def make_rule(name: str, **kwargs: Any) -> ExitRule:
     """Build an exit rule by name (``make_rule("entropy", theta=0.2)``)."""
     return lookup(name, "rule", what="exit rule").factory(**kwargs)
 
 
-__all__ = ["KINDS", "METHODS", "Method", "Sweep", "UnknownMethodError", "lookup", "make_rule",
-           "names", "train_agents"]
+__all__ = ["KINDS", "METHODS", "Method", "Sweep", "UnknownMethodError", "describe", "lookup",
+           "make_rule", "names", "train_agent", "train_agents"]

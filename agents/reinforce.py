@@ -32,12 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from exitgym.agents.base import Logger
+from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
 from exitgym.agents.rollout import Rollout, env_observation, num_samples_of, run_episodes
-
-ADVANTAGE_BASELINES: tuple[str, ...] = ("self-critical", "mean-of-k", "moving-average", "none")
-"""Supported advantage baselines ``b`` of ``R − b``."""
 
 
 @dataclass(frozen=True)

@@ -75,9 +75,33 @@ def test_flags_follow_names_types_and_docstrings() -> None:
     add_arguments(parser, Toy)
     text = parser.format_help()
     for needle in ("Where (positional).", "--size SIZE", "How many. (default: 3)", "{a,b}",
-                   "Names from a registry. (comma-separated; default: x)", "--no-check",
+                   "Names from a registry. (comma-separated; allowed: x, y, z; default: x)",
+                   "--no-check",
                    "Optional limit (100% documented)."):
         assert needle in " ".join(text.split()), needle
+
+
+@dataclass(frozen=True)
+class Described:
+    """Choices that are numbers, and choices with descriptions."""
+
+    level: int = option(1, choices=(1, 2))
+    """A number from a fixed set."""
+    method: str = option("fast", choices=lambda: {"fast": "one pass", "slow": "two passes"})
+    """A method from a registry with descriptions."""
+
+
+def test_typed_choices_and_described_choices() -> None:
+    assert _parse(Described, ["--level", "2", "--method", "slow"]) == Described(2, "slow")
+    parser = argparse.ArgumentParser(prog="toy")
+    add_arguments(parser, Described)
+    text = " ".join(parser.format_help().split())
+    assert "allowed: 1, 2; default: 1" in text
+    assert "allowed: fast (one pass); slow (two passes); default: fast" in text
+    with pytest.raises(SystemExit):
+        _parse(Described, ["--level", "3"])
+    with pytest.raises(SystemExit):
+        _parse(Described, ["--method", "medium"])
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -175,17 +199,17 @@ def _stop_after(update: int) -> Callable[[int], None]:
     return hook
 
 
-def _rewrite_flat(run: Path) -> None:
-    payload = json.loads((run / "config.json").read_text())
-    payload["config"] = _flat(payload["config"])
-    (run / "config.json").write_text(json.dumps(payload, indent=2))
+LEGACY_KEYS = {"env", "agent", "task", "backbone", "heads", "reward", "alpha", "observation",
+               "dense", "seed", "steps", "batch_size", "num_envs", "lr", "baseline",
+               "checkpoint_every", "train_split", "eval_split", "max_samples", "max_length"}
+"""The ``config`` keys of a run's config.json before DataConfig existed."""
 
 
 def test_runs_recorded_with_the_flat_layout_resume_and_rebuild_their_env(tmp_path: Path) -> None:
     run, options = tmp_path / "run", {"caches": CACHES, "progress": False, "plots": False}
     with pytest.raises(Interrupt):
         train(CFG, run, after_update=_stop_after(4), **options)
-    _rewrite_flat(run)
+    assert set(RunDir.open(run).config["config"]) == LEGACY_KEYS  # written flat, as before
     changed = TrainConfig(**{**CFG.__dict__, "alpha": 0.9})
     with pytest.raises(RunError, match="differ from the run's config.json"):
         train(changed, run, resume=True, **options)

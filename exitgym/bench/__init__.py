@@ -38,13 +38,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from exitgym.bench.config import SCHEMA, BenchConfig
 from exitgym.bench.output import machine_info, write_result
-from exitgym.utils.configs import add_arguments, from_args
+from exitgym.utils.configs import add_arguments, flatten, from_args
 
 SectionFn = Callable[[BenchConfig, dict[str, Any]], dict[str, Any]]
 SECTIONS: dict[str, SectionFn] = {}
@@ -108,7 +107,7 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    result: dict[str, Any] = {"schema": SCHEMA, "config": asdict(cfg)}
+    result: dict[str, Any] = {"schema": SCHEMA, "config": flatten(cfg)}
     try:
         for name, fn in SECTIONS.items():
             tic = time.perf_counter()

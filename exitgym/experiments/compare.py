@@ -16,7 +16,7 @@ seed; trained baselines (PALBERT's Q-exit, BERxiT) and random exits once per see
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
+from exitgym.utils.atomic import jsonable
+from exitgym.utils.configs import flatten
 from exitgym.utils.threads import one_torch_thread
 
 
@@ -58,7 +60,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
             if split not in caches:
                 caches[split] = config.train_config("vanilla", 0.2, 0).env_spec(split).cache(
                     progress=progress)
-        write_config(state, _plain(asdict(config)), caches=caches, extra={"command": "compare"})
+        write_config(state, jsonable(flatten(config)), caches=caches, extra={"command": "compare"})
         timings["caches"] = time.perf_counter() - tic
         with one_torch_thread():  # small MLPs: one thread is faster on a busy CPU
             rows = _train_agents(config, out, caches, progress, timings)
@@ -129,11 +131,3 @@ def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progres
             bar.update(1)
     timings["baselines"] = time.perf_counter() - tic
     return rows
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj

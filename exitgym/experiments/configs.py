@@ -10,17 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from exitgym.agents.registry import lookup, names, train_agents
+from exitgym.agents.base import ADVANTAGE_BASELINES
+from exitgym.agents.registry import describe, lookup, names, train_agents
 from exitgym.data.config import SPLITS, DataConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.utils.configs import option
-
-
-def _advantage_baselines() -> tuple[str, ...]:
-    """REINFORCE's baselines, read when ``--baseline`` is used (the module imports torch)."""
-    from exitgym.agents.reinforce import ADVANTAGE_BASELINES
-
-    return ADVANTAGE_BASELINES
 
 
 @dataclass(frozen=True)
@@ -29,7 +23,7 @@ class TrainConfig:
 
     env: str = option("exitgym/EarlyExit-v0", choices=env_ids)
     """Environment id (see ``exitgym envs``)."""
-    agent: str = option("reinforce", choices=lambda: sorted(train_agents()))
+    agent: str = option("reinforce", choices=lambda: describe(tuple(sorted(train_agents()))))
     """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The prepared cache trained and evaluated on."""
@@ -51,7 +45,7 @@ class TrainConfig:
     """Slots of the training vector env."""
     lr: float = 3e-3
     """Learning rate."""
-    baseline: str = option("self-critical", choices=_advantage_baselines)
+    baseline: str = option("self-critical", choices=ADVANTAGE_BASELINES)
     """REINFORCE's advantage baseline (``exitgym.agents.reinforce.ADVANTAGE_BASELINES``)."""
     checkpoint_every: int = option(50, minimum=1)
     """Updates between checkpoints (REINFORCE family)."""
@@ -82,14 +76,14 @@ class CompareConfig:
 
     data: DataConfig = field(default_factory=DataConfig)
     """The prepared cache every method is trained and evaluated on."""
-    agent: str = option("reinforce", choices=lambda: sorted(names("trainer")))
+    agent: str = option("reinforce", choices=lambda: describe(names("trainer")))
     """RL agent trained per reward shape and α (REINFORCE family)."""
     rewards: tuple[str, ...] = option(("vanilla", "hardness"), choices=reward_names)
     """Reward shapes compared."""
     alphas: tuple[float, ...] = option((0.05, 0.2, 0.5, 1.0), minimum=0)
     """Cost weights α: each traces one point of an agent's curve."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
-                                    choices=RULE_CHOICES)
+                                    choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
     seeds: tuple[int, ...] = (0,)
     """Seeds of every trained method."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exitgym.agents.registry import lookup, train_agents
+from exitgym.agents.registry import train_agent
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import RunDir
@@ -34,7 +34,7 @@ def load_policy(run: RunDir, cache: Any | None = None) -> Any:
     rebuilt around an env with the training spaces (default: the run's prepared training cache).
     """
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
-    kind = lookup(run.config["config"]["agent"], what="agent", allowed=train_agents()).kind
+    kind = train_agent(run.config["config"]["agent"]).kind
     if kind == "sb3":
         from exitgym.agents.sb3 import load_sb3
 

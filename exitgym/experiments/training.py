@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from exitgym.agents.registry import Method, lookup, names, train_agents
+from exitgym.agents.registry import Method, names, train_agent
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
@@ -32,14 +32,8 @@ from exitgym.experiments.runs import (
 )
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.utils.atomic import jsonable
-from exitgym.utils.configs import nest
+from exitgym.utils.configs import flatten, nest
 from exitgym.utils.threads import one_torch_thread
-
-
-# ---- agents ---------------------------------------------------------------------------------
-def _agent(name: str) -> Method:
-    """The registry entry of an ``--agent`` name (a trainer or an SB3 algorithm)."""
-    return lookup(name, what="agent", allowed=train_agents())
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -98,7 +92,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     """
     from exitgym.agents.rollout import evaluate
 
-    method = _agent(cfg.agent)
+    method = train_agent(cfg.agent)
     if resume and _killed_before_config(RunDir.open(out)):
         # Nothing was trained before the kill: start afresh in the same directory.
         RunDir.open(out).state_path.unlink()
@@ -116,7 +110,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             if split not in caches and cfg.env in CACHE_ENVS:
                 caches[split] = cfg.env_spec(split).cache(progress=progress)
         if not resume:
-            write_config(run, jsonable(asdict(cfg)), caches=caches,
+            # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
+            write_config(run, jsonable(flatten(cfg)), caches=caches,
                          extra={"command": "train"})
         if method.kind == "sb3":
             if resume:

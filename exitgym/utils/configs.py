@@ -35,10 +35,11 @@ from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-Choices = Sequence[Any] | Callable[[], Sequence[Any]]
-"""Allowed values: fixed (a tuple) or a registry read when needed (a callable)."""
+Choices = Sequence[Any] | Mapping[str, str] | Callable[[], Sequence[Any] | Mapping[str, str]]
+"""Allowed values: fixed (a tuple) or a registry read when the parser is built (a callable); a
+mapping gives each allowed name its one-line description (listed in ``--help``)."""
 
-_CHECK = "exitgym.configs.check"
+_CHECK = "exitgym.utils.configs.check"
 """Key of a field's metadata holding its :class:`Check`."""
 _NOUNS = {int: "an integer", float: "a number", str: "a string"}
 """What a value of each type must look like, for parse errors."""
@@ -89,6 +90,13 @@ class Flag:
         return self.default is MISSING
 
     @property
+    def native_choices(self) -> bool:
+        """argparse checks the choices itself: a fixed tuple of strings for one value."""
+        choices = self.check.choices
+        return (choices is not None and not callable(choices) and not self.many
+                and self.kind is str and not isinstance(choices, Mapping))
+
+    @property
     def flag(self) -> str:
         """``--max-samples`` (or the bare name of a positional argument)."""
         return self.name if self.required else "--" + self.name.replace("_", "-")
@@ -103,9 +111,9 @@ class Flag:
                     else f"invalid {kind} value {text!r}")
             raise _error(f"{self.flag}: {what} (must be {_NOUNS[self.kind]})") from None
         choices = self.check.choices
-        # Fixed choices of a single value are argparse's own check (listed in the usage line);
-        # registries, read only when the flag is used, and the items of a list are checked here.
-        if choices is not None and (callable(choices) or self.many):
+        # Fixed string choices of a single value are argparse's own check (listed in the usage
+        # line); registries, the items of a list and typed values are checked here.
+        if choices is not None and not self.native_choices:
             allowed = list(choices() if callable(choices) else choices)
             if value not in allowed:
                 raise _error(f"{self.flag}: unknown value {text!r}; allowed: "
@@ -158,18 +166,28 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kwargs: dict[str, Any] = {"action": _Value, "spec": spec, "help": text}
         if spec.many:
             kwargs["nargs"] = "+"
-        elif spec.check.choices is not None and not callable(spec.check.choices):
+        elif spec.native_choices:
             kwargs["choices"] = spec.check.choices
         if spec.required:
             parser.add_argument(spec.name, **kwargs)
             continue
         notes = ["comma-separated"] if spec.many else []
+        if spec.check.choices is not None and not spec.native_choices:
+            notes.append("allowed: " + _allowed(spec.check.choices).replace("%", "%%"))
         if spec.default is not None:  # a None default is explained by the docstring
             notes.append(f"default: {_show(spec.default)}")
         if notes:
             kwargs["help"] = f"{text} ({'; '.join(notes)})"
         default = list(spec.default) if spec.many else spec.default
         parser.add_argument(spec.flag, dest=spec.name, default=default, **kwargs)
+
+
+def _allowed(choices: Choices) -> str:
+    """The allowed values for ``--help``: ``a, b`` or ``a (what a does); b (...)``."""
+    values = choices() if callable(choices) else choices
+    if isinstance(values, Mapping):
+        return "; ".join(f"{name} ({what})" for name, what in values.items())
+    return ", ".join(map(str, values))
 
 
 def from_args(cls: type[T], namespace: argparse.Namespace) -> T:
