@@ -1,6 +1,6 @@
 """The ConsistentEE training schedule on a per-layer cache (frozen backbone, trainable heads).
 
-ConsistentEE alternates (DESIGN.md):
+ConsistentEE alternates (docs/design.md):
 
 1. heads trained with the weighted cross-entropy ``Σ_l l·CE_l / Σ_l l``;
 2. memorized layers recomputed from the new heads (ConsistentEE Eq. 7);

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from exitgym.utils.atomic import atomic_write, atomic_write_json
+from exitgym.utils.atomic import atomic_write, write_json
 
 
 def save_module(module: nn.Module, directory: Path, stem: str, meta: dict[str, Any]) -> Path:
@@ -17,7 +17,7 @@ def save_module(module: nn.Module, directory: Path, stem: str, meta: dict[str, A
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     atomic_write(directory / f"{stem}.safetensors", lambda tmp: save_file(state, tmp))
-    atomic_write_json(directory / f"{stem}.json", meta)
+    write_json(directory / f"{stem}.json", meta)
     return directory
 
 

@@ -3,7 +3,7 @@
 
 Every method (rule, REINFORCE, SB3, PALBERT, ...) is evaluated by :func:`exitgym.agents.evaluate`,
 which produces these records; replay, reports and the CLI read them, so the fields and the metric
-definitions live here once (DESIGN.md "Metrics"). numpy only, JSON-serialisable, no pickle.
+definitions live here once (docs/design.md "Metrics"). numpy only, JSON-serialisable, no pickle.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class EpisodeRecord:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Summary of one greedy evaluation over a set of samples (DESIGN.md "Metrics")."""
+    """Summary of one greedy evaluation over a set of samples (docs/design.md "Metrics")."""
 
     accuracy: float
     """Fraction of episodes whose prediction is correct."""
@@ -163,9 +163,9 @@ class EvalResult:
         """Write summary + records as JSON atomically (tmp file + ``os.replace``)."""
         path = Path(path)
         payload = {**self.summary(), "records": [r.to_dict() for r in self.records]}
-        from exitgym.utils.atomic import atomic_write_json
+        from exitgym.utils.atomic import write_json
 
-        return atomic_write_json(path, payload, indent=None)
+        return write_json(path, payload, indent=None)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EvalResult:

@@ -46,7 +46,7 @@ def oracle_layer(correct: np.ndarray) -> np.ndarray:
 class LayerCache:
     """Every per-layer quantity of one (backbone, heads, task, split).
 
-    Costs follow DESIGN.md: ``c_t = (embeddings + layers 1..t + heads 1..t) / (embeddings + all
+    Costs follow docs/design.md: ``c_t = (embeddings + layers 1..t + heads 1..t) / (embeddings + all
     layers + final head)``, per sample on its real length. The policy's own FLOPs are added by the
     environment (they depend on the agent), see :meth:`cost`.
     """

@@ -1,9 +1,9 @@
 """Reward shapes for the exit environments: a registry of small objects, users can add their own.
 
 Every shape writes the episode return as ``quality(exit layer) − w · c_t``: a quality term read at
-the exit layer ``t`` and a cost term, the cost fraction ``c_t`` (DESIGN.md) times a per-sample cost
-weight ``w``. Splitting a shape into these two pieces is what lets one object serve both delivery
-modes of the environments:
+the exit layer ``t`` and a cost term, the cost fraction ``c_t`` (docs/design.md) times a per-sample
+cost weight ``w``. Splitting a shape into these two pieces is what lets one object serve both
+delivery modes of the environments:
 
 - *terminal*: the whole return arrives at the exit step;
 - *dense*: each step pays ``−w · Δcost`` for the layers it ran, and the exit step adds the quality.

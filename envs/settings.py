@@ -139,9 +139,9 @@ class EnvSettings:
         if settings is None:
             return cls.from_kwargs(**kwargs)
         if not isinstance(settings, cls):
-            raise TypeError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
+            raise ValueError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
         if kwargs:
-            raise TypeError(f"pass settings or keyword arguments, not both (got {sorted(kwargs)})")
+            raise ValueError(f"pass settings or keyword arguments, not both (got {sorted(kwargs)})")
         return settings
 
     def make_reward(self) -> RewardShape:

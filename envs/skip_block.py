@@ -175,7 +175,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     ``flops`` or your own): ``R = quality − w·c`` with the quality (−CE or correctness) of the
     answering head and ``c`` = FLOPs actually spent (embeddings, layer 1, the sub-blocks run at
     each sample's current real length, the answering head, ``policy_flops`` per decision) /
-    FLOPs of the full model with its final head (DESIGN.md). Running everything costs exactly 1.
+    FLOPs of the full model with its final head (docs/design.md). Running everything costs
+    exactly 1.
     ``hardness`` uses the memorized layer of the unskipped model. Terminal by default;
     ``dense=True`` pays ``−w·Δc`` each step and the rest at the end (same return).
 
@@ -220,9 +221,9 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     - ``allow_exit``, ``token_strategy``: extend the action space (above).
     - ``policy_flops``: FLOPs of one policy evaluation, charged per decision.
     - ``pooled_clip``: bound of the pooled part of the observation.
-    - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld` (``world``
-      of another env) to share one backbone and tokenized split between environments; the
-      arguments that build a world are then ignored.
+    - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld`
+      (``env.unwrapped.world`` of another env) to share one backbone and tokenized split
+      between environments; the arguments that build a world are then ignored.
 
     ## Version History
 

@@ -13,8 +13,9 @@ blocks ran and which tokens were dropped. This module runs the real backbone ins
   skip masks (rows that skip a block are not computed, see ``Backbone.layer``), drops tokens and
   evaluates exit heads, adding the FLOPs of exactly what it ran.
 
-FLOPs follow DESIGN.md: per sample on its real length (which token drops lower), blocks actually
-run plus heads actually evaluated; the cost denominator is the full model with its final head.
+FLOPs follow docs/design.md: per sample on its real length (which token drops lower), blocks
+actually run plus heads actually evaluated; the cost denominator is the full model with its final
+head.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class InferenceResult:
 
     @property
     def mean_cost(self) -> float:
-        """Mean FLOPs fraction over texts (DESIGN.md metrics)."""
+        """Mean FLOPs fraction over texts (docs/design.md metrics)."""
         return float(self.cost.mean())
 
     @property
@@ -147,7 +147,7 @@ class ExitInference:
         backbone.model.eval()
         heads.eval()
 
-    # ---- FLOPs (the cache's formulas, DESIGN.md) ----------------------------------------------
+    # ---- FLOPs (the cache's formulas, docs/design.md) --------------------------------------
     def flops_table(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(spent [N, L], full [N])``: FLOPs spent when exiting after each layer, and the
         full model with its final head, computed exactly as :class:`LayerCache` does."""

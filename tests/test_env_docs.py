@@ -39,7 +39,7 @@ def test_env_docstring_has_gymnasium_sections_and_an_observation_table(module_na
 def test_env_module_doctests_run_and_pass(module_name: str) -> None:
     module = importlib.import_module(module_name)
     finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
+    runner = doctest.DocTestRunner(verbose=False, optionflags=doctest.NORMALIZE_WHITESPACE)
     tests = [t for t in finder.find(module) if t.examples]
     for test in tests:
         runner.run(test)

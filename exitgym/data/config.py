@@ -31,9 +31,9 @@ class DataConfig:
     """Backbone short name, local model directory or hub id (see ``load_backbone``)."""
     heads: str = option("frozen", choices=HEADS_MODES)
     """``frozen``: heads on a frozen backbone; ``finetune``: backbone and heads trained jointly."""
-    max_samples: int | None = None
+    max_samples: int | None = option(None, minimum=1)
     """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
-    max_length: int = 128
+    max_length: int = option(128, minimum=1)
     """Tokenizer truncation length (64 suffices for sentence snippets)."""
 
     def __post_init__(self) -> None:

@@ -9,8 +9,9 @@ Layout of the output directory::
 
 Everything is evaluated greedily on the evaluation split (``test``) with every episode recorded, so
 ``exitgym replay <out> --verify`` re-executes the whole comparison. Rules whose outcome does not
-depend on a seed (entropy, maxprob, patience, static, oracle) are evaluated once, with the first
-seed; trained baselines (PALBERT's Q-exit, BERxiT) and random exits once per seed.
+depend on a seed (``SEEDLESS_RULES``: the registry entries with ``seeded=False``, e.g. entropy or
+patience) are evaluated once, with the first seed; the others (random exits, the fitted
+baselines PALBERT Q-exit and BERxiT) once per seed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A run's trained policy and the env it acts in, loaded back from the run directory.
 
-What ``evaluate``, ``replay`` and deployment (:mod:`exitgym.inference`) read from a finished run,
+What ``evaluate`` and deployment (:mod:`exitgym.inference`) read from a finished run,
 apart from training itself: the policy weights (safetensors, checksummed when written, verified
 when read; never a pickle) and ``env_spec.json``, the exact env the policy was trained in.
 """

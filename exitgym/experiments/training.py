@@ -1,4 +1,5 @@
-"""Training runs: :class:`TrainConfig` and ``train`` with checkpoints and resume.
+"""Training runs: ``train`` a :class:`~exitgym.experiments.configs.TrainConfig`, with checkpoints
+and resume.
 
 A run trains one method of the agent registry (:mod:`exitgym.agents.registry`) on the env that
 an :class:`~exitgym.experiments.env_spec.EnvSpec` describes, in a run directory

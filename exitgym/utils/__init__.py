@@ -1,4 +1,5 @@
-"""Utilities every layer may use: atomic file writes and checksums, the cache directory.
+"""Utilities every layer may use: atomic writes and checksums, the cache directory, config
+dataclasses as CLI flags and JSON, class registries, torch thread settings.
 
 The lowest layer of the import contract (``pyproject.toml``): it imports nothing from exitgym.
 """

@@ -59,14 +59,9 @@ def jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=json_default))
 
 
-def atomic_write_json(path: str | os.PathLike[str], data: Any, indent: int | None = 2) -> Path:
-    """Write ``data`` as JSON atomically."""
-    return atomic_write_text(path, json.dumps(data, indent=indent))
-
-
-def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Atomically write indented JSON with a final newline (numpy scalars and paths converted)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
+def write_json(path: str | os.PathLike[str], obj: Any, indent: int | None = 2) -> Path:
+    """Atomically write JSON with a final newline (numpy scalars and paths converted)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
