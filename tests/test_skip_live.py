@@ -100,11 +100,14 @@ def random_script(world: SkipWorld, seed: int) -> tuple[np.ndarray, ...]:
             rng.random((depth, b)) < 0.4)
 
 
-def test_batched_cohort_equals_one_row_at_a_time() -> None:
+def scripted(seed: int) -> tuple[SkipExecutor, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The tiny world's executor, every sample id, and a random script of token drops / skips."""
     world = tiny_world()
-    ex = world.executor
-    sids = np.arange(world.num_samples)
-    strategy, att, ffn = random_script(world, 3)
+    return (world.executor, np.arange(world.num_samples), *random_script(world, seed))
+
+
+def test_batched_cohort_equals_one_row_at_a_time() -> None:
+    ex, sids, strategy, att, ffn = scripted(3)
     pooled, logits, flops = run_script(ex, sids, strategy, att, ffn)
     for row in sids:
         p1, l1, f1 = run_script(ex, sids[row:row + 1], strategy[row:row + 1],
@@ -123,10 +126,7 @@ def expected_flops(ex: SkipExecutor, n0: int, n: int, att: np.ndarray, ffn: np.n
 
 
 def test_flops_equal_the_flops_model_of_the_blocks_run() -> None:
-    world = tiny_world()
-    ex = world.executor
-    sids = np.arange(world.num_samples)
-    strategy, att, ffn = random_script(world, 5)
+    ex, sids, strategy, att, ffn = scripted(5)
     _, _, flops = run_script(ex, sids, strategy, att, ffn)
     for row, n0 in enumerate(LENGTHS):
         n = n0 - len(dropped_positions(int(strategy[row]), n0))
