@@ -1,13 +1,10 @@
-"""Training exit heads: on frozen pooled states (fast) or jointly with the backbone (PABEE loss).
+"""Training exit heads on a frozen backbone's pooled states, and measuring heads under skips.
 
-(a) DeeBERT's two-stage recipe: the backbone stays frozen, every layer's pooled state is computed
-once, and each head is fitted on those arrays with minibatch Adam and per-head early stopping on
-validation loss. On CPU this costs seconds once the states exist.
-
-(b) Joint fine-tuning of backbone and heads with PABEE's weighted loss ``Σ l·CE_l / Σ l``. With
-``skip_prob > 0`` every sample independently skips each layer's attention and feed-forward block
-with that probability during training, so the fine-tuned model tolerates the skips that the
-SkipBlock / SwitchableDecision environments make.
+Every layer's pooled state is computed once and each head is fitted on those arrays with minibatch
+AdamW and per-head early stopping on validation loss: seconds on CPU once the states exist. This is
+the ``frozen`` recipe (a probe of what each layer already knows) and the second stage of DeeBERT's
+``two-stage`` recipe (after the backbone was fine-tuned with its last head by
+:mod:`exitgym.backbones.finetune`).
 """
 
 from __future__ import annotations
@@ -23,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from exitgym.backbones.heads import ExitHeads, pabee_loss
+from exitgym.backbones.finetune import multi_exit_forward
+from exitgym.backbones.heads import ExitHeads
 
 
 def _seeded_global_rng(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,28 +60,6 @@ class FrozenTrainConfig:
     """Stop after this many epochs in which no head improved its validation loss."""
     seed: int = 0
     """Seed of the minibatch order."""
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Settings for joint backbone + heads fine-tuning."""
-
-    epochs: int = 1
-    """Passes over the training texts."""
-    lr: float = 3e-5
-    """AdamW learning rate of the backbone (linear decay to 0 after 6% warm-up)."""
-    head_lr: float = 1e-3
-    """Learning rate of the freshly initialised heads (they start from scratch)."""
-    batch_size: int = 32
-    """Minibatch size."""
-    weight_decay: float = 0.01
-    """AdamW weight decay."""
-    skip_prob: float = 0.0
-    """Per sample, layer and block: probability of skipping attention / FFN during training."""
-    max_length: int = 128
-    """Tokenizer truncation length."""
-    seed: int = 0
-    """Seed of the minibatch order and of the skip masks."""
 
 
 @_seeded_global_rng
@@ -158,105 +133,6 @@ def evaluate_heads(
     return ce.tolist(), acc.tolist()
 
 
-def skip_masks(
-    batch: int, num_layers: int, prob: float, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Independent per-sample, per-layer bool masks ``[L, B]`` for skipping attention / FFN."""
-    if not 0.0 <= prob < 1.0:
-        raise ValueError(f"skip_prob must be in [0, 1), got {prob}")
-    attn = torch.rand(num_layers, batch, generator=gen) < prob
-    ffn = torch.rand(num_layers, batch, generator=gen) < prob
-    return attn, ffn
-
-
-def multi_exit_logits(
-    backbone: Any,
-    heads: ExitHeads,
-    batch: dict[str, torch.Tensor],
-    skip_attention: torch.Tensor | None = None,
-    skip_ffn: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Run the backbone layer by layer and every head: logits ``[B, L, C]``.
-
-    ``skip_attention`` / ``skip_ffn`` are bool ``[L, B]`` (None = run everything).
-    """
-    state = backbone.embed(batch)
-    out = []
-    for i in range(backbone.num_layers):
-        state = backbone.layer(
-            i, state,
-            skip_attention=None if skip_attention is None else skip_attention[i],
-            skip_ffn=None if skip_ffn is None else skip_ffn[i],
-        )
-        out.append(heads.head(i, backbone.pool(state)))
-    return torch.stack(out, dim=1)
-
-
-@_seeded_global_rng
-def finetune(
-    backbone: Any,
-    heads: ExitHeads,
-    texts: list[str],
-    labels: np.ndarray,
-    text_pairs: list[str] | None = None,
-    config: FinetuneConfig = FinetuneConfig(),
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """Jointly fine-tune ``backbone.model`` and ``heads`` with the PABEE loss (in place).
-
-    Returns per-step history (loss). Leaves both modules in eval mode.
-    """
-    gen = torch.Generator().manual_seed(config.seed)
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    backbone_params = list(backbone.model.named_parameters())
-    groups = [
-        {"params": [p for n, p in backbone_params if not n.endswith(no_decay)],
-         "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": [p for n, p in backbone_params if n.endswith(no_decay)],
-         "lr": config.lr, "weight_decay": 0.0},
-        {"params": list(heads.parameters()), "lr": config.head_lr, "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups)
-    steps = config.epochs * math.ceil(len(texts) / config.batch_size)
-    warmup = max(1, int(0.06 * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup)))
-    )
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    history: list[dict[str, Any]] = []
-    backbone.model.train()
-    heads.train()
-    bar = tqdm(total=steps, desc="fine-tune backbone+heads", disable=not progress)
-    with torch.enable_grad():
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(texts), generator=gen).tolist()
-            for start in range(0, len(order), config.batch_size):
-                idx = order[start:start + config.batch_size]
-                batch = backbone.tokenize(
-                    [texts[i] for i in idx],
-                    None if text_pairs is None else [text_pairs[i] for i in idx],
-                    max_length=config.max_length,
-                )
-                attn, ffn = (None, None)
-                if config.skip_prob > 0:
-                    attn, ffn = skip_masks(len(idx), backbone.num_layers, config.skip_prob, gen)
-                loss = pabee_loss(multi_exit_logits(backbone, heads, batch, attn, ffn), y_all[idx])
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(
-                    [p for g in groups for p in g["params"]], max_norm=1.0)
-                opt.step()
-                sched.step()
-                value = loss.item()
-                history.append({"epoch": epoch + 1, "loss": value})
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.3f}")
-    bar.close()
-    backbone.model.eval()
-    heads.eval()
-    return history
-
-
 @torch.inference_mode()
 def accuracy_under_skips(
     backbone: Any,
@@ -292,7 +168,8 @@ def accuracy_under_skips(
         ffn = torch.zeros(num_layers, n, dtype=torch.bool)
         attn[[layer - 1 for layer in skip_attention_layers]] = True
         ffn[[layer - 1 for layer in skip_ffn_layers]] = True
-        preds = multi_exit_logits(backbone, heads, batch, attn, ffn).argmax(-1).numpy()
+        logits, _ = multi_exit_forward(backbone, heads, batch, range(num_layers), attn, ffn)
+        preds = logits.argmax(-1).numpy()
         correct += (preds == y_all[start:stop, None]).sum(axis=0)
     backbone.model.train(was_training)
     return (correct / len(texts)).tolist()

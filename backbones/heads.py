@@ -146,6 +146,33 @@ def _config_json(config: HeadsConfig) -> dict[str, Any]:
     return out
 
 
+EXIT_LOSSES = ("weighted", "last")
+"""Which exits a fine-tuning loss trains: ``weighted`` = PABEE's ``Σ l·CE_l / Σ l`` over every
+exit (the joint recipe); ``last`` = the last exit only (DeeBERT's first stage)."""
+
+
+def exit_weights(loss: str, num_layers: int) -> torch.Tensor:
+    """Per-exit loss weights of ``loss`` (one of :data:`EXIT_LOSSES`), summing to 1."""
+    if loss not in EXIT_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; allowed: {list(EXIT_LOSSES)}")
+    if loss == "weighted":
+        weights = torch.arange(1, num_layers + 1, dtype=torch.float32)
+    else:
+        weights = torch.zeros(num_layers)
+        weights[-1] = 1.0
+    return weights / weights.sum()
+
+
+def weighted_exit_loss(logits: torch.Tensor, labels: torch.Tensor,
+                       weights: torch.Tensor) -> torch.Tensor:
+    """``Σ_l w_l·CE_l``: ``logits [B, K, C]`` of K exits, ``CE_l`` the batch-mean cross-entropy."""
+    batch, exits, classes = logits.shape
+    per_exit = nn.functional.cross_entropy(
+        logits.reshape(batch * exits, classes), labels.repeat_interleave(exits), reduction="none"
+    ).reshape(batch, exits).mean(dim=0)
+    return (weights.to(per_exit.dtype) * per_exit).sum()
+
+
 def pabee_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """PABEE's weighted multi-exit loss ``Σ_l l·CE_l / Σ_l l`` (deeper heads weigh more).
 
@@ -153,13 +180,7 @@ def pabee_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits: ``[B, L, C]`` logits of every head.
         labels: ``[B]`` gold ids; ``CE_l`` is the batch-mean cross-entropy of head l (1-based l).
     """
-    batch, num_layers, num_labels = logits.shape
-    per_layer = nn.functional.cross_entropy(
-        logits.reshape(batch * num_layers, num_labels),
-        labels.repeat_interleave(num_layers), reduction="none",
-    ).reshape(batch, num_layers).mean(dim=0)
-    weights = torch.arange(1, num_layers + 1, dtype=per_layer.dtype, device=per_layer.device)
-    return (weights * per_layer).sum() / weights.sum()
+    return weighted_exit_loss(logits, labels, exit_weights("weighted", logits.shape[1]))
 
 
 def save_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:

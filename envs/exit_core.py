@@ -50,7 +50,7 @@ def resolve_cache(settings: ExitSettings) -> LayerCache:
     if not isinstance(settings.backbone, str) or not isinstance(settings.heads, str):
         raise ValueError(
             "without cache=..., backbone and heads must be names (e.g. backbone='minilm-l6', "
-            "heads='frozen'); pass cache= to use model objects"
+            "heads='joint'); pass cache= to use model objects"
         )
     from exitgym.data.prepare import get_cache
 

@@ -30,9 +30,9 @@ class LiveRunner:
     Args:
         cache: The cache of the same backbone, heads and split (texts, labels and FLOPs).
         backbone: A ``Backbone`` model, or a backbone name: then the prepared backbone of
-            ``(task, backbone, heads)`` is loaded (fine-tuned weights for ``heads="finetune"``).
+            ``(task, backbone, heads)`` is loaded (fine-tuned weights for fine-tuned recipes).
         heads: An ``ExitHeads`` model (with a ``Backbone`` model) or a heads variant name
-            (``"frozen"``, ``"finetune"``) with a backbone name.
+            (``"joint"``, ``"two-stage"``, ``"frozen"``) with a backbone name.
         task: Task name, used to load named heads.
         max_length: Token limit; defaults to the cache's ``meta["max_length"]`` or 128, which is
             what the cache builder uses, so both modes see the same tokens.
@@ -51,7 +51,7 @@ class LiveRunner:
         if isinstance(backbone, str):
             if not isinstance(heads, str):
                 raise ValueError("live=True with heads given as a model needs the backbone as one")
-            # The prepared backbone: fine-tuned weights when heads="finetune".
+            # The prepared backbone: fine-tuned weights for fine-tuned recipes.
             from exitgym.data.prepare import load_heads, load_prepared_backbone
 
             backbone_name = backbone

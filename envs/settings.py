@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
+from exitgym.data.config import DEFAULT_RECIPE
 from exitgym.envs.rewards import REWARDS, RewardShape, make_reward
 
 if TYPE_CHECKING:
@@ -78,8 +79,9 @@ class EnvSettings:
     """Backbone short name, Hugging Face id or local directory, or a ``Backbone`` object."""
     split: str = "train"
     """Data split the episodes draw their inputs from."""
-    heads: Any = "frozen"
-    """Prepared heads mode (``"frozen"`` or ``"finetune"``), or an ``ExitHeads`` object."""
+    heads: Any = DEFAULT_RECIPE
+    """Exit-head recipe of the prepared cache (``"joint"``, ``"two-stage"`` or ``"frozen"``, see
+    :data:`~exitgym.data.config.HEADS_MODES`), or an ``ExitHeads`` object."""
     reward: str | RewardShape = "vanilla"
     """A registered reward name (:data:`~exitgym.envs.rewards.REWARDS`) or a ``RewardShape``."""
     alpha: float | None = None
@@ -182,11 +184,11 @@ class SkipSettings(EnvSettings):
 
     env_id: ClassVar[str] = "exitgym/SkipBlock-v0 or exitgym/SwitchableDecision-v0"
 
-    heads: Any = "finetune"
-    """Prepared heads mode: ``"finetune"`` (backbone and heads fine-tuned with random block
-    skipping, so skips hurt less) or ``"frozen"``; or an ``ExitHeads`` object."""
+    heads: Any = "joint"
+    """Exit-head recipe: ``"joint"`` (by default trained with random block skipping, so skips
+    hurt less), ``"two-stage"`` or ``"frozen"``; or an ``ExitHeads`` object."""
     prepare_options: Mapping[str, Any] | None = None
-    """``exitgym.data.prepare`` options; ``None``: the skip-tolerant defaults for ``"finetune"``
+    """``exitgym.data.prepare`` options; ``None``: the skip-tolerant defaults for ``"joint"``
     (:data:`~exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS`), none otherwise."""
     inputs: Sequence[str] | Mapping[str, Any] | None = None
     """Injected inputs: texts, or a dict with ``input_ids`` (and ``attention_mask``)."""

@@ -198,7 +198,7 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
 
     ```python
     gym.make("exitgym/SkipBlock-v0", task="rt-polarity", backbone="minilm-l6", split="train",
-             heads="finetune", prepare_options=None, inputs=None, labels=None, text_pairs=None,
+             heads="joint", prepare_options=None, inputs=None, labels=None, text_pairs=None,
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
              token_strategy=False, policy_flops=0.0, pooled_clip=20.0, render_mode=None,
              world=None, **reward_kwargs)
@@ -210,9 +210,9 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     refused with the allowed keys listed.
 
     - ``task``, ``split``, ``backbone``, ``heads`` (names): prepared on first use by
-      ``exitgym.data.prepare``. Default: ``heads="finetune"`` with ``prepare_options=``
+      ``exitgym.data.prepare``. Default: ``heads="joint"`` with ``prepare_options=``
       :data:`~exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS` (``skip_prob=0.15``,
-      ``finetune_samples=2000``, ``max_length=64``): backbone and heads fine-tuned with random
+      ``max_length=64``): backbone and heads fine-tuned on the training split with random
       block skipping, so the backbone tolerates skips. ``heads="frozen"`` uses frozen-backbone
       heads (no fine-tuning; skips then hurt more). ``max_length`` overrides the prepared one.
     - Injection (tests, custom models): ``backbone`` a ``Backbone``, ``heads`` its

@@ -37,13 +37,10 @@ __all__ = [
     "synthetic_world",
 ]
 
-DEFAULT_PREPARE_OPTIONS: dict[str, Any] = {"skip_prob": 0.15, "finetune_samples": 2000,
-                                           "max_length": 64}
-"""``exitgym.data.prepare`` options of the default: one epoch of joint fine-tuning on 2,000 training
-texts in which every attention / FFN block is skipped with p = 0.15 per sample, so the backbone
-tolerates the skips an agent makes; 64 tokens cover rt-polarity's snippets. Chosen to keep the
-first-use preparation to minutes on a 2-core CPU (full-split fine-tuning takes several times
-longer)."""
+DEFAULT_PREPARE_OPTIONS: dict[str, Any] = {"skip_prob": 0.15, "max_length": 64}
+"""``exitgym.data.prepare`` options of the default: the ``joint`` recipe's trainer on the full
+training split, with every attention / FFN block skipped with p = 0.15 per sample, so the backbone
+tolerates the skips an agent makes; 64 tokens cover rt-polarity's snippets."""
 DEFAULT_MAX_LENGTH: int = 128
 """Tokenizer truncation for injected texts (named worlds use the prepared ``max_length``)."""
 
@@ -158,10 +155,10 @@ def build_world(
 
 
 def default_options(heads: Any, prepare_options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``prepare_options`` or, for the default ``finetune`` heads, the skip-tolerant defaults."""
+    """``prepare_options`` or, for the default ``joint`` heads, the skip-tolerant defaults."""
     if prepare_options is not None:
         return dict(prepare_options)
-    return dict(DEFAULT_PREPARE_OPTIONS) if heads == "finetune" else {}
+    return dict(DEFAULT_PREPARE_OPTIONS) if heads in ("joint", "finetune") else {}
 
 
 def synthetic_world(num_samples: int = 8, num_layers: int = 3, hidden_size: int = 16,

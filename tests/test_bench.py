@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from exitgym.bench import BenchConfig
+from exitgym.bench.finetune import finetune_speed
 from exitgym.bench.measure import flops_check, inference_speed
 from exitgym.bench.pipeline import demo_seconds
 from exitgym.bench.report import to_markdown
@@ -55,6 +56,14 @@ def test_demo_time_is_read_from_the_newest_demo_report(tmp_path: Path) -> None:
     assert seconds == 312.0 and where is not None and where.endswith("20260102-000000-demo")
 
 
+def test_finetune_speed_times_both_trainers_on_the_same_batches() -> None:
+    result = finetune_speed(BenchConfig(quick=True))
+    assert result["steps"] == 2 and result["batch_size"] == 32  # 60 rows cut to 3 x 32 -> 2
+    assert result["ratio_to_hf"] == pytest.approx(
+        min(result["hf_s"]) / min(result["exitgym_s"]))
+    assert result["goal_met"] == (result["ratio_to_hf"] >= 0.8)
+
+
 def test_flags_map_onto_the_config() -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser, BenchConfig)
@@ -88,8 +97,14 @@ def test_markdown_puts_rates_next_to_ratios() -> None:
         "timings": {"prepare_s": 3.0, "prepare_built": False, "prepare_fresh_s": 5.0,
                     "prepare_fresh_rows": 60, "train_s": [2.0], "train_steps": 3,
                     "runs": ["r"], "demo_s": None, "demo_run": None},
+        "finetune": {"steps": 20, "batch_size": 32, "threads": 1, "mean_tokens": 25.5,
+                     "exitgym_steps_per_s": 1.5, "hf_steps_per_s": 1.2, "ratio_to_hf": 1.25,
+                     "goal": 0.8, "goal_met": True, "exitgym_s": [13.3, 14.0],
+                     "hf_s": [16.7, 17.0]},
     }
     text = to_markdown(result)
+    assert ("| exitgym `finetune` (every exit, embeddings frozen) | 1.500 | 1.25 | 0.8 (met) |"
+            in text and "| plain HF step (AutoModel + AdamW) | 1.200 | 1.00 | |" in text)
     assert ("| reinforce vanilla α=0.2 | batch1 | 1 | 40.00 | 10.00 | 25.0 | 100.0 | 4.00x | "
             "4.50x | 89 % | met (>= 80 %) | 1.50 | 0.800 | 0.750 |") in text
     assert "| early exit | CartPole-v1 | 20,000 | 1.00 | n/a | n/a |" in text

@@ -150,9 +150,9 @@ def test_documented_commands_map_onto_the_same_configs() -> None:
                                                      "minilm-l6", "--splits", "train", "test"])
     assert prepare_args == PrepareArgs(PrepareConfig(), splits=("train", "test"))
     assert _command("prepare", PrepareArgs, ["--splits", "train,test"]) == prepare_args
-    cache_flags = ["--task", "t.csv", "--backbone", "bb", "--heads", "finetune",
+    cache_flags = ["--task", "t.csv", "--backbone", "bb", "--heads", "two-stage",
                    "--max-samples", "9", "--max-length", "16"]
-    data = DataConfig("t.csv", "bb", "finetune", 9, 16)
+    data = DataConfig("t.csv", "bb", "two-stage", 9, 16)
     assert _command("train", TrainArgs, cache_flags).config.data == data
     assert _command("compare", CompareArgs, cache_flags).config.data == data
     assert _command("prepare", PrepareArgs, cache_flags).config == PrepareConfig(**asdict(data))
@@ -161,7 +161,7 @@ def test_documented_commands_map_onto_the_same_configs() -> None:
 def test_env_spec_json_keeps_its_stored_form() -> None:
     cfg = TrainConfig(data=DataConfig(max_samples=60, max_length=16), alpha=0.5)
     stored = {"env_id": "exitgym/EarlyExit-v0", "task": "rt-polarity", "backbone": "minilm-l6",
-              "heads": "frozen", "split": "test", "prepare": {"max_length": 16, "max_samples": 60},
+              "heads": "joint", "split": "test", "prepare": {"max_length": 16, "max_samples": 60},
               "kwargs": {"reward": "hardness", "alpha": 0.5, "dense": False,
                          "policy_flops": 0.0, "observation": "features"}}
     assert json.dumps(cfg.env_spec("test").to_json()) == json.dumps(stored)

@@ -1,4 +1,4 @@
-"""Exit heads: safetensors round trip, PABEE loss, frozen training and joint fine-tuning."""
+"""Exit heads: safetensors round trip, PABEE loss, frozen training, fine-tuning with skips."""
 
 from __future__ import annotations
 
@@ -11,13 +11,8 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from exitgym.backbones.head_training import (
-    FinetuneConfig,
-    FrozenTrainConfig,
-    finetune,
-    multi_exit_logits,
-    train_frozen_heads,
-)
+from exitgym.backbones.finetune import FinetuneConfig, TextSet, finetune, multi_exit_forward
+from exitgym.backbones.head_training import FrozenTrainConfig, train_frozen_heads
 from exitgym.backbones.heads import (
     ExitHeads,
     HeadsConfig,
@@ -111,11 +106,11 @@ def test_skipping_every_block_leaves_the_embedding_pooled_state() -> None:
     batch = bb.tokenize(["a short one", "a somewhat longer sentence here"], max_length=16)
     all_skip = torch.ones(3, 2, dtype=torch.bool)
     with torch.inference_mode():
-        logits = multi_exit_logits(bb, heads, batch, all_skip, all_skip)
+        logits, _ = multi_exit_forward(bb, heads, batch, range(3), all_skip, all_skip)
         pooled0 = bb.pool(bb.embed(batch))
         for i in range(3):
             assert torch.allclose(logits[:, i], heads.head(i, pooled0), atol=1e-6)
-        full = multi_exit_logits(bb, heads, batch)
+        full, _ = multi_exit_forward(bb, heads, batch, range(3))
         live = torch.stack([heads.head(i, p) for i, p in enumerate(bb.forward_pooled(batch))], 1)
     assert torch.allclose(full, live, atol=1e-6)
 
@@ -127,8 +122,9 @@ def test_finetune_updates_backbone_and_heads_and_weights_roundtrip(tmp_path: Pat
     before_heads = heads.fingerprint()
     texts = [f"good movie number {i}" if i % 2 else f"bad film {i}" for i in range(16)]
     labels = np.arange(16) % 2
-    history = finetune(bb, heads, texts, labels, config=FinetuneConfig(
+    result = finetune(bb, heads, TextSet(texts, None, labels), None, FinetuneConfig(
         batch_size=8, lr=1e-3, skip_prob=0.5, max_length=16), progress=False)
+    history = result["history"]
     assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
     assert heads.fingerprint() != before_heads
     changed = [k for k, v in bb.model.state_dict().items() if not torch.equal(v, before_bb[k])]

@@ -47,7 +47,7 @@ def test_prepare_writes_heads_tables_and_reuses_them(setup, monkeypatch, capsys)
                  "accuracy_train_validation_test.json", "accuracy_train_validation_test.md"):
         assert (prepared.directory / name).is_file(), name
     saved = json.loads((prepared.directory / "prepare_config.json").read_text())
-    assert saved["config"]["heads"] == "frozen" and saved["config"]["max_length"] == 16
+    assert saved["config"]["heads"] == "joint" and saved["config"]["max_length"] == 16
     cache = load_cache(prepared.cache_paths["test"])
     rows = prepared.table["test"]
     assert [r["layer"] for r in rows] == [1, 2, 3]
@@ -120,8 +120,8 @@ def test_fingerprint_change_and_corruption_trigger_rebuilds(setup) -> None:
     np.testing.assert_array_equal(changed.logits[:, 1:], logits[:, 1:])
 
 
-def test_finetune_mode_saves_a_loadable_backbone(setup) -> None:
-    opts = _opts(setup, heads="finetune", epochs=1, finetune_samples=24, skip_prob=0.3,
+def test_joint_recipe_saves_a_loadable_backbone(setup) -> None:
+    opts = _opts(setup, heads="joint", epochs=1, finetune_samples=24, skip_prob=0.3,
                  train_batch_size=8, lr=1e-3)
     prepared = prepare(progress=False, verbose=False, splits=("validation",), **opts)
     assert prepared.backbone_weights is not None
@@ -130,12 +130,15 @@ def test_finetune_mode_saves_a_loadable_backbone(setup) -> None:
     cache = load_cache(prepared.cache_paths["validation"])
     assert cache.meta["backbone_fingerprint"] == bb.fingerprint() != base.fingerprint()
     history = json.loads((prepared.directory / "history.json").read_text())
-    assert len(history) == 3 and all(np.isfinite(h["loss"]) for h in history)
+    steps = history["finetune"]["history"]
+    assert len(steps) == 3 and all(np.isfinite(h["loss"]) for h in steps)
 
 
 def test_config_errors_and_cli(setup) -> None:
-    with pytest.raises(ValueError, match="needs heads='finetune'"):
-        PrepareConfig(skip_prob=0.1)
+    with pytest.raises(ValueError, match=r"skip_prob needs a fine-tuned recipe \(heads in "
+                                         r"\['joint', 'two-stage'\]\)"):
+        PrepareConfig(heads="frozen", skip_prob=0.1)
+    assert PrepareConfig(heads="finetune").heads == "joint"  # the recipe's former name
     with pytest.raises(ValueError, match="unknown heads mode"):
         PrepareConfig(heads="lora")
     with pytest.raises(TypeError, match="unknown prepare options"):
@@ -146,5 +149,5 @@ def test_config_errors_and_cli(setup) -> None:
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["prepare", "--task", setup["task"], "--backbone", setup["backbone"],
                               "--max-length", "16", "--batch-size", "16", "--splits", "test"])
-    assert args.max_length == 16 and args.heads == "frozen" and args.max_samples is None
+    assert args.max_length == 16 and args.heads == "joint" and args.max_samples is None
     assert args.splits == ["test"] and args.func(args) == 0

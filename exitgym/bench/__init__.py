@@ -23,6 +23,10 @@ numbers as tables, absolute rates next to ratios). Sections, in order:
     ``flops_speedup`` (full-model FLOPs / FLOPs spent by early exit, heads and policy included),
     ``realised_fraction`` (wall / FLOPs speed-up), ``goal`` (0.8 at batch 1, 0.6 batched),
     ``goal_met``, ``mean_exit_layer``, ``mean_cost``, ``full_accuracy``, ``exit_accuracy``.
+``finetune``
+    exitgym's fine-tuning (:mod:`exitgym.bench.finetune`) against a plain Hugging Face training
+    step on the same ``steps`` batches: ``exitgym_steps_per_s``, ``hf_steps_per_s``,
+    ``ratio_to_hf`` (goal ``goal`` = 0.8, ``goal_met``), ``threads``, ``mean_tokens``.
 ``timings``
     ``prepare_s`` (``prepare`` on the benchmark's task, ``prepare_built`` says whether it had to
     build or reused the cache), ``prepare_fresh_s`` (a from-scratch prepare of the first
@@ -77,6 +81,13 @@ def _flops(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
 
     lengths = (8, 16) if cfg.quick else cfg.flops_lengths
     return {"rows": flops_check(lengths, quick=cfg.quick)}
+
+
+@section("finetune")
+def _finetune(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
+    from exitgym.bench.finetune import finetune_speed
+
+    return finetune_speed(cfg)
 
 
 @section("timings")

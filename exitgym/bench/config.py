@@ -47,6 +47,10 @@ class BenchConfig:
     """Wall time per env-throughput measurement."""
     flops_lengths: tuple[int, ...] = option((16, 64, 128), minimum=1)
     """Sequence lengths of the FLOPs check."""
+    finetune_steps: int = option(20, minimum=1)
+    """Training steps timed for exitgym's fine-tuning and for the plain HF step."""
+    repeats_finetune: int = option(2, minimum=1)
+    """Timed runs of each (best-of)."""
     prepare_fresh_rows: int = option(300, minimum=0)
     """Rows per split of the from-scratch ``prepare`` (0 skips it)."""
     quick: bool = False

@@ -96,8 +96,23 @@ def _timings(result: dict[str, Any]) -> list[str]:
             ""]
 
 
+def _finetune(result: dict[str, Any]) -> list[str]:
+    f = result.get("finetune")
+    if f is None:
+        return []
+    return ["## Fine-tuning speed (same batches)", "",
+            "| trainer | steps/s | ratio to plain HF | goal |", "|---|---:|---:|---:|",
+            f"| exitgym `finetune` (every exit, embeddings frozen) | "
+            f"{f['exitgym_steps_per_s']:.3f} | {f['ratio_to_hf']:.2f} | "
+            f"{f['goal']} ({'met' if f['goal_met'] else 'not met'}) |",
+            f"| plain HF step (AutoModel + AdamW) | {f['hf_steps_per_s']:.3f} | 1.00 | |", "",
+            f"{f['steps']} steps of {f['batch_size']} texts (mean {f['mean_tokens']:.1f} tokens),"
+            f" {f['threads']} torch thread(s), best of {len(f['exitgym_s'])} runs.", ""]
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The whole ``bench.md``."""
     parts = _machine(result) + _inference(result) + _envs(result) + _flops(result)
+    parts += _finetune(result)
     parts += _timings(result)
     return "\n".join(parts)

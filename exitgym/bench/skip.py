@@ -32,6 +32,7 @@ from gymnasium.vector import VectorEnv
 
 from exitgym.backbones import hf_compat
 from exitgym.bench.output import machine_info, write_result
+from exitgym.data.config import HEADS_MODES
 from exitgym.envs import SkipSettings
 from exitgym.envs.skip_core import SkipWorld
 
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for bench_skip.json / .md")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--accuracy", choices=["frozen", "finetune"], default=None,
+    parser.add_argument("--accuracy", choices=list(HEADS_MODES), default=None,
                         help="also report fixed skip patterns with these prepared heads")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--threads", type=int, default=None,

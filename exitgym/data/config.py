@@ -17,8 +17,17 @@ from exitgym.utils.configs import option
 
 SPLITS = ("train", "validation", "test")
 """The splits every task is divided into (and that caches are built for)."""
-HEADS_MODES = ("frozen", "finetune")
-"""How exit heads are trained: on a frozen backbone, or jointly with it."""
+HEADS_MODES = ("joint", "two-stage", "frozen")
+"""How exit heads are trained (the recipes of :mod:`exitgym.data.recipes`): ``joint`` fine-tunes
+backbone and every head with PABEE's weighted loss; ``two-stage`` is DeeBERT's (backbone with the
+last head, then the other heads on the frozen result); ``frozen`` fits heads on the pretrained
+backbone (a probe of what each layer already knows)."""
+HEADS_ALIASES = {"finetune": "joint"}
+"""Older names of recipes, still accepted (``finetune`` was the joint recipe's name)."""
+DEFAULT_RECIPE = "joint"
+"""The recipe every environment and the demo use unless told otherwise (why: docs/design.md)."""
+FINETUNED = ("joint", "two-stage")
+"""The recipes that change backbone weights (and save them next to the heads)."""
 
 
 @dataclass(frozen=True)
@@ -29,14 +38,16 @@ class DataConfig:
     """Task registry name or local CSV/JSONL/Parquet file (see ``exitgym.data.tasks.load_task``)."""
     backbone: str = "minilm-l6"
     """Backbone short name, local model directory or hub id (see ``load_backbone``)."""
-    heads: str = option("frozen", choices=HEADS_MODES)
-    """``frozen``: heads on a frozen backbone; ``finetune``: backbone and heads trained jointly."""
+    heads: str = option(DEFAULT_RECIPE, choices=HEADS_MODES)
+    """Exit-head recipe: ``joint`` (backbone + heads, PABEE loss), ``two-stage`` (DeeBERT) or
+    ``frozen`` (heads on the pretrained backbone: a probe)."""
     max_samples: int | None = option(None, minimum=1)
     """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
     max_length: int = option(128, minimum=1)
     """Tokenizer truncation length (64 suffices for sentence snippets)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", HEADS_ALIASES.get(self.heads, self.heads))
         if self.heads not in HEADS_MODES:
             raise ValueError(f"unknown heads mode {self.heads!r}; allowed: {list(HEADS_MODES)}")
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from exitgym.data.config import DataConfig
+from exitgym.data.config import DEFAULT_RECIPE, FINETUNED, DataConfig
+from exitgym.data.recipes import CHECKPOINT_DIR, texts_of, train_heads
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
 from exitgym.utils.paths import cache_dir
@@ -34,19 +36,27 @@ class PrepareConfig(DataConfig):
     head_kind: str = "linear"
     """Exit head architecture: ``linear`` or ``mlp``."""
     finetune_samples: int | None = None
-    """``finetune`` only: train on the first n training rows; caches still cover whole splits."""
+    """Fine-tuned recipes: train the backbone on the first n training rows (caches still cover
+    whole splits)."""
     epochs: int | None = None
-    """Training epochs; None = 30 (frozen, with early stopping) or 1 (finetune)."""
+    """Most passes over the training rows; None = 1 when fine-tuning (early stopping on
+    validation may end sooner), 30 for ``frozen`` heads."""
     lr: float | None = None
-    """Learning rate; None = 3e-3 for frozen heads, 3e-5 for the fine-tuned backbone."""
+    """Learning rate; None = 5e-5 for a fine-tuned backbone, 3e-3 for ``frozen`` heads."""
     head_lr: float = 1e-3
-    """``finetune`` only: learning rate of the (freshly initialised) heads."""
+    """Fine-tuned recipes: learning rate of the (freshly initialised) heads."""
     skip_prob: float = 0.0
-    """``finetune`` only: per-sample probability of skipping each attention / FFN block."""
+    """Fine-tuned recipes: per-sample probability of skipping each attention / FFN block (the
+    skip environments' skip-tolerant variant)."""
+    evals_per_epoch: int = 2
+    """Fine-tuned recipes: validation evaluations per epoch (best state kept, early stopping)."""
+    patience: int | None = None
+    """Evaluations without a better validation loss before stopping; None = 2 when fine-tuning,
+    3 epochs for ``frozen`` heads."""
     batch_size: int = 128
     """Inference batch size when computing pooled states (does not change results)."""
     train_batch_size: int | None = None
-    """Training minibatch; None = 256 (frozen) or 32 (finetune)."""
+    """Training minibatch; None = 32 when fine-tuning, 256 for ``frozen`` heads."""
     seed: int = 0
     """Seed of the splits, head initialisation, batch order and skip masks."""
 
@@ -54,8 +64,9 @@ class PrepareConfig(DataConfig):
         super().__post_init__()
         if not 0.0 <= self.skip_prob < 1.0:
             raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
-        if self.skip_prob > 0 and self.heads != "finetune":
-            raise ValueError("skip_prob needs heads='finetune' (a frozen backbone cannot adapt)")
+        if self.skip_prob > 0 and self.heads not in FINETUNED:
+            raise ValueError(f"skip_prob needs a fine-tuned recipe (heads in {list(FINETUNED)}); "
+                             f"a frozen backbone cannot adapt to skips")
 
     def key(self) -> dict[str, Any]:
         """The fields that change the trained heads (the inference batch size does not)."""
@@ -115,58 +126,6 @@ def _write_json(path: Path, obj: Any) -> None:
     _write_text(path, json.dumps(obj, indent=2, default=str))
 
 
-def _texts(task: Task, split: str) -> tuple[list[str], list[str] | None, Any]:
-    import numpy as np
-
-    ds = task.split(split)
-    pairs = list(ds["text_pair"]) if task.has_pair else None
-    return list(ds["text"]), pairs, np.asarray(list(ds["label"]), dtype=np.int64)
-
-
-def _train_heads(config: PrepareConfig, task: Task, bb: Any, pooled: dict, progress: bool):
-    """Train heads (and for ``finetune`` the backbone, in place); returns (heads, history)."""
-    import torch
-
-    from exitgym.backbones.cache import compute_pooled
-    from exitgym.backbones.head_training import (
-        FinetuneConfig,
-        FrozenTrainConfig,
-        finetune,
-        train_frozen_heads,
-    )
-    from exitgym.backbones.heads import ExitHeads, HeadsConfig
-
-    heads_cfg = HeadsConfig(num_layers=bb.num_layers, hidden_size=bb.hidden_size,
-                            num_labels=task.num_labels, kind=config.head_kind,
-                            label_names=task.label_names)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        heads = ExitHeads(heads_cfg)
-    if config.heads == "frozen":
-        for split in ("train", "validation"):
-            if split not in pooled:
-                texts, pairs, _ = _texts(task, split)
-                pooled[split] = compute_pooled(bb, texts, pairs, max_length=config.max_length,
-                                               batch_size=config.batch_size, progress=progress,
-                                               desc=f"{split}: pooled states")
-        train_cfg = FrozenTrainConfig(epochs=config.epochs or 30, lr=config.lr or 3e-3,
-                                      batch_size=config.train_batch_size or 256, seed=config.seed)
-        history = train_frozen_heads(heads, pooled["train"][0], _texts(task, "train")[2],
-                                     pooled["validation"][0], _texts(task, "validation")[2],
-                                     train_cfg)
-        return heads, history
-    texts, pairs, labels = _texts(task, "train")
-    n = config.finetune_samples or len(texts)
-    ft_cfg = FinetuneConfig(epochs=config.epochs or 1, lr=config.lr or 3e-5,
-                            head_lr=config.head_lr, batch_size=config.train_batch_size or 32,
-                            skip_prob=config.skip_prob, max_length=config.max_length,
-                            seed=config.seed)
-    history = finetune(bb, heads, texts[:n], labels[:n], None if pairs is None else pairs[:n],
-                       ft_cfg, progress=progress)
-    bb.invalidate_fingerprint()
-    return heads, history
-
-
 def accuracy_table(cache: Any) -> list[dict[str, float]]:
     """Per layer: accuracy of its head and mean cumulative FLOPs fraction when exiting there."""
     acc = cache.correct.mean(axis=0)
@@ -199,7 +158,7 @@ def prepare(
 
     Args:
         config: a :class:`PrepareConfig`; keyword ``overrides`` replace its fields (so
-            ``prepare(task="trec6", heads="finetune")`` works without building one).
+            ``prepare(task="trec6", heads="two-stage")`` works without building one).
         splits: caches to build or verify (``()`` only prepares the heads).
         progress: show tqdm bars.
         verbose: print where things went and the per-layer accuracy table.
@@ -227,23 +186,26 @@ def prepare(
     timings["load"] = time.perf_counter() - tic
     pooled: dict[str, Any] = {}
     have_heads = (directory / "heads.json").is_file() and (
-        config.heads == "frozen" or (directory / BACKBONE_WEIGHTS).is_file())
+        config.heads not in FINETUNED or (directory / BACKBONE_WEIGHTS).is_file())
     tic = time.perf_counter()
     if have_heads and not force:
         heads = ExitHeads.load(directory)
-        if config.heads == "finetune":
+        if config.heads in FINETUNED:
             load_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
             bb.invalidate_fingerprint()
     else:
-        heads, history = _train_heads(config, task, bb, pooled, progress)
         directory.mkdir(parents=True, exist_ok=True)
-        if config.heads == "finetune":
+        if force:
+            shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
+        heads, history = train_heads(config, task, bb, pooled, directory, progress)
+        if config.heads in FINETUNED:
             save_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
-        heads.save(directory)
         _write_json(directory / "history.json", history)
         _write_json(directory / "prepare_config.json", {
             "config": asdict(config), "backbone_fingerprint": bb.fingerprint(),
             "heads_fingerprint": heads.fingerprint(), "task_description": task.description})
+        heads.save(directory)  # last: heads.json marks the directory complete
+        shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     timings["heads"] = time.perf_counter() - tic
     tic = time.perf_counter()
     cache_paths, table = {}, {}
@@ -260,7 +222,7 @@ def prepare(
             except CacheError:
                 cache = None  # missing, damaged or stale: rebuild below
         if cache is None:
-            texts, pairs, labels = _texts(task, split)
+            texts, pairs, labels = texts_of(task, split)
             if split not in pooled:
                 pooled[split] = compute_pooled(bb, texts, pairs, max_length=config.max_length,
                                                batch_size=config.batch_size, progress=progress,
@@ -299,7 +261,7 @@ _MEMO: dict[tuple[Any, ...], Any] = {}
 
 def get_cache(
     task: str = "rt-polarity", backbone: str = "minilm-l6", split: str = "train",
-    heads: str = "frozen", *, progress: bool = True, **options: Any,
+    heads: str = DEFAULT_RECIPE, *, progress: bool = True, **options: Any,
 ) -> Any:
     """The :class:`LayerCache` environments read; prepares heads and the cache on first use.
 
@@ -323,7 +285,7 @@ def clear_cache_memo() -> None:
     _MEMO.clear()
 
 
-def load_heads(task: str = "rt-polarity", backbone: str = "minilm-l6", heads: str = "frozen",
+def load_heads(task: str = "rt-polarity", backbone: str = "minilm-l6", heads: str = DEFAULT_RECIPE,
                **options: Any) -> Any:
     """Prepared :class:`ExitHeads` (trained first if missing), for live environments."""
     from exitgym.backbones.heads import ExitHeads
@@ -337,8 +299,8 @@ load_prepared_heads = load_heads
 
 
 def load_prepared_backbone(task: str = "rt-polarity", backbone: str = "minilm-l6",
-                           heads: str = "frozen", **options: Any) -> Any:
-    """The Backbone the prepared heads belong to: fine-tuned weights loaded for ``finetune``."""
+                           heads: str = DEFAULT_RECIPE, **options: Any) -> Any:
+    """The Backbone the prepared heads belong to (fine-tuned weights for fine-tuned recipes)."""
     from exitgym.backbones.heads import load_backbone_weights
     from exitgym.backbones.registry import load_backbone
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from exitgym.data.config import DEFAULT_RECIPE
+
 if TYPE_CHECKING:
     from exitgym.data.config import DataConfig
 
@@ -42,8 +44,8 @@ class EnvSpec:
     """Task registry name or local data path."""
     backbone: str = "minilm-l6"
     """Backbone short name or local directory."""
-    heads: str = "frozen"
-    """Prepared heads mode."""
+    heads: str = DEFAULT_RECIPE
+    """Exit-head recipe of the prepared cache."""
     split: str = "train"
     """Data split the episodes draw from."""
     prepare: dict[str, Any] = field(default_factory=dict)
