@@ -88,7 +88,7 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
 
     ```python
     gym.make("exitgym/EarlyExit-v0", task="rt-polarity", backbone="minilm-l6", split="train",
-             heads="joint", reward="vanilla", alpha=None, observation="features", dense=False,
+             heads="two-stage", reward="vanilla", alpha=None, observation="features", dense=False,
              live=False, cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
     ```
 

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from exitgym.cli import COMMANDS, build_parser, main
+from exitgym.data.prepare import prepare
 from exitgym.experiments.trajectories import load_trajectories, trajectory_files
 from exitgym.reports.comparison import ROW_KEYS
 from tests.tiny_project import WORDS, make_tiny_project
@@ -125,6 +126,14 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
     assert set(summary["methods"]) == methods - {"oracle", "full-depth"}
     assert all(0.0 <= m["auc"] <= 1.0 for m in summary["methods"].values())
     assert {r["knob"] for r in summary["rows"] if r["method"] == "reinforce-vanilla"} == {0.1, 1.0}
+    # The heads' recipe and each exit's accuracy, equal to the prepared accuracy tables.
+    prepared = prepare(task=tiny["task"], backbone=tiny["backbone"], heads=summary["heads"],
+                       max_length=16, splits=("validation", "test"), progress=False,
+                       verbose=False)
+    assert summary["per_layer_accuracy"] == {
+        split: [row["accuracy"] for row in prepared.table[split]]
+        for split in ("validation", "test")}
+    assert "accuracy per exit layer" in (out / "report.md").read_text()
     assert (out / "pareto.png").stat().st_size > 10_000
     assert "| reinforce-hardness |" in (out / "report.md").read_text()
     assert json.loads((out / "run_state.json").read_text())["status"] == "complete"

@@ -161,7 +161,8 @@ def test_documented_commands_map_onto_the_same_configs() -> None:
 def test_env_spec_json_keeps_its_stored_form() -> None:
     cfg = TrainConfig(data=DataConfig(max_samples=60, max_length=16), alpha=0.5)
     stored = {"env_id": "exitgym/EarlyExit-v0", "task": "rt-polarity", "backbone": "minilm-l6",
-              "heads": "joint", "split": "test", "prepare": {"max_length": 16, "max_samples": 60},
+              "heads": "two-stage", "split": "test",
+              "prepare": {"max_length": 16, "max_samples": 60},
               "kwargs": {"reward": "hardness", "alpha": 0.5, "dense": False,
                          "policy_flops": 0.0, "observation": "features"}}
     assert json.dumps(cfg.env_spec("test").to_json()) == json.dumps(stored)

@@ -47,7 +47,7 @@ def test_prepare_writes_heads_tables_and_reuses_them(setup, monkeypatch, capsys)
                  "accuracy_train_validation_test.json", "accuracy_train_validation_test.md"):
         assert (prepared.directory / name).is_file(), name
     saved = json.loads((prepared.directory / "prepare_config.json").read_text())
-    assert saved["config"]["heads"] == "joint" and saved["config"]["max_length"] == 16
+    assert saved["config"]["heads"] == "two-stage" and saved["config"]["max_length"] == 16
     cache = load_cache(prepared.cache_paths["test"])
     rows = prepared.table["test"]
     assert [r["layer"] for r in rows] == [1, 2, 3]
@@ -149,5 +149,5 @@ def test_config_errors_and_cli(setup) -> None:
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["prepare", "--task", setup["task"], "--backbone", setup["backbone"],
                               "--max-length", "16", "--batch-size", "16", "--splits", "test"])
-    assert args.max_length == 16 and args.heads == "joint" and args.max_samples is None
+    assert args.max_length == 16 and args.heads == "two-stage" and args.max_samples is None
     assert args.splits == ["test"] and args.func(args) == 0

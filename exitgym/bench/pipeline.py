@@ -133,7 +133,7 @@ def demo_seconds(runs_root: Path) -> tuple[float | None, str | None]:
 
 
 def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
-    """Deploy the run's policy on validation texts: batch 1 and batched with compaction."""
+    """Deploy the run's policy on ``cfg.inference_split``: batch 1 and batched with compaction."""
     import json
 
     from exitgym.bench.config import GOALS
@@ -146,8 +146,8 @@ def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
     load_s = time.perf_counter() - tic
     data = bench_data(cfg)
     task = load_task(data.task, max_samples=data.max_samples)
-    split = task.split("validation")
-    count = min(8 if cfg.quick else cfg.num_texts, len(split))
+    split = task.split(cfg.inference_split)
+    count = min(8 if cfg.quick else (cfg.num_texts or len(split)), len(split))
     texts = list(split["text"][:count])
     pairs = list(split["text_pair"][:count]) if task.has_pair else None
     labels = np.asarray(split["label"][:count], dtype=np.int64)
@@ -159,5 +159,5 @@ def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
     config = json.loads((Path(run) / "config.json").read_text()).get("config", {})
     policy = {key: config.get(key) for key in ("agent", "reward", "alpha", "observation",
                                                "steps", "seed")}
-    return {"run": run, "load_s": load_s, "policy": policy, "split": "validation",
+    return {"run": run, "load_s": load_s, "policy": policy, "split": cfg.inference_split,
             "policy_flops": engine.policy_flops, "rows": rows}

@@ -77,10 +77,22 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
                 "split": config.eval_split, "samples": test.num_samples,
                 "layers": test.num_layers, "seeds": list(config.seeds),
                 "updates_per_agent": config.steps}
-        summary = write_report(out, rows, title, meta, sections)
+        summary = write_report(out, rows, title, meta, sections,
+                               extra=_heads_summary(config, caches, progress))
         timings["report"] = time.perf_counter() - tic
         state.mark_complete(timings=timings)
         return CompareResult(out, summary, timings)
+
+
+def _heads_summary(config: CompareConfig, caches: dict[str, Any],
+                   progress: bool) -> dict[str, Any]:
+    """The recipe and every exit head's accuracy on validation and test (summary.json keys)."""
+    per_layer = {}
+    for split in ("validation", "test"):
+        cache = caches.get(split) or config.train_config("vanilla", 0.2, 0).env_spec(
+            split).cache(progress=progress)
+        per_layer[split] = [float(a) for a in cache.correct.mean(axis=0)]
+    return {"heads": config.data.heads, "per_layer_accuracy": per_layer}
 
 
 def _bar(total: int, desc: str, progress: bool) -> Any:

@@ -206,6 +206,20 @@ def _knob(value: Any) -> str:
     return "–" if value is None else f"{value:g}"
 
 
+def _heads_table(summary: dict[str, Any]) -> list[str]:
+    """Accuracy of every exit head per split: what depth buys before any policy decides."""
+    per_layer = summary.get("per_layer_accuracy")
+    if not per_layer:
+        return []
+    splits = list(per_layer)
+    lines = [f"## Exit heads (`{summary.get('heads')}` recipe): accuracy per exit layer", "",
+             "| exit layer | " + " | ".join(splits) + " |", "|---:|" + "---:|" * len(splits)]
+    for i in range(len(per_layer[splits[0]])):
+        lines.append(f"| {i + 1} | " + " | ".join(f"{per_layer[s][i]:.4f}" for s in splits)
+                     + " |")
+    return [*lines, ""]
+
+
 def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "pareto.png",
                     sections: Sequence[str] = ()) -> str:
     """``report.md``: AUC table, references, every operating point, the plot, extra sections."""
@@ -215,6 +229,7 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
     if meta:
         lines += [", ".join(f"**{k}**: {v}" for k, v in meta.items() if not isinstance(v, dict)),
                   ""]
+    lines += _heads_table(summary)
     lines += [f"![accuracy vs cost]({plot_name})", "",
               f"## Methods ranked by AUC over cost in [{lo:g}, {hi:g}]", "",
               "| method | AUC | AUC mean ± std over seeds | coverage | best accuracy | points |",
@@ -245,10 +260,14 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
 
 def write_report(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]], title: str,
                  meta: dict[str, Any] | None = None,
-                 sections: Sequence[str] = ()) -> dict[str, Any]:
-    """Write ``summary.json``, ``pareto.png`` and ``report.md`` into ``out``; return the summary."""
+                 sections: Sequence[str] = (), extra: dict[str, Any] | None = None,
+                 ) -> dict[str, Any]:
+    """Write ``summary.json``, ``pareto.png`` and ``report.md`` into ``out``; return the summary.
+
+    ``extra`` adds top-level keys to the summary (``heads``, ``per_layer_accuracy``).
+    """
     out = Path(out)
-    summary = summarize(rows, meta)
+    summary = {**summarize(rows, meta), **(extra or {})}
     write_json(out / "summary.json", summary)
     plot_pareto(summary, out / "pareto.png", title)
     atomic_write_text(out / "report.md", report_markdown(summary, title, "pareto.png", sections))
