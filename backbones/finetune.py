@@ -259,6 +259,8 @@ def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextS
     last_eval: dict[str, Any] | None = None
     bar = tqdm(total=total, initial=run.step, desc=f"fine-tune ({config.loss} loss)",
                unit="step", disable=not progress)
+    if run.step and progress:
+        bar.write(f"resuming fine-tuning at step {run.step} of {total} from {checkpoint_dir}")
     while run.step < total and not run.stopped:
         if run.best_step == run.step and run.best is None:
             # The weights about to change are the best seen so far: keep a copy.

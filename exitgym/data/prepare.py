@@ -23,6 +23,7 @@ from exitgym.data.config import DEFAULT_RECIPE, FINETUNED, DataConfig
 from exitgym.data.recipes import CHECKPOINT_DIR, texts_of, train_heads
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
+from exitgym.utils.configs import option
 from exitgym.utils.paths import cache_dir
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
@@ -48,9 +49,9 @@ class PrepareConfig(DataConfig):
     skip_prob: float = 0.0
     """Fine-tuned recipes: per-sample probability of skipping each attention / FFN block (the
     skip environments' skip-tolerant variant)."""
-    evals_per_epoch: int = 2
+    evals_per_epoch: int = option(2, minimum=1)
     """Fine-tuned recipes: validation evaluations per epoch (best state kept, early stopping)."""
-    patience: int | None = None
+    patience: int | None = option(None, minimum=1)
     """Evaluations without a better validation loss before stopping; None = 2 when fine-tuning,
     3 epochs for ``frozen`` heads."""
     batch_size: int = 128
