@@ -120,6 +120,13 @@ class EvalResult:
         return len(self.exit_histogram)
 
     @property
+    def correctness(self) -> np.ndarray:
+        """Bool ``[N]``: each episode's correctness in sample-id order (paired comparisons of two
+        methods on the same inputs, e.g. the budget table's bootstrap)."""
+        order = np.argsort([r.sample_id for r in self.records], kind="stable")
+        return np.array([self.records[i].correct for i in order], dtype=bool)
+
+    @property
     def flops_saved(self) -> float:
         """``1 - mean_cost``: fraction of the full model's FLOPs saved."""
         return 1.0 - self.mean_cost

@@ -115,13 +115,14 @@ def test_prepare_train_evaluate_replay(tiny, tmp_path: Path, capsys) -> None:
 def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cmp"
     assert main(["compare", *_data(tiny), *FAST, "--rewards", "vanilla,hardness",
-                 "--alphas", "0.1,1", "--rules", "patience,oracle", "--seeds", "0",
+                 "--alphas", "0.1,1", "--rules", "patience,oracle", "--seeds", "0,1",
                  "--out", str(out)]) == 0
     assert "AUC" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     methods = {r["method"] for r in summary["rows"]}
-    assert methods == {"reinforce-vanilla", "reinforce-hardness", "patience", "oracle",
-                       "full-depth"}
+    # static truncation and random exit are in every comparison
+    assert methods == {"reinforce-vanilla", "reinforce-hardness", "patience", "static", "random",
+                       "oracle", "full-depth"}
     assert all(set(ROW_KEYS) <= set(r) for r in summary["rows"])
     assert set(summary["methods"]) == methods - {"oracle", "full-depth"}
     assert all(0.0 <= m["auc"] <= 1.0 for m in summary["methods"].values())
@@ -134,13 +135,33 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
         split: [row["accuracy"] for row in prepared.table[split]]
         for split in ("validation", "test")}
     assert "accuracy per exit layer" in (out / "report.md").read_text()
+    assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1]
+    # every selectable (test) row has its validation twin, same method, knob and seed
+    key = lambda r: (r["method"], r["knob"], r["seed"])  # noqa: E731
+    assert sorted(map(key, summary["selection_rows"])) == sorted(
+        key(r) for r in summary["rows"] if r["method"] not in ("oracle", "full-depth"))
+    table = summary["budget_table"]
+    assert table and {r["budget"] for r in table} <= {0.3, 0.4, 0.5, 0.6, 0.7, 0.8}
+    val = {key(r): r for r in summary["selection_rows"]}
+    for row in table:
+        assert {"method", "budget", "accuracy", "delta_vs_static", "ci95"} <= set(row)
+        lo, hi = row["ci95"]
+        assert lo <= row["delta_vs_static"] <= hi
+        seeds = [0] if row["method"] in ("static", "patience") else [0, 1]
+        for seed, knob in zip([0, 1], row["knobs"], strict=True):  # chosen within budget
+            assert val[(row["method"], knob, seeds[min(seed, len(seeds) - 1)])]["cost"] <= \
+                row["budget"] + 1e-12
+        if row["method"] == "static":
+            assert row["delta_vs_static"] == 0.0 and row["ci95"] == [0.0, 0.0]
     assert (out / "pareto.png").stat().st_size > 10_000
-    assert "| reinforce-hardness |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| reinforce-hardness |" in md and "## Budget table" in md
     assert json.loads((out / "run_state.json").read_text())["status"] == "complete"
 
     files = trajectory_files(out)
-    # 4 agents (2 rewards x 2 alphas), patience t = 0..2 (3 layers), oracle.
-    assert len(files) == 4 + 3 + 1
+    # 8 agents (2 rewards x 2 alphas x 2 seeds), patience t = 0..2 and static k = 1..3 (3
+    # layers), random (7 p x 2 seeds), oracle.
+    assert len(files) == 8 + 3 + 3 + 14 + 1
     assert main(["replay", str(out), "--verify"]) == 0
     capsys.readouterr()
     target = next(f for f in files if "patience-k1-" in f.name)

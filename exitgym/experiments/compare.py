@@ -7,11 +7,17 @@ Layout of the output directory::
     summary.json  pareto.png  report.md    (exitgym.reports.comparison)
     run_state.json                        status; ``complete`` only when everything is written
 
-Everything is evaluated greedily on the evaluation split (``test``) with every episode recorded, so
-``exitgym replay <out> --verify`` re-executes the whole comparison. Rules whose outcome does not
-depend on a seed (``SEEDLESS_RULES``: the registry entries with ``seeded=False``, e.g. entropy or
-patience) are evaluated once, with the first seed; the others (random exits, the fitted
-baselines PALBERT Q-exit and BERxiT) once per seed.
+Protocol (docs/design.md §5): every method, at every knob value and seed, is evaluated greedily
+by the same code (:func:`~exitgym.agents.rollout.evaluate`) on the **selection** split
+(``validation``; only its mean cost and accuracy are kept, to choose knobs) and on the
+**evaluation** split (``test``; every episode recorded, so ``exitgym replay <out> --verify``
+re-executes the whole reported comparison). The budget table (:mod:`exitgym.reports.budget`)
+picks each method's point per FLOPs budget on validation and reports it on test, against static
+truncation with a paired bootstrap CI. Static truncation and random exit are always evaluated.
+Rules whose outcome does not depend on a seed (``SEEDLESS_RULES``, e.g. entropy or patience) are
+evaluated once, with the first seed; the others (random exits, the fitted baselines PALBERT
+Q-exit and BERxiT) once per seed. Every policy is charged its own decision FLOPs
+(``policy_flops``: the RL policies' and fitted baselines' networks; rules 0).
 """
 
 from __future__ import annotations
@@ -23,9 +29,11 @@ from typing import Any
 
 from exitgym.agents.registry import lookup
 from exitgym.experiments.configs import SEEDLESS_RULES, CompareConfig
+from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
+from exitgym.reports.budget import Evaluation, budget_table
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import flatten
@@ -44,6 +52,15 @@ class CompareResult:
     """Seconds per phase."""
 
 
+@dataclass
+class _Collected:
+    """Test rows (reported), selection rows and per-sample outcomes (for the budget table)."""
+
+    rows: list[dict[str, Any]]
+    selection_rows: list[dict[str, Any]]
+    evaluations: list[Evaluation]
+
+
 def _slug_knob(knob: float | None) -> str:
     return "none" if knob is None else f"{knob:g}"
 
@@ -57,18 +74,23 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
     tic = time.perf_counter()
     with state.status_on_error():
         caches = dict(caches or {})
-        for split in (config.train_split, config.eval_split):
+        for split in (config.train_split, config.selection_split, config.eval_split):
             if split not in caches:
                 caches[split] = config.train_config("vanilla", 0.2, 0).env_spec(split).cache(
                     progress=progress)
         write_config(state, jsonable(flatten(config)), caches=caches, extra={"command": "compare"})
         timings["caches"] = time.perf_counter() - tic
+        found = _Collected([], [], [])
         with one_torch_thread():  # small MLPs: one thread is faster on a busy CPU
-            rows = _train_agents(config, out, caches, progress, timings)
-            rows += _baselines(config, out, caches, progress, timings)
+            _train_agents(config, out, caches, progress, timings, found)
+            _baselines(config, out, caches, progress, timings, found)
         test = caches[config.eval_split]
-        rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
-                             float(test.correct[:, -1].mean()), 1.0, float(test.num_layers)))
+        found.rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
+                                   float(test.correct[:, -1].mean()), 1.0,
+                                   float(test.num_layers)))
+        tic = time.perf_counter()
+        table = budget_table(found.evaluations, config.seeds, config.budgets)
+        timings["budget_table"] = time.perf_counter() - tic
         tic = time.perf_counter()
         data = config.data
         title = (f"{data.task} × {data.backbone} ({data.heads} heads): "
@@ -77,8 +99,10 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
                 "split": config.eval_split, "samples": test.num_samples,
                 "layers": test.num_layers, "seeds": list(config.seeds),
                 "updates_per_agent": config.steps}
-        summary = write_report(out, rows, title, meta, sections,
-                               extra=_heads_summary(config, caches, progress))
+        extra = {**_heads_summary(config, caches, progress),
+                 "selection_split": config.selection_split, "seeds": list(config.seeds),
+                 "budget_table": table, "selection_rows": found.selection_rows}
+        summary = write_report(out, found.rows, title, meta, sections, extra)
         timings["report"] = time.perf_counter() - tic
         state.mark_complete(timings=timings)
         return CompareResult(out, summary, timings)
@@ -101,10 +125,28 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not progress)
 
 
+def _select_and_collect(config: CompareConfig, caches: dict[str, Any], found: _Collected,
+                        policy: Any, spec: EnvSpec, method: str, knob: float | None, seed: int,
+                        test_result: Any) -> None:
+    """Evaluate ``policy`` on the selection split; keep both splits' outcomes."""
+    from exitgym.agents.rollout import evaluate
+
+    split = config.selection_split
+    env = spec.with_split(split).make(config.num_envs, caches[split])
+    try:
+        val = evaluate(policy, env, seed=seed)
+    finally:
+        env.close()
+    found.rows.append(row_from_eval(method, knob, seed, test_result))
+    found.selection_rows.append(row_from_eval(method, knob, seed, val))
+    found.evaluations.append(Evaluation(
+        method, knob, seed, val.mean_cost, val.accuracy, test_result.mean_cost,
+        test_result.correctness))
+
+
 def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-                  timings: dict[str, float]) -> list[dict[str, Any]]:
+                  timings: dict[str, float], found: _Collected) -> None:
     tic = time.perf_counter()
-    rows = []
     jobs = [(r, a, s) for r in config.rewards for a in config.alphas for s in config.seeds]
     with _bar(len(jobs), f"train {config.agent}", progress) as bar:
         for reward, alpha, seed in jobs:
@@ -113,34 +155,45 @@ def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], prog
             bar.set_postfix_str(name)
             result = train(cfg, out / "runs" / name, caches=caches, progress=False,
                            plots=False)
-            rows.append(row_from_eval(f"{config.agent}-{reward}", alpha, seed, result.eval))
+            _select_and_collect(config, caches, found, result.policy, result.spec,
+                                f"{config.agent}-{reward}", alpha, seed, result.eval)
             bar.update(1)
     timings["train"] = time.perf_counter() - tic
-    return rows
 
 
 def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-               timings: dict[str, float]) -> list[dict[str, Any]]:
+               timings: dict[str, float], found: _Collected) -> None:
     tic = time.perf_counter()
     train_cache, test = caches[config.train_split], caches[config.eval_split]
     jobs: list[tuple[str, int]] = []
-    for name in config.rules:
+    for name in config.all_rules:
         if name == "oracle":
             continue
         seeds = config.seeds[:1] if name in SEEDLESS_RULES else config.seeds
         jobs += [(name, s) for s in seeds]
-    rows = []
     with _bar(len(jobs) + 1, "baselines", progress) as bar:
-        for name, seed in [*jobs, (ORACLE, config.seeds[0])]:
+        for name, seed in jobs:
             bar.set_postfix_str(f"{name} seed {seed}")
             sweep = lookup(name, "rule", "fitted").sweep
             assert sweep is not None
             for policy, knob in sweep(train_cache, test, seed):
-                spec = config.rule_spec(policy.required_observation)
+                spec = config.rule_spec(policy.required_observation).with_kwargs(
+                    policy_flops=float(getattr(policy, "policy_flops", 0.0)))
                 result = evaluate_and_record(
                     policy, spec, out, f"{name}-k{_slug_knob(knob)}-s{seed}", method=name,
                     knob=knob, seed=seed, num_envs=config.num_envs, cache=test)
-                rows.append(row_from_eval(name, knob, seed, result))
+                _select_and_collect(config, caches, found, policy, spec, name, knob, seed,
+                                    result)
             bar.update(1)
+        # The oracle reads the evaluated split's labels: a reference row, never selected.
+        oracle = lookup(ORACLE, "rule").sweep
+        assert oracle is not None
+        seed = config.seeds[0]
+        for policy, knob in oracle(train_cache, test, seed):
+            result = evaluate_and_record(
+                policy, config.rule_spec(policy.required_observation), out,
+                f"{ORACLE}-k{_slug_knob(knob)}-s{seed}", method=ORACLE, knob=knob, seed=seed,
+                num_envs=config.num_envs, cache=test)
+            found.rows.append(row_from_eval(ORACLE, knob, seed, result))
+        bar.update(1)
     timings["baselines"] = time.perf_counter() - tic
-    return rows

@@ -14,6 +14,7 @@ from exitgym.agents.base import ADVANTAGE_BASELINES
 from exitgym.agents.registry import describe, lookup, names, train_agents
 from exitgym.data.config import SPLITS, DataConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
+from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import option
 
 
@@ -68,6 +69,9 @@ RULE_CHOICES: tuple[str, ...] = names("rule", "fitted")
 a reference row)."""
 SEEDLESS_RULES: tuple[str, ...] = tuple(n for n in RULE_CHOICES if not lookup(n).seeded)
 """Rules whose decisions do not depend on a seed: evaluated once."""
+BASELINE_RULES: tuple[str, ...] = ("static", "random")
+"""Evaluated in every comparison whatever ``rules`` says: static truncation is the budget
+table's reference and random exit the no-information floor."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +89,8 @@ class CompareConfig:
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
-    seeds: tuple[int, ...] = (0,)
-    """Seeds of every trained method."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of every trained method (the budget table reports mean ± std over them)."""
     steps: int = option(300, minimum=1)
     """REINFORCE updates per trained agent."""
     batch_size: int = option(64, minimum=1)
@@ -100,7 +104,11 @@ class CompareConfig:
     train_split: str = option("train", choices=SPLITS)
     """Split the agents and trained baselines learn on."""
     eval_split: str = option("test", choices=SPLITS)
-    """Split everything is evaluated and recorded on."""
+    """Split everything is reported on (and recorded): used once, never for choosing."""
+    selection_split: str = option("validation", choices=SPLITS)
+    """Split every knob (α, θ, k, q, ...) is chosen on for the budget table."""
+    budgets: tuple[float, ...] = option(BUDGETS, minimum=0)
+    """FLOPs budgets of the budget table (fractions of the full model)."""
 
     def __post_init__(self) -> None:
         bad = [r for r in self.rules if r not in RULE_CHOICES]
@@ -108,6 +116,19 @@ class CompareConfig:
             raise ValueError(f"unknown rules {bad}; allowed: {list(RULE_CHOICES)}")
         if not self.seeds:
             raise ValueError("compare needs at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"compare seeds must be distinct, got {list(self.seeds)}")
+        if self.selection_split in (self.eval_split, self.train_split):
+            raise ValueError(f"selection_split {self.selection_split!r} must differ from the "
+                             f"train split ({self.train_split!r}) and the evaluation split "
+                             f"({self.eval_split!r}): knobs chosen on the reported split give "
+                             "an optimistic table")
+
+    @property
+    def all_rules(self) -> tuple[str, ...]:
+        """``rules`` plus :data:`BASELINE_RULES` (in registry order, each once)."""
+        wanted = set(self.rules) | set(BASELINE_RULES)
+        return tuple(n for n in RULE_CHOICES if n in wanted)
 
     def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
         return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,

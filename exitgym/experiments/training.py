@@ -48,6 +48,10 @@ class TrainResult:
     """:class:`~exitgym.agents.records.EvalResult` on the evaluation split."""
     metrics: list[dict[str, float]]
     """Every logged training row."""
+    policy: Any = None
+    """The trained policy (``compare`` evaluates it on the selection split too)."""
+    spec: EnvSpec | None = None
+    """The training env's spec (policy FLOPs included); ``with_split`` re-targets it."""
 
 
 def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, EnvSpec]:
@@ -136,7 +140,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         write_run_report(run.path, cfg, result, metrics, plot=plots)
         run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                           cost=result.mean_cost)
-        return TrainResult(run, result, metrics)
+        return TrainResult(run, result, metrics, policy, spec)
 
 
 def _killed_before_config(run: RunDir) -> bool:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from exitgym.reports.budget import STATIC
 from exitgym.utils.atomic import atomic_write_text, write_json
 
 AUC_RANGE: tuple[float, float] = (0.2, 1.0)
@@ -157,7 +158,12 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
+    table = summary.get("budget_table") or []
+    if table:
+        fig, (ax, bax) = plt.subplots(1, 2, figsize=(17, 6.2), dpi=120,
+                                      gridspec_kw={"width_ratios": [1.6, 1]})
+    else:
+        fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
     lo, hi = summary["auc_range"]
     ax.axvspan(lo, hi, color="0.95", zorder=0, label=f"AUC range [{lo:g}, {hi:g}]")
     markers = "osD^vP<>hX*"
@@ -188,6 +194,8 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9,
               title="Pareto front per method")
+    if table:
+        _plot_budget_table(bax, table, summary.get("selection_split", "validation"))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +208,50 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     atomic_write(path, save)
     plt.close(fig)
     return path
+
+
+def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str) -> None:
+    """The budget table as curves: test accuracy (mean ± std over seeds) of each method's point
+    chosen on ``selection`` within each budget; static truncation in black."""
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in table:
+        by_method[row["method"]].append(row)
+    for method, rows in sorted(by_method.items()):
+        rows = sorted(rows, key=lambda r: r["budget"])
+        static = method == STATIC
+        ax.errorbar([r["budget"] for r in rows], [r["accuracy"] for r in rows],
+                    yerr=[r["accuracy_std"] for r in rows], marker="o", ms=4, capsize=3,
+                    lw=2.5 if static else 1.2, color="k" if static else None,
+                    label=method, zorder=4 if static else 3)
+    ax.set_xlabel("FLOPs budget (selected on " + selection + ")")
+    ax.set_ylabel("test accuracy, mean ± std over seeds")
+    ax.set_title("budget table: best point within budget")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7.5, framealpha=0.9)
+
+
+def _budget_markdown(summary: dict[str, Any]) -> list[str]:
+    """The budget table section of ``report.md`` (empty without a table)."""
+    table = summary.get("budget_table") or []
+    if not table:
+        return []
+    selection = summary.get("selection_split", "validation")
+    lines = ["## Budget table", "",
+             f"Per FLOPs budget, each method's operating point is chosen on **{selection}** "
+             "(highest accuracy with mean cost within budget; static truncation: the deepest "
+             f"such layer), per seed, and reported on **{summary['meta'].get('split', 'test')}**"
+             f" (mean ± std over {len(summary.get('seeds', []))} seeds). Δ is the accuracy "
+             "difference to static truncation at the same budget, with its paired bootstrap "
+             "95 % CI over the test samples.", "",
+             "| budget | method | accuracy | Δ vs static | 95 % CI of Δ | test cost | knob per "
+             "seed |", "|---:|---|---:|---:|---:|---:|---|"]
+    for row in sorted(table, key=lambda r: (r["budget"], -r["accuracy"])):
+        lo, hi = row["ci95"]
+        knobs = ", ".join(_knob(k) for k in row.get("knobs", []))
+        lines.append(f"| {row['budget']:.1f} | {row['method']} | {row['accuracy']:.4f} ± "
+                     f"{row['accuracy_std']:.4f} | {row['delta_vs_static']:+.4f} | "
+                     f"[{lo:+.4f}, {hi:+.4f}] | {row['cost']:.3f} | {knobs} |")
+    return [*lines, ""]
 
 
 def _knob(value: Any) -> str:
@@ -230,8 +282,11 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
         lines += [", ".join(f"**{k}**: {v}" for k, v in meta.items() if not isinstance(v, dict)),
                   ""]
     lines += _heads_table(summary)
-    lines += [f"![accuracy vs cost]({plot_name})", "",
+    lines += [f"![accuracy vs cost]({plot_name})", "", *_budget_markdown(summary),
               f"## Methods ranked by AUC over cost in [{lo:g}, {hi:g}]", "",
+              "The AUC and the operating points below are test-split envelopes over every knob "
+              "value (optimistic, favouring denser grids); the budget table above is the "
+              "validation-selected comparison.", "",
               "| method | AUC | AUC mean ± std over seeds | coverage | best accuracy | points |",
               "|---|---:|---:|---:|---:|---:|"]
     for method, info in sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"]):
@@ -264,7 +319,9 @@ def write_report(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]], ti
                  ) -> dict[str, Any]:
     """Write ``summary.json``, ``pareto.png`` and ``report.md`` into ``out``; return the summary.
 
-    ``extra`` adds top-level keys to the summary (``heads``, ``per_layer_accuracy``).
+    ``extra`` adds top-level keys to the summary (``heads``, ``per_layer_accuracy``; from
+    ``compare`` also ``selection_split``, ``seeds``, ``budget_table``, ...); a ``budget_table``
+    is drawn and tabulated.
     """
     out = Path(out)
     summary = {**summarize(rows, meta), **(extra or {})}
