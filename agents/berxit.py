@@ -124,6 +124,13 @@ class Berxit(TrackedPolicy):
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "theta": self.theta, "inputs": self.config.inputs}
 
+    @property
+    def policy_flops(self) -> float:
+        """FLOPs of the exit scorer per decision, charged like an RL policy's."""
+        from exitgym.agents.mlp_policy import chain_flops
+
+        return chain_flops(self.net)
+
     def layout_hidden_size(self) -> int | None:
         if self.config.inputs != "hidden":
             return None

@@ -19,6 +19,29 @@ import torch
 from torch import nn
 
 from exitgym.agents.io import load_module_state, save_module
+from exitgym.backbones.flops import mlp_flops
+
+
+def chain_flops(*modules: nn.Module | None) -> float:
+    """FLOPs per input of the chain of ``nn.Linear`` layers found in ``modules``, in order.
+
+    The one cost function of every decision network exitgym charges (REINFORCE policies, SB3's
+    acting network, PALBERT's Λ, BERxiT's scorer): the widths go to
+    :func:`~exitgym.backbones.flops.mlp_flops`, the same function as the exit heads'.
+
+    Raises:
+        ValueError: no linear layer, or consecutive layers whose widths do not chain.
+    """
+    linears = [m for part in modules if part is not None for m in part.modules()
+               if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("chain_flops needs at least one nn.Linear layer")
+    sizes = [linears[0].in_features]
+    for layer in linears:
+        if layer.in_features != sizes[-1]:
+            raise ValueError(f"linear layers do not chain: {sizes[-1]} -> {layer.in_features}")
+        sizes.append(layer.out_features)
+    return mlp_flops(sizes)
 
 
 @dataclass(frozen=True)
@@ -61,13 +84,13 @@ class MLPPolicyConfig:
 
     @property
     def flops(self) -> float:
-        """FLOPs of one forward pass (2 x multiply-adds of the linear layers, per step).
+        """FLOPs of one forward pass (:func:`~exitgym.backbones.flops.mlp_flops`, per step).
 
         Known from the config alone, so an env can be made charging them before the policy
-        exists (``gym.make(..., policy_flops=config.flops)``).
+        exists (``gym.make(..., policy_flops=config.flops)``); it equals :func:`chain_flops` of
+        the built network.
         """
-        sizes = self.layer_sizes
-        return float(sum(2 * a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)))
+        return mlp_flops(self.layer_sizes)
 
 
 def nvec_of(action_space: Any) -> tuple[tuple[int, ...], bool]:

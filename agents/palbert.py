@@ -178,6 +178,13 @@ class Palbert(TrackedPolicy):
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "q": self.q, "criterion": self.criterion}
 
+    @property
+    def policy_flops(self) -> float:
+        """FLOPs of Λ per decision, charged like an RL policy's (one cost function for all)."""
+        from exitgym.agents.mlp_policy import chain_flops
+
+        return chain_flops(self.net)
+
     # ----- Policy protocol -----------------------------------------------------------------
     def reset(self, num_envs: int) -> None:
         super().reset(num_envs)

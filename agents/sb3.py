@@ -25,7 +25,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from torch import nn
 
 from exitgym.agents.io import load_module_state, save_module
 from exitgym.agents.registry import Method, lookup
@@ -58,14 +57,16 @@ class SB3Policy:
 
     @property
     def policy_flops(self) -> float:
-        """FLOPs of the acting network per step (2 x multiply-adds of its linear layers)."""
+        """FLOPs of the acting network per step (:func:`~exitgym.agents.mlp_policy.chain_flops`,
+        the one function every charged network goes through)."""
+        from exitgym.agents.mlp_policy import chain_flops
+
         pol = self.model.policy
         parts = [getattr(pol, "q_net", None)] if self.algo == "dqn" else [
             getattr(getattr(pol, "mlp_extractor", None), "policy_net", None),
             getattr(pol, "action_net", None),
         ]
-        return float(sum(2 * m.in_features * m.out_features for part in parts if part is not None
-                         for m in part.modules() if isinstance(m, nn.Linear)))
+        return chain_flops(*parts)
 
     def describe(self) -> dict[str, Any]:
         return {"method": f"sb3-{self.algo}"}

@@ -74,3 +74,24 @@ def test_head_and_policy_flops() -> None:
     )
     with pytest.raises(ValueError, match="unknown head kind"):
         model.head(2, kind="deep")
+
+
+def test_every_decision_network_is_charged_by_mlp_flops() -> None:
+    """One cost function: the RL policy, PALBERT's Λ and BERxiT's scorer all cost
+    ``mlp_flops`` of their widths (before, the policy counted products only and Λ / LTE were
+    free), and a chain whose widths do not connect is refused."""
+    from exitgym.agents.berxit import Berxit, BerxitConfig
+    from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig, chain_flops
+    from exitgym.agents.palbert import Palbert, PalbertConfig
+    from exitgym.data.synthetic import synthetic_cache
+
+    policy = MLPPolicy(MLPPolicyConfig(obs_dim=6, nvec=(2,)))
+    assert policy.policy_flops == chain_flops(policy.net) == mlp_flops([6, 64, 2]) == 1602
+    cache = synthetic_cache(num_samples=16, hidden_size=8)
+    palbert = Palbert.fit(cache, PalbertConfig(epochs=1, hidden=16))
+    assert palbert.policy_flops == mlp_flops([16, 16, 16, 1])
+    assert palbert.with_knob(0.3).policy_flops == palbert.policy_flops
+    berxit = Berxit.fit(cache, BerxitConfig(epochs=1, width=32))
+    assert berxit.policy_flops == mlp_flops([4, 32, 1])
+    with pytest.raises(ValueError, match="do not chain"):
+        chain_flops(torch.nn.Linear(4, 8), torch.nn.Linear(9, 1))

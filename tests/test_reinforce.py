@@ -17,9 +17,10 @@ from exitgym.agents.lexicographic import (
     lexicographic_direction,
     lexicographic_lambda,
 )
-from exitgym.agents.mlp_policy import MLPPolicy
+from exitgym.agents.mlp_policy import MLPPolicy, chain_flops
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig, compute_advantages
 from exitgym.agents.rollout import evaluate
+from exitgym.backbones.flops import mlp_flops
 from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)
@@ -97,7 +98,8 @@ def test_same_seed_same_weights_and_save_load(tmp_path) -> None:
     loaded = MLPPolicy.load(tmp_path)
     for pa, pl in zip(a.policy.parameters(), loaded.parameters(), strict=True):
         assert torch.equal(pa, pl)
-    assert loaded.policy_flops == 2 * (6 * 64 + 64 * 2)
+    # the documented MLP cost (backbones.flops), also what the built network's layers give
+    assert loaded.policy_flops == mlp_flops([6, 64, 2]) == chain_flops(loaded.net)
     env = make_vec()
     assert evaluate(loaded, env).records == evaluate(a.policy, env).records
 

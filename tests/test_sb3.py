@@ -10,6 +10,7 @@ import torch
 import exitgym  # noqa: F401
 from exitgym.agents.rollout import evaluate
 from exitgym.agents.sb3 import load_sb3, train_sb3
+from exitgym.backbones.flops import mlp_flops
 from exitgym.data.synthetic import synthetic_cache
 
 torch.set_num_threads(1)
@@ -23,7 +24,8 @@ def test_ppo_smoke_train_evaluate_save_load(tmp_path) -> None:
                        n_epochs=1)
     assert policy.required_observation == "features"
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))  # SB3's TensorBoard logger
-    assert policy.policy_flops == 2 * (6 * 64 + 64 * 64 + 64 * 2)
+    # SB3's acting network: policy_net 6-64-64 (tanh) and action_net 64-2, one cost function
+    assert policy.policy_flops == mlp_flops([6, 64, 64, 2])
     venv = gym.make_vec("exitgym/EarlyExit-v0", num_envs=8, vectorization_mode="vector_entry_point",
                         **kwargs)
     result = evaluate(policy, venv)

@@ -52,3 +52,12 @@ def print_ranking(summary: dict) -> None:
               f"{info['best_accuracy']:.4f}  coverage {info['coverage']:.2f}")
     for method, p in summary["references"].items():
         print(f"  {method:<{width}}  accuracy {p['accuracy']:.4f} at cost {p['cost']:.3f}")
+    table = summary.get("budget_table") or []
+    if table:
+        print(f"budget table (chosen on {summary.get('selection_split')}, test accuracy, "
+              f"Δ vs static truncation with its paired bootstrap 95 % CI):")
+        for row in sorted(table, key=lambda r: (r["budget"], -r["accuracy"])):
+            lo, hi = row["ci95"]
+            print(f"  ≤{row['budget']:.1f}  {row['method']:<{width}}  {row['accuracy']:.4f} ± "
+                  f"{row['accuracy_std']:.4f}  Δ {row['delta_vs_static']:+.4f} "
+                  f"[{lo:+.4f}, {hi:+.4f}]")

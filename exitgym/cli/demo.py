@@ -4,8 +4,11 @@
    its per-layer caches — once; later runs reuse the cache;
 2. train REINFORCE (self-critical) with the ``hardness`` and ``vanilla`` rewards over a few α on
    the train split, with the native vector env;
-3. sweep the exit rules (entropy, patience, max-probability, PALBERT Q-exit, oracle) on test;
-4. write ``summary.json``, ``pareto.png`` and ``report.md``;
+3. sweep the exit rules (entropy, patience, max-probability, PALBERT Q-exit, BERxiT, static
+   truncation, random exit, oracle); every method is evaluated on validation (knob selection) and
+   on test (reported), over 3 seeds;
+4. write ``summary.json`` (with the validation-selected budget table), ``pareto.png`` and
+   ``report.md``;
 5. ``replay --verify`` every recorded test episode (thousands) against a fresh environment;
 6. print the ranking and where the report is.
 
@@ -28,7 +31,9 @@ hundredths of a nat across layers, so every α >= 0.2 already exits at layer 1 (
 grid spreads the agents' operating points over the whole cost range."""
 DEMO_STEPS = 200
 """REINFORCE updates per agent (64 episodes each)."""
-DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "oracle")
+DEMO_SEEDS = (0, 1, 2)
+"""Seeds of every trained method (learned agents, Q-exit, BERxiT, random exit)."""
+DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "berxit", "static", "random", "oracle")
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,8 @@ class DemoArgs:
     """The prepared cache of the demo (prepared first, reused when cached)."""
     alphas: tuple[float, ...] = option(DEMO_ALPHAS, minimum=0)
     """Cost weights α of the RL agents."""
-    seeds: tuple[int, ...] = (0,)
-    """Seeds of every trained method."""
+    seeds: tuple[int, ...] = DEMO_SEEDS
+    """Seeds of every trained method (the budget table reports mean ± std over them)."""
     steps: int = option(DEMO_STEPS, minimum=1)
     """REINFORCE updates per agent (64 episodes each)."""
     out: str | None = None
