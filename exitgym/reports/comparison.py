@@ -169,8 +169,10 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     markers = "osD^vP<>hX*"
     colors = plt.get_cmap("tab10").colors
     ranked = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"])
-    for i, (method, info) in enumerate(ranked):
-        color, marker = colors[i % len(colors)], markers[i % len(markers)]
+    style = {method: (colors[i % len(colors)], markers[i % len(markers)])
+             for i, (method, _) in enumerate(ranked)}
+    for method, info in ranked:
+        color, marker = style[method]
         pts = info["points"]
         ax.scatter([p["cost"] for p in pts], [p["accuracy"] for p in pts], color=color,
                    marker=marker, s=28, alpha=0.45, zorder=2)
@@ -195,7 +197,7 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9,
               title="Pareto front per method")
     if table:
-        _plot_budget_table(bax, table, summary.get("selection_split", "validation"))
+        _plot_budget_table(bax, table, summary.get("selection_split", "validation"), style)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -210,19 +212,22 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     return path
 
 
-def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str) -> None:
+def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str,
+                       style: dict[str, tuple[Any, str]]) -> None:
     """The budget table as curves: test accuracy (mean ± std over seeds) of each method's point
-    chosen on ``selection`` within each budget; static truncation in black."""
+    chosen on ``selection`` within each budget, in the colours and markers of the left panel;
+    static truncation thick."""
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
         by_method[row["method"]].append(row)
     for method, rows in sorted(by_method.items()):
         rows = sorted(rows, key=lambda r: r["budget"])
         static = method == STATIC
+        color, marker = style.get(method, ("k", "o"))
         ax.errorbar([r["budget"] for r in rows], [r["accuracy"] for r in rows],
-                    yerr=[r["accuracy_std"] for r in rows], marker="o", ms=4, capsize=3,
-                    lw=2.5 if static else 1.2, color="k" if static else None,
-                    label=method, zorder=4 if static else 3)
+                    yerr=[r["accuracy_std"] for r in rows], marker=marker, ms=5, capsize=3,
+                    lw=3 if static else 1.2, color=color, label=method,
+                    zorder=4 if static else 3)
     ax.set_xlabel("FLOPs budget (selected on " + selection + ")")
     ax.set_ylabel("test accuracy, mean ± std over seeds")
     ax.set_title("budget table: best point within budget")
