@@ -34,7 +34,14 @@ import torch
 
 from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
-from exitgym.agents.rollout import Rollout, env_observation, num_samples_of, run_episodes
+from exitgym.agents.rollout import (
+    Rollout,
+    decision_steps,
+    env_attr,
+    env_observation,
+    num_samples_of,
+    run_episodes,
+)
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,9 @@ class Reinforce:
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.rng = np.random.default_rng(self.config.seed)
         self.num_samples = num_samples_of(env)
+        forced = env_attr(env, "forced_last_step") and env_attr(env, "num_layers")
+        self._forced_at: int | None = int(forced) - 1 if forced else None
+        """0-based step whose action is forced (layer L of an exit env), left out of log π."""
         self.moving_average = 0.0
         self.updates = 0
         self.history: list[dict[str, float]] = []
@@ -198,11 +208,16 @@ class Reinforce:
     def _score_terms(
         self, ro: Rollout
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``Σ_t log π`` per episode ``[B]`` and mean entropy over live steps (with grad)."""
+        """``Σ_t log π`` per episode ``[B]`` and mean entropy over its decision steps (with grad).
+
+        Decision steps are the live ones, less the forced action at the last layer of an exit
+        env (``forced_last_step``): every action exits there, so its log-probability would only
+        add noise (and a spurious push towards whichever action was sampled) to the gradient.
+        """
         self.policy.train()
         obs = torch.as_tensor(ro.obs)
         logp, ent = self.policy.log_prob_entropy(obs, torch.as_tensor(ro.actions))
-        alive = torch.as_tensor(ro.alive, dtype=logp.dtype)
+        alive = torch.as_tensor(decision_steps(ro.alive, self._forced_at), dtype=logp.dtype)
         return (logp * alive).sum(0), (ent * alive).sum() / alive.sum().clamp_min(1.0)
 
     # ----- one update ----------------------------------------------------------------------

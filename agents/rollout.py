@@ -52,6 +52,18 @@ class Rollout:
         return np.array([float(i.get(key, default)) for i in self.final_infos])
 
 
+def decision_steps(alive: np.ndarray, forced_at: int | None) -> np.ndarray:
+    """Bool ``[T, B]``: the live steps whose action was a decision.
+
+    ``forced_at`` is the 0-based step whose action the env ignores (the last layer of an exit
+    env: every action exits there), or None when every live step decides.
+    """
+    mask = np.asarray(alive, dtype=bool).copy()
+    if forced_at is not None:
+        mask[forced_at:] = False
+    return mask
+
+
 def is_vector_env(env: Any) -> bool:
     """True for gymnasium vector envs (they have ``num_envs`` and batched spaces)."""
     return hasattr(env, "num_envs") and hasattr(env, "single_action_space")

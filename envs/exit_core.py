@@ -155,6 +155,9 @@ class ExitEnvCore:
     """Dense reward delivery."""
     num_layers: int
     """``L``."""
+    forced_last_step: ClassVar[bool] = True
+    """Step ``t`` (0-based) acts at layer ``t + 1``, and the action at layer ``L`` is forced
+    (any action exits): learners leave it out of ``Σ_t log π`` (it carries no decision)."""
 
     def _build(self, settings: ExitSettings) -> spaces.Box:
         """Set everything the settings determine; return the observation space of one episode."""

@@ -207,3 +207,20 @@ def test_consistentee_losses_and_schedule() -> None:
     with torch.no_grad():
         assert torch.allclose(exported(torch.as_tensor(cache.pooled)), torch.as_tensor(expect),
                               atol=1e-5)
+
+
+def test_log_probs_leave_out_the_forced_last_layer_action() -> None:
+    """At layer L every action exits, so its log-probability is not part of Σ_t log π: changing
+    that action leaves the episode's score unchanged, changing a real decision does not."""
+    env = make_vec()
+    agent = Reinforce(env, ReinforceConfig(seed=0))
+    with torch.no_grad():  # a policy that always continues: every episode reaches layer L
+        agent.policy.net[-1].weight.zero_()
+        agent.policy.net[-1].bias.copy_(torch.tensor([60.0, -60.0]))
+    ro = agent._rollout(np.arange(N), deterministic=False)
+    assert ro.alive.shape[0] == 6 and ro.alive[5].all()
+    base = agent._score_terms(ro)[0].detach()
+    ro.actions[5] = 1 - ro.actions[5]  # the forced step: its log π would change by ~60 nats
+    assert torch.equal(agent._score_terms(ro)[0].detach(), base)
+    ro.actions[0] = 1 - ro.actions[0]  # a decision
+    assert (agent._score_terms(ro)[0].detach() < base - 50).all()
