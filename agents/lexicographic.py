@@ -23,7 +23,20 @@ which guarantees ``∇q·e ≥ φ``: while the loss is above ``c`` every step de
 rate φ; once the constraint holds (φ < 0) λ is zero unless the computation gradient would raise the
 loss faster than the slack allows. The equivalent reward is ``−λ·loss − c_t``, i.e. the ``flops``
 reward's cost weight is ``1/λ``; it is written to ``env.unwrapped.reward_shape.lam`` after each
-update (capped at ``lam_max``) so the env's returns reflect the current trade-off.
+update with ``λ > 0`` (capped at ``lam_max``) so the env's returns reflect the current trade-off.
+With ``λ = 0`` the update is pure computation descent, which no finite cost weight of the
+``flops`` reward expresses: the env's weight is left as it was (the returns are only logged; the
+step never reads them).
+
+**The step (``step="plain"``, default)** is the paper's ``θ ← θ − γ·e`` with ``γ = lr``: plain
+gradient descent, no Adam, no clipping, no entropy bonus, because ``∇q·e ≥ φ`` only bounds the
+first-order change of ``q`` for a step along ``e`` itself (Adam rescales every coordinate, and
+clipping or a bonus change the direction). Each update logs ``q_decrease_rate``
+``= ∇q·(θ_before − θ_after)/γ``, measured on the step actually taken, next to ``phi``;
+``barrier_held`` says whether ``q_decrease_rate ≥ φ`` and ``constraint_met`` whether
+``q̄ ≤ c`` on the batch, so satisfaction over training is measured
+(:meth:`Lexicographic.constraint_report`). ``step="adam"`` keeps the earlier Adam + clipping +
+entropy step for comparison (it breaks the guarantee, which the log shows).
 
 **``form="paper"``** applies Eqn (7) as typeset, ``e = ∇q + λ∇f`` with
 ``λ = max((φ − ∇q·∇f)/‖∇f‖², 0)``, ``φ = q − c``. Read literally it guarantees ``∇f·e ≥ φ``: it
@@ -44,6 +57,7 @@ from exitgym.agents.rollout import Rollout, env_attr
 
 FORMS: tuple[str, ...] = ("barrier", "paper")
 CONSTRAINTS: tuple[str, ...] = ("loss", "accuracy")
+STEPS: tuple[str, ...] = ("plain", "adam")
 
 
 def lexicographic_lambda(grad_obj: np.ndarray, grad_con: np.ndarray, phi: float) -> float:
@@ -95,7 +109,10 @@ class LexicoConfig(ReinforceConfig):
     full_quality: float | None = None
     """Loss / error of full depth; ``None`` computes it from the env's tables over the split."""
     lam_max: float = 1e3
-    """Cap of the cost weight written to the env's ``flops`` reward."""
+    """Cap of the cost weight ``1/λ`` written to the env's ``flops`` reward (tiny λ > 0)."""
+    step: str = "plain"
+    """``"plain"``: ``θ ← θ − lr·e`` (keeps ``∇q·e ≥ φ``); ``"adam"``: Adam, clipping and the
+    entropy bonus on ``e`` (the earlier step, which voids the guarantee; for comparison)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,9 +120,16 @@ class LexicoConfig(ReinforceConfig):
             raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {self.constraint!r}")
         if self.form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {self.form!r}")
+        if self.step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {self.step!r}")
         if self.baseline not in ("self-critical", "mean-of-k", "none"):
             raise ValueError("the lexicographic update supports the self-critical, mean-of-k and "
                              f"none baselines, got {self.baseline!r}")
+
+
+def _flat(params: list[torch.Tensor]) -> np.ndarray:
+    """The parameters as one float64 vector."""
+    return torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
 
 
 class Lexicographic(Reinforce):
@@ -128,6 +152,9 @@ class Lexicographic(Reinforce):
         self.lam = 0.0
         self.lambda_history: list[float] = []
         self._last: dict[str, float] = {}
+        self._before: tuple[np.ndarray, np.ndarray, float] | None = None
+        if self.config.step == "plain":  # the paper's θ ← θ − γ·e
+            self.optimizer = torch.optim.SGD(self.policy.parameters(), lr=self.config.lr)
 
     def _quality(self, ro: Rollout) -> np.ndarray:
         """Per-episode loss ``q_b`` (CE at the exit head, or 0/1 error)."""
@@ -161,19 +188,26 @@ class Lexicographic(Reinforce):
         g_q, g_f = grad_of(adv_q), grad_of(adv_f)
         phi = cfg.phi_scale * (float(q.mean()) - self.threshold)
         direction, self.lam = lexicographic_direction(g_q, g_f, phi, cfg.form)
-        ent_grads = torch.autograd.grad(-cfg.entropy_coef * entropy, params, allow_unused=True)
+        plain = cfg.step == "plain"
+        ent_grads = ([None] * len(params) if plain else
+                     torch.autograd.grad(-cfg.entropy_coef * entropy, params, allow_unused=True))
         offset = 0
         for p, ge in zip(params, ent_grads, strict=True):
             n = p.numel()
             d = torch.as_tensor(direction[offset:offset + n], dtype=p.dtype).view_as(p)
             p.grad = d + (ge if ge is not None else 0.0)
             offset += n
+        self._before = (_flat(params), g_q, phi)
         self.lambda_history.append(self.lam)
         self._sync_env_lambda()
         self._last = {"lambda": self.lam, "phi": phi, "loss_q": float(q.mean()),
                       "threshold": self.threshold, "grad_q_norm": float(np.linalg.norm(g_q)),
-                      "grad_f_norm": float(np.linalg.norm(g_f))}
+                      "grad_f_norm": float(np.linalg.norm(g_f)),
+                      "constraint_met": float(float(q.mean()) <= self.threshold)}
         return None
+
+    def _clip_norm(self) -> float:
+        return 0.0 if self.config.step == "plain" else self.config.max_grad_norm
 
     def _sync_env_lambda(self) -> None:
         shape = env_attr(self.env, "reward_shape")
@@ -181,12 +215,37 @@ class Lexicographic(Reinforce):
             return
         if self.config.form == "paper":
             weight = self.lam
-        else:
-            weight = 1.0 / self.lam if self.lam > 0 else self.config.lam_max
+        elif self.lam > 0:
+            weight = 1.0 / self.lam
+        else:  # pure computation descent: no finite weight expresses it (module docstring)
+            return
         shape.lam = float(min(weight, self.config.lam_max))
 
     def _extra_metrics(self) -> dict[str, float]:
-        return dict(self._last)
+        """Batch metrics plus the barrier measured on the step just taken."""
+        out = dict(self._last)
+        if self._before is not None:
+            theta, g_q, phi = self._before
+            params = [p for p in self.policy.parameters() if p.requires_grad]
+            rate = float(g_q @ (theta - _flat(params))) / self.config.lr
+            out["q_decrease_rate"] = rate
+            # ∇q = 0 (e.g. a saturated policy whose samples equal its greedy rollouts): no step
+            # can lower q at rate φ > 0, so the barrier does not apply (NaN, not a failure).
+            held = rate >= phi - 1e-6 * max(1.0, abs(phi))
+            out["barrier_held"] = float(held) if np.any(g_q) else float("nan")
+        return out
+
+    def constraint_report(self, last: int | None = None) -> dict[str, float]:
+        """Over the (last ``last``) logged updates: the fraction of those with ``∇q ≠ 0``
+        (``barrier_applies`` of them) whose step kept ``∇q·(θ_before − θ_after)/γ ≥ φ``, and
+        the fraction whose batch loss met ``q̄ ≤ c``."""
+        rows = [h for h in self.history if "barrier_held" in h]
+        rows = rows[-last:] if last else rows
+        held = [h["barrier_held"] for h in rows if not np.isnan(h["barrier_held"])]
+        return {"updates": float(len(rows)), "barrier_applies": float(len(held)),
+                "barrier_held": float(np.mean(held)) if held else float("nan"),
+                "constraint_met": (float(np.mean([h["constraint_met"] for h in rows])) if rows
+                                   else float("nan"))}
 
     def _constraint_state(self) -> dict[str, Any]:
         return {"lam": float(self.lam), "lambda_history": list(self.lambda_history)}

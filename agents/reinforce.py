@@ -239,8 +239,8 @@ class Reinforce:
         loss = self._loss(sampled, greedy, adv, sum_logp, entropy)
         if loss is not None:
             loss.backward()
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        if self._clip_norm() > 0:
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self._clip_norm())
         self.optimizer.step()
         self.moving_average = (cfg.ma_decay * self.moving_average
                                + (1 - cfg.ma_decay) * float(returns.mean()))
@@ -268,6 +268,10 @@ class Reinforce:
 
     def _extra_metrics(self) -> dict[str, float]:
         return {}
+
+    def _clip_norm(self) -> float:
+        """Gradient-norm clip of the step (0: none); the lexicographic plain step has none."""
+        return self.config.max_grad_norm
 
     def _log(self, metrics: dict[str, float]) -> None:
         self.history.append(metrics)
