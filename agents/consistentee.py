@@ -7,7 +7,7 @@ ConsistentEE alternates (docs/design.md):
 3. the exit policy trained by REINFORCE with the heads frozen (hardness reward by default);
 4. the heads trained with the policy frozen, each sample's loss only at the layer where the
    (greedy) policy exits it;
-5. repeat 2-4.
+5. repeat 2-4, and end with 2-3, so the returned policy was trained on the returned heads.
 
 With a frozen backbone the heads only read ``LayerCache.pooled``, so they are trained here on the
 cached pooled states: :class:`CachedHeads` is one linear classifier per layer, and every change of
@@ -158,27 +158,35 @@ class ConsistentEE:
                          "mean_memorized": float(self.cache.memorized.mean()), **values})
 
     def run(self) -> ConsistentEE:
-        """Steps 1-4, then ``rounds - 1`` more repetitions of 2-4."""
+        """Steps 1-4, then ``rounds - 1`` more repetitions of 2-4, then a last policy phase."""
         cfg = self.config
         losses = train_heads(self.heads, self.base_cache, weighted_ce, cfg.head_epochs,
                              cfg.head_lr, cfg.head_batch_size, cfg.seed)
         self.cache = self.heads.apply_to(self.base_cache, "consistentee-weighted")
         self._record("heads-weighted", loss=losses[-1])
         for r in range(cfg.rounds):
-            env = self.make_env(self.cache)  # step 2: memorized layers come with the new cache
-            if self.agent is None:
-                self.agent = Reinforce(env, cfg.reinforce)
-            else:  # keep training the same policy on the env of the new heads
-                self.agent.env = env
-            self.agent.learn(cfg.policy_updates)
-            result = evaluate(self.agent.policy, env)
-            exits = np.array([rec.exit_layer for rec in result.records], dtype=np.int64)
-            self._record("policy", round=r, accuracy=result.accuracy, cost=result.mean_cost)
+            exits = self._policy_phase(r)
             losses = train_heads(self.heads, self.base_cache, exit_layer_ce, cfg.head_epochs,
                                  cfg.head_lr, cfg.head_batch_size, cfg.seed + r + 1, exits)
             self.cache = self.heads.apply_to(self.base_cache, f"consistentee-round{r}")
             self._record("heads-at-exit", round=r, loss=losses[-1])
+        # The schedule ends on a policy phase: the returned policy was trained on the returned
+        # heads (their memorized layers and confidences), not on the heads before the last
+        # head phase.
+        self._policy_phase(cfg.rounds)
         return self
+
+    def _policy_phase(self, r: int) -> np.ndarray:
+        """Steps 2-3 on the current heads' cache; the greedy exit layers of the result."""
+        env = self.make_env(self.cache)  # step 2: memorized layers come with the new cache
+        if self.agent is None:
+            self.agent = Reinforce(env, self.config.reinforce)
+        else:  # keep training the same policy on the env of the new heads
+            self.agent.env = env
+        self.agent.learn(self.config.policy_updates)
+        result = evaluate(self.agent.policy, env)
+        self._record("policy", round=r, accuracy=result.accuracy, cost=result.mean_cost)
+        return np.array([rec.exit_layer for rec in result.records], dtype=np.int64)
 
     def cache_for(self, other: LayerCache) -> LayerCache:
         """The current heads applied to another split (evaluate on validation / test with it)."""

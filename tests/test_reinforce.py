@@ -312,7 +312,10 @@ def test_consistentee_losses_and_schedule() -> None:
     cfg = ConsistentEEConfig(rounds=1, head_epochs=30, head_lr=5e-2, policy_updates=5,
                              reinforce=ReinforceConfig(batch_size=32))
     run = ConsistentEE(cache, make_env, cfg).run()
-    assert [e["phase"] for e in run.log] == ["heads-weighted", "policy", "heads-at-exit"]
+    # ends on a policy phase: the returned policy was trained on the returned heads
+    assert [e["phase"] for e in run.log] == ["heads-weighted", "policy", "heads-at-exit",
+                                            "policy"]
+    assert run.agent is not None and run.agent.env.unwrapped.cache is run.cache
     assert run.cache.correct[:, -1].mean() == 1.0  # the trained last head separates the labels
     assert run.cache.meta["heads"] == "consistentee-round0"
     with torch.no_grad():
