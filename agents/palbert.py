@@ -171,6 +171,10 @@ class Palbert(TrackedPolicy):
         """Same λ heads, another Q-exit threshold."""
         return Palbert(self.net, self.hidden_size, self.config, q, self.criterion, self.seed)
 
+    def with_criterion(self, criterion: str) -> Palbert:
+        """Same λ heads and knob, another exit criterion (``"q-exit"`` or ``"sample"``)."""
+        return Palbert(self.net, self.hidden_size, self.config, self.q, criterion, self.seed)
+
     @staticmethod
     def default_grid(num_layers: int) -> tuple[float, ...]:
         return (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)

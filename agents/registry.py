@@ -19,6 +19,7 @@ stays light.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,10 +124,21 @@ def _rule(cls: type[ExitRule], description: str, seeded: bool = False,
     return Method(cls.name, "rule", description, cls, sweep=sweep, seeded=seeded)
 
 
-def _fit_qexit(train_cache: LayerCache, seed: int) -> Any:
+@functools.lru_cache(maxsize=2)
+def _fit_lambda(train_cache: LayerCache, seed: int) -> Any:
+    """PALBERT's Λ fitted once per (cache object, seed): Q-exit and sampling share it, so the
+    two criteria are compared on the same network."""
     from exitgym.agents.palbert import Palbert, PalbertConfig
 
     return Palbert.fit(train_cache, PalbertConfig(seed=seed), seed=seed)
+
+
+def _fit_qexit(train_cache: LayerCache, seed: int) -> Any:
+    return _fit_lambda(train_cache, seed)
+
+
+def _fit_palbert_sample(train_cache: LayerCache, seed: int) -> Any:
+    return _fit_lambda(train_cache, seed).with_criterion("sample")
 
 
 def _fit_berxit(train_cache: LayerCache, seed: int) -> Any:
@@ -135,12 +147,16 @@ def _fit_berxit(train_cache: LayerCache, seed: int) -> Any:
     return Berxit.fit(train_cache, BerxitConfig(seed=seed))
 
 
-def _fitted(name: str, description: str, fit: Callable[[LayerCache, int], Any]) -> Method:
-    """A fitted baseline: fit on the training cache, then sweep its knob's default grid."""
+def _fitted(name: str, description: str, fit: Callable[[LayerCache, int], Any],
+            knob: bool = True) -> Method:
+    """A fitted baseline: fit on the training cache, then sweep its knob's default grid (or,
+    ``knob=False``, evaluate the fitted model as it is: one point per seed)."""
 
     def sweep(train_cache: LayerCache, eval_cache: LayerCache,
               seed: int) -> list[tuple[Any, float | None]]:
         model = fit(train_cache, seed)
+        if not knob:
+            return [(model, None)]
         return [(model.with_knob(k), k) for k in model.default_grid(train_cache.num_layers)]
 
     return Method(name, "fitted", description, fit, sweep=sweep)
@@ -170,6 +186,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _rule(StaticExit, "exit at a fixed layer k"),
     _rule(RandomExit, "exit with probability p at every layer", seeded=True),
     _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit),
+    _fitted("palbert-sample", "PALBERT lambda heads with PonderNet's sampling criterion (exit "
+            "with probability lambda_l; no knob)", _fit_palbert_sample, knob=False),
     _fitted("berxit", "BERxiT learning-to-exit regressor (knob theta)", _fit_berxit),
     _rule(OracleExit, "exit at the earliest correct layer (reads the labels: the bound)",
           on_eval_cache=True),

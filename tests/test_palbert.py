@@ -82,3 +82,25 @@ def test_sample_criterion_and_save_load(tmp_path) -> None:
     assert evaluate(sampler, env).records == evaluate(again, env).records
     with pytest.raises(ValueError, match="criterion"):
         Palbert(model.net, model.hidden_size, model.config, criterion="bogus")
+
+
+def test_q_exit_and_sampling_share_one_fitted_lambda_network() -> None:
+    """Both criteria are registered methods; for one cache and seed they read the same Λ (so a
+    comparison of the two measures the criterion, not two trainings), and they decide
+    differently: sampling is random per layer, Q-exit deterministic."""
+    from exitgym.agents.registry import lookup
+
+    cache = synthetic_cache(num_samples=32)
+    qexit = lookup("qexit").sweep(cache, cache, 0)
+    sample = lookup("palbert-sample").sweep(cache, cache, 0)
+    assert len(sample) == 1 and sample[0][1] is None and sample[0][0].criterion == "sample"
+    assert all(p.net is sample[0][0].net and p.criterion == "q-exit" for p, _ in qexit)
+    assert [k for _, k in qexit] == list(Palbert.default_grid(cache.num_layers))
+    env = gym.make("exitgym/EarlyExit-v0", cache=cache, observation="features+hidden+prev")
+    sampled = evaluate(sample[0][0], env)
+    again = evaluate(lookup("palbert-sample").sweep(cache, cache, 0)[0][0], env)
+    assert sampled.records == again.records  # seeded
+    lam = sample[0][0].lambdas(cache)
+    # the sampling criterion's exits follow λ: where λ_1 is near 0 or 1 the draw is all but sure
+    first = np.array([r.exit_layer for r in sampled.records]) == 1
+    assert first[lam[:, 0] > 0.99].all() and not first[lam[:, 0] < 0.01].any()

@@ -33,7 +33,8 @@ DEMO_STEPS = 200
 """REINFORCE updates per agent (64 episodes each)."""
 DEMO_SEEDS = (0, 1, 2)
 """Seeds of every trained method (learned agents, Q-exit, BERxiT, random exit)."""
-DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "berxit", "static", "random", "oracle")
+DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "palbert-sample", "berxit", "static",
+              "random", "oracle")
 
 
 @dataclass(frozen=True)
