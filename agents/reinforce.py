@@ -74,6 +74,13 @@ class ReinforceConfig:
     """Gradient clipping (0 = off)."""
     seed: int = 0
     """Seeds initialisation, sample choice, action sampling and env resets."""
+    target_cost: float | None = None
+    """Budget-targeted mode: the mean cost (FLOPs fraction) the policy must meet. The reward's
+    cost weight α becomes a Lagrange multiplier, ``α ← max(0, α + multiplier_lr·(c̄ − target))``
+    after every update (``c̄``: the batch's mean sampled cost), so a user asks for a budget
+    instead of guessing an α. None: α stays as the env was made."""
+    multiplier_lr: float = 2.0
+    """Step of the multiplier update of the budget-targeted mode."""
 
     def __post_init__(self) -> None:
         if self.baseline not in ADVANTAGE_BASELINES:
@@ -88,6 +95,10 @@ class ReinforceConfig:
             )
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        if self.target_cost is not None and not self.target_cost > 0:
+            raise ValueError(f"target_cost must be a FLOPs fraction > 0, got {self.target_cost}")
+        if self.multiplier_lr < 0:
+            raise ValueError(f"multiplier_lr must be >= 0, got {self.multiplier_lr}")
 
 
 def compute_advantages(
@@ -244,11 +255,13 @@ class Reinforce:
         self.optimizer.step()
         self.moving_average = (cfg.ma_decay * self.moving_average
                                + (1 - cfg.ma_decay) * float(returns.mean()))
+        mean_cost = float(np.nanmean(sampled.info_array("cost")))
+        budget = self._adapt_cost_weight(mean_cost)
         self.updates += 1
         metrics = {
             "update": float(self.updates), "return": float(returns.mean()),
             "accuracy": float(np.mean(sampled.info_array("correct"))),
-            "cost": float(np.nanmean(sampled.info_array("cost"))),
+            "cost": mean_cost, **budget,
             "exit_layer": float(np.nanmean(sampled.info_array("exit_layer"))),
             "entropy": float(entropy.detach()), "advantage_abs": float(np.abs(adv).mean()),
             **self._extra_metrics(),
@@ -268,6 +281,20 @@ class Reinforce:
 
     def _extra_metrics(self) -> dict[str, float]:
         return {}
+
+    def _adapt_cost_weight(self, mean_cost: float) -> dict[str, float]:
+        """Budget-targeted mode: one multiplier step on the env's cost weight α (docstring of
+        :attr:`ReinforceConfig.target_cost`); the new α for the metrics (empty when off)."""
+        target = self.config.target_cost
+        if target is None:
+            return {}
+        shape = env_attr(self.env, "reward_shape")
+        if shape is None or not hasattr(shape, "alpha"):
+            raise ValueError("target_cost needs an env whose reward shape has a cost weight "
+                             "alpha (vanilla, hardness, accuracy)")
+        step = self.config.multiplier_lr * (mean_cost - target)
+        shape.alpha = max(0.0, float(shape.alpha) + step)
+        return {"alpha": float(shape.alpha)}
 
     def _clip_norm(self) -> float:
         """Gradient-norm clip of the step (0: none); the lexicographic plain step has none."""
@@ -306,6 +333,8 @@ class Reinforce:
         meta = {"updates": self.updates, "moving_average": float(self.moving_average),
                 "param_groups": opt["param_groups"], "trainer_rng": self.rng.bit_generator.state,
                 "policy_rng": self.policy.rng_state, **self._constraint_state()}
+        if self.config.target_cost is not None:  # the multiplier is state too
+            meta["cost_weight"] = float(env_attr(self.env, "reward_shape").alpha)
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -321,6 +350,8 @@ class Reinforce:
         self.updates, self.moving_average = int(meta["updates"]), float(meta["moving_average"])
         self.rng.bit_generator.state = meta["trainer_rng"]
         self.policy.rng_state = meta["policy_rng"]
+        if meta.get("cost_weight") is not None:
+            env_attr(self.env, "reward_shape").alpha = float(meta["cost_weight"])
 
     def _constraint_state(self) -> dict[str, Any]:
         """The lexicographic multiplier's state; plain REINFORCE has none (stored as zeros so

@@ -342,3 +342,23 @@ def test_log_probs_leave_out_the_forced_last_layer_action() -> None:
     assert torch.equal(agent._score_terms(ro)[0].detach(), base)
     ro.actions[0] = 1 - ro.actions[0]  # a decision
     assert (agent._score_terms(ro)[0].detach() < base - 50).all()
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5])
+def test_budget_targeted_mode_meets_the_budget_the_user_gives(target: float) -> None:
+    """Made with α = 0 (no reason to exit), the policy runs deep; with a target cost the
+    multiplier α rises until the mean cost meets the budget: at 0.5 the cheapest accurate
+    policy (easy at layer 1, hard at 4: cost ~0.42) fits, at 0.3 only exiting at layer 1 does."""
+    def trained(target_cost: float | None) -> tuple[Reinforce, Any]:
+        env = gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=two_group_cache(),
+                           reward="hardness", alpha=0.0, vectorization_mode="vector_entry_point")
+        cfg = ReinforceConfig(seed=0, lr=1e-2, target_cost=target_cost)
+        return Reinforce(env, cfg).learn(150), env
+
+    free, env = trained(None)
+    assert evaluate(free.policy, env).mean_cost > 0.6
+    agent, env = trained(target)
+    result = evaluate(agent.policy, env)
+    assert result.mean_cost <= target + 0.01
+    assert max(h["alpha"] for h in agent.history) > 0.5  # the multiplier did the work
+    assert result.accuracy == (1.0 if target == 0.5 else 0.5)
