@@ -179,17 +179,21 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
 
 def test_demo_runs_end_to_end_on_the_tiny_task(tiny, tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", *_data(tiny), "--alphas", "0.5", "--steps", "2", "--out",
+    assert main(["demo", *_data(tiny), "--targets", "0.5", "--steps", "2", "--out",
                  str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"report: {out / 'report.md'}" in printed
+    assert f"report: {out / 'report.md'}" in printed and "budget table" in printed
     md = (out / "report.md").read_text()
     assert "## Replay verification" in md and "every reward, exit layer" in md
-    assert "## Wall time" in md
+    assert "## Wall time" in md and "## Budget table" in md
     summary = json.loads((out / "summary.json").read_text())
-    assert {"reinforce-hardness", "reinforce-vanilla", "entropy", "patience", "maxprob",
-            "qexit"} <= set(summary["methods"])
+    assert {"reinforce-hardness-budget", "reinforce-vanilla-budget", "entropy", "patience",
+            "maxprob", "qexit", "palbert-sample", "berxit", "static", "random"} <= set(
+                summary["methods"])
     assert {"full-depth", "oracle"} == set(summary["references"])
+    assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1, 2]
+    budget = [r for r in summary["rows"] if r["method"] == "reinforce-hardness-budget"]
+    assert sorted(r["seed"] for r in budget) == [0, 1, 2] and {r["knob"] for r in budget} == {0.5}
 
 
 def test_train_and_verify_a_live_skip_env(tiny, tmp_path: Path, capsys) -> None:

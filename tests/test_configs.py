@@ -210,7 +210,13 @@ def test_runs_recorded_with_the_flat_layout_resume_and_rebuild_their_env(tmp_pat
     run, options = tmp_path / "run", {"caches": CACHES, "progress": False, "plots": False}
     with pytest.raises(Interrupt):
         train(CFG, run, after_update=_stop_after(4), **options)
-    assert set(RunDir.open(run).config["config"]) == LEGACY_KEYS  # written flat, as before
+    stored = RunDir.open(run).config["config"]
+    assert set(stored) == LEGACY_KEYS | {"target_cost"}  # written flat, as before
+    # a run recorded before target_cost existed resumes too (the field takes its default)
+    config_file = run / "config.json"
+    record = json.loads(config_file.read_text())
+    del record["config"]["target_cost"]
+    config_file.write_text(json.dumps(record))
     changed = TrainConfig(**{**CFG.__dict__, "alpha": 0.9})
     with pytest.raises(RunError, match="differ from the run's config.json"):
         train(changed, run, resume=True, **options)

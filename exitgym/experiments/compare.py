@@ -147,16 +147,19 @@ def _select_and_collect(config: CompareConfig, caches: dict[str, Any], found: _C
 def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
                   timings: dict[str, float], found: _Collected) -> None:
     tic = time.perf_counter()
-    jobs = [(r, a, s) for r in config.rewards for a in config.alphas for s in config.seeds]
+    knobs = config.agent_knobs
+    tag = "b" if config.targets else "a"  # budget-targeted (knob = target cost) or α
+    jobs = [(r, k, s) for r in config.rewards for k in knobs for s in config.seeds]
     with _bar(len(jobs), f"train {config.agent}", progress) as bar:
         for reward, alpha, seed in jobs:
-            cfg = config.train_config(reward, alpha, seed)
-            name = f"{config.agent}-{reward}-a{alpha:g}-s{seed}"
+            cfg = config.agent_config(reward, alpha, seed)
+            name = f"{config.agent}-{reward}-{tag}{alpha:g}-s{seed}"
             bar.set_postfix_str(name)
             result = train(cfg, out / "runs" / name, caches=caches, progress=False,
                            plots=False)
-            _select_and_collect(config, caches, found, result.policy, result.spec,
-                                f"{config.agent}-{reward}", alpha, seed, result.eval)
+            method = f"{config.agent}-{reward}" + ("-budget" if config.targets else "")
+            _select_and_collect(config, caches, found, result.policy, result.spec, method,
+                                alpha, seed, result.eval)
             bar.update(1)
     timings["train"] = time.perf_counter() - tic
 

@@ -7,7 +7,7 @@ Frozen dataclasses with a docstring per field; the CLI flags are generated from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exitgym.agents.base import ADVANTAGE_BASELINES
@@ -31,7 +31,11 @@ class TrainConfig:
     reward: str = option("hardness", choices=reward_names)
     """Reward shape (``exitgym.envs.rewards.REWARDS``)."""
     alpha: float | None = option(None, minimum=0)
-    """Cost weight α of the reward (None: the reward's default)."""
+    """Cost weight α of the reward (None: the reward's default); with --target-cost, its
+    starting value."""
+    target_cost: float | None = option(None, minimum=0)
+    """Budget-targeted mode (REINFORCE family): adapt α during training until the mean cost
+    meets this FLOPs fraction (``ReinforceConfig.target_cost``)."""
     observation: str = "features"
     """Observation view the policy reads, e.g. features, logits, hidden+prev."""
     dense: bool = False
@@ -85,7 +89,10 @@ class CompareConfig:
     rewards: tuple[str, ...] = option(("vanilla", "hardness"), choices=reward_names)
     """Reward shapes compared."""
     alphas: tuple[float, ...] = option((0.05, 0.2, 0.5, 1.0), minimum=0)
-    """Cost weights α: each traces one point of an agent's curve."""
+    """Cost weights α: each traces one point of an agent's curve (unused with --targets)."""
+    targets: tuple[float, ...] = option((), minimum=0)
+    """Budget-targeted agents instead of α: one per target cost (the knob), α adapted from 0
+    during training until the mean cost meets it. Empty: train per α."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
@@ -129,6 +136,17 @@ class CompareConfig:
         """``rules`` plus :data:`BASELINE_RULES` (in registry order, each once)."""
         wanted = set(self.rules) | set(BASELINE_RULES)
         return tuple(n for n in RULE_CHOICES if n in wanted)
+
+    @property
+    def agent_knobs(self) -> tuple[float, ...]:
+        """What each agent run is trained at: the target costs, else the α grid."""
+        return self.targets or self.alphas
+
+    def agent_config(self, reward: str, knob: float, seed: int) -> TrainConfig:
+        """The training run of one agent knob (a target cost or an α, see ``targets``)."""
+        if self.targets:
+            return replace(self.train_config(reward, 0.0, seed), target_cost=knob)
+        return self.train_config(reward, knob, seed)
 
     def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
         return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,

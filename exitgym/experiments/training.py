@@ -33,7 +33,7 @@ from exitgym.experiments.runs import (
 )
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.utils.atomic import jsonable
-from exitgym.utils.configs import flatten, nest
+from exitgym.utils.configs import flatten, from_dict
 from exitgym.utils.threads import one_torch_thread
 
 
@@ -66,6 +66,8 @@ def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, 
     assert method.policy_flops is not None, f"{method.name} is not a trainer"
     knobs = {"baseline": cfg.baseline, "batch_size": cfg.batch_size, "lr": cfg.lr,
              "seed": cfg.seed}
+    if cfg.target_cost is not None:
+        knobs["target_cost"] = cfg.target_cost
     spaces_env = cfg.env_spec().make(None, cache)
     try:
         flops = method.policy_flops(spaces_env.observation_space, spaces_env.action_space,
@@ -104,8 +106,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         resume = False
     if resume and RunDir.open(out).status != "complete":
         stored = RunDir.open(out).config.get("config")
-        # nest(): a run recorded with the flat layout (before DataConfig) compares field by field
-        if stored is None or nest(TrainConfig, stored) != jsonable(asdict(cfg)):
+        # from_dict(): a run recorded with the flat layout (before DataConfig), or before a
+        # field existed (its default then), compares field by field
+        if stored is None or _stored_config(stored) != jsonable(asdict(cfg)):
             raise RunError(f"--resume: the flags differ from the run's config.json; stored "
                            f"{stored}")
     run = RunDir.create(out, resume=resume)
@@ -119,6 +122,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             write_config(run, jsonable(flatten(cfg)), caches=caches,
                          extra={"command": "train"})
         if method.kind == "sb3":
+            if cfg.target_cost is not None:
+                raise RunError("--target-cost (the budget-targeted mode) is a REINFORCE-family "
+                               f"option; {cfg.agent!r} is an SB3 algorithm")
             if resume:
                 raise RunError("--resume is only supported for the REINFORCE-family agents "
                                f"({list(names('trainer'))}); "
@@ -132,7 +138,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         eval_spec = spec.with_split(cfg.eval_split)
         result = evaluate_and_record(
             policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
-            knob=cfg.alpha, seed=cfg.seed, num_envs=cfg.num_envs,
+            knob=cfg.alpha if cfg.target_cost is None else cfg.target_cost, seed=cfg.seed,
+            num_envs=cfg.num_envs,
             cache=caches.get(cfg.eval_split), evaluate_fn=evaluate)
         run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
         from exitgym.reports.run import write_run_report
@@ -141,6 +148,14 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                           cost=result.mean_cost)
         return TrainResult(run, result, metrics, policy, spec)
+
+
+def _stored_config(stored: dict[str, Any]) -> Any:
+    """A run's stored config as JSON with every field (defaults for fields added since)."""
+    try:
+        return jsonable(asdict(from_dict(TrainConfig, stored)))
+    except (TypeError, ValueError):  # unknown or invalid keys: it differs
+        return stored
 
 
 def _killed_before_config(run: RunDir) -> bool:
