@@ -124,10 +124,11 @@ def _rule(cls: type[ExitRule], description: str, seeded: bool = False,
     return Method(cls.name, "rule", description, cls, sweep=sweep, seeded=seeded)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=16)
 def _fit_lambda(train_cache: LayerCache, seed: int) -> Any:
     """PALBERT's Λ fitted once per (cache object, seed): Q-exit and sampling share it, so the
-    two criteria are compared on the same network."""
+    two criteria are compared on the same network (16 entries: a compare sweeps every seed of
+    Q-exit before the sampling criterion's)."""
     from exitgym.agents.palbert import Palbert, PalbertConfig
 
     return Palbert.fit(train_cache, PalbertConfig(seed=seed), seed=seed)
