@@ -136,6 +136,7 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
         for split in ("validation", "test")}
     assert "accuracy per exit layer" in (out / "report.md").read_text()
     assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1]
+    assert summary["smallest_detectable"] is None or 0 <= summary["smallest_detectable"] < 0.5
     # every selectable (test) row has its validation twin, same method, knob and seed
     key = lambda r: (r["method"], r["knob"], r["seed"])  # noqa: E731
     assert sorted(map(key, summary["selection_rows"])) == sorted(

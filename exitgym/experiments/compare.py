@@ -33,7 +33,7 @@ from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
-from exitgym.reports.budget import Evaluation, budget_table
+from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import flatten
@@ -101,7 +101,8 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
                 "updates_per_agent": config.steps}
         extra = {**_heads_summary(config, caches, progress),
                  "selection_split": config.selection_split, "seeds": list(config.seeds),
-                 "budget_table": table, "selection_rows": found.selection_rows}
+                 "budget_table": table, "smallest_detectable": smallest_detectable(table),
+                 "selection_rows": found.selection_rows}
         summary = write_report(out, found.rows, title, meta, sections, extra)
         timings["report"] = time.perf_counter() - tic
         state.mark_complete(timings=timings)

@@ -247,7 +247,10 @@ def _budget_markdown(summary: dict[str, Any]) -> list[str]:
              f"such layer), per seed, and reported on **{summary['meta'].get('split', 'test')}**"
              f" (mean ± std over {len(summary.get('seeds', []))} seeds). Δ is the accuracy "
              "difference to static truncation at the same budget, with its paired bootstrap "
-             "95 % CI over the test samples.", "",
+             "95 % CI over the test samples."
+             + (f" Half the median CI width, {summary['smallest_detectable']:.4f}, is about the "
+                "smallest difference this design resolves." if summary.get("smallest_detectable")
+                else ""), "",
              "| budget | method | accuracy | Δ vs static | 95 % CI of Δ | test cost | knob per "
              "seed |", "|---:|---|---:|---:|---:|---:|---|"]
     for row in sorted(table, key=lambda r: (r["budget"], -r["accuracy"])):
