@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exitgym.reports.budget import Evaluation, budget_table, paired_ci, select_per_seed
+from exitgym.reports.budget import (
+    Evaluation,
+    budget_table,
+    paired_ci,
+    select_per_seed,
+    smallest_detectable,
+)
 
 N = 200
 
@@ -107,3 +113,10 @@ def test_bad_inputs_are_refused() -> None:
     short = Evaluation("m", 1.0, 0, 0.3, 0.7, 0.3, np.ones(5, dtype=bool))
     with pytest.raises(ValueError, match="same test samples"):
         budget_table([*static_evals(), short], seeds=[0])
+
+
+def test_smallest_detectable_is_half_the_median_ci_width() -> None:
+    rows = [{"ci95": [0.0, 0.0]}, {"ci95": [-0.02, 0.04]}, {"ci95": [0.01, 0.03]},
+            {"ci95": [-0.1, 0.1]}]
+    assert smallest_detectable(rows) == pytest.approx(0.06 / 2)  # median of 0.06, 0.02, 0.2
+    assert smallest_detectable([{"ci95": [0.0, 0.0]}]) is None

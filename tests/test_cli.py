@@ -18,6 +18,7 @@ import pytest
 from exitgym.cli import COMMANDS, build_parser, main
 from exitgym.data.prepare import prepare
 from exitgym.experiments.trajectories import load_trajectories, trajectory_files
+from exitgym.reports.budget import smallest_detectable
 from exitgym.reports.comparison import ROW_KEYS
 from tests.tiny_project import WORDS, make_tiny_project
 
@@ -136,7 +137,7 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
         for split in ("validation", "test")}
     assert "accuracy per exit layer" in (out / "report.md").read_text()
     assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1]
-    assert summary["smallest_detectable"] is None or 0 <= summary["smallest_detectable"] < 0.5
+    assert summary["smallest_detectable"] == smallest_detectable(summary["budget_table"])
     # every selectable (test) row has its validation twin, same method, knob and seed
     key = lambda r: (r["method"], r["knob"], r["seed"])  # noqa: E731
     assert sorted(map(key, summary["selection_rows"])) == sorted(
