@@ -1,8 +1,10 @@
-"""``compare``: train the RL agents over reward shapes × α × seeds, sweep the exit rules, report.
+"""``compare``: train the RL agents over reward shapes × α (or target costs) × seeds, sweep the
+exit rules, report.
 
 Layout of the output directory::
 
-    runs/<agent>-<reward>-a<α>-s<seed>/   one complete training run each (experiments.training)
+    runs/<agent>-<reward>-a<α>-s<seed>/   one complete training run each (experiments.training;
+                                          b<target> for budget-targeted agents, ``--targets``)
     trajectories/<method>-k<knob>-s<seed>.parquet   every rule / baseline evaluation episode
     summary.json  pareto.png  report.md    (exitgym.reports.comparison)
     run_state.json                        status; ``complete`` only when everything is written
