@@ -231,14 +231,12 @@ class DecoderBackbone:
         """Full-depth greedy generation by stepping every layer (``[B, max_new_tokens]``)."""
         longest = max(len(p) for p in prompts)
         cache, last = self.prefill(prompts, longest + max_new_tokens)
-        out = []
-        for _ in range(max_new_tokens):
-            token = self.logits(last).argmax(dim=-1)
-            out.append(token)
-            hidden = self.embed(token[:, None], cache)
+        out = [self.logits(last).argmax(dim=-1)]
+        for _ in range(max_new_tokens - 1):
+            hidden = self.embed(out[-1][:, None], cache)
             for i in range(self.num_layers):
                 hidden = self.layer(i, hidden, cache)
-            last = hidden[:, 0]
+            out.append(self.logits(hidden[:, 0]).argmax(dim=-1))
         return torch.stack(out, dim=1)
 
     def __repr__(self) -> str:

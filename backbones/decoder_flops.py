@@ -57,10 +57,8 @@ class DecoderFlops:
 
     # ---- matrix products (exact) -------------------------------------------------------------
     def kv_matmul(self, k: Any) -> Any:
-        """Key and value projections of ``k`` positions (all ``kv="copy"`` computes per layer),
-        plus the rotary angles (a ``[d/2, 1] × [1, k]`` product, recomputed per layer call)."""
-        rotary = 1.0 * self.head_dim * k if self.llama_family else 0.0 * k
-        return 2.0 * 2.0 * k * self.hidden_size * self.num_kv_heads * self.head_dim + rotary
+        """Key and value projections of ``k`` positions (all ``kv="copy"`` computes per layer)."""
+        return 2.0 * 2.0 * k * self.hidden_size * self.num_kv_heads * self.head_dim
 
     def attention_matmul(self, k: Any, n: Any) -> Any:
         """q, k, v and output projections of ``k`` positions plus QKᵀ and AV over ``n`` keys."""
