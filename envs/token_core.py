@@ -1,0 +1,189 @@
+"""What the single and the vector ``exitgym/TokenExit-v0`` share: prompts, spaces, observations,
+per-token rewards and the episode record.
+
+numpy at module level; the decoder (torch) is loaded when a world is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+from exitgym.envs.rewards import HardnessReward, RewardShape
+from exitgym.envs.settings import TokenExitSettings, check_policy_flops
+
+HEADS = ("lm-head",)
+"""Exit heads TokenExit-v0 knows (distilled per-layer heads are planned)."""
+LOGIT_BOUND = 1.0e4
+"""Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
+STATELESS_VIEWS = ("hidden", "prev")
+"""Views that read no head: with only these, heads run (and are charged) only at exits."""
+
+
+@lru_cache(maxsize=4)
+def _decoder_by_name(name: str) -> Any:
+    """One loaded decoder per name per process (every env of a vector env shares it)."""
+    from exitgym.backbones.decoder_registry import load_decoder
+
+    return load_decoder(name)
+
+
+def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
+    prompts = settings.prompts
+    if prompts is None:
+        from exitgym.data.tasks import load_task
+
+        texts = list(load_task(settings.task).split(settings.split)["text"])
+    elif isinstance(prompts, (str, Path)):
+        path = Path(prompts).expanduser()
+        if not path.is_file():
+            raise ValueError(f"prompts={str(prompts)!r} is not a file; give a text file with one "
+                             "prompt per line, or a list of texts or token-id lists")
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        texts = list(prompts)
+    if settings.max_prompts is not None:
+        texts = texts[: settings.max_prompts]
+    if not texts:
+        raise ValueError("TokenExit-v0 needs at least one prompt")
+    return texts
+
+
+@dataclass(frozen=True, eq=False)
+class TokenWorld:
+    """The decoder and the tokenized prompts episodes draw from."""
+
+    backbone: Any
+    """The :class:`~exitgym.backbones.decoder.DecoderBackbone`."""
+    prompt_ids: list[list[int]]
+    """Token ids of each prompt (cut to ``max_prompt_tokens``)."""
+    prompt_texts: list[str | None]
+    """Each prompt's text (None for prompts given as ids)."""
+
+    @classmethod
+    def build(cls, settings: TokenExitSettings) -> TokenWorld:
+        if settings.heads not in HEADS:
+            raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
+                             f"allowed: {list(HEADS)}")
+        for name in ("max_prompt_tokens", "max_new_tokens"):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        bb = settings.backbone
+        if isinstance(bb, str):
+            bb = _decoder_by_name(bb)
+        texts = _prompt_texts(settings)
+        ids: list[list[int]] = []
+        for k, prompt in enumerate(texts):
+            if isinstance(prompt, str):
+                ids.append(bb.encode([prompt])[0])
+            elif all(isinstance(t, (int, np.integer)) for t in prompt) and len(prompt):
+                ids.append([int(t) for t in prompt])
+            else:
+                raise ValueError(f"prompts[{k}] must be a text or a non-empty list of token ids")
+        ids = [p[: settings.max_prompt_tokens] for p in ids]
+        if any(len(p) == 0 for p in ids):
+            raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
+        return cls(bb, ids, [t if isinstance(t, str) else None for t in texts])
+
+    def capacity(self, max_new_tokens: int) -> int:
+        return max(len(p) for p in self.prompt_ids) + max_new_tokens
+
+    def decode(self, ids: list[int]) -> str | None:
+        tok = self.backbone.tokenizer
+        return None if tok is None else tok.decode(ids)
+
+
+@dataclass
+class TokenEpisode:
+    """The record of one episode, read into the final ``info``."""
+
+    sample_id: int
+    generated: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+    exit_layers: list[int] = field(default_factory=list)
+    flops: float = 0.0
+    flops_computed: float = 0.0
+    full_flops: float = 0.0
+
+    def info(self, world: TokenWorld) -> dict[str, Any]:
+        agree = np.asarray(self.generated) == np.asarray(self.reference)
+        return {
+            "prompt": world.prompt_texts[self.sample_id],
+            "prompt_ids": list(world.prompt_ids[self.sample_id]),
+            "generated_ids": list(self.generated),
+            "generated_text": world.decode(self.generated),
+            "reference_ids": list(self.reference),
+            "exit_layers": list(self.exit_layers),
+            "agreement": float(agree.mean()),
+            "flops": self.flops, "flops_computed": self.flops_computed,
+            "full_flops": self.full_flops, "episode_cost": self.flops / self.full_flops,
+        }
+
+
+class TokenCore:
+    """Spaces, observation and reward arithmetic from :class:`TokenExitSettings`."""
+
+    settings_class = TokenExitSettings
+
+    def _build(self, settings: TokenExitSettings) -> spaces.Box:
+        self.settings = settings
+        self.policy_flops = check_policy_flops(settings.policy_flops)
+        if settings.cached and (settings.kv != "full" or not settings.teacher_forcing):
+            raise ValueError("cached=True needs kv='full' and teacher_forcing=True (only then is "
+                             "every per-layer quantity independent of the decisions)")
+        self.world = TokenWorld.build(settings)
+        bb = self.world.backbone
+        self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
+        self.view: CombinedView = make_observation(settings.observation)
+        self.head_every_layer = any(p.name not in STATELESS_VIEWS for p in self.view.parts)
+        self.reward_shape: RewardShape = settings.make_reward()
+        self.need_memorized = isinstance(self.reward_shape, HardnessReward)
+        return self._space(bb)
+
+    def _space(self, bb: Any) -> spaces.Box:
+        f, L = bb.flops, self.num_layers
+        longest = self.world.capacity(self.settings.max_new_tokens)
+        worst = (f.embeddings(1) + L * (f.layer(self.settings.max_new_tokens + 1, longest)
+                 + f.head(1) + f.kv_only(1) + self.policy_flops))
+        self.cost_bound = max(1.0, float(worst / f.token(1)))
+        lows, highs = [], []
+        for part in self.view.parts:
+            dim = part.dim(bb.hidden_size, self.vocab_size)
+            bound = {"hidden": self.settings.hidden_clip, "prev": self.settings.hidden_clip,
+                     "logits": LOGIT_BOUND}.get(part.name)
+            if part.name == "features":
+                table = np.zeros((1, 1, dim), dtype=np.float32)
+                table[..., 5] = self.cost_bound
+                low, high = part.bounds(table)
+            elif bound is not None:
+                low, high = np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)
+            else:
+                raise ValueError(f"observation view {part.name!r} is not supported by "
+                                 "TokenExit-v0; use features, logits, hidden, prev")
+            lows.append(low)
+            highs.append(high)
+        self._low, self._high = np.concatenate(lows), np.concatenate(highs)
+        return spaces.Box(self._low, self._high, dtype=np.float32)
+
+    def observe(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
+                ) -> np.ndarray:
+        """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
+        ``logits [l, V]`` or None without heads, ``cost [l]``)."""
+        if logits is None:
+            logits = np.zeros((hidden.shape[0], 1), dtype=np.float32)
+        inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
+                            num_layers=self.num_layers)
+        row = self.view.compute(inputs)[0, -1]
+        return np.clip(row, self._low, self._high).astype(np.float32)
+
+    def token_reward(self, ce: float, agree: bool, cost: float, memorized: int) -> float:
+        """One token's reward: the registered shape with the full-depth token as the label."""
+        return float(self.reward_shape.terminal(np.float64(ce), np.bool_(agree), np.float64(cost),
+                                                np.int64(memorized), self.num_layers))
