@@ -187,3 +187,113 @@ class TokenCore:
         """One token's reward: the registered shape with the full-depth token as the label."""
         return float(self.reward_shape.terminal(np.float64(ce), np.bool_(agree), np.float64(cost),
                                                 np.int64(memorized), self.num_layers))
+
+    # ---- episodes of a batch of rows (the single env is row 0) --------------------------------
+    def _init_rows(self, num_rows: int) -> None:
+        """Per-row episode state and the live runner (or the cached tables)."""
+        s = self.settings
+        self.tables: Any = None
+        self._runner: Any = None
+        if s.cached:
+            from exitgym.envs.token_tables import build_token_tables
+
+            self.tables = build_token_tables(self)
+        else:
+            from exitgym.envs.token_runner import TokenRunner
+
+            self._runner = TokenRunner(
+                self.world.backbone, num_rows, self.world.capacity(s.max_new_tokens), s.kv,
+                s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized)
+        self._episodes: list[TokenEpisode | None] = [None] * num_rows
+        self._token = np.zeros(num_rows, dtype=np.int64)
+        self._layer = np.zeros(num_rows, dtype=np.int64)
+        self._costs: list[list[float]] = [[] for _ in range(num_rows)]
+        self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
+
+    def _begin(self, rows: list[int], sample_ids: list[int]) -> list[dict[str, Any]]:
+        """Start episodes in ``rows``; the observations land in ``_last_obs``."""
+        for row, sid in zip(rows, sample_ids, strict=True):
+            self._episodes[row] = TokenEpisode(int(sid))
+        self._token[rows], self._layer[rows] = 0, 0
+        if self._runner is not None:
+            self._runner.begin(rows, [self.world.prompt_ids[s] for s in sample_ids])
+        return [self._observe(row) for row in rows]
+
+    def _advance(self, rows: list[int]) -> list[dict[str, Any]]:
+        self._layer[rows] += 1
+        if self._runner is not None and rows:
+            self._runner.advance(rows)
+        return [self._observe(row) for row in rows]
+
+    def _observe(self, row: int) -> dict[str, Any]:
+        li, t, ep = int(self._layer[row]), int(self._token[row]), self._episodes[row]
+        assert ep is not None
+        if self.tables is not None:
+            tb = self.tables
+            obs = tb.obs[ep.sample_id, t, li]
+            cost = float(tb.flops[ep.sample_id, t, li] / tb.full_flops[ep.sample_id, t])
+        else:
+            runner = self._runner
+            if li == 0:
+                self._costs[row] = []
+            pos = int(runner.cache.lengths[0, row]) - 1
+            self._costs[row].append(float(runner.flops[row]
+                                          / self.world.backbone.flops.token(pos + 1)))
+            hidden = runner.hidden[row, : li + 1].numpy()
+            logits = None
+            if self.head_every_layer:
+                logits = np.stack([runner.logits[row][i].numpy() for i in range(li + 1)])
+            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row])), \
+                self._costs[row][-1]
+        self._last_obs[row] = obs
+        return {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}
+
+    def _exit(self, rows: list[int]) -> tuple[list[float], list[bool], list[dict[str, Any]]]:
+        """Exit the current tokens of ``rows``: rewards, terminations and infos (the next
+        token's observation, or the exit's for finished episodes, lands in ``_last_obs``)."""
+        outcomes = self._runner.exit(rows) if self._runner is not None else None
+        rewards, done, infos, going, going_out = [], [], [], [], []
+        for k, row in enumerate(rows):
+            ep, li, t = self._episodes[row], int(self._layer[row]), int(self._token[row])
+            assert ep is not None
+            if outcomes is None:
+                tb, p = self.tables, ep.sample_id
+                emitted, ref, ce = int(tb.emitted[p, t, li]), int(tb.reference[p, t]), \
+                    float(tb.ce[p, t, li])
+                flops, computed, full = (float(tb.flops[p, t, li]), float(tb.computed[p, t, li]),
+                                         float(tb.full_flops[p, t]))
+                mem = int(tb.memorized[p, t])
+            else:
+                o = outcomes[k]
+                emitted, ref, ce, mem = o.emitted, o.reference, o.ce, o.memorized
+                flops, computed, full = o.flops, o.flops_computed, o.full_flops
+            cost = flops / full
+            rewards.append(self.token_reward(ce, emitted == ref, cost, mem))
+            ep.generated.append(emitted)
+            ep.reference.append(ref)
+            ep.exit_layers.append(li + 1)
+            ep.flops += flops
+            ep.flops_computed += computed
+            ep.full_flops += full
+            info = {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id,
+                    "exit_layer": li + 1, "token_id": emitted, "reference_id": ref,
+                    "agree": emitted == ref, "token_cost": cost}
+            finished = t + 1 >= self.settings.max_new_tokens
+            if finished:
+                info.update(ep.info(self.world))
+            else:
+                going.append(row)
+                if outcomes is not None:
+                    going_out.append(outcomes[k])
+            done.append(finished)
+            infos.append(info)
+        if going:
+            self._token[going] += 1
+            self._layer[going] = 0
+            if self._runner is not None:
+                self._runner.next_token(going, going_out)
+            for row in going:
+                step_info = self._observe(row)
+                info = infos[rows.index(row)]
+                info.update({k: step_info[k] for k in ("layer", "token", "cost")})
+        return rewards, done, infos

@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 from exitgym.envs.sampling import BlockSampler, reset_sample_id
 from exitgym.envs.settings import TokenExitSettings, check_render_mode
-from exitgym.envs.token_core import TokenCore, TokenEpisode
+from exitgym.envs.token_core import TokenCore
 
 __all__ = ["TokenExitEnv"]
 
@@ -143,117 +143,39 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
         self.observation_space = self._build(settings)
         self.action_space = spaces.Discrete(2)
         self._sampler = BlockSampler(1, len(self.world.prompt_ids))
-        self.tables = None
-        self._runner: Any = None
-        if settings.cached:
-            from exitgym.envs.token_tables import build_token_tables
-
-            self.tables = build_token_tables(self)
-        else:
-            from exitgym.envs.token_runner import TokenRunner
-
-            self._runner = TokenRunner(
-                self.world.backbone, 1, self.world.capacity(settings.max_new_tokens), settings.kv,
-                settings.teacher_forcing, self.head_every_layer, self.policy_flops,
-                self.need_memorized)
-        self._episode: TokenEpisode | None = None
-        self._finished = False
+        self._init_rows(1)
+        self._finished, self._started = False, False
 
     # ---- gymnasium API ------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         sid = reset_sample_id(self, self._sampler, options)
-        self._episode, self._finished, self._token, self._layer = TokenEpisode(sid), False, 0, 0
-        if self._runner is not None:
-            self._runner.begin([0], [self.world.prompt_ids[sid]])
-        return self._observe()
+        self._finished, self._started = False, True
+        info = self._begin([0], [sid])[0]
+        return self._last_obs[0].copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         if action.__class__ is not int or action not in (CONTINUE, EXIT):
             if not self.action_space.contains(action):
                 raise ValueError(f"invalid action {action!r}; allowed: 0 (continue) or 1 (exit)")
             action = int(action)
-        if self._episode is None or self._finished:
+        if not self._started or self._finished:
             raise RuntimeError("step() called after the episode terminated; call reset()"
                                if self._finished else "step() called before reset(); call reset()")
-        if action == CONTINUE and self._layer < self.num_layers - 1:
-            self._layer += 1
-            if self._runner is not None:
-                self._runner.advance([0])
-            obs, info = self._observe()
-            return obs, 0.0, False, False, info
-        return self._exit()
+        if action == CONTINUE and self._layer[0] < self.num_layers - 1:
+            info = self._advance([0])[0]
+            return self._last_obs[0].copy(), 0.0, False, False, info
+        rewards, done, infos = self._exit([0])
+        self._finished = done[0]
+        return self._last_obs[0].copy(), rewards[0], done[0], False, infos[0]
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        if self._episode is None:
+        ep = self._episodes[0]
+        if ep is None:
             return "TokenExit: no episode yet (call reset())"
-        ep = self._episode
-        return (f"prompt {ep.sample_id} token {self._token}/{self.settings.max_new_tokens} layer "
-                f"{self._layer + 1}/{self.num_layers} exits={ep.exit_layers} "
-                f"generated={ep.generated}")
-
-    # ---- internals ----------------------------------------------------------------------------
-    def _position_cost(self) -> float:
-        runner = self._runner
-        pos = int(runner.cache.lengths[0, 0]) - 1
-        return float(runner.flops[0] / self.world.backbone.flops.token(pos + 1))
-
-    def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
-        li, t, ep = self._layer, self._token, self._episode
-        assert ep is not None
-        if self.tables is not None:
-            obs = self.tables.obs[ep.sample_id, t, li].copy()
-            tb = self.tables
-            cost = float(tb.flops[ep.sample_id, t, li] / tb.full_flops[ep.sample_id, t])
-        else:
-            runner = self._runner
-            if li == 0:
-                self._costs: list[float] = []
-            self._costs.append(self._position_cost())
-            hidden = runner.hidden[0, : li + 1].numpy()
-            logits = None
-            if self.head_every_layer:
-                logits = np.stack([runner.logits[0][i].numpy() for i in range(li + 1)])
-            obs, cost = self.observe(hidden, logits, np.asarray(self._costs)), self._costs[-1]
-        self._last_obs = obs
-        return obs, {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}
-
-    def _exit(self) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        ep, li, t = self._episode, self._layer, self._token
-        assert ep is not None
-        if self.tables is not None:
-            tb, p = self.tables, ep.sample_id
-            emitted, ref = int(tb.emitted[p, t, li]), int(tb.reference[p, t])
-            ce, cost = float(tb.ce[p, t, li]), float(tb.cost[p, t, li])
-            mem = int(tb.memorized[p, t])
-            flops, computed, full = (float(tb.flops[p, t, li]), float(tb.computed[p, t, li]),
-                                     float(tb.full_flops[p, t]))
-        else:
-            outcome = self._runner.exit([0])[0]
-            emitted, ref, ce = outcome.emitted, outcome.reference, outcome.ce
-            flops, computed, full = outcome.flops, outcome.flops_computed, outcome.full_flops
-            mem = outcome.memorized
-            cost = flops / full
-        reward = self.token_reward(ce, emitted == ref, cost, mem)
-        ep.generated.append(emitted)
-        ep.reference.append(ref)
-        ep.exit_layers.append(li + 1)
-        ep.flops, ep.flops_computed, ep.full_flops = (ep.flops + flops,
-                                                      ep.flops_computed + computed,
-                                                      ep.full_flops + full)
-        info = {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id,
-                "exit_layer": li + 1, "token_id": emitted, "reference_id": ref,
-                "agree": emitted == ref, "token_cost": cost}
-        if t + 1 >= self.settings.max_new_tokens:
-            self._finished = True
-            info.update(ep.info(self.world))
-            return self._last_obs.copy(), reward, True, False, info
-        self._token, self._layer = t + 1, 0
-        if self._runner is not None:
-            self._runner.next_token([0], [outcome])
-        obs, step_info = self._observe()
-        info.update({k: step_info[k] for k in ("layer", "token", "cost")})
-        return obs, reward, False, False, info
+        return (f"prompt {ep.sample_id} token {int(self._token[0])}/"
+                f"{self.settings.max_new_tokens} layer {int(self._layer[0]) + 1}/"
+                f"{self.num_layers} exits={ep.exit_layers} generated={ep.generated}")

@@ -49,7 +49,7 @@ def build_token_tables(core: Any) -> TokenTables:
     world, settings = core.world, core.settings
     bb, L, T = world.backbone, core.num_layers, settings.max_new_tokens
     P = len(world.prompt_ids)
-    d = int(core.observation_space.shape[0])
+    d = len(core._low)
     out = {name: np.zeros((P, T, L)) for name in ("cost", "flops", "computed", "ce")}
     obs = np.zeros((P, T, L, d), dtype=np.float32)
     emitted = np.zeros((P, T, L), dtype=np.int64)

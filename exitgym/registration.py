@@ -48,7 +48,7 @@ ENVS: tuple[EnvSpecEntry, ...] = (
     EnvSpecEntry(
         id="exitgym/TokenExit-v0",
         entry_point="exitgym.envs.token_exit:TokenExitEnv",
-        vector_entry_point=None,
+        vector_entry_point="exitgym.envs.token_exit_vector:TokenExitVectorEnv",
         description="Generate with a decoder LM; at each layer of each token exit (1) or not (0).",
     ),
 )

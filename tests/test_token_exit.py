@@ -149,3 +149,42 @@ def test_bad_input_gets_clear_errors(llama) -> None:
     env.reset(seed=0)
     with pytest.raises(ValueError, match="invalid action 2"):
         env.step(2)
+
+
+@pytest.mark.parametrize("kv,cached", [("copy", False), ("recompute", False), ("full", True)])
+def test_vector_env_equals_n_single_envs(llama, kv: str, cached: bool) -> None:
+    """Same seeds and actions: the same prompts, tokens and exits; rewards equal (exactly cached)."""
+    n, steps = 3, 40
+    settings = {"kv": kv, "teacher_forcing": cached, "cached": cached, "reward": "vanilla"}
+    venv = gym.make_vec("exitgym/TokenExit-v0", num_envs=n, vectorization_mode="vector_entry_point",
+                        backbone=llama, prompts=PROMPTS, max_new_tokens=3, **settings)
+    singles = [gym.make("exitgym/TokenExit-v0", backbone=llama, prompts=PROMPTS, max_new_tokens=3,
+                        **settings).unwrapped for _ in range(n)]
+    rng = np.random.default_rng(1)
+    obs, info = venv.reset(seed=7)
+    single_obs = [env.reset(seed=7 + i)[0] for i, env in enumerate(singles)]
+    assert info["sample_id"].tolist() == [env._episodes[0].sample_id for env in singles]
+    assert np.allclose(obs, np.stack(single_obs), atol=1e-5)
+    pending = np.zeros(n, dtype=bool)
+    finished = 0
+    for _ in range(steps):
+        actions = (rng.random(n) < 0.4).astype(np.int64)
+        obs, rewards, terminated, _, info = venv.step(actions)
+        for i, env in enumerate(singles):
+            if pending[i]:  # NEXT_STEP autoreset: this step reset the sub-env
+                o, i_info = env.reset()
+                assert rewards[i] == 0.0 and info["sample_id"][i] == i_info["sample_id"]
+            else:
+                o, r, done, _, i_info = env.step(int(actions[i]))
+                assert terminated[i] == done
+                if cached:
+                    assert rewards[i] == r
+                else:
+                    assert rewards[i] == pytest.approx(r, abs=1e-5)
+                if done:
+                    finished += 1
+                    assert info["generated_ids"][i] == i_info["generated_ids"]
+                    assert info["exit_layers"][i] == i_info["exit_layers"]
+            assert np.allclose(obs[i], o, atol=1e-4)
+        pending = terminated
+    assert finished >= n
