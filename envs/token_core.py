@@ -92,6 +92,10 @@ class TokenWorld:
             raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
         return cls(bb, ids, [t if isinstance(t, str) else None for t in texts])
 
+    @property
+    def num_samples(self) -> int:
+        return len(self.prompt_ids)
+
     def capacity(self, max_new_tokens: int) -> int:
         return max(len(p) for p in self.prompt_ids) + max_new_tokens
 
@@ -124,6 +128,10 @@ class TokenEpisode:
             "agreement": float(agree.mean()),
             "flops": self.flops, "flops_computed": self.flops_computed,
             "full_flops": self.full_flops, "episode_cost": self.flops / self.full_flops,
+            # What the shared evaluation records (agents.records.EpisodeRecord): the episode's
+            # cost, its last token, and "correct" = the whole continuation agrees.
+            "cost": self.flops / self.full_flops, "prediction": self.generated[-1],
+            "label": self.reference[-1], "correct": bool(agree.all()),
         }
 
 
@@ -141,6 +149,7 @@ class TokenCore:
         self.world = TokenWorld.build(settings)
         bb = self.world.backbone
         self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
+        self.num_samples = self.world.num_samples
         self.view: CombinedView = make_observation(settings.observation)
         self.head_every_layer = any(p.name not in STATELESS_VIEWS for p in self.view.parts)
         self.reward_shape: RewardShape = settings.make_reward()

@@ -83,7 +83,9 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
     far), ``sample_id``; at each exit also ``exit_layer``, ``token_id``, ``reference_id``,
     ``agree``, ``token_cost``. At the end also ``prompt``, ``prompt_ids``, ``generated_ids``,
     ``generated_text``, ``reference_ids``, ``exit_layers``, ``agreement``, ``flops``,
-    ``flops_computed``, ``full_flops`` and ``episode_cost``.
+    ``flops_computed``, ``full_flops`` and ``episode_cost``; for the shared evaluation
+    (``exitgym.agents.evaluate``) ``cost`` is then the episode's, ``prediction`` / ``label`` the
+    last token and its reference, ``correct`` whether the whole continuation agrees.
 
     ## Arguments
 
