@@ -153,7 +153,7 @@ def test_bad_input_gets_clear_errors(llama) -> None:
 
 @pytest.mark.parametrize("kv,cached", [("copy", False), ("recompute", False), ("full", True)])
 def test_vector_env_equals_n_single_envs(llama, kv: str, cached: bool) -> None:
-    """Same seeds and actions: the same prompts, tokens and exits; rewards equal (exactly cached)."""
+    """Same seeds and actions: same prompts, tokens and exits; equal rewards (exact if cached)."""
     n, steps = 3, 40
     settings = {"kv": kv, "teacher_forcing": cached, "cached": cached, "reward": "vanilla"}
     venv = gym.make_vec("exitgym/TokenExit-v0", num_envs=n, vectorization_mode="vector_entry_point",
