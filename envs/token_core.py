@@ -198,8 +198,9 @@ class TokenCore:
                                                 np.int64(memorized), self.num_layers))
 
     # ---- episodes of a batch of rows (the single env is row 0) --------------------------------
-    def _init_rows(self, num_rows: int) -> None:
-        """Per-row episode state and the live runner (or the cached tables)."""
+    def _init_rows(self, num_rows: int, reference: bool = True) -> None:
+        """Per-row episode state and the live runner (or the cached tables); ``reference=False``
+        skips the full-depth reference (deployment: no agreement, no rewards)."""
         s = self.settings
         self.tables: Any = None
         self._runner: Any = None
@@ -212,7 +213,8 @@ class TokenCore:
 
             self._runner = TokenRunner(
                 self.world.backbone, num_rows, self.world.capacity(s.max_new_tokens), s.kv,
-                s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized)
+                s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized,
+                reference)
         self._episodes: list[TokenEpisode | None] = [None] * num_rows
         self._token = np.zeros(num_rows, dtype=np.int64)
         self._layer = np.zeros(num_rows, dtype=np.int64)

@@ -69,11 +69,13 @@ class TokenRunner:
         head_every_layer: the observation reads each layer's head (charged); else only the exit.
         policy_flops: charged per decision (every layer visited).
         memorized: compute each token's memorized layer (L extra heads, not charged).
+        reference: run the full-depth reference (``copy`` / ``recompute``: a shadow cache);
+            without it (deployment) ``reference`` and ``ce`` of an outcome are −1 and NaN.
     """
 
     def __init__(self, backbone: DecoderBackbone, num_rows: int, capacity: int, kv: str,
                  teacher_forcing: bool, head_every_layer: bool, policy_flops: float = 0.0,
-                 memorized: bool = False) -> None:
+                 memorized: bool = False, reference: bool = True) -> None:
         if kv not in KV_MODES:
             raise ValueError(f"unknown kv mode {kv!r}; allowed: {list(KV_MODES)}")
         self.bb, self.kv, self.teacher_forcing = backbone, kv, teacher_forcing
@@ -81,7 +83,9 @@ class TokenRunner:
         self.need_memorized = memorized
         self.L, self.H = backbone.num_layers, backbone.hidden_size
         self.cache = backbone.new_cache(num_rows, capacity)
-        self.shadow = backbone.new_cache(num_rows, capacity) if kv != "full" else None
+        self.with_reference = reference
+        self.shadow = (backbone.new_cache(num_rows, capacity)
+                       if kv != "full" and reference else None)
         self.states = (torch.zeros(num_rows, capacity, self.H) if kv == "recompute" else None)
         self.hidden = torch.zeros(num_rows, self.L, self.H)  # this token's state after each layer
         self.layer = np.full(num_rows, -1, dtype=np.int64)  # 0-based layer of the current token
@@ -185,15 +189,19 @@ class TokenRunner:
         logits = torch.stack([self.current_logits(r) for r in rows])
         emitted = logits.argmax(dim=-1)
         self._fill_above(rows, exit_layers)
-        ref_logits, ref_hidden = self._reference(rows)
-        reference = ref_logits.argmax(dim=-1)
-        logp = torch.log_softmax(logits.double(), dim=-1)
-        ce = -logp[torch.arange(len(rows)), reference]
+        if self.with_reference:
+            ref_logits, ref_hidden = self._reference(rows)
+            reference = ref_logits.argmax(dim=-1)
+            logp = torch.log_softmax(logits.double(), dim=-1)
+            ce = -logp[torch.arange(len(rows)), reference]
+        else:
+            reference = torch.full((len(rows),), -1)
+            ce = torch.full((len(rows),), float("nan"), dtype=torch.float64)
         outcomes = []
         for k, row in enumerate(rows):
             pos = int(self.cache.lengths[0, row]) - 1
             memorized = self.L
-            if self.need_memorized:
+            if self.need_memorized and self.with_reference:
                 heads = self.bb.logits(ref_hidden[k]).argmax(dim=-1)
                 wrong = np.flatnonzero((heads != reference[k]).numpy())
                 memorized = int(wrong[-1]) + 2 if wrong.size else 1
