@@ -139,6 +139,8 @@ class TokenCore:
     """Spaces, observation and reward arithmetic from :class:`TokenExitSettings`."""
 
     settings_class = TokenExitSettings
+    observing: bool = True
+    """Compute observations (``exitgym.generate`` without a policy turns it off)."""
 
     def _build(self, settings: TokenExitSettings) -> spaces.Box:
         self.settings = settings
@@ -239,6 +241,8 @@ class TokenCore:
     def _observe(self, row: int) -> dict[str, Any]:
         li, t, ep = int(self._layer[row]), int(self._token[row]), self._episodes[row]
         assert ep is not None
+        if not self.observing:  # nobody reads the observation (generation without a policy)
+            return {"layer": li + 1, "token": t, "cost": float("nan"), "sample_id": ep.sample_id}
         if self.tables is not None:
             tb = self.tables
             obs = tb.obs[ep.sample_id, t, li]

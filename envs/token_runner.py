@@ -144,7 +144,16 @@ class TokenRunner:
         """Layer ``i`` for the current tokens of ``rows`` (with pending positions in recompute)."""
         bb, lengths = self.bb, self.cache.lengths
         pos = lengths[0, rows] - (1 if i > 0 else 0)  # the current token's position
-        pending = (pos - lengths[i, rows]) if self.states is not None else torch.zeros_like(pos)
+        if self.states is None:  # one position per row: no chunk to assemble
+            out = bb.layer(i, inputs[:, None], self.cache, rows)
+            self.hidden[rows, i] = out[:, 0]
+            idx = rows.numpy()
+            self.flops[idx] += bb.flops.layer(1, pos.numpy() + 1) + self.policy_flops
+            self.layer[idx] = i
+            if self.head_every_layer:
+                self._heads(rows, i)
+            return
+        pending = pos - lengths[i, rows]
         width = int(pending.max()) + 1
         chunk = torch.zeros(len(rows), width, self.H)
         valid = torch.arange(width)[None, :] <= pending[:, None]
@@ -156,8 +165,7 @@ class TokenRunner:
         out = bb.layer(i, chunk, self.cache, rows, valid)
         for k, row in enumerate(rows.tolist()):
             p = int(pending[k])
-            if self.states is not None:
-                self.states[row, int(pos[k]) - p: int(pos[k]) + 1] = out[k, : p + 1]
+            self.states[row, int(pos[k]) - p: int(pos[k]) + 1] = out[k, : p + 1]
             self.hidden[row, i] = out[k, p]
             self.flops[row] += bb.flops.layer(p + 1, int(pos[k]) + 1) + self.policy_flops
         self.layer[rows.numpy()] = i

@@ -102,6 +102,7 @@ def generate(
                                  max_new_tokens=max_new_tokens, kv=kv, observation=observation)
     t0 = time.perf_counter()
     core = _Generator(settings, min(batch_size, len(prompts)), reference)
+    core.observing = policy is not None
     rows = list(range(min(batch_size, len(prompts))))
     order = iter(range(len(prompts)))
     prompt_of = {row: next(order) for row in rows}
