@@ -9,8 +9,6 @@ computation), and dropped tokens are really removed so later layers cost less.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 from torch import nn
 
 from exitgym.backbones import hf_compat
+from exitgym.backbones.fingerprint import model_fingerprint
 from exitgym.backbones.flops import FlopsModel
 
 POOLINGS = ("cls", "mean")
@@ -131,16 +130,7 @@ class Backbone:
         :meth:`invalidate_fingerprint`.
         """
         if self._fingerprint is None:
-            digest = hashlib.sha256()
-            config = self.model.config.to_dict()
-            for volatile in ("_name_or_path", "transformers_version", "architectures"):
-                config.pop(volatile, None)
-            digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-            digest.update(self.pooling.encode())
-            for key, tensor in sorted(self.model.state_dict().items()):
-                digest.update(key.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = digest.hexdigest()
+            self._fingerprint = model_fingerprint(self.model, self.pooling)
         return self._fingerprint
 
     def invalidate_fingerprint(self) -> None:

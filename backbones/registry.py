@@ -84,7 +84,7 @@ def load_backbone(
     elif Path(name).expanduser().is_dir():
         directory = Path(name).expanduser()
         display = str(directory)
-    elif _looks_like_hub_id(name):
+    elif looks_like_hub_id(name):
         directory = None
         display = name
     else:
@@ -114,7 +114,8 @@ def _finish(model: Any, tokenizer: Any | None, name: str, pooling: str | None) -
     return Backbone(model, tokenizer=tokenizer, name=name, pooling=pooling)
 
 
-def _looks_like_hub_id(name: str) -> bool:
+def looks_like_hub_id(name: str) -> bool:
+    """``name`` or ``owner/name`` with no spaces: worth trying on the Hugging Face hub."""
     parts = name.split("/")
     return (
         1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and " " not in name

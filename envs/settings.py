@@ -10,7 +10,8 @@ built, with the allowed keys listed.
 - :class:`ExitSettings`: ``exitgym/EarlyExit-v0``;
 - :class:`SkipSettings`: what both skip environments take, with :class:`SkipBlockSettings`
   (``exitgym/SkipBlock-v0``: delivery and action-space switches) and :class:`SwitchableSettings`
-  (``exitgym/SwitchableDecision-v0``: the paper's ``flops`` reward by default).
+  (``exitgym/SwitchableDecision-v0``: the paper's ``flops`` reward by default);
+- :class:`TokenExitSettings`: ``exitgym/TokenExit-v0`` (decoder LMs, one step per layer of a token).
 
 numpy only, like :mod:`exitgym.envs` itself: importing this module never imports torch.
 """
@@ -38,6 +39,7 @@ __all__ = [
     "SkipBlockSettings",
     "SkipSettings",
     "SwitchableSettings",
+    "TokenExitSettings",
     "check_policy_flops",
     "check_render_mode",
 ]
@@ -227,3 +229,34 @@ class SwitchableSettings(SkipSettings):
 
     reward: str | RewardShape = "flops"
     """Reward shape; the paper's ``−CE − λ·c`` by default (set ``reward_shape.lam`` to train)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TokenExitSettings(EnvSettings):
+    """Keyword arguments of ``exitgym/TokenExit-v0``, documented on ``TokenExitEnv``."""
+
+    env_id: ClassVar[str] = "exitgym/TokenExit-v0"
+
+    backbone: Any = "smollm2-135m"
+    """Decoder short name, Hugging Face id or local directory, or a ``DecoderBackbone``."""
+    heads: Any = "lm-head"
+    """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer."""
+    prompts: Any = None
+    """Prompts instead of the task's split: texts, token-id lists, or a text file's path (one
+    prompt per line)."""
+    max_prompts: int | None = 64
+    """Use the first this many prompts of the split (``None``: all)."""
+    max_prompt_tokens: int = 32
+    """Prompts are cut to their first this many tokens."""
+    max_new_tokens: int = 16
+    """Tokens generated per episode (every one by an exit decision)."""
+    kv: str = "copy"
+    """Keys and values of the layers above an exit: ``copy``, ``recompute`` or ``full``."""
+    teacher_forcing: bool = False
+    """Feed the full-depth model's token instead of the emitted one."""
+    cached: bool = False
+    """Precompute every per-layer quantity (needs ``kv="full"`` and ``teacher_forcing``)."""
+    observation: str = "features"
+    """Observation view spec (:mod:`exitgym.envs.observations`)."""
+    hidden_clip: float = 1000.0
+    """Bound of ``hidden`` / ``prev`` parts of the observation (decoder states are large)."""

@@ -1,9 +1,10 @@
 """exitgym: the layers of a pretrained transformer as the steps of a Gymnasium episode.
 
 Importing this package registers the environments (``exitgym/EarlyExit-v0``,
-``exitgym/SkipBlock-v0``, ``exitgym/SwitchableDecision-v0``) with string entry points, so it stays
-light: it never imports torch. The public API below is grouped by what a user does (like Minari's
-``__init__``) and loaded on first use, so heavy modules load only when they are needed.
+``exitgym/SkipBlock-v0``, ``exitgym/SwitchableDecision-v0``, ``exitgym/TokenExit-v0``) with
+string entry points, so it stays light: it never imports torch. The public API below is grouped
+by what a user does (like Minari's ``__init__``) and loaded on first use, so heavy modules load
+only when they are needed.
 
 - environments: :data:`ENVS`, :func:`register_envs`, :func:`register_reward`,
   :func:`register_observation`
@@ -12,7 +13,8 @@ light: it never imports torch. The public API below is grouped by what a user do
 - training: :class:`TrainConfig`, :func:`train`, :func:`load_policy`
 - evaluation: :func:`evaluate`, :class:`CompareConfig`, :func:`compare`,
   :func:`load_trajectories`, :func:`verify`
-- inference: :func:`infer`, :class:`InferenceResult`
+- inference: :func:`infer`, :class:`InferenceResult`; generation with a decoder LM:
+  :func:`generate`, :class:`GenerationResult`
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ _PUBLIC: dict[str, str] = {
     # inference
     "infer": "exitgym.inference",
     "InferenceResult": "exitgym.inference",
+    "generate": "exitgym.experiments.generation",
+    "GenerationResult": "exitgym.experiments.generation",
 }
 """Public name -> module that defines it (imported on first access)."""
 

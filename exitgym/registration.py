@@ -45,6 +45,12 @@ ENVS: tuple[EnvSpecEntry, ...] = (
         vector_entry_point="exitgym.envs.switchable_decision_vector:SwitchableDecisionVectorEnv",
         description="One step: choose every skip decision and a token strategy at once (live).",
     ),
+    EnvSpecEntry(
+        id="exitgym/TokenExit-v0",
+        entry_point="exitgym.envs.token_exit:TokenExitEnv",
+        vector_entry_point="exitgym.envs.token_exit_vector:TokenExitVectorEnv",
+        description="Generate with a decoder LM; at each layer of each token exit (1) or not (0).",
+    ),
 )
 
 

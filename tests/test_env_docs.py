@@ -18,6 +18,7 @@ ENV_CLASSES = {
     "exitgym.envs.early_exit": "EarlyExitEnv",
     "exitgym.envs.skip_block": "SkipBlockEnv",
     "exitgym.envs.switchable_decision": "SwitchableDecisionEnv",
+    "exitgym.envs.token_exit": "TokenExitEnv",
 }
 SECTIONS = ("## Description", "## Action Space", "## Observation Space", "## Rewards",
             "## Starting State", "## Episode End", "## Arguments", "## Version History",

@@ -27,6 +27,11 @@ numbers as tables, absolute rates next to ratios). Sections, in order:
     exitgym's fine-tuning (:mod:`exitgym.bench.finetune`) against a plain Hugging Face training
     step on the same ``steps`` batches: ``exitgym_steps_per_s``, ``hf_steps_per_s``,
     ``ratio_to_hf`` (goal ``goal`` = 0.8, ``goal_met``), ``threads``, ``mean_tokens``.
+``generation``
+    ``backbone`` and ``rows`` (``exitgym.bench.generation``): early-exit generation on the
+    embedded SmolLM2 decoder against Hugging Face ``generate``: ``tokens_per_s``,
+    ``hf_generate_tokens_per_s``, ``ratio_to_hf_generate``; rule rows add ``flops_speedup``,
+    ``wall_speedup``, ``agreement``, ``mean_exit_layer``.
 ``timings``
     ``prepare_s`` (``prepare`` on the benchmark's task, ``prepare_built`` says whether it had to
     build or reused the cache), ``prepare_fresh_s`` (a from-scratch prepare of the first
@@ -88,6 +93,13 @@ def _finetune(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
     from exitgym.bench.finetune import finetune_speed
 
     return finetune_speed(cfg)
+
+
+@section("generation")
+def _generation(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
+    from exitgym.bench.generation import generation_section
+
+    return generation_section(cfg)
 
 
 @section("timings")

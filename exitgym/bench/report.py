@@ -114,5 +114,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     """The whole ``bench.md``."""
     parts = _machine(result) + _inference(result) + _envs(result) + _flops(result)
     parts += _finetune(result)
+    if "generation" in result:
+        from exitgym.bench.generation import to_markdown as generation_markdown
+
+        parts += generation_markdown(result["generation"])
     parts += _timings(result)
     return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Every use of transformers internals, in one place.
+"""Every use of transformers internals, in one place (this package; decoders in ``decoders``).
 
 transformers 5.x changed layer outputs (tensors, not tuples) and mask construction; keeping all of
 that here means a new transformers release touches one module. Each supported family gets an
@@ -210,3 +210,28 @@ def use_eager_attention(model: nn.Module) -> None:
     eager path, which computes the same thing with countable matmuls.
     """
     model.set_attn_implementation("eager")
+
+
+
+# Decoders live in their own module of this package; re-exported so callers keep one name.
+from exitgym.backbones.hf_compat.decoders import (  # noqa: E402
+    DECODER_ADAPTERS,
+    DECODER_MODEL_TYPES,
+    DecoderAdapter,
+    causal_lm_from_config,
+    causal_lm_from_pretrained,
+    convert_gguf,
+    decoder_dims,
+    decoder_family_of,
+    greedy_generate,
+    tokenizer_from_pretrained,
+)
+
+__all__ = [
+    "ADAPTERS", "DECODER_ADAPTERS", "DECODER_MODEL_TYPES", "DecoderAdapter", "FamilyAdapter",
+    "MODEL_TYPE_TO_FAMILY", "attention_mask_4d", "causal_lm_from_config",
+    "causal_lm_from_pretrained", "config_from_pretrained", "convert_gguf", "decoder_dims",
+    "decoder_family_of", "family_of", "full_forward_hidden_states", "greedy_generate",
+    "model_from_config", "model_from_pretrained", "plain_forward", "tokenizer_from_pretrained",
+    "use_eager_attention",
+]

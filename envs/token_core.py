@@ -1,0 +1,314 @@
+"""What the single and the vector ``exitgym/TokenExit-v0`` share: prompts, spaces, observations,
+per-token rewards and the episode record.
+
+numpy at module level; the decoder (torch) is loaded when a world is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+from exitgym.envs.rewards import HardnessReward, RewardShape
+from exitgym.envs.settings import TokenExitSettings, check_policy_flops
+
+HEADS = ("lm-head",)
+"""Exit heads TokenExit-v0 knows (distilled per-layer heads are planned)."""
+LOGIT_BOUND = 1.0e4
+"""Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
+STATELESS_VIEWS = ("hidden", "prev")
+"""Views that read no head: with only these, heads run (and are charged) only at exits."""
+
+
+@lru_cache(maxsize=4)
+def _decoder_by_name(name: str) -> Any:
+    """One loaded decoder per name per process (every env of a vector env shares it)."""
+    from exitgym.backbones.decoder_registry import load_decoder
+
+    return load_decoder(name)
+
+
+def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
+    prompts = settings.prompts
+    if prompts is None:
+        from exitgym.data.tasks import load_task
+
+        texts = list(load_task(settings.task).split(settings.split)["text"])
+    elif isinstance(prompts, (str, Path)):
+        path = Path(prompts).expanduser()
+        if not path.is_file():
+            raise ValueError(f"prompts={str(prompts)!r} is not a file; give a text file with one "
+                             "prompt per line, or a list of texts or token-id lists")
+        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        texts = list(prompts)
+    if settings.max_prompts is not None:
+        texts = texts[: settings.max_prompts]
+    if not texts:
+        raise ValueError("TokenExit-v0 needs at least one prompt")
+    return texts
+
+
+@dataclass(frozen=True, eq=False)
+class TokenWorld:
+    """The decoder and the tokenized prompts episodes draw from."""
+
+    backbone: Any
+    """The :class:`~exitgym.backbones.decoder.DecoderBackbone`."""
+    prompt_ids: list[list[int]]
+    """Token ids of each prompt (cut to ``max_prompt_tokens``)."""
+    prompt_texts: list[str | None]
+    """Each prompt's text (None for prompts given as ids)."""
+
+    @classmethod
+    def build(cls, settings: TokenExitSettings) -> TokenWorld:
+        if settings.heads not in HEADS:
+            raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
+                             f"allowed: {list(HEADS)}")
+        for name in ("max_prompt_tokens", "max_new_tokens"):
+            value = getattr(settings, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        bb = settings.backbone
+        if isinstance(bb, str):
+            bb = _decoder_by_name(bb)
+        texts = _prompt_texts(settings)
+        ids: list[list[int]] = []
+        for k, prompt in enumerate(texts):
+            if isinstance(prompt, str):
+                ids.append(bb.encode([prompt])[0])
+            elif all(isinstance(t, (int, np.integer)) for t in prompt) and len(prompt):
+                ids.append([int(t) for t in prompt])
+            else:
+                raise ValueError(f"prompts[{k}] must be a text or a non-empty list of token ids")
+        ids = [p[: settings.max_prompt_tokens] for p in ids]
+        if any(len(p) == 0 for p in ids):
+            raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
+        return cls(bb, ids, [t if isinstance(t, str) else None for t in texts])
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.prompt_ids)
+
+    def capacity(self, max_new_tokens: int) -> int:
+        return max(len(p) for p in self.prompt_ids) + max_new_tokens
+
+    def decode(self, ids: list[int]) -> str | None:
+        tok = self.backbone.tokenizer
+        return None if tok is None else tok.decode(ids)
+
+
+@dataclass
+class TokenEpisode:
+    """The record of one episode, read into the final ``info``."""
+
+    sample_id: int
+    generated: list[int] = field(default_factory=list)
+    reference: list[int] = field(default_factory=list)
+    exit_layers: list[int] = field(default_factory=list)
+    flops: float = 0.0
+    flops_computed: float = 0.0
+    full_flops: float = 0.0
+
+    def info(self, world: TokenWorld) -> dict[str, Any]:
+        agree = np.asarray(self.generated) == np.asarray(self.reference)
+        return {
+            "prompt": world.prompt_texts[self.sample_id],
+            "prompt_ids": list(world.prompt_ids[self.sample_id]),
+            "generated_ids": list(self.generated),
+            "generated_text": world.decode(self.generated),
+            "reference_ids": list(self.reference),
+            "exit_layers": list(self.exit_layers),
+            "agreement": float(agree.mean()),
+            "flops": self.flops, "flops_computed": self.flops_computed,
+            "full_flops": self.full_flops, "episode_cost": self.flops / self.full_flops,
+            # What the shared evaluation records (agents.records.EpisodeRecord): the episode's
+            # cost, its last token, and "correct" = the whole continuation agrees.
+            "cost": self.flops / self.full_flops, "prediction": self.generated[-1],
+            "label": self.reference[-1], "correct": bool(agree.all()),
+        }
+
+
+class TokenCore:
+    """Spaces, observation and reward arithmetic from :class:`TokenExitSettings`."""
+
+    settings_class = TokenExitSettings
+    observing: bool = True
+    """Compute observations (``exitgym.generate`` without a policy turns it off)."""
+
+    def _build(self, settings: TokenExitSettings) -> spaces.Box:
+        self.settings = settings
+        self.policy_flops = check_policy_flops(settings.policy_flops)
+        if settings.cached and (settings.kv != "full" or not settings.teacher_forcing):
+            raise ValueError("cached=True needs kv='full' and teacher_forcing=True (only then is "
+                             "every per-layer quantity independent of the decisions)")
+        self.world = TokenWorld.build(settings)
+        bb = self.world.backbone
+        self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
+        self.num_samples = self.world.num_samples
+        self.view: CombinedView = make_observation(settings.observation)
+        self.head_every_layer = any(p.name not in STATELESS_VIEWS for p in self.view.parts)
+        self.reward_shape: RewardShape = settings.make_reward()
+        self.need_memorized = isinstance(self.reward_shape, HardnessReward)
+        return self._space(bb)
+
+    def _space(self, bb: Any) -> spaces.Box:
+        f, L = bb.flops, self.num_layers
+        longest = self.world.capacity(self.settings.max_new_tokens)
+        worst = (f.embeddings(1) + L * (f.layer(self.settings.max_new_tokens + 1, longest)
+                 + f.head(1) + f.kv_only(1) + self.policy_flops))
+        self.cost_bound = max(1.0, float(worst / f.token(1)))
+        lows, highs = [], []
+        for part in self.view.parts:
+            dim = part.dim(bb.hidden_size, self.vocab_size)
+            bound = {"hidden": self.settings.hidden_clip, "prev": self.settings.hidden_clip,
+                     "logits": LOGIT_BOUND}.get(part.name)
+            if part.name == "features":
+                table = np.zeros((1, 1, dim), dtype=np.float32)
+                table[..., 5] = self.cost_bound
+                low, high = part.bounds(table)
+            elif bound is not None:
+                low, high = np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)
+            else:
+                raise ValueError(f"observation view {part.name!r} is not supported by "
+                                 "TokenExit-v0; use features, logits, hidden, prev")
+            lows.append(low)
+            highs.append(high)
+        self._low, self._high = np.concatenate(lows), np.concatenate(highs)
+        return spaces.Box(self._low, self._high, dtype=np.float32)
+
+    def observe(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
+                ) -> np.ndarray:
+        """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
+        ``logits [l, V]`` or None without heads, ``cost [l]``)."""
+        if logits is None:
+            logits = np.zeros((hidden.shape[0], 1), dtype=np.float32)
+        inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
+                            num_layers=self.num_layers)
+        row = self.view.compute(inputs)[0, -1]
+        return np.clip(row, self._low, self._high).astype(np.float32)
+
+    def token_reward(self, ce: float, agree: bool, cost: float, memorized: int) -> float:
+        """One token's reward: the registered shape with the full-depth token as the label."""
+        return float(self.reward_shape.terminal(np.float64(ce), np.bool_(agree), np.float64(cost),
+                                                np.int64(memorized), self.num_layers))
+
+    # ---- episodes of a batch of rows (the single env is row 0) --------------------------------
+    def _init_rows(self, num_rows: int, reference: bool = True) -> None:
+        """Per-row episode state and the live runner (or the cached tables); ``reference=False``
+        skips the full-depth reference (deployment: no agreement, no rewards)."""
+        s = self.settings
+        self.tables: Any = None
+        self._runner: Any = None
+        if s.cached:
+            from exitgym.envs.token_tables import build_token_tables
+
+            self.tables = build_token_tables(self)
+        else:
+            from exitgym.envs.token_runner import TokenRunner
+
+            self._runner = TokenRunner(
+                self.world.backbone, num_rows, self.world.capacity(s.max_new_tokens), s.kv,
+                s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized,
+                reference)
+        self._episodes: list[TokenEpisode | None] = [None] * num_rows
+        self._token = np.zeros(num_rows, dtype=np.int64)
+        self._layer = np.zeros(num_rows, dtype=np.int64)
+        self._costs: list[list[float]] = [[] for _ in range(num_rows)]
+        self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
+
+    def _begin(self, rows: list[int], sample_ids: list[int]) -> list[dict[str, Any]]:
+        """Start episodes in ``rows``; the observations land in ``_last_obs``."""
+        for row, sid in zip(rows, sample_ids, strict=True):
+            self._episodes[row] = TokenEpisode(int(sid))
+        self._token[rows], self._layer[rows] = 0, 0
+        if self._runner is not None:
+            self._runner.begin(rows, [self.world.prompt_ids[s] for s in sample_ids])
+        return [self._observe(row) for row in rows]
+
+    def _advance(self, rows: list[int]) -> list[dict[str, Any]]:
+        self._layer[rows] += 1
+        if self._runner is not None and rows:
+            self._runner.advance(rows)
+        return [self._observe(row) for row in rows]
+
+    def _observe(self, row: int) -> dict[str, Any]:
+        li, t, ep = int(self._layer[row]), int(self._token[row]), self._episodes[row]
+        assert ep is not None
+        if not self.observing:  # nobody reads the observation (generation without a policy)
+            return {"layer": li + 1, "token": t, "cost": float("nan"), "sample_id": ep.sample_id}
+        if self.tables is not None:
+            tb = self.tables
+            obs = tb.obs[ep.sample_id, t, li]
+            cost = float(tb.flops[ep.sample_id, t, li] / tb.full_flops[ep.sample_id, t])
+        else:
+            runner = self._runner
+            if li == 0:
+                self._costs[row] = []
+            pos = int(runner.cache.lengths[0, row]) - 1
+            self._costs[row].append(float(runner.flops[row]
+                                          / self.world.backbone.flops.token(pos + 1)))
+            hidden = runner.hidden[row, : li + 1].numpy()
+            logits = None
+            if self.head_every_layer:
+                logits = np.stack([runner.logits[row][i].numpy() for i in range(li + 1)])
+            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row])), \
+                self._costs[row][-1]
+        self._last_obs[row] = obs
+        return {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}
+
+    def _exit(self, rows: list[int]) -> tuple[list[float], list[bool], list[dict[str, Any]]]:
+        """Exit the current tokens of ``rows``: rewards, terminations and infos (the next
+        token's observation, or the exit's for finished episodes, lands in ``_last_obs``)."""
+        outcomes = self._runner.exit(rows) if self._runner is not None else None
+        rewards, done, infos, going, going_out = [], [], [], [], []
+        for k, row in enumerate(rows):
+            ep, li, t = self._episodes[row], int(self._layer[row]), int(self._token[row])
+            assert ep is not None
+            if outcomes is None:
+                tb, p = self.tables, ep.sample_id
+                emitted, ref, ce = int(tb.emitted[p, t, li]), int(tb.reference[p, t]), \
+                    float(tb.ce[p, t, li])
+                flops, computed, full = (float(tb.flops[p, t, li]), float(tb.computed[p, t, li]),
+                                         float(tb.full_flops[p, t]))
+                mem = int(tb.memorized[p, t])
+            else:
+                o = outcomes[k]
+                emitted, ref, ce, mem = o.emitted, o.reference, o.ce, o.memorized
+                flops, computed, full = o.flops, o.flops_computed, o.full_flops
+            cost = flops / full
+            rewards.append(self.token_reward(ce, emitted == ref, cost, mem))
+            ep.generated.append(emitted)
+            ep.reference.append(ref)
+            ep.exit_layers.append(li + 1)
+            ep.flops += flops
+            ep.flops_computed += computed
+            ep.full_flops += full
+            info = {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id,
+                    "exit_layer": li + 1, "token_id": emitted, "reference_id": ref,
+                    "agree": emitted == ref, "token_cost": cost}
+            finished = t + 1 >= self.settings.max_new_tokens
+            if finished:
+                info.update(ep.info(self.world))
+            else:
+                going.append(row)
+                if outcomes is not None:
+                    going_out.append(outcomes[k])
+            done.append(finished)
+            infos.append(info)
+        if going:
+            self._token[going] += 1
+            self._layer[going] = 0
+            if self._runner is not None:
+                self._runner.next_token(going, going_out)
+            for row in going:
+                step_info = self._observe(row)
+                info = infos[rows.index(row)]
+                info.update({k: step_info[k] for k in ("layer", "token", "cost")})
+        return rewards, done, infos

@@ -1,0 +1,149 @@
+"""Early-exit generation with a policy: prompts in, texts out, batched with continuous refill.
+
+:func:`generate` drives the same machinery as ``exitgym/TokenExit-v0`` (its
+:class:`~exitgym.envs.token_core.TokenCore` observations and the
+:class:`~exitgym.envs.token_runner.TokenRunner`), so a policy sees exactly the observations it
+was trained or tuned on. ``batch_size`` rows run side by side, one batched layer call per layer
+index; when a row's prompt is finished the next prompt starts in that row at once (continuous
+batching, so no row idles while prompts remain). Without a policy no token exits: the output is
+greedy ``generate`` (tests check it token for token), which is the bench's speed baseline. The
+full-depth reference (the agreement) is optional, since it costs a second pass.
+
+It lives in ``experiments`` (not ``inference``) because the layers contract gives ``inference``
+one module; it only uses layers below.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from exitgym.envs.settings import TokenExitSettings
+from exitgym.envs.token_core import TokenCore
+
+__all__ = ["GenerationResult", "generate"]
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Per-prompt outcome of one :func:`generate` call, in the order the prompts were given."""
+
+    generated_ids: list[list[int]]
+    """The generated token ids of each prompt."""
+    texts: list[str | None]
+    """Their decoded texts (None without a tokenizer)."""
+    exit_layers: list[list[int]]
+    """The 1-based exit layer of every generated token."""
+    agreement: np.ndarray
+    """float64 ``[N]`` share of tokens equal to the full-depth model's (NaN without reference)."""
+    cost: np.ndarray
+    """float64 ``[N]`` FLOPs charged / full-depth FLOPs of the same tokens."""
+    num_layers: int
+    """``L``."""
+    seconds: float
+    """Wall-clock seconds of the generation loop (prompt prefill included)."""
+
+    @property
+    def tokens_per_s(self) -> float:
+        return sum(len(g) for g in self.generated_ids) / self.seconds
+
+
+class _Generator(TokenCore):
+    """The TokenExit core over ``batch_size`` rows, without the Gymnasium wrapper."""
+
+    def __init__(self, settings: TokenExitSettings, batch_size: int, reference: bool) -> None:
+        from gymnasium import spaces
+
+        self.observation_space = self._build(settings)
+        self.action_space = spaces.Discrete(2)
+        self._init_rows(batch_size, reference)
+
+
+def generate(
+    policy: Any | None,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 8,
+    backbone: Any = "smollm2-135m",
+    kv: str = "copy",
+    observation: str | None = None,
+    reference: bool = False,
+    max_prompt_tokens: int = 512,
+) -> GenerationResult:
+    """Generate from every prompt, exiting where ``policy`` says.
+
+    Args:
+        policy: an exit policy (``act(obs, infos)``, e.g. a rule or a trained MLP policy), or
+            None: never exit (plain greedy generation).
+        prompts: texts, or token-id lists.
+        max_new_tokens: tokens per prompt.
+        batch_size: rows generated side by side.
+        backbone: decoder name or ``DecoderBackbone``.
+        kv: ``copy``, ``recompute`` or ``full`` (see ``TokenExit-v0``).
+        observation: the view the policy reads (default: its ``required_observation``, else
+            ``hidden``, which runs no head before an exit).
+        reference: also run the full-depth model to report agreement (a second pass).
+        max_prompt_tokens: prompts are cut to this many tokens.
+
+    Raises:
+        ValueError: bad arguments (the message says what is allowed).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if observation is None:
+        observation = getattr(policy, "required_observation", None) or "hidden"
+    settings = TokenExitSettings(backbone=backbone, prompts=list(prompts), max_prompts=None,
+                                 max_prompt_tokens=max_prompt_tokens,
+                                 max_new_tokens=max_new_tokens, kv=kv, observation=observation)
+    t0 = time.perf_counter()
+    core = _Generator(settings, min(batch_size, len(prompts)), reference)
+    core.observing = policy is not None
+    rows = list(range(min(batch_size, len(prompts))))
+    order = iter(range(len(prompts)))
+    prompt_of = {row: next(order) for row in rows}
+    core._begin(rows, [prompt_of[r] for r in rows])
+    if policy is not None:
+        policy.reset(len(rows))
+    results: dict[int, dict[str, Any]] = {}
+    active = list(rows)
+    while active:
+        if policy is None:
+            actions = np.zeros(len(rows), dtype=np.int64)
+        else:
+            infos = {"sample_id": np.array([prompt_of.get(r, -1) for r in rows]),
+                     "token": core._token.copy(), "layer": core._layer + 1}
+            actions = np.asarray(policy.act(core._last_obs.copy(), infos)).reshape(-1)
+        exiting = [r for r in active
+                   if actions[r] == 1 or core._layer[r] == core.num_layers - 1]
+        core._advance([r for r in active if r not in exiting])
+        if exiting:
+            _, done, infos_out = core._exit(exiting)
+            finished = [r for r, d in zip(exiting, done, strict=True) if d]
+            for row, info in zip(exiting, infos_out, strict=True):
+                if row in finished:
+                    results[prompt_of[row]] = info
+            refill = []
+            for row in finished:
+                nxt = next(order, None)
+                if nxt is None:
+                    active.remove(row)
+                    prompt_of.pop(row)
+                else:
+                    prompt_of[row] = nxt
+                    refill.append(row)
+            if refill:
+                core._begin(refill, [prompt_of[r] for r in refill])
+    seconds = time.perf_counter() - t0
+    ordered = [results[k] for k in range(len(prompts))]
+    agreement = np.array([i["agreement"] if reference else np.nan for i in ordered])
+    return GenerationResult(
+        generated_ids=[i["generated_ids"] for i in ordered],
+        texts=[i["generated_text"] for i in ordered],
+        exit_layers=[i["exit_layers"] for i in ordered],
+        agreement=agreement, cost=np.array([i["episode_cost"] for i in ordered]),
+        num_layers=core.num_layers, seconds=seconds)

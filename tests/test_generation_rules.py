@@ -1,0 +1,59 @@
+"""Exit rules on TokenExit-v0 through the shared evaluation (agents.evaluate)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+import exitgym  # noqa: F401
+from exitgym.agents.base import evaluate
+from exitgym.agents.generation_rules import MarginExit, SaturationExit, TokenOracleExit
+from exitgym.agents.rules import EntropyExit, MaxProbExit, PatienceExit
+from exitgym.backbones.decoder_registry import load_decoder
+from tests.tiny_decoders import random_prompts, tiny_decoder_configs
+
+PROMPTS = random_prompts([4, 7, 2, 5], seed=3)
+
+
+def token_env(observation: str, vector: bool = True, **kwargs):
+    bb = load_decoder(tiny_decoder_configs()["llama"])
+    settings = {"backbone": bb, "prompts": PROMPTS, "max_new_tokens": 4, "kv": "full",
+                "teacher_forcing": True, "cached": True, "observation": observation, **kwargs}
+    if vector:
+        return gym.make_vec("exitgym/TokenExit-v0", num_envs=2,
+                            vectorization_mode="vector_entry_point", **settings)
+    return gym.make("exitgym/TokenExit-v0", **settings)
+
+
+def test_rules_trace_a_cost_agreement_trade_off_and_the_oracle_bounds_it() -> None:
+    env = token_env("features+logits")
+    never = evaluate(MaxProbExit(theta=1.0), env)  # max prob never exceeds 1: full depth
+    assert len(never.records) == len(PROMPTS)
+    assert all(r.correct for r in never.records)  # full depth agrees with itself
+    assert all(r.exit_layer == 3 for r in never.records)
+    always = evaluate(EntropyExit(theta=1.0), env)  # exits at layer 1 whenever entropy < 1
+    assert always.mean_cost < never.mean_cost
+    oracle = evaluate(TokenOracleExit(env.unwrapped.tables), env)
+    assert all(r.correct for r in oracle.records)  # exits only where the head agrees
+    assert oracle.mean_cost <= never.mean_cost
+    for rule in (MarginExit(theta=0.0), PatienceExit(t=1)):
+        result = evaluate(rule, env)
+        assert oracle.mean_cost <= result.mean_cost + 1e-12 or not all(
+            r.correct for r in result.records)
+
+
+def test_vector_and_single_env_evaluations_agree() -> None:
+    rule = MarginExit(theta=0.02)
+    single = evaluate(rule, token_env("features+logits", vector=False))
+    vector = evaluate(rule, token_env("features+logits"))
+    assert single.records == vector.records
+    assert np.allclose([r.cost for r in single.records], [r.cost for r in vector.records])
+
+
+def test_saturation_exits_when_consecutive_states_align() -> None:
+    env = token_env("features+hidden+prev")
+    tight = evaluate(SaturationExit(theta=1.0), env)  # cos never exceeds 1: full depth
+    loose = evaluate(SaturationExit(theta=-1.0), env)  # any cos > −1: exit at layer 2
+    assert all(r.exit_layer == 3 for r in tight.records)
+    assert all(r.exit_layer == 2 for r in loose.records)  # never at layer 1 (prev = 0)
+    assert loose.mean_cost < tight.mean_cost
