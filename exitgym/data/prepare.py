@@ -27,6 +27,10 @@ from exitgym.utils.configs import option
 from exitgym.utils.paths import cache_dir
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
+TRAINER_VERSION = 2
+"""Part of every prepared directory's key: bumped when a change to the training code changes the
+heads a configuration produces, so older prepared heads are rebuilt instead of reused (2: the
+fine-tuning trainer of ``exitgym.backbones.finetune`` with fused AdamW)."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,8 @@ def data_fingerprint(task: Task, split: str) -> str:
 
 def prepared_dir(config: PrepareConfig, task: Task) -> Path:
     """Folder of the heads prepared for ``config`` on this exact training data."""
-    key = {**config.key(), "data": [data_fingerprint(task, s) for s in ("train", "validation")]}
+    key = {**config.key(), "data": [data_fingerprint(task, s) for s in ("train", "validation")],
+           "trainer": TRAINER_VERSION}
     name = f"{_slug(config.task)}__{_slug(config.backbone)}__{config.heads}-{_hash(key, 12)}"
     return cache_dir() / "prepared" / name
 
