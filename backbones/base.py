@@ -120,6 +120,22 @@ class Backbone:
         return self.flops.hidden_size
 
     @property
+    def max_tokens(self) -> int | None:
+        """Longest input the position embeddings allow (None: no limit known).
+
+        RoBERTa's positions start after the padding index, so it loses two of them.
+        """
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions is None:
+            return None
+        return int(positions) - (2 if self.family == "roberta" else 0)
+
+    def token_limit(self, max_length: int) -> int:
+        """``max_length``, lowered to :attr:`max_tokens`: what inputs are really cut at."""
+        limit = self.max_tokens
+        return max_length if limit is None else min(int(max_length), limit)
+
+    @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
@@ -143,7 +159,11 @@ class Backbone:
         text_pairs: Sequence[str] | None = None,
         max_length: int = 128,
     ) -> dict[str, torch.Tensor]:
-        """Tokenize a batch (padded to its longest member, truncated to ``max_length``)."""
+        """Tokenize a batch (padded to its longest member, truncated to ``max_length``).
+
+        A ``max_length`` beyond the model's position embeddings is lowered to
+        :meth:`token_limit`, so inputs of any length (thousands of words) embed.
+        """
         if self.tokenizer is None:
             raise ValueError(f"backbone {self.name!r} has no tokenizer; pass token ids to embed()")
         check_texts(texts, "texts")
@@ -158,10 +178,23 @@ class Backbone:
             list(text_pairs) if text_pairs is not None else None,
             padding=True,
             truncation=True,
-            max_length=max_length,
+            max_length=self.token_limit(max_length),
             return_tensors="pt",
         )
         return dict(encoded)
+
+    def token_counts(self, texts: Sequence[str],
+                     text_pairs: Sequence[str] | None = None) -> list[int]:
+        """Untruncated token count of each input (special tokens included).
+
+        Why: :meth:`tokenize` cuts inputs at ``max_length`` silently; ``prepare`` compares these
+        counts with it to report how many rows were cut.
+        """
+        if self.tokenizer is None:
+            raise ValueError(f"backbone {self.name!r} has no tokenizer; cannot count tokens")
+        encoded = self.tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                                 truncation=False, verbose=False)
+        return [len(ids) for ids in encoded["input_ids"]]
 
     def embed(self, batch: Mapping[str, torch.Tensor] | Sequence[str]) -> State:
         """Embeddings of a batch: the state entering layer 1 (0-based layer 0)."""

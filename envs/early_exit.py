@@ -88,8 +88,9 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
 
     ```python
     gym.make("exitgym/EarlyExit-v0", task="rt-polarity", backbone="minilm-l6", split="train",
-             heads="two-stage", reward="vanilla", alpha=None, observation="features", dense=False,
-             live=False, cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
+             heads="two-stage", text_column="text", label_column="label", text_pair_column=None,
+             reward="vanilla", alpha=None, observation="features", dense=False, live=False,
+             cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.ExitSettings` (each
@@ -100,6 +101,8 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
     - ``task``, ``backbone``, ``split``, ``heads``: which prepared cache to use; a missing cache is
       built on first use (``exitgym.data.prepare.get_cache``). In live mode ``backbone`` /
       ``heads`` may also be model objects.
+    - ``text_column``, ``label_column``, ``text_pair_column``: columns of a local data file
+      ``task`` (bring your own data; the same options as ``exitgym prepare``).
     - ``reward``: a registered reward name or a ``RewardShape``; ``alpha`` its cost weight
       (``None``: :data:`exitgym.envs.rewards.DEFAULT_ALPHA` = 0.2).
     - ``observation``: view spec; ``dense``: reward delivery; ``live``: run the backbone.
@@ -163,7 +166,8 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
         if settings.live:
             from exitgym.envs.live import LiveRunner
 
-            self._runner = LiveRunner(self.cache, settings.backbone, settings.heads, settings.task)
+            self._runner = LiveRunner(self.cache, settings.backbone, settings.heads, settings.task,
+                                      prepare_options=settings.column_options())
         self._l = -1  # 0-based index of the current layer; -1 when no episode runs
         self._finished = False
         self._sid = -1

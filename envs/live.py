@@ -36,6 +36,7 @@ class LiveRunner:
         task: Task name, used to load named heads.
         max_length: Token limit; defaults to the cache's ``meta["max_length"]`` or 128, which is
             what the cache builder uses, so both modes see the same tokens.
+        prepare_options: Further prepare options of named heads (a local file's columns).
     """
 
     def __init__(
@@ -45,6 +46,7 @@ class LiveRunner:
         heads: Any,
         task: str,
         max_length: int | None = None,
+        prepare_options: dict[str, Any] | None = None,
     ) -> None:
         if cache.texts is None:
             raise ValueError("live=True needs the input texts, but this cache has texts=None")
@@ -54,9 +56,10 @@ class LiveRunner:
             # The prepared backbone: fine-tuned weights for fine-tuned recipes.
             from exitgym.data.prepare import load_heads, load_prepared_backbone
 
-            backbone_name = backbone
-            backbone = load_prepared_backbone(task=task, backbone=backbone_name, heads=heads)
-            heads = load_heads(task=task, backbone=backbone_name, heads=heads)
+            names = {"task": task, "backbone": backbone, "heads": heads,
+                     **(prepare_options or {})}
+            backbone = load_prepared_backbone(**names)
+            heads = load_heads(**names)
         elif isinstance(heads, str):
             raise ValueError("live=True with a backbone model needs heads= as an ExitHeads model")
         if backbone.num_layers != cache.num_layers or heads.num_layers != cache.num_layers:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from exitgym.data.config import DEFAULT_RECIPE
+from exitgym.data.config import DEFAULT_RECIPE, column_options
 from exitgym.envs.rewards import REWARDS, RewardShape, make_reward
 
 if TYPE_CHECKING:
@@ -84,6 +84,12 @@ class EnvSettings:
     heads: Any = DEFAULT_RECIPE
     """Exit-head recipe of the prepared cache (``"joint"``, ``"two-stage"`` or ``"frozen"``, see
     :data:`~exitgym.data.config.HEADS_MODES`), or an ``ExitHeads`` object."""
+    text_column: str = "text"
+    """Text column of a local data file ``task`` (bring your own data)."""
+    label_column: str = "label"
+    """Label column of a local data file ``task``."""
+    text_pair_column: str | None = None
+    """Second text column of a local data file ``task`` (sentence pairs; None: single texts)."""
     reward: str | RewardShape = "vanilla"
     """A registered reward name (:data:`~exitgym.envs.rewards.REWARDS`) or a ``RewardShape``."""
     alpha: float | None = None
@@ -147,6 +153,10 @@ class EnvSettings:
         if kwargs:
             raise ValueError(f"pass settings or keyword arguments, not both (got {sorted(kwargs)})")
         return settings
+
+    def column_options(self) -> dict[str, Any]:
+        """The data column names that differ from the defaults (``load_task`` / prepare options)."""
+        return column_options(self)
 
     def make_reward(self) -> RewardShape:
         """A fresh reward shape from :attr:`reward`, :attr:`alpha` and :attr:`reward_kwargs`."""

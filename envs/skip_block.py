@@ -198,7 +198,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
 
     ```python
     gym.make("exitgym/SkipBlock-v0", task="rt-polarity", backbone="minilm-l6", split="train",
-             heads="joint", prepare_options=None, inputs=None, labels=None, text_pairs=None,
+             heads="joint", text_column="text", label_column="label", text_pair_column=None,
+             prepare_options=None, inputs=None, labels=None, text_pairs=None,
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
              token_strategy=False, policy_flops=0.0, pooled_clip=20.0, render_mode=None,
              world=None, **reward_kwargs)
@@ -214,7 +215,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
       :data:`~exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS` (``skip_prob=0.15``,
       ``max_length=64``): backbone and heads fine-tuned on the training split with random
       block skipping, so the backbone tolerates skips. ``heads="frozen"`` uses frozen-backbone
-      heads (no fine-tuning; skips then hurt more). ``max_length`` overrides the prepared one.
+      heads (no fine-tuning; skips then hurt more). ``max_length`` overrides the prepared one;
+      ``text_column``, ``label_column``, ``text_pair_column`` name a local data file's columns.
     - Injection (tests, custom models): ``backbone`` a ``Backbone``, ``heads`` its
       ``ExitHeads``, ``inputs`` texts or a dict of token ids, ``labels``.
     - ``reward``, ``alpha``, ``reward_kwargs``: the reward shape; ``dense``: delivery.

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from exitgym.data.config import COLUMN_DEFAULTS
 from exitgym.envs.rewards import RewardShape, cross_entropy, make_reward
 from exitgym.envs.settings import SkipSettings
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort, SampleBank, SkipExecutor
@@ -78,7 +79,8 @@ class SkipWorld:
         return build_world(settings.task, settings.backbone, settings.split, settings.heads,
                            settings.inputs, settings.labels, settings.text_pairs,
                            settings.max_length,
-                           default_options(settings.heads, settings.prepare_options))
+                           {**default_options(settings.heads, settings.prepare_options),
+                            **settings.column_options()})
 
     @classmethod
     def with_random_heads(cls, backbone: str = "minilm-l6", task: str = "rt-polarity",
@@ -208,8 +210,9 @@ def _named_world(task: str, backbone: str, split: str, heads: str,
     if prepared.backbone_weights is not None:
         load_backbone_weights(bb.model, prepared.backbone_weights)
         bb.invalidate_fingerprint()
-    data = load_task(task, seed=options.get("seed", 0),
-                     max_samples=options.get("max_samples")).split(split)
+    columns = {k: options[k] for k in COLUMN_DEFAULTS if k in options}
+    data = load_task(task, seed=options.get("seed", 0), max_samples=options.get("max_samples"),
+                     **columns).split(split)
     pairs = list(data["text_pair"]) if "text_pair" in data.column_names else None
     bank = SampleBank.from_texts(bb, list(data["text"]), list(data["label"]), pairs,
                                  options["max_length"])

@@ -97,7 +97,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
 
     ```python
     gym.make("exitgym/SwitchableDecision-v0", task="rt-polarity", backbone="minilm-l6",
-             split="train", heads="joint", prepare_options=None, inputs=None, labels=None,
+             split="train", heads="joint", text_column="text", label_column="label",
+             text_pair_column=None, prepare_options=None, inputs=None, labels=None,
              text_pairs=None, max_length=None, reward="flops", alpha=None, policy_flops=0.0,
              pooled_clip=20.0, render_mode=None, world=None, **reward_kwargs)
     ```

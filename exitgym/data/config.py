@@ -4,7 +4,8 @@ Training runs, comparisons, the benchmark, the demo and ``prepare`` itself all n
 prepared cache: a task, a backbone, the heads mode and the tokenisation. They nest (or, for
 :class:`~exitgym.data.prepare.PrepareConfig`, extend) this one dataclass, so the fields, their
 defaults, their checks and the ``--task`` / ``--backbone`` / ``--heads`` / ``--max-samples`` /
-``--max-length`` flags generated from them (:mod:`exitgym.utils.configs`) are the same everywhere.
+``--max-length`` / ``--text-column`` / ``--label-column`` / ``--text-pair-column`` flags generated
+from them (:mod:`exitgym.utils.configs`) are the same everywhere.
 Kept free of heavy imports: the command line reads it before any data is loaded.
 """
 
@@ -47,7 +48,13 @@ class DataConfig:
     max_samples: int | None = option(None, minimum=1)
     """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
     max_length: int = option(128, minimum=1)
-    """Tokenizer truncation length (64 suffices for sentence snippets)."""
+    """Tokenizer truncation length (64 suffices for sentence snippets); longer inputs are cut."""
+    text_column: str = "text"
+    """Text column of a local data file (bring your own data; registry tasks use their own)."""
+    label_column: str = "label"
+    """Label column of a local data file; string labels map to ids in sorted order."""
+    text_pair_column: str | None = None
+    """Second text column of a local data file, for sentence-pair tasks (None: single texts)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", HEADS_ALIASES.get(self.heads, self.heads))
@@ -56,8 +63,30 @@ class DataConfig:
 
     def prepare_options(self) -> dict[str, Any]:
         """The prepare options beyond task / backbone / heads, as an ``EnvSpec`` stores them
-        (``max_samples`` only when set, so specs of full splits keep their JSON form)."""
+        (``max_samples`` and the columns only when set, so specs of default data keep their JSON
+        form)."""
         options: dict[str, Any] = {"max_length": self.max_length}
         if self.max_samples is not None:
             options["max_samples"] = self.max_samples
-        return options
+        return {**options, **self.column_options()}
+
+    def column_options(self) -> dict[str, Any]:
+        """The column names that differ from the defaults (what ``load_task`` is given).
+
+        Why only those: prepared-directory keys and stored specs of data read with the default
+        columns stay what they were before the columns became options.
+        """
+        return column_options(self)
+
+
+COLUMN_DEFAULTS: dict[str, str | None] = {"text_column": "text", "label_column": "label",
+                                          "text_pair_column": None}
+"""The column options of :class:`DataConfig` (and of ``load_task`` and the env kwargs) with their
+defaults."""
+
+
+def column_options(obj: Any) -> dict[str, Any]:
+    """The :data:`COLUMN_DEFAULTS` attributes of ``obj`` (a config or env settings) that differ
+    from their defaults, as ``load_task`` keyword arguments."""
+    return {name: getattr(obj, name) for name, default in COLUMN_DEFAULTS.items()
+            if getattr(obj, name) != default}

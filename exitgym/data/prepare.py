@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from exitgym.data.config import DEFAULT_RECIPE, FINETUNED, DataConfig
+from exitgym.data.config import COLUMN_DEFAULTS, DEFAULT_RECIPE, FINETUNED, DataConfig
 from exitgym.data.recipes import CHECKPOINT_DIR, texts_of, train_heads
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
@@ -74,8 +74,10 @@ class PrepareConfig(DataConfig):
                              f"a frozen backbone cannot adapt to skips")
 
     def key(self) -> dict[str, Any]:
-        """The fields that change the trained heads (the inference batch size does not)."""
-        return {k: v for k, v in asdict(self).items() if k != "batch_size"}
+        """The fields that change the trained heads (the inference batch size does not; default
+        column names are left out so directories prepared before they were options stay valid)."""
+        return {k: v for k, v in asdict(self).items()
+                if k != "batch_size" and (k not in COLUMN_DEFAULTS or v != COLUMN_DEFAULTS[k])}
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,18 @@ def _write_json(path: Path, obj: Any) -> None:
     _write_text(path, json.dumps(obj, indent=2, default=str))
 
 
+def truncated_rows(bb: Any, task: Task, split: str, max_length: int) -> tuple[int, int]:
+    """``(rows cut, rows)`` of a split: inputs longer than ``max_length`` tokens are truncated.
+
+    Why: truncation is silent in the tokenizer; a user with long documents should see how much
+    of the data the heads and the environments never read (``prepare`` prints it).
+    """
+    texts, pairs, _ = texts_of(task, split)
+    counts = bb.token_counts(texts, pairs) if texts else []
+    limit = bb.token_limit(max_length)
+    return sum(n > limit for n in counts), len(texts)
+
+
 def accuracy_table(cache: Any) -> list[dict[str, float]]:
     """Per layer: accuracy of its head and mean cumulative FLOPs fraction when exiting there."""
     acc = cache.correct.mean(axis=0)
@@ -186,7 +200,8 @@ def prepare(
         raise ValueError(f"unknown splits {unknown}; allowed: {list(SPLITS)}")
     timings: dict[str, float] = {}
     tic = time.perf_counter()
-    task = load_task(config.task, seed=config.seed, max_samples=config.max_samples)
+    task = load_task(config.task, seed=config.seed, max_samples=config.max_samples,
+                     **config.column_options())
     bb = load_backbone(config.backbone)
     directory = prepared_dir(config, task)
     timings["load"] = time.perf_counter() - tic
@@ -219,7 +234,7 @@ def prepare(
         expect = {"backbone_fingerprint": bb.fingerprint(),
                   "heads_fingerprint": heads.fingerprint(),
                   "data_fingerprint": data_fingerprint(task, split),
-                  "max_length": config.max_length}
+                  "max_length": config.max_length, **config.column_options()}
         path = cache_dir() / "caches" / f"{_slug(config.task)}__{split}-{_hash(expect)}"
         cache = None
         if not force:
@@ -248,6 +263,13 @@ def prepare(
         print(f"prepared {config.task} x {config.backbone} ({config.heads} heads) in {directory}")
         for split, path in cache_paths.items():
             print(f"  cache {split}: {path}")
+        if cache_paths and bb.tokenizer is not None:
+            cut = {s: truncated_rows(bb, task, s, config.max_length) for s in cache_paths}
+            limit = bb.token_limit(config.max_length)
+            why = "" if limit == config.max_length else f" (the backbone's limit; max_length=" \
+                f"{config.max_length})"
+            print(f"  truncated at {limit} tokens{why}: " + ", ".join(
+                f"{s} {n} of {total} rows" for s, (n, total) in cut.items()))
         if table:
             print(format_table(table))
     return PreparedTask(config, directory, cache_paths, table, timings)
