@@ -20,7 +20,7 @@ from exitgym.cli import build_parser
 from exitgym.cli.compare import CompareArgs
 from exitgym.cli.prepare import PrepareArgs
 from exitgym.cli.train import TrainArgs
-from exitgym.data.config import DataConfig
+from exitgym.data.config import COLUMN_DEFAULTS, DataConfig
 from exitgym.data.prepare import PrepareConfig
 from exitgym.experiments.configs import CompareConfig, TrainConfig
 from exitgym.experiments.policies import run_env_spec
@@ -171,10 +171,9 @@ def test_env_spec_json_keeps_its_stored_form() -> None:
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:
     """A config.json ``config`` in the layout written before DataConfig was nested."""
-    data = config.pop("data")
-    return {"env": config.pop("env"), "agent": config.pop("agent"), "task": data["task"],
-            "backbone": data["backbone"], "heads": data["heads"], **config,
-            "max_samples": data["max_samples"], "max_length": data["max_length"]}
+    data = dict(config.pop("data"))
+    return {"env": config.pop("env"), "agent": config.pop("agent"), "task": data.pop("task"),
+            "backbone": data.pop("backbone"), "heads": data.pop("heads"), **config, **data}
 
 
 def test_json_configs_load_nested_or_in_the_old_flat_layout() -> None:
@@ -183,6 +182,9 @@ def test_json_configs_load_nested_or_in_the_old_flat_layout() -> None:
     flat = _flat(dict(nested))
     assert from_dict(TrainConfig, nested) == from_dict(TrainConfig, flat) == cfg
     assert nest(TrainConfig, flat) == nested
+    # Runs recorded before the data columns were options load with the default columns.
+    old = {k: v for k, v in flat.items() if not k.endswith("_column")}
+    assert from_dict(TrainConfig, old) == cfg
     assert flatten(cfg)["task"] == "t.csv" and "data" not in flatten(cfg)
     compare = CompareConfig(alphas=(0.1,), seeds=(1, 2))
     assert from_dict(CompareConfig, json.loads(json.dumps(asdict(compare)))) == compare
@@ -211,7 +213,8 @@ def test_runs_recorded_with_the_flat_layout_resume_and_rebuild_their_env(tmp_pat
     with pytest.raises(Interrupt):
         train(CFG, run, after_update=_stop_after(4), **options)
     stored = RunDir.open(run).config["config"]
-    assert set(stored) == LEGACY_KEYS | {"target_cost"}  # written flat, as before
+    # written flat, as before (plus target_cost and the data columns, options since)
+    assert set(stored) == LEGACY_KEYS | {"target_cost"} | set(COLUMN_DEFAULTS)
     # a run recorded before target_cost existed resumes too (the field takes its default)
     config_file = run / "config.json"
     record = json.loads(config_file.read_text())
