@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.data.config import COLUMN_DEFAULTS
+from exitgym.data.config import task_options
 from exitgym.envs.rewards import RewardShape, cross_entropy, make_reward
 from exitgym.envs.settings import SkipSettings
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort, SampleBank, SkipExecutor
@@ -210,9 +210,7 @@ def _named_world(task: str, backbone: str, split: str, heads: str,
     if prepared.backbone_weights is not None:
         load_backbone_weights(bb.model, prepared.backbone_weights)
         bb.invalidate_fingerprint()
-    columns = {k: options[k] for k in COLUMN_DEFAULTS if k in options}
-    data = load_task(task, seed=options.get("seed", 0), max_samples=options.get("max_samples"),
-                     **columns).split(split)
+    data = load_task(task, **task_options(options)).split(split)
     pairs = list(data["text_pair"]) if "text_pair" in data.column_names else None
     bank = SampleBank.from_texts(bb, list(data["text"]), list(data["label"]), pairs,
                                  options["max_length"])

@@ -314,11 +314,18 @@ class ExitInference:
         prepare_options = dict(spec.prepare)
         if backbone is None or heads is None:
             from exitgym.data.prepare import load_heads, load_prepared_backbone
+            from exitgym.experiments.binding import check_data, check_fingerprints
 
+            check_data(run_dir, spec)  # changed data would re-prepare other heads: refused
             names = {"task": spec.task, "backbone": spec.backbone, "heads": spec.heads,
                      **prepare_options}
-            backbone = backbone if backbone is not None else load_prepared_backbone(**names)
-            heads = heads if heads is not None else load_heads(**names)
+            if backbone is None:
+                backbone = load_prepared_backbone(**names)
+                check_fingerprints(run_dir, None,
+                                   {"backbone_fingerprint": backbone.fingerprint()})
+            if heads is None:
+                heads = load_heads(**names)
+                check_fingerprints(run_dir, None, {"heads_fingerprint": heads.fingerprint()})
         return cls(policy, backbone, heads, observation=spec.kwargs.get("observation"),
                    policy_flops=float(spec.kwargs.get("policy_flops") or 0.0),
                    max_length=int(prepare_options.get("max_length", 128)))

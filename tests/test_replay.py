@@ -142,3 +142,17 @@ def test_analysis_frames_match_hand_counts(tmp_path: Path) -> None:
     assert (analysis.hardest["memorized_layer"] == CACHE.memorized.max()).all()
     assert analysis.hardest["text"].str.startswith("hard").all()
     assert analysis.easiest["text"].str.startswith("easy").all()
+
+
+def test_verify_actions_catches_a_policy_that_acts_differently(recorded: Path) -> None:
+    from exitgym.experiments.replay import verify_actions
+
+    ts = load_trajectories(trajectory_files(recorded)[0])
+    env = factory(ts)
+    verify_actions(ts, MaxProbExit(theta=0.7), env)  # the recording policy takes every action
+    first = next(i for i, r in enumerate(ts.records) if len(r.actions) > 1)
+    with pytest.raises(ReplayMismatch) as err:
+        verify_actions(ts, StaticExit(k=1), env)  # exits at layer 1 everywhere
+    assert err.value.field == "action (policy re-run)"
+    assert (err.value.episode, err.value.step) == (first, 0)
+    assert (err.value.recorded, err.value.replayed) == (0, 1)

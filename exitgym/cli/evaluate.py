@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: EvaluateArgs) -> int:
+    from exitgym.experiments.binding import bound_cache
     from exitgym.experiments.policies import load_policy, run_env_spec
     from exitgym.experiments.runs import RunDir
     from exitgym.experiments.trajectories import evaluate_and_record
@@ -38,11 +39,13 @@ def run(args: EvaluateArgs) -> int:
     with user_errors():
         run_dir = RunDir.open(args.run).require_complete()
         cfg = run_dir.config["config"]
-        policy = load_policy(run_dir)
         spec = run_env_spec(run_dir).with_split(args.split)
+        # Refused before anything is written when the run's data, backbone or heads changed.
+        cache = bound_cache(run_dir.path, spec) if spec.uses_cache else None
+        policy = load_policy(run_dir)
         result = evaluate_and_record(policy, spec, run_dir.path, f"eval-{args.split}",
                                      method=cfg["agent"], knob=cfg.get("alpha"),
-                                     seed=int(cfg["seed"]), num_envs=args.num_envs)
+                                     seed=int(cfg["seed"]), num_envs=args.num_envs, cache=cache)
         run_dir.write_json(f"eval-{args.split}.json", result.summary())
     print(f"{args.split}: {len(result.records)} episodes, accuracy {result.accuracy:.4f}, cost "
           f"{result.mean_cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "

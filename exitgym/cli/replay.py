@@ -21,6 +21,9 @@ class ReplayArgs:
     """Run or compare directory, or one .parquet trajectory file."""
     verify: bool = False
     """Re-execute every episode; exit 1 naming episode, step and field at the first difference."""
+    policy: bool = False
+    """With --verify: also re-run each training run's saved policy on its recorded episodes and
+    check it takes the recorded actions (rules and baselines: recorded actions only)."""
     select: str | None = None
     """Only trajectory files whose path contains this text."""
     top: int = 5
@@ -47,14 +50,20 @@ def run(args: ReplayArgs) -> int:
                            + (f" matching --select {args.select!r}" if args.select else ""))
         if args.verify:
             try:
-                report = verify(files, progress=True)
+                report = verify(files, progress=True, policy=args.policy)
             except ReplayMismatch as err:
                 print(f"exitgym replay: FAILED: {err}", file=sys.stderr)
                 return 1
             print(f"verified {report.episodes} episodes ({report.steps} steps) in "
                   f"{len(report.files)} trajectory files: every reward, exit layer, prediction "
                   f"and cost matches")
+            if args.policy:
+                print(f"the saved policy took every recorded action in "
+                      f"{len(report.policy_files)} of {len(report.files)} files (the others "
+                      f"were recorded by rules or baselines, which have no saved policy)")
             return 0
+        if args.policy:
+            raise CliError("--policy re-runs the saved policy during --verify; add --verify")
         if len(files) > 1:
             print(f"{len(files)} trajectory files (analysing the first; use --select to pick):")
             for f in files:

@@ -90,3 +90,13 @@ def column_options(obj: Any) -> dict[str, Any]:
     from their defaults, as ``load_task`` keyword arguments."""
     return {name: getattr(obj, name) for name, default in COLUMN_DEFAULTS.items()
             if getattr(obj, name) != default}
+
+
+TASK_OPTIONS: tuple[str, ...] = ("seed", "max_samples", *COLUMN_DEFAULTS)
+"""The prepare options that choose which rows a task loads (``load_task``'s keyword arguments)."""
+
+
+def task_options(options: Any) -> dict[str, Any]:
+    """The :data:`TASK_OPTIONS` among prepare ``options`` (a mapping): what ``load_task`` takes
+    to load the very rows a prepared cache was built from."""
+    return {k: options[k] for k in TASK_OPTIONS if k in options}

@@ -107,6 +107,23 @@ def load_local(path: Path, text: str, label: str, pair: str | None) -> RawTask:
     return RawTask({"all": _select(reader(path), text, label, pair, str(path))})
 
 
+def data_source(task: str) -> dict[str, Any]:
+    """Where a task's rows come from, so a run can say how to get its data back.
+
+    A local file is named by its absolute path, sha256 and size (the state to restore when the
+    file changed); a directory by its path; a registry task by its name.
+    """
+    from exitgym.utils.atomic import sha256_file
+
+    path = Path(task).expanduser()
+    if path.is_file():
+        return {"path": str(path.resolve()), "sha256": sha256_file(path),
+                "bytes": path.stat().st_size}
+    if path.is_dir():
+        return {"path": str(path.resolve())}
+    return {"registry": task}
+
+
 def load_hub(
     path: str, config: str | None, text: str, pair: str | None, splits: dict[str, str]
 ) -> RawTask:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from exitgym.agents.registry import train_agent
+from exitgym.experiments.binding import bound_cache
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
-from exitgym.experiments.runs import RunDir
+from exitgym.experiments.runs import CONFIG_FILE, RunDir, RunError
+from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import from_dict
 
 ENV_SPEC_FILE = "env_spec.json"
@@ -38,14 +40,36 @@ def load_policy(run: RunDir, cache: Any | None = None) -> Any:
     if kind == "sb3":
         from exitgym.agents.sb3 import load_sb3
 
-        return load_sb3(run.path, env=run_env_spec(run).make(cache=cache))
+        spec = run_env_spec(run)
+        if cache is None and spec.uses_cache:
+            cache = bound_cache(run.path, spec)
+        return load_sb3(run.path, env=spec.make(cache=cache))
     from exitgym.agents.mlp_policy import MLPPolicy
 
     return MLPPolicy.load(run.path)
 
 
 def run_env_spec(run: RunDir) -> EnvSpec:
-    """The env spec the run's policy was trained with (policy FLOPs included)."""
-    if run.file(ENV_SPEC_FILE).is_file():
-        return EnvSpec.from_json(run.read_json(ENV_SPEC_FILE))
-    return from_dict(TrainConfig, run.config["config"]).env_spec()  # nested or legacy flat
+    """The env spec the run's policy was trained with (policy FLOPs included).
+
+    ``config.json`` is the one source of truth: both files are checksummed when written and
+    verified here, and ``env_spec.json`` (which adds the policy's FLOPs) must be the env the
+    config describes, so an edit to either is refused instead of silently ignored.
+
+    Raises:
+        RunError: a file was edited, or the two disagree (the message names the fields).
+    """
+    recorded = run.state.get("sha256", {})
+    run.verify_checksums(*[n for n in (CONFIG_FILE, ENV_SPEC_FILE) if n in recorded])
+    configured = from_dict(TrainConfig, run.config["config"])  # nested or legacy flat
+    if not run.file(ENV_SPEC_FILE).is_file():
+        return configured.env_spec()
+    spec = EnvSpec.from_json(run.read_json(ENV_SPEC_FILE))
+    expected = configured.env_spec(policy_flops=float(spec.kwargs.get("policy_flops") or 0.0))
+    if jsonable(expected.to_json()) != jsonable(spec.to_json()):
+        diff = {k: (v, spec.to_json().get(k)) for k, v in expected.to_json().items()
+                if jsonable(v) != jsonable(spec.to_json().get(k))}
+        raise RunError(f"{run.path}: {CONFIG_FILE} and {ENV_SPEC_FILE} disagree ({CONFIG_FILE} "
+                       f"vs {ENV_SPEC_FILE}: {diff}); one of them was edited. Restore it, or "
+                       f"train a new run with the settings you want")
+    return spec

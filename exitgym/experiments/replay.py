@@ -55,6 +55,8 @@ class VerifyReport:
     """Episodes re-executed."""
     steps: int
     """Environment steps re-executed."""
+    policy_files: tuple[str, ...] = ()
+    """Files whose run's saved policy was re-run and took every recorded action (``policy``)."""
 
 
 def default_env_factory(ts: TrajectorySet) -> Any:
@@ -62,6 +64,17 @@ def default_env_factory(ts: TrajectorySet) -> Any:
     from exitgym.experiments.env_spec import EnvSpec
 
     return EnvSpec.from_json(ts.meta["env_spec"]).make()
+
+
+def replay_env(path: str | Path, ts: TrajectorySet) -> Any:
+    """:func:`default_env_factory`, with the cache checked against the run or comparison that
+    recorded ``path`` (``<dir>/trajectories/<file>``): changed data is refused, not replayed."""
+    from exitgym.experiments.binding import bound_cache
+    from exitgym.experiments.env_spec import EnvSpec
+
+    spec = EnvSpec.from_json(ts.meta["env_spec"])
+    cache = bound_cache(Path(path).parent.parent, spec) if spec.uses_cache else None
+    return spec.make(cache=cache)
 
 
 def _same(a: Any, b: Any, rtol: float) -> bool:
@@ -117,12 +130,23 @@ def verify_set(ts: TrajectorySet, env: Any, source: str = "<memory>", rtol: floa
 
 
 def verify(paths: list[Path], env_factory: EnvFactory | None = None, rtol: float = 1e-6,
-           progress: bool = False) -> VerifyReport:
-    """Verify every trajectory file; raises :class:`ReplayMismatch` at the first difference."""
+           progress: bool = False, policy: bool = False) -> VerifyReport:
+    """Verify every trajectory file; raises :class:`ReplayMismatch` at the first difference.
+
+    Args:
+        paths: trajectory files.
+        env_factory: makes each file's env; default: the recorded spec, its prepared cache
+            checked against the run that recorded it (:mod:`exitgym.experiments.binding`).
+        rtol: relative tolerance of float fields.
+        progress: a bar over files.
+        policy: also re-run the saved policy of each file's training run on the recorded
+            episodes and check it takes the recorded actions (files of rules and fitted
+            baselines have no saved policy and are checked by their recorded actions only).
+    """
     if not paths:
         raise FileNotFoundError("no trajectory files to verify")
-    factory = env_factory or default_env_factory
     episodes = steps = 0
+    policy_files: list[str] = []
     iterator: Any = paths
     if progress:
         from tqdm.auto import tqdm
@@ -130,15 +154,57 @@ def verify(paths: list[Path], env_factory: EnvFactory | None = None, rtol: float
         iterator = tqdm(paths, desc="replay --verify", unit="file")
     for path in iterator:
         ts = load_trajectories(path)
-        env = factory(ts)
+        env = env_factory(ts) if env_factory is not None else replay_env(path, ts)
         try:
             steps += verify_set(ts, env, str(path), rtol)
+            acting = saved_policy(path) if policy else None
+            if acting is not None:
+                verify_actions(ts, acting, env, str(path))
+                policy_files.append(str(path))
         finally:
             close = getattr(env, "close", None)
             if callable(close):
                 close()
         episodes += len(ts.records)
-    return VerifyReport(tuple(str(p) for p in paths), episodes, steps)
+    return VerifyReport(tuple(str(p) for p in paths), episodes, steps, tuple(policy_files))
+
+
+def verify_actions(ts: TrajectorySet, policy: Any, env: Any, source: str = "<memory>") -> None:
+    """Re-run ``policy`` greedily on the recorded episodes: it must take the recorded actions.
+
+    Why: replaying recorded actions checks the environment, not the policy; this checks that
+    the saved weights still produce what was recorded.
+    """
+    from exitgym.agents.rollout import evaluate
+
+    ids = [r.sample_id for r in ts.records]
+    result = evaluate(policy, env, sample_ids=ids, seed=ts.records[0].seed if ids else 0)
+    for i, (rec, new) in enumerate(zip(ts.records, result.records, strict=True)):
+        want, got = _actions(rec.actions), _actions(new.actions)
+        if want != got:
+            k = next((j for j, (a, b) in enumerate(zip(want, got, strict=False)) if a != b),
+                     min(len(want), len(got)))
+            raise ReplayMismatch(source, i, rec.sample_id, k, "action (policy re-run)",
+                                 want[k] if k < len(want) else "episode over",
+                                 got[k] if k < len(got) else "episode over")
+
+
+def _actions(actions: Any) -> list[Any]:
+    return [tuple(int(x) for x in a) if isinstance(a, (tuple, list, np.ndarray)) else int(a)
+            for a in actions]
+
+
+def saved_policy(path: str | Path) -> Any | None:
+    """The trained policy of the run that recorded trajectory file ``path`` (None for files of a
+    comparison's rules and baselines, which have no saved policy)."""
+    from exitgym.experiments.binding import recorded
+    from exitgym.experiments.policies import load_policy
+    from exitgym.experiments.runs import RunDir
+
+    root = Path(path).parent.parent
+    if recorded(root).get("command") != "train":
+        return None
+    return load_policy(RunDir.open(root).require_complete())
 
 
 # ---- analysis -------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import Method, names, train_agent
+from exitgym.experiments.binding import check_cache, check_data
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
@@ -105,22 +106,29 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         RunDir.open(out).state_path.unlink()
         resume = False
     if resume and RunDir.open(out).status != "complete":
-        stored = RunDir.open(out).config.get("config")
+        previous = RunDir.open(out)
+        previous.verify_checksums(*[n for n in (CONFIG_FILE,) if n in previous.state.get("sha256",
+                                                                                         {})])
+        stored = previous.config.get("config")
         # from_dict(): a run recorded with the flat layout (before DataConfig), or before a
         # field existed (its default then), compares field by field
         if stored is None or _stored_config(stored) != jsonable(asdict(cfg)):
             raise RunError(f"--resume: the flags differ from the run's config.json; stored "
                            f"{stored}")
+        check_data(out, cfg.env_spec())  # before anything is prepared for changed data
     run = RunDir.create(out, resume=resume)
     with run.status_on_error():
         caches = dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):
             if split not in caches and cfg.env in CACHE_ENVS:
                 caches[split] = cfg.env_spec(split).cache(progress=progress)
+            if resume and split in caches:
+                check_cache(run.path, split, caches[split])
         if not resume:
             # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
             write_config(run, jsonable(flatten(cfg)), caches=caches,
                          extra={"command": "train"})
+            run.record_checksums(CONFIG_FILE)  # config.json is the run's one source of truth
         if method.kind == "sb3":
             if cfg.target_cost is not None:
                 raise RunError("--target-cost (the budget-targeted mode) is a REINFORCE-family "
@@ -135,6 +143,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
             policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
                                                      method, progress, after_update)
         run.write_json(ENV_SPEC_FILE, spec.to_json())  # what `evaluate` re-makes
+        run.record_checksums(ENV_SPEC_FILE)
         eval_spec = spec.with_split(cfg.eval_split)
         result = evaluate_and_record(
             policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
