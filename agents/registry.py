@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from exitgym.agents.rules import (
@@ -35,6 +35,7 @@ from exitgym.agents.rules import (
     StaticExit,
 )
 from exitgym.backbones.layer_cache import LayerCache
+from exitgym.utils.plugins import GROUPS, load_entry_points
 
 KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
 """Every kind of method, in the order listings show them."""
@@ -213,7 +214,10 @@ def lookup(name: str, *kinds: str, what: str = "method",
     Raises:
         UnknownMethodError: ``"unknown <what> 'x'; allowed: [...]"``.
     """
-    allowed = names(*kinds) if allowed is None else allowed
+    if allowed is None:
+        if name not in names(*kinds):
+            load_agent_plugins()
+        allowed = names(*kinds)
     if name not in allowed:
         raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}")
     return METHODS[name]
@@ -221,7 +225,24 @@ def lookup(name: str, *kinds: str, what: str = "method",
 
 def train_agent(name: str) -> Method:
     """The entry of an ``exitgym train --agent`` name (a trainer or an SB3 algorithm)."""
+    if name not in train_agents():
+        load_agent_plugins()
     return lookup(name, what="agent", allowed=train_agents())
+
+
+def load_agent_plugins() -> None:
+    """Add the :class:`Method` entries of installed plug-ins (entry-point group
+    ``exitgym.agents``), each under its entry point's name."""
+
+    def register(name: str, method: Any) -> None:
+        if not isinstance(method, Method):
+            raise TypeError(f"agent plug-in {name!r} must be an exitgym.agents.registry.Method, "
+                            f"got {type(method).__name__}")
+        if name in METHODS and METHODS[name].factory is not method.factory:
+            raise ValueError(f"agent plug-in {name!r} clashes with the registered method {name!r}")
+        METHODS[name] = replace(method, name=name)
+
+    load_entry_points(GROUPS["agents"], register)
 
 
 def describe(names: tuple[str, ...]) -> dict[str, str]:

@@ -270,6 +270,24 @@ def check_observation(policy: Any, env: Any) -> None:
         )
 
 
+def as_policy(policy: Any, env: Any) -> Any:
+    """``policy`` as a :class:`~exitgym.agents.base.Policy`: a stable-baselines3 model (``PPO``,
+    ``A2C``, ``DQN``, ...) is wrapped in :class:`~exitgym.agents.sb3.SB3Policy`.
+
+    Raises:
+        TypeError: neither a Policy (``reset`` / ``act``) nor an SB3 model (``predict``).
+    """
+    if hasattr(policy, "act") and hasattr(policy, "reset"):
+        return policy
+    if hasattr(policy, "predict") and hasattr(policy, "policy"):
+        from exitgym.agents.sb3 import SB3Policy
+
+        return SB3Policy(policy, type(policy).__name__.lower(), env_observation(env))
+    raise TypeError(f"evaluate needs a Policy (reset(num_envs) and act(obs, infos); see "
+                    f"exitgym.agents.base.Policy) or a stable-baselines3 model, got "
+                    f"{type(policy).__name__}")
+
+
 def evaluate(
     policy: Any, env: Any, num_episodes: int | None = None,
     sample_ids: Sequence[int] | np.ndarray | None = None, seed: int = 0,
@@ -278,7 +296,7 @@ def evaluate(
     """Greedy evaluation of any :class:`~exitgym.agents.base.Policy` on every sample once.
 
     Args:
-        policy: Rule, learned policy or SB3 wrapper.
+        policy: Rule, learned policy, SB3 wrapper or a stable-baselines3 model (wrapped).
         env: Exit env made with the policy's ``required_observation`` — preferably the native
             vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``), which runs
             ``num_envs`` samples per step.
@@ -291,6 +309,7 @@ def evaluate(
         :class:`EvalResult` with accuracy, mean cost, speed-up, exit-layer histogram and one
         :class:`EpisodeRecord` per sample in the order of ``sample_ids``.
     """
+    policy = as_policy(policy, env)
     check_observation(policy, env)
     if sample_ids is None:
         total = num_samples_of(env)

@@ -29,6 +29,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
+from exitgym.utils.plugins import GROUPS, load_entry_points
 from exitgym.utils.registry import registering
 
 __all__ = [
@@ -260,6 +261,11 @@ class CombinedView:
         return table, np.concatenate(lows), np.concatenate(highs)
 
 
+def load_observation_plugins() -> None:
+    """Register the views of installed plug-ins (entry-point group ``exitgym.observations``)."""
+    load_entry_points(GROUPS["observations"], lambda name, cls: register_observation(name)(cls))
+
+
 def make_observation(spec: str | CombinedView) -> CombinedView:
     """Parse ``"features"``, ``"hidden+prev"``, ``"features+logits"``, ... into a view.
 
@@ -274,6 +280,8 @@ def make_observation(spec: str | CombinedView) -> CombinedView:
             f"observation must be a non-empty string like 'features' or 'hidden+prev', got {spec!r}"
         )
     names = [name.strip() for name in spec.split("+")]
+    if any(name not in OBSERVATIONS for name in names):
+        load_observation_plugins()
     unknown = [name for name in names if name not in OBSERVATIONS]
     if unknown:
         raise ValueError(

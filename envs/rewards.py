@@ -25,6 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from exitgym.utils.plugins import GROUPS, load_entry_points
 from exitgym.utils.registry import registering
 
 __all__ = [
@@ -147,6 +148,11 @@ def register_reward(name: str) -> Callable[[_REWARD_T], _REWARD_T]:
     return registering(REWARDS, RewardShape, "reward", name)
 
 
+def load_reward_plugins() -> None:
+    """Register the reward shapes of installed plug-ins (entry-point group ``exitgym.rewards``)."""
+    load_entry_points(GROUPS["rewards"], lambda name, cls: register_reward(name)(cls))
+
+
 def make_reward(name: str | RewardShape, alpha: float | None = None, **kwargs: Any) -> RewardShape:
     """Build a registered reward shape (or pass an instance through unchanged).
 
@@ -163,6 +169,8 @@ def make_reward(name: str | RewardShape, alpha: float | None = None, **kwargs: A
         if alpha is not None or kwargs:
             raise ValueError("pass alpha / reward kwargs to the shape itself, not with an instance")
         return name
+    if name not in REWARDS:
+        load_reward_plugins()
     if name not in REWARDS:
         raise ValueError(f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}")
     if alpha is not None:

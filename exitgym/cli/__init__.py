@@ -45,11 +45,33 @@ def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _load_plugins(argv: Sequence[str]) -> None:
+    """Import the ``--import`` modules and load installed plug-ins before the parser is built.
+
+    Why before: flag values are checked against the registries while parsing, so a plug-in's
+    reward must be registered by then.
+    """
+    modules = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--import"]
+    modules += [a.split("=", 1)[1] for a in argv if a.startswith("--import=")]
+    if modules:
+        from exitgym.utils.plugins import import_modules
+
+        import_modules(modules)
+    from exitgym.experiments.plugins import load_all_plugins
+
+    load_all_plugins()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     # Register only the chosen subcommand when it is known: keeps start-up light.
     chosen = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        _load_plugins(argv)
+    except ImportError as err:  # a plug-in that cannot be imported: say which, no traceback
+        print(f"exitgym {chosen or ''}: error: {err}".replace("  ", " "), file=sys.stderr)
+        return 2
     parser = build_parser([chosen] if chosen in COMMANDS else None)
     try:
         args = parser.parse_args(argv)

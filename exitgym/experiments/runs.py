@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.utils.atomic import atomic_write_text, sha256_file, write_json
+from exitgym.utils.plugins import plugin_record
 
 STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.json"
@@ -271,6 +272,7 @@ def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] 
         "git_commit": git_commit(),
         "fingerprints": {k: cache_fingerprints(c) for k, c in (caches or {}).items()},
         **({"data_source": data_source(str(next(iter(tasks))))} if len(tasks) == 1 else {}),
+        "plugins": plugin_record(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         **(extra or {}),
     }

@@ -23,6 +23,7 @@ from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
 from exitgym.experiments.metrics import MetricsLog
+from exitgym.experiments.plugins import load_run_plugins
 from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
 from exitgym.experiments.runs import (
     CONFIG_FILE,
@@ -115,6 +116,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         if stored is None or _stored_config(stored) != jsonable(asdict(cfg)):
             raise RunError(f"--resume: the flags differ from the run's config.json; stored "
                            f"{stored}")
+        load_run_plugins(out)
         check_data(out, cfg.env_spec())  # before anything is prepared for changed data
     run = RunDir.create(out, resume=resume)
     with run.status_on_error():

@@ -1,0 +1,185 @@
+"""Plug-ins: rewards, views and tasks from an installed distribution's entry points, and modules
+given with ``--import``, usable from every command and loaded again by ``evaluate`` / ``replay``.
+
+The distribution is a real one as far as ``importlib.metadata`` is concerned: a ``dist-info``
+folder with ``entry_points.txt`` on ``sys.path`` (what ``pip install`` leaves behind).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exitgym.cli import main
+from exitgym.envs.observations import OBSERVATIONS, make_observation
+from exitgym.envs.rewards import REWARDS, make_reward
+from exitgym.utils import plugins
+from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project
+
+PLUGIN = '''
+import numpy as np
+import pandas as pd
+
+from exitgym.data.sources import RawTask
+from exitgym.data.tasks import TaskSpec
+from exitgym.envs.observations import ObservationView
+from exitgym.envs.rewards import RewardShape
+
+
+class CheapDepth(RewardShape):
+    """Correctness minus alpha times cost."""
+
+    def quality(self, ce, correct):
+        return np.asarray(correct, dtype=np.float64)
+
+    def cost_weight(self, memorized, num_layers):
+        return self.alpha
+
+
+class Depth(ObservationView):
+    """l / L only."""
+
+    def dim(self, hidden_size, num_labels):
+        return 1
+
+    def compute(self, inputs):
+        n, length = inputs.logits.shape[:2]
+        depth = np.arange(1, length + 1)[None, :, None] / inputs.num_layers
+        return np.broadcast_to(depth, (n, length, 1)).astype(np.float32)
+
+
+def _words():
+    rows = [(f"word{i} " + ("good" if i % 2 else "bad"), i % 2) for i in range(60)]
+    return RawTask({"all": pd.DataFrame(rows, columns=["text", "label"])})
+
+
+TASK = TaskSpec("ignored-name", "sixty rows", _words, offline=False)
+'''
+IMPORTED = '''
+import numpy as np
+
+from exitgym.envs.rewards import VanillaReward, register_reward
+
+
+@register_reward("sqrt-cost")
+class SqrtCost(VanillaReward):
+    def cost_weight(self, memorized, num_layers):
+        return self.alpha
+'''
+ENTRY_POINTS = """[exitgym.rewards]
+cheap-depth = cheapdepth_plugin:CheapDepth
+
+[exitgym.observations]
+depth = cheapdepth_plugin:Depth
+
+[exitgym.tasks]
+sixty-words = cheapdepth_plugin:TASK
+"""
+FAST = ["--max-length", str(PREPARE_OPTIONS["max_length"]), "--steps", "3", "--batch-size", "8",
+        "--num-envs", "8", "--alpha", "0.3"]
+
+
+def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a new process: nothing of the plug-ins registered or imported."""
+    for registry, name in ((REWARDS, "cheap-depth"), (REWARDS, "sqrt-cost"),
+                           (OBSERVATIONS, "depth")):
+        registry.pop(name, None)
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    monkeypatch.setattr(plugins, "_IMPORTED", {})
+    for module in ("cheapdepth_plugin", "sqrt_cost_plugin"):
+        sys.modules.pop(module, None)
+
+
+@pytest.fixture()
+def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``cheapdepth-plugin 0.3`` installed (entry points), ``sqrt_cost_plugin`` importable."""
+    site = tmp_path / "site"
+    (site / "cheapdepth_plugin-0.3.dist-info").mkdir(parents=True)
+    (site / "cheapdepth_plugin.py").write_text(PLUGIN)
+    (site / "sqrt_cost_plugin.py").write_text(IMPORTED)
+    info = site / "cheapdepth_plugin-0.3.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cheapdepth-plugin\n"
+                                   "Version: 0.3\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(site))
+    _forget(monkeypatch)
+    yield site
+    _forget(monkeypatch)
+
+
+def test_entry_point_plugins_register_on_first_use(installed) -> None:
+    from exitgym.data.tasks import load_task
+
+    assert "cheap-depth" not in REWARDS
+    assert make_reward("cheap-depth", alpha=0.5).alpha == 0.5  # loaded on the miss
+    assert [type(v).__name__ for v in make_observation("features+depth").parts] == [
+        "FeaturesView", "Depth"]
+    task = load_task("sixty-words")
+    assert sum(len(task.split(s)) for s in ("train", "validation", "test")) == 60
+    record = plugins.plugin_record()["entry_points"]
+    assert {(e["group"], e["name"], e["distribution"], e["version"]) for e in record} == {
+        ("exitgym.rewards", "cheap-depth", "cheapdepth-plugin", "0.3"),
+        ("exitgym.observations", "depth", "cheapdepth-plugin", "0.3"),
+        ("exitgym.tasks", "sixty-words", "cheapdepth-plugin", "0.3")}
+
+
+def test_cli_trains_evaluates_and_replays_with_plugins(installed, tmp_path, monkeypatch,
+                                                       capsys) -> None:
+    project = make_tiny_project(tmp_path / "project")
+    data = ["--task", project["task"], "--backbone", project["backbone"]]
+    run = tmp_path / "run"
+    assert main(["train", *data, *FAST, "--reward", "cheap-depth", "--observation",
+                 "features+depth", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert {"group": "exitgym.rewards", "name": "cheap-depth", "distribution": "cheapdepth-plugin",
+            "version": "0.3", "value": "cheapdepth_plugin:CheapDepth"} in \
+        config["plugins"]["entry_points"]
+    _forget(monkeypatch)  # a new process: evaluate and replay find the plug-ins again
+    assert main(["evaluate", str(run)]) == 0
+    assert main(["replay", str(run), "--verify", "--policy"]) == 0
+    capsys.readouterr()
+
+    imported = tmp_path / "imported"
+    assert main(["train", *data, *FAST, "--reward", "sqrt-cost", "--out", str(imported)]) == 2
+    assert "--reward: unknown value 'sqrt-cost'; allowed: accuracy, cheap-depth" in \
+        capsys.readouterr().err
+    assert main(["train", "--import", "sqrt_cost_plugin", *data, *FAST, "--reward", "sqrt-cost",
+                 "--out", str(imported)]) == 0
+    record = json.loads((imported / "config.json").read_text())["plugins"]["imports"]
+    assert [e["module"] for e in record] == ["sqrt_cost_plugin"]
+    _forget(monkeypatch)
+    assert main(["evaluate", str(imported)]) == 0  # re-imported from config.json
+    assert "sqrt-cost" in REWARDS
+    assert main(["train", "--import", "no_such_plugin", "--steps", "1"]) == 2
+    assert ("exitgym train: error: --import no_such_plugin: No module named 'no_such_plugin'; "
+            "the module must be installed or on PYTHONPATH") in capsys.readouterr().err
+
+    # Uninstalled: the run says what it used and what to install.
+    sys.path.remove(str(installed))
+    _forget(monkeypatch)
+    assert main(["evaluate", str(run)]) == 2
+    assert ("exitgym evaluate: error: this run used plug-in 'depth' (entry-point group "
+            "'exitgym.observations', cheapdepth_plugin:Depth) from cheapdepth-plugin==0.3, which "
+            "is not installed; install it to use this run") in capsys.readouterr().err
+
+
+def test_evaluate_wraps_a_stable_baselines3_model() -> None:
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+
+    import exitgym  # noqa: F401
+    from exitgym.agents import evaluate
+    from exitgym.data.synthetic import synthetic_cache
+
+    env = gym.make("exitgym/EarlyExit-v0", cache=synthetic_cache(12, num_layers=3))
+    model = PPO("MlpPolicy", env, n_steps=16, batch_size=16, seed=0)
+    result = evaluate(model, env)
+    expected = model.predict(env.reset(seed=0, options={"sample_id": 0})[0], deterministic=True)
+    assert len(result.records) == 12 and result.records[0].actions[0] == int(expected[0])
+    with pytest.raises(TypeError, match="evaluate needs a Policy"):
+        evaluate(object(), env)
+    np.testing.assert_array_equal([r.sample_id for r in result.records], np.arange(12))
