@@ -7,6 +7,7 @@ when read; never a pickle) and ``env_spec.json``, the exact env the policy was t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import train_agent
@@ -29,13 +30,16 @@ def record_policy_checksums(run: RunDir) -> None:
     run.record_checksums(*names)
 
 
-def load_policy(run: RunDir, cache: Any | None = None) -> Any:
-    """The trained policy of a run (safetensors; never a pickle).
+def load_policy(run: RunDir | str | Path, cache: Any | None = None) -> Any:
+    """The trained policy of a run (safetensors; never a pickle); ``run`` a :class:`RunDir` or
+    the path of a complete run.
 
     The weights' checksums recorded at training time are verified first: an edited file is
     refused with a :class:`RunError`. ``cache`` is only used by SB3 policies, whose model is
     rebuilt around an env with the training spaces (default: the run's prepared training cache).
     """
+    if not isinstance(run, RunDir):
+        run = RunDir.open(run).require_complete()
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
     kind = train_agent(run.config["config"]["agent"]).kind
     if kind == "sb3":
