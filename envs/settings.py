@@ -19,6 +19,7 @@ numpy only, like :mod:`exitgym.envs` itself: importing this module never imports
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -67,6 +68,16 @@ def check_render_mode(value: str | None, modes: Sequence[str]) -> str | None:
     raise ValueError(f"render_mode={value!r} is not supported; {allowed}")
 
 
+_TYPE_CHECKS: dict[str, tuple[tuple[type, ...], str]] = {
+    "bool": ((bool, np.bool_), "True or False"),
+    "float": ((numbers.Real,), "a number"),
+    "float | None": ((numbers.Real, type(None)), "a number or None"),
+    "int | None": ((numbers.Integral, type(None)), "an integer or None"),
+    "str | None": ((str, type(None)), "a string or None"),
+}
+"""Annotation of a settings field -> the types its value may have, and how to say so."""
+
+
 # ``eq=False``: fields may hold numpy arrays and models, which have no plain equality.
 @dataclass(frozen=True, kw_only=True, eq=False)
 class EnvSettings:
@@ -103,11 +114,13 @@ class EnvSettings:
     is not a field lands here."""
 
     def __post_init__(self) -> None:
-        """Refuse reward arguments the named reward does not take (a typo of a field, mostly).
+        """Refuse values of the wrong type and reward arguments the named reward does not take
+        (a typo of a field, mostly).
 
         A ``ValueError``, like every other bad argument: ``gym.make`` re-raises a ``TypeError``
         with the repr of every keyword argument (a whole cache) appended.
         """
+        self._check_types()
         if not self.reward_kwargs:
             return
         own: list[str] = []
@@ -125,6 +138,20 @@ class EnvSettings:
         if unknown:
             raise ValueError(f"{self.env_id}: unknown keyword argument(s) {unknown}; allowed: "
                              f"{sorted(self.argument_names())}{also}")
+
+    def _check_types(self) -> None:
+        """Fields annotated ``bool``, ``float``, ``int | None``, ... must hold such values: a
+        truthy string like ``dense="yes"`` is an error, not True."""
+        for f in fields(self):
+            check = _TYPE_CHECKS.get(str(f.type))
+            value = getattr(self, f.name)
+            if check is None:
+                continue
+            kinds, what = check
+            numeric_bool = isinstance(value, (bool, np.bool_)) and bool not in kinds
+            if numeric_bool or not isinstance(value, kinds):
+                raise ValueError(f"{self.env_id}: {f.name} must be {what}, got {value!r} "
+                                 f"({type(value).__name__})")
 
     @classmethod
     def argument_names(cls) -> tuple[str, ...]:

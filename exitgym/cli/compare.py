@@ -21,6 +21,8 @@ class CompareArgs:
     """What to train, sweep and evaluate."""
     out: str | None = None
     """Output directory (default: runs/<time>-compare)."""
+    overwrite: bool = False
+    """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def run(args: CompareArgs) -> int:
 
     with user_errors():
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
-        result = compare(args.config, out)
+        result = compare(args.config, out, overwrite=args.overwrite)
     print_ranking(result.summary)
     print(f"report: {out / 'report.md'}")
     return 0

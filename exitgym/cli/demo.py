@@ -63,6 +63,8 @@ class DemoArgs:
     """REINFORCE updates per agent (64 episodes each)."""
     out: str | None = None
     """Output directory (default: runs/<time>-demo)."""
+    overwrite: bool = False
+    """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
     verify: bool = True
     """Replay --verify every recorded episode (--no-verify skips it)."""
 
@@ -100,7 +102,7 @@ def run(args: DemoArgs) -> int:
         print(f"[2/4] train REINFORCE x {len(config.rewards)} rewards x "
               f"{len(config.agent_knobs)} {knobs} x {len(seeds)} seeds, sweep "
               f"{', '.join(DEMO_RULES)}, write the report")
-        result = compare(config, out)
+        result = compare(config, out, overwrite=args.overwrite)
         t_compare = time.perf_counter() - start - t_prepare
         sections = []
         if args.verify:

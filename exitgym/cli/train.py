@@ -22,6 +22,8 @@ class TrainArgs:
     """The training run."""
     out: str | None = None
     """Run directory (default: runs/<time>-<env>-<agent>-<seed>)."""
+    overwrite: bool = False
+    """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
     resume: bool = False
     """Continue the interrupted run in --out from its last checkpoint (its config.json is used;
     other flags are ignored)."""
@@ -43,7 +45,7 @@ def run(args: TrainArgs) -> int:
                 raise CliError("--resume needs --out DIR (the run to continue)")
             cfg = from_dict(TrainConfig, RunDir.open(args.out).config["config"])
         out = args.out or default_run_dir(cfg.env, cfg.agent, cfg.seed)
-        result = train(cfg, out, resume=args.resume)
+        result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
     ev = result.eval
     print(f"run: {result.run.path}")
     print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.mean_cost:.4f} "

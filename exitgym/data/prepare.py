@@ -261,6 +261,9 @@ def prepare(
         _write_text(directory / f"accuracy_{'_'.join(table)}.md", format_table(table) + "\n")
     if verbose:
         print(f"prepared {config.task} x {config.backbone} ({config.heads} heads) in {directory}")
+        print("  rows: " + ", ".join(f"{s} {len(task.split(s))}" for s in SPLITS) + (
+            f" ({task.dropped_rows} repeated rows or texts with conflicting labels dropped)"
+            if task.dropped_rows else ""))
         for split, path in cache_paths.items():
             print(f"  cache {split}: {path}")
         if cache_paths and bb.tokenizer is not None:

@@ -104,7 +104,12 @@ def load_local(path: Path, text: str, label: str, pair: str | None) -> RawTask:
     if reader is None:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of "
                          f"{sorted(FILE_READERS)} or a datasets.save_to_disk directory")
-    return RawTask({"all": _select(reader(path), text, label, pair, str(path))})
+    try:
+        frame = reader(path)
+    except (pd.errors.EmptyDataError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read it as {path.suffix} ({err}); a task file needs a "
+                         f"header with columns {text!r} and {label!r} and labelled rows") from err
+    return RawTask({"all": _select(frame, text, label, pair, str(path))})
 
 
 def data_source(task: str) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class Task:
     """True when samples are sentence pairs (``text_pair`` column present)."""
     description: str = ""
     """Where the data comes from (shown by the CLI and in run records)."""
+    dropped_rows: int = 0
+    """Rows dropped as repeats or as texts given conflicting labels (``prepare`` reports it)."""
 
     @property
     def num_labels(self) -> int:
@@ -197,18 +200,26 @@ def _label_vocab(raw: RawTask) -> tuple[tuple[str, ...], dict[Any, int]]:
     return tuple(str(v) for v in vocab), {v: i for i, v in enumerate(vocab)}
 
 
-def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float) -> Task:
+def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float,
+             source: str = "the data") -> Task:
     """De-duplicate, map labels to ids and make the three fixed splits.
 
     Sources with all three splits keep them; with train and test, validation is carved out of
     train; with a single table (``"all"``) all three are cut from it.
+
+    Raises:
+        ValueError: naming ``source``: a single label, or too few rows for every split to get one.
     """
     import datasets
 
     if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError(f"bad split fractions: validation={val_fraction}, test={test_fraction}")
     label_names, to_id = _label_vocab(raw)
+    if len(label_names) < 2:
+        raise ValueError(f"{source}: every row has the label {label_names[0]!r}; a "
+                         f"classification task needs at least two labels")
     frames = {k: _dedupe(f.assign(label=f["label"].map(to_id))) for k, f in raw.frames.items()}
+    dropped = sum(len(f) for f in raw.frames.values()) - sum(len(f) for f in frames.values())
     if set(frames) == set(SPLITS):
         splits = {k: _stratified_cut(frames[k], {k: 1.0}, seed)[k] for k in SPLITS}
     elif set(frames) == {"train", "test"}:
@@ -222,6 +233,13 @@ def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float)
     else:
         raise ValueError(f"unsupported split layout {sorted(frames)}; need all, train+test or "
                          f"train+validation+test")
+    sizes = {name: len(splits[name]) for name in SPLITS}
+    if min(sizes.values()) == 0:
+        kept = sum(len(f) for f in frames.values())
+        raise ValueError(f"{source}: too small: {kept} rows ({dropped} repeated or conflicting "
+                         f"rows dropped) give splits {sizes}; every split needs at least one row "
+                         f"(at least {math.ceil(0.5 / min(val_fraction, test_fraction or 1))} "
+                         f"distinct rows per label)")
     has_pair = "text_pair" in next(iter(frames.values()))
     features = {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=label_names)}
     if has_pair:
@@ -232,7 +250,8 @@ def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float)
                                            preserve_index=False)
         for name in SPLITS
     })
-    return Task(name="", dataset=dataset, label_names=label_names, has_pair=has_pair)
+    return Task(name="", dataset=dataset, label_names=label_names, has_pair=has_pair,
+                dropped_rows=dropped)
 
 
 def _cached_offline(spec: TaskSpec, seed: int, val_fraction: float, test_fraction: float) -> Task:
@@ -248,8 +267,8 @@ def _cached_offline(spec: TaskSpec, seed: int, val_fraction: float, test_fractio
         info = json.loads((path / "exitgym_task.json").read_text())
         dataset = datasets.load_from_disk(str(path / "data"))
         return Task(spec.name, dataset, tuple(info["label_names"]), info["has_pair"],
-                    spec.description)
-    task = finalize(spec.load(), seed, val_fraction, test_fraction)
+                    spec.description, int(info.get("dropped_rows", 0)))
+    task = finalize(spec.load(), seed, val_fraction, test_fraction, spec.name)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     os.chmod(tmp, 0o755)
@@ -257,7 +276,8 @@ def _cached_offline(spec: TaskSpec, seed: int, val_fraction: float, test_fractio
     try:
         datasets.disable_progress_bars()  # a 10k-row save is instant; its bars are only noise
         task.dataset.save_to_disk(str(tmp / "data"))
-        info = {**settings, "label_names": list(task.label_names), "has_pair": task.has_pair}
+        info = {**settings, "label_names": list(task.label_names), "has_pair": task.has_pair,
+                "dropped_rows": task.dropped_rows}
         (tmp / "exitgym_task.json").write_text(json.dumps(info, indent=2))
         try:
             os.replace(tmp, path)
@@ -287,7 +307,7 @@ def _subsample(task: Task, max_samples: int | dict[str, int] | None) -> Task:
                if name in limits else split)
         for name, split in task.dataset.items()
     })
-    return Task(task.name, dataset, task.label_names, task.has_pair, task.description)
+    return replace(task, dataset=dataset)
 
 
 def load_task_plugins() -> None:
@@ -330,9 +350,7 @@ def load_task(
         label_column: label column of a local file; strings map to ids in sorted order.
         text_pair_column: optional second text column of a local file (sentence pairs).
     """
-    key = os.fspath(name)
-    if key not in TASKS and not Path(key).expanduser().exists():
-        load_task_plugins()
+    key = check_task(name)
     if key in TASKS:
         if (text_column, label_column, text_pair_column) != ("text", "label", None):
             raise ValueError(f"column options are only for local files, not registry task {key!r}")
@@ -340,13 +358,26 @@ def load_task(
         if spec.offline:
             task = _cached_offline(spec, seed, val_fraction, test_fraction)
         else:
-            task = finalize(spec.load(), seed, val_fraction, test_fraction)
-            task = Task(key, task.dataset, task.label_names, task.has_pair, spec.description)
-    elif Path(key).expanduser().exists():
-        raw = load_local(Path(key).expanduser(), text_column, label_column, text_pair_column)
-        task = finalize(raw, seed, val_fraction, test_fraction)
-        task = Task(key, task.dataset, task.label_names, task.has_pair, f"local data {key}")
+            task = finalize(spec.load(), seed, val_fraction, test_fraction, key)
+            task = replace(task, name=key, description=spec.description)
     else:
+        raw = load_local(Path(key).expanduser(), text_column, label_column, text_pair_column)
+        task = finalize(raw, seed, val_fraction, test_fraction, key)
+        task = replace(task, name=key, description=f"local data {key}")
+    return _subsample(task, max_samples)
+
+
+def check_task(name: str | os.PathLike[str]) -> str:
+    """``name`` as a task key when it is a registered task (plug-ins included) or an existing
+    path.
+
+    Raises:
+        KeyError: neither; the message lists the registered names.
+    """
+    key = os.fspath(name)
+    if key not in TASKS and not Path(key).expanduser().exists():
+        load_task_plugins()
+    if key not in TASKS and not Path(key).expanduser().exists():
         raise KeyError(f"unknown task {key!r}: not a registry name ({', '.join(TASKS)}) and no "
                        f"such file or directory")
-    return _subsample(task, max_samples)
+    return key

@@ -68,10 +68,12 @@ def _slug_knob(knob: float | None) -> str:
 
 
 def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | None = None,
-            progress: bool = True, sections: tuple[str, ...] = ()) -> CompareResult:
-    """Train and evaluate everything in ``config``; write the report into ``out``."""
+            progress: bool = True, sections: tuple[str, ...] = (),
+            overwrite: bool = False) -> CompareResult:
+    """Train and evaluate everything in ``config``; write the report into ``out`` (``overwrite``
+    replaces a comparison already there)."""
     out = Path(out)
-    state = RunDir.create(out)
+    state = RunDir.create(out, overwrite=overwrite, resumable=False)
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     with state.status_on_error():

@@ -141,22 +141,30 @@ class RunDir:
     """The directory."""
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], *, resume: bool = False) -> RunDir:
+    def create(cls, path: str | os.PathLike[str], *, resume: bool = False,
+               overwrite: bool = False, resumable: bool = True) -> RunDir:
         """Open ``path`` for a new run (or, with ``resume``, an interrupted one).
 
-        Refuses to overwrite a complete run or to silently mix into a directory that holds
-        another run: the caller must pick a new ``--out`` or pass ``--resume``.
+        Refuses to overwrite a run or to silently mix into a directory that holds another run:
+        the caller must pick a new ``--out``, pass ``--resume`` (``resumable`` commands) or
+        ``--overwrite``, which deletes the old run first (only an exitgym run directory is ever
+        deleted).
         """
         run = cls(Path(path))
+        if overwrite and resume:
+            raise RunError("--overwrite replaces the run in --out; --resume continues it: pass one")
+        if overwrite and run.state_path.is_file():
+            shutil.rmtree(run.path)
         if resume:
             if not run.state_path.is_file():
                 raise RunError(f"--resume: {run.path} holds no run to resume (no {STATE_FILE})")
             if run.status == "complete":
                 raise RunError(f"--resume: {run.path} is already complete; nothing to resume")
         elif run.state_path.is_file():
+            resume_hint = ", --resume to continue an interrupted one" if resumable else ""
             raise RunError(
-                f"{run.path} already holds a run (status {run.status!r}); choose another --out, "
-                f"or pass --resume to continue an interrupted one"
+                f"{run.path} already holds a run (status {run.status!r}); choose another --out"
+                f"{resume_hint} or --overwrite to replace it"
             )
         run.path.mkdir(parents=True, exist_ok=True)
         run.set_status("running")

@@ -84,7 +84,7 @@ def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, 
     return agent, spec
 
 
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite: bool = False,
           caches: dict[str, Any] | None = None, progress: bool = True,
           after_update: Callable[[int], None] | None = None, plots: bool = True) -> TrainResult:
     """Train one agent into run directory ``out`` (see the module docstring).
@@ -94,6 +94,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
         out: run directory (created; must not hold another run unless ``resume``).
         resume: continue the interrupted run in ``out`` from its last checkpoint; ``cfg`` must
             equal the stored config.
+        overwrite: replace the run already in ``out`` (after ``cfg`` is checked).
         caches: split -> LayerCache to use instead of the prepared ones (tests, notebooks).
         progress: tqdm bar over updates.
         after_update: called with the update count after each update (tests interrupt here).
@@ -102,6 +103,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
     from exitgym.agents.rollout import evaluate
 
     method = train_agent(cfg.agent)
+    check_names(cfg, task=not caches)  # before a run directory exists or a model loads
     if resume and _killed_before_config(RunDir.open(out)):
         # Nothing was trained before the kill: start afresh in the same directory.
         RunDir.open(out).state_path.unlink()
@@ -118,7 +120,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False,
                            f"{stored}")
         load_run_plugins(out)
         check_data(out, cfg.env_spec())  # before anything is prepared for changed data
-    run = RunDir.create(out, resume=resume)
+    run = RunDir.create(out, resume=resume, overwrite=overwrite)
     with run.status_on_error():
         caches = dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):
@@ -167,6 +169,24 @@ def _stored_config(stored: dict[str, Any]) -> Any:
         return jsonable(asdict(from_dict(TrainConfig, stored)))
     except (TypeError, ValueError):  # unknown or invalid keys: it differs
         return stored
+
+
+def check_names(cfg: TrainConfig, task: bool = True) -> None:
+    """Refuse an unknown observation view, reward or (``task``) task before anything is created
+    or loaded.
+
+    Raises:
+        ValueError / KeyError: naming the value and what is allowed.
+    """
+    from exitgym.data.tasks import check_task
+    from exitgym.envs.observations import make_observation
+    from exitgym.envs.rewards import make_reward
+
+    if cfg.env in CACHE_ENVS:
+        make_observation(cfg.observation)
+    make_reward(cfg.reward, cfg.alpha)
+    if task:
+        check_task(cfg.data.task)
 
 
 def _killed_before_config(run: RunDir) -> bool:

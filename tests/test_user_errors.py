@@ -1,0 +1,110 @@
+"""What a new user meets on bad input: messages asserted verbatim, refused before any work.
+
+Env kwargs of the wrong type, data files that are empty, too small or of one class (the file is
+named), dropped duplicate rows reported by ``prepare``, and a failed run's ``--out`` that
+``--overwrite`` replaces while bad flags are refused before the directory is created.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import exitgym  # noqa: F401  (registers the env ids)
+from exitgym.cli import main
+from exitgym.data.synthetic import synthetic_cache
+from exitgym.data.tasks import load_task
+from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project
+
+CACHE = synthetic_cache(8)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"dense": "yes"}, "exitgym/EarlyExit-v0: dense must be True or False, got 'yes' (str)"),
+    ({"alpha": "x"}, "exitgym/EarlyExit-v0: alpha must be a number or None, got 'x' (str)"),
+    ({"live": 1}, "exitgym/EarlyExit-v0: live must be True or False, got 1 (int)"),
+    ({"policy_flops": True},
+     "exitgym/EarlyExit-v0: policy_flops must be a number, got True (bool)"),
+])
+def test_env_kwargs_of_the_wrong_type_are_refused(kwargs, message) -> None:
+    with pytest.raises(ValueError) as err:
+        gym.make("exitgym/EarlyExit-v0", cache=CACHE, **kwargs)
+    assert str(err.value) == message
+
+
+def test_unknown_env_kwargs_name_the_accepted_ones() -> None:
+    with pytest.raises(ValueError) as err:
+        gym.make("exitgym/EarlyExit-v0", cache=CACHE, rewrd="vanilla")
+    assert str(err.value).startswith("exitgym/EarlyExit-v0: unknown keyword argument(s) "
+                                     "['rewrd']; allowed: ['alpha', 'backbone', 'cache', 'dense'")
+
+
+def _csv(path: Path, rows: list[str]) -> str:
+    path.write_text("text,label\n" + "".join(f"{r}\n" for r in rows))
+    return str(path)
+
+
+def test_bad_data_files_name_the_file_and_what_is_wrong(tmp_path: Path) -> None:
+    five = _csv(tmp_path / "five.csv", [f"t{i},{i % 2}" for i in range(5)])
+    with pytest.raises(ValueError) as err:
+        load_task(five)
+    assert str(err.value) == (
+        f"{five}: too small: 5 rows (0 repeated or conflicting rows dropped) give splits "
+        "{'train': 4, 'validation': 0, 'test': 1}; every split needs at least one row (at least "
+        "5 distinct rows per label)")
+    one = _csv(tmp_path / "one.csv", [f"t{i},pos" for i in range(40)])
+    with pytest.raises(ValueError) as err:
+        load_task(one)
+    assert str(err.value) == (f"{one}: every row has the label 'pos'; a classification task "
+                              "needs at least two labels")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError) as err:
+        load_task(empty)
+    assert str(err.value) == (f"{empty}: cannot read it as .csv (No columns to parse from file); "
+                              "a task file needs a header with columns 'text' and 'label' and "
+                              "labelled rows")
+    # 300 rows, 20 distinct texts: 280 repeats dropped and counted
+    dup = _csv(tmp_path / "dup.csv", [f"row {i % 20},{i % 2}" for i in range(300)])
+    assert load_task(dup).dropped_rows == 280
+
+
+def test_prepare_reports_dropped_rows(tmp_path: Path, capsys) -> None:
+    project = make_tiny_project(tmp_path / "p")
+    rows = Path(project["task"]).read_text().splitlines()
+    Path(project["task"]).write_text("\n".join(rows + rows[1:11]) + "\n")  # 10 repeats
+    assert main(["prepare", "--task", project["task"], "--backbone", project["backbone"],
+                 "--max-length", "16", "--epochs", "1"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("  rows: "))
+    sizes = [int(part.split()[1]) for part in line[len("  rows: "):].split(" (")[0].split(", ")]
+    assert sum(sizes) == 90  # the 100 rows less the 10 repeats
+    assert line.endswith(" (10 repeated rows or texts with conflicting labels dropped)")
+
+
+def test_overwrite_replaces_a_failed_run_and_bad_flags_create_nothing(tmp_path: Path,
+                                                                      capsys) -> None:
+    project = make_tiny_project(tmp_path / "p")
+    fast = ["--task", project["task"], "--backbone", project["backbone"], "--max-length",
+            str(PREPARE_OPTIONS["max_length"]), "--steps", "2", "--batch-size", "8",
+            "--num-envs", "8"]
+    out = tmp_path / "run"
+    assert main(["train", *fast, "--observation", "featurs", "--out", str(out)]) == 2
+    assert "unknown observation view(s) ['featurs'] in 'featurs'" in capsys.readouterr().err
+    assert not out.exists()  # refused before the run directory was created
+    assert main(["train", *fast, "--task", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    assert f"unknown task '{tmp_path / 'missing.csv'}'" in capsys.readouterr().err
+    assert not out.exists()
+
+    out.mkdir()
+    (out / "run_state.json").write_text(json.dumps({"status": "failed"}))
+    assert main(["train", *fast, "--out", str(out)]) == 2
+    assert (f"{out} already holds a run (status 'failed'); choose another --out, --resume to "
+            "continue an interrupted one or --overwrite to replace it") in capsys.readouterr().err
+    assert main(["train", *fast, "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "run_state.json").read_text())["status"] == "complete"
+    assert main(["compare", "--out", str(out)]) == 2  # compare has no --resume to suggest
+    assert (f"{out} already holds a run (status 'complete'); choose another --out or "
+            "--overwrite to replace it") in capsys.readouterr().err
