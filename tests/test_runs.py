@@ -85,6 +85,7 @@ def test_train_writes_a_complete_run(tmp_path: Path) -> None:
     assert any(p.name.startswith("events.out.tfevents") for p in (run.path / "tb").iterdir())
     rows = (run.path / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("update,") and len(rows) == CFG.steps + 1
+    assert [r.split(",")[0] for r in rows[1:]] == [str(u) for u in range(1, CFG.steps + 1)]
     # The saved policy reproduces the recorded evaluation.
     ts = load_trajectories(run.path / "trajectories" / "eval-test.parquet")
     assert len(ts.records) == 60 and ts.records == result.eval.records
@@ -131,6 +132,14 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path: Path) -> None:
         resumed.run.path / "metrics.csv").read_text()
     assert resumed.eval.records == full.eval.records
     assert np.isclose(resumed.eval.mean_return, full.eval.mean_return)
+    # TensorBoard shows each update once: update 7, logged before the interrupt, is not doubled.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for run in (full, resumed):
+        events = EventAccumulator(str(run.run.path / "tb"))
+        events.Reload()
+        tag = sorted(events.Tags()["scalars"])[0]
+        assert [e.step for e in events.Scalars(tag)] == list(range(1, CFG.steps + 1))
 
 
 def test_resume_refuses_changed_flags_and_complete_runs(tmp_path: Path) -> None:

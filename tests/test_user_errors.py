@@ -108,3 +108,27 @@ def test_overwrite_replaces_a_failed_run_and_bad_flags_create_nothing(tmp_path: 
     assert main(["compare", "--out", str(out)]) == 2  # compare has no --resume to suggest
     assert (f"{out} already holds a run (status 'complete'); choose another --out or "
             "--overwrite to replace it") in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_the_last_checkpoint_and_the_resume_command(tmp_path, monkeypatch,
+                                                                   capsys) -> None:
+    from exitgym.experiments import training
+
+    project = make_tiny_project(tmp_path / "p")
+    real = training.save_checkpoint
+
+    def save_then_interrupt(run, step, write, keep=1):
+        real(run, step, write, keep)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", save_then_interrupt)
+    out = tmp_path / "run"
+    argv = ["train", "--task", project["task"], "--backbone", project["backbone"],
+            "--max-length", "16", "--steps", "4", "--checkpoint-every", "2", "--batch-size", "8",
+            "--num-envs", "8", "--out", str(out)]
+    assert main(argv) == 130
+    assert capsys.readouterr().err.endswith(
+        f"interrupted: last checkpoint {out / 'checkpoint-00000002'} (update 2 of 4); continue "
+        f"with\n  exitgym train --resume --out {out}\n")
+    monkeypatch.setattr(training, "save_checkpoint", real)
+    assert main(["train", "--resume", "--out", str(out)]) == 0

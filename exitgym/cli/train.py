@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from exitgym.cli import CliError
 from exitgym.cli.common import add_command, user_errors
@@ -33,6 +35,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return add_command(sub, "train", run, TrainArgs)
 
 
+def interrupted(out: str | Path, steps: int) -> str:
+    """What Ctrl-C left behind: the last checkpoint and the command that continues from it."""
+    from exitgym.experiments.runs import RunDir
+
+    state = RunDir(Path(out)).state
+    if state.get("checkpoint"):
+        return (f"interrupted: last checkpoint {Path(out) / state['checkpoint']} (update "
+                f"{state.get('checkpoint_step')} of {steps}); continue with\n"
+                f"  exitgym train --resume --out {out}")
+    return (f"interrupted before the first checkpoint; `exitgym train --resume --out {out}` "
+            f"starts it again")
+
+
 def run(args: TrainArgs) -> int:
     from exitgym.experiments.runs import RunDir, default_run_dir
     from exitgym.experiments.training import train
@@ -45,7 +60,11 @@ def run(args: TrainArgs) -> int:
                 raise CliError("--resume needs --out DIR (the run to continue)")
             cfg = from_dict(TrainConfig, RunDir.open(args.out).config["config"])
         out = args.out or default_run_dir(cfg.env, cfg.agent, cfg.seed)
-        result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+        try:
+            result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+        except KeyboardInterrupt:
+            print(interrupted(out, cfg.steps), file=sys.stderr)
+            return 130
     ev = result.eval
     print(f"run: {result.run.path}")
     print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.mean_cost:.4f} "

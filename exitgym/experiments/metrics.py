@@ -11,6 +11,9 @@ from typing import Any
 from exitgym.experiments.runs import METRICS_FILE
 from exitgym.utils.atomic import atomic_write_text
 
+INTEGER_COLUMNS = ("update",)
+"""Columns of ``metrics.csv`` that count things, written as integers (``3``, not ``3.0``)."""
+
 
 @dataclass
 class MetricsLog:
@@ -30,6 +33,7 @@ class MetricsLog:
 
     def __post_init__(self) -> None:
         self._writer: Any = None
+        self._purge_step: int | None = None
 
     @property
     def csv_path(self) -> Path:
@@ -44,6 +48,9 @@ class MetricsLog:
             rows = [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
         if up_to_step is not None:
             rows = [r for r in rows if r.get(key, 0.0) <= up_to_step]
+            # TensorBoard hides events logged after the checkpoint by the interrupted process, so
+            # a resumed run shows each step once.
+            self._purge_step = int(up_to_step) + 1
         self.rows = rows
 
     def log(self, row: dict[str, float], step: int | None = None) -> None:
@@ -65,7 +72,8 @@ class MetricsLog:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.rows)
+        writer.writerows([{k: int(v) if k in INTEGER_COLUMNS and float(v).is_integer() else v
+                           for k, v in row.items()} for row in self.rows])
         atomic_write_text(self.csv_path, buf.getvalue())
         if self._writer is not None:
             self._writer.flush()
@@ -80,5 +88,5 @@ class MetricsLog:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.path / "tb"))
+            self._writer = SummaryWriter(str(self.path / "tb"), purge_step=self._purge_step)
         return self._writer
