@@ -343,10 +343,8 @@ def load_run_policy(run_dir: str | Path) -> tuple[Any, Any]:
             resume it).
         ValueError: the run trained on another environment than ``exitgym/EarlyExit-v0``.
     """
-    from exitgym.experiments.policies import load_policy, run_env_spec
-    from exitgym.experiments.runs import RunDir
-
-    run = RunDir.open(run_dir).require_complete()
+    from exitgym.experiments.policies import load_policy, open_training_run, run_env_spec
+    run = open_training_run(run_dir)
     spec = run_env_spec(run)
     if spec.env_id != EARLY_EXIT_ID:
         raise ValueError(f"{run.path} trained a policy for {spec.env_id}; exit inference needs "

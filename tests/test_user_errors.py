@@ -132,3 +132,21 @@ def test_ctrl_c_prints_the_last_checkpoint_and_the_resume_command(tmp_path, monk
         f"with\n  exitgym train --resume --out {out}\n")
     monkeypatch.setattr(training, "save_checkpoint", real)
     assert main(["train", "--resume", "--out", str(out)]) == 0
+
+
+def test_a_comparison_directory_is_recognised_by_evaluate_and_infer(tmp_path, capsys) -> None:
+    from exitgym.experiments.runs import RunDir, RunError, write_config
+
+    cmp = RunDir.create(tmp_path / "cmp", resumable=False)
+    write_config(cmp, {"agent": "reinforce"}, extra={"command": "compare"})
+    (cmp.path / "runs" / "reinforce-vanilla-a0.1-s0").mkdir(parents=True)
+    (cmp.path / "runs" / "reinforce-vanilla-a0.1-s0" / "config.json").write_text("{}")
+    cmp.mark_complete()
+    expected = (f"{cmp.path} is a comparison (exitgym compare / demo), not a training run; pass "
+                f"one of its training runs: ['{cmp.path / 'runs' / 'reinforce-vanilla-a0.1-s0'}'] "
+                f"(`exitgym replay {cmp.path}` analyses or verifies all of it)")
+    assert main(["evaluate", str(cmp.path)]) == 2
+    assert f"exitgym evaluate: error: {expected}\n" == capsys.readouterr().err
+    with pytest.raises(RunError) as err:
+        exitgym.infer(str(cmp.path), ["a text"])
+    assert str(err.value) == expected

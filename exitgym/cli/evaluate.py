@@ -32,12 +32,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: EvaluateArgs) -> int:
     from exitgym.experiments.binding import bound_cache
-    from exitgym.experiments.policies import load_policy, run_env_spec
-    from exitgym.experiments.runs import RunDir
+    from exitgym.experiments.policies import load_policy, open_training_run, run_env_spec
     from exitgym.experiments.trajectories import evaluate_and_record
 
     with user_errors():
-        run_dir = RunDir.open(args.run).require_complete()
+        run_dir = open_training_run(args.run)
         cfg = run_dir.config["config"]
         spec = run_env_spec(run_dir).with_split(args.split)
         # Refused before anything is written when the run's data, backbone or heads changed.

@@ -24,6 +24,22 @@ ENV_SPEC_FILE = "env_spec.json"
 :func:`~exitgym.experiments.training.train`."""
 
 
+def open_training_run(path: str | Path) -> RunDir:
+    """The complete training run in ``path``; a comparison directory is refused with the
+    training runs it holds (what ``evaluate`` and ``infer`` take).
+
+    Raises:
+        RunError: not a run, not complete, or a comparison (the message lists its runs).
+    """
+    run = RunDir.open(path)
+    if run.file(CONFIG_FILE).is_file() and run.config.get("command") == "compare":
+        runs = sorted(str(p.parent) for p in run.path.glob(f"runs/*/{CONFIG_FILE}"))
+        raise RunError(f"{run.path} is a comparison (exitgym compare / demo), not a training run; "
+                       f"pass one of its training runs: {runs or 'it trained none'} (`exitgym "
+                       f"replay {run.path}` analyses or verifies all of it)")
+    return run.require_complete()
+
+
 def record_policy_checksums(run: RunDir) -> None:
     """Checksum every policy file just written, so later loads detect edits on disk."""
     names = sorted(p.name for p in run.path.glob("*.safetensors") if p.is_file())
@@ -39,7 +55,7 @@ def load_policy(run: RunDir | str | Path, cache: Any | None = None) -> Any:
     rebuilt around an env with the training spaces (default: the run's prepared training cache).
     """
     if not isinstance(run, RunDir):
-        run = RunDir.open(run).require_complete()
+        run = open_training_run(run)
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
     kind = train_agent(run.config["config"]["agent"]).kind
     if kind == "sb3":
