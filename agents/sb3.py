@@ -144,6 +144,13 @@ def train_sb3(
     model = algorithm(policy, venv, seed=seed, verbose=verbose,
                       tensorboard_log=str(log_dir) if log_dir is not None else None,
                       **algo_kwargs)
+    need = steps_per_update(model)
+    if total_timesteps < need:
+        raise ValueError(
+            f"{name}: {total_timesteps} environment steps are fewer than one update needs "
+            f"({need}: {_update_size(model)}), so the policy would never be trained; pass "
+            f"--steps of at least {need}, and many times that to learn (SB3 counts environment "
+            f"steps, not updates)")
     model.learn(total_timesteps=total_timesteps, tb_log_name=name)
     observation = env_kwargs.get("observation")
     if observation is None:
@@ -151,6 +158,28 @@ def train_sb3(
         observation = env_observation(first) if first is not None else None
     env_id = env_id_or_env if isinstance(env_id_or_env, str) else None
     return SB3Policy(model, name, observation, env_id, env_kwargs)
+
+
+def steps_per_update(model: Any) -> int:
+    """Environment steps before ``model`` first updates its policy: one rollout of every env
+    (on-policy: ``n_steps x n_envs``) or ``learning_starts`` plus one training interval."""
+    if _on_policy(model):
+        return int(model.n_steps) * int(model.n_envs)
+    freq = getattr(getattr(model, "train_freq", None), "frequency", 1)
+    return int(getattr(model, "learning_starts", 0)) + int(freq) * int(model.n_envs)
+
+
+def _on_policy(model: Any) -> bool:
+    from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+
+    return isinstance(model, OnPolicyAlgorithm)
+
+
+def _update_size(model: Any) -> str:
+    if _on_policy(model):
+        return f"a rollout of n_steps={model.n_steps} in each of {model.n_envs} envs"
+    return (f"learning_starts={model.learning_starts} plus one train_freq interval in each of "
+            f"{model.n_envs} envs")
 
 
 def _has_masks(venv: Any) -> list[bool]:

