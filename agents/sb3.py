@@ -20,6 +20,7 @@ writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the m
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,7 @@ def train_sb3(
     algo: str, env_id_or_env: str | gym.Env, total_timesteps: int, seed: int = 0,
     log_dir: str | Path | None = None, num_envs: int = 8,
     env_kwargs: dict[str, Any] | None = None, policy: str = "MlpPolicy", verbose: int = 0,
+    logger: Callable[[dict[str, float]], None] | None = None, progress: bool = False,
     **algo_kwargs: Any,
 ) -> SB3Policy:
     """Train an SB3 algorithm on an exitgym env and wrap it as a Policy.
@@ -127,6 +129,10 @@ def train_sb3(
         env_kwargs: ``gym.make`` kwargs (cache=, reward=, alpha=, observation=, ...).
         policy: SB3 policy class name.
         verbose: SB3 verbosity.
+        logger: receives a row of training metrics (``update``, ``timesteps``, ``episodes``,
+            ``return``, ``accuracy``, ``cost``, ``exit_layer``) per :data:`LOG_EPISODES`
+            finished episodes, like the REINFORCE trainers' rows (``metrics.csv``).
+        progress: a tqdm bar over the environment steps.
         **algo_kwargs: Passed to the algorithm (``n_steps=``, ``learning_rate=``, ...).
     """
     name = algo.lower()
@@ -151,13 +157,65 @@ def train_sb3(
             f"({need}: {_update_size(model)}), so the policy would never be trained; pass "
             f"--steps of at least {need}, and many times that to learn (SB3 counts environment "
             f"steps, not updates)")
-    model.learn(total_timesteps=total_timesteps, tb_log_name=name)
+    model.learn(total_timesteps=total_timesteps, tb_log_name=name,
+                callback=_run_log(total_timesteps, logger, progress, name))
     observation = env_kwargs.get("observation")
     if observation is None:
         first = venv.envs[0] if hasattr(venv, "envs") else None
         observation = env_observation(first) if first is not None else None
     env_id = env_id_or_env if isinstance(env_id_or_env, str) else None
     return SB3Policy(model, name, observation, env_id, env_kwargs)
+
+
+LOG_EPISODES = 64
+"""Finished episodes per logged row of an SB3 run (a REINFORCE update's batch)."""
+EPISODE_KEYS = ("correct", "cost", "exit_layer")
+"""Terminal ``info`` entries averaged into a row (``correct`` becomes ``accuracy``)."""
+
+
+def _run_log(total: int, logger: Callable[[dict[str, float]], None] | None, progress: bool,
+             name: str) -> Any:
+    """SB3 callback: a progress bar over steps and rows of episode metrics for ``metrics.csv``.
+
+    Defined in a function so stable-baselines3 is imported only when training.
+    """
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class RunLog(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar, self.episodes, self.rows = None, [], 0
+            if progress:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=f"train {name}", unit="step", leave=False)
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", []):
+                if "episode" in info and all(k in info for k in EPISODE_KEYS):
+                    self.episodes.append((float(info["episode"]["r"]),
+                                          *(float(info[k]) for k in EPISODE_KEYS)))
+            if len(self.episodes) >= LOG_EPISODES:
+                self._log()
+            if self.bar is not None:
+                self.bar.update(self.training_env.num_envs)
+            return True
+
+        def _on_training_end(self) -> None:
+            if self.episodes:
+                self._log()
+            if self.bar is not None:
+                self.bar.close()
+
+        def _log(self) -> None:
+            self.rows += 1
+            if logger is not None:
+                cols = np.asarray(self.episodes).mean(axis=0)
+                logger({"update": self.rows, "timesteps": self.num_timesteps,
+                        "episodes": len(self.episodes), "return": cols[0],
+                        "accuracy": cols[1], "cost": cols[2], "exit_layer": cols[3]})
+            self.episodes = []
+
+    return RunLog()
 
 
 def steps_per_update(model: Any) -> int:

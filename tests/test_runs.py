@@ -164,8 +164,20 @@ def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -
     assert "| num_envs | 4 |" in report and "| lr | 0.003 |" in report
     assert "| baseline |" not in report and "| batch_size |" not in report
     big = train(TrainConfig(agent="a2c", steps=200, num_envs=64, alpha=0.5), tmp_path / "a2c64",
-                caches=CACHES, progress=False, plots=False)
+                caches=CACHES, progress=False, plots=True)
     assert "| num_envs | 8 |" in (big.run.path / "report.md").read_text()
+    # metrics.csv and training.png like a REINFORCE run: one row per 64 finished episodes
+    layers = CACHES["train"].num_layers
+    for res in (result, big):
+        rows = res.metrics
+        assert [r["update"] for r in rows] == list(range(1, len(rows) + 1))
+        # envs finish together, so a row may hold a few more (at most one per env)
+        assert all(64 <= r["episodes"] < 64 + 8 for r in rows[:-1])
+        assert 0 < rows[-1]["episodes"] < 64 + 8
+        assert 200 / layers <= sum(r["episodes"] for r in rows) <= 200
+        assert all(0 <= r["accuracy"] <= 1 and 1 <= r["exit_layer"] <= layers for r in rows)
+    assert (big.run.path / "training.png").is_file()
+    assert (big.run.path / "metrics.csv").read_text().startswith("update,timesteps,episodes,")
     spec = json.loads((run.path / "env_spec.json").read_text())
     policy = load_policy(run, cache=CACHES["train"])
     assert policy.policy_flops > 0

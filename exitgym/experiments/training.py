@@ -141,8 +141,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
                 raise RunError("--resume is only supported for the REINFORCE-family agents "
                                f"({list(names('trainer'))}); "
                                "SB3 checkpoints are pickles, which exitgym never loads")
-            policy, spec = _train_sb3(cfg, run, caches.get(cfg.train_split))
-            metrics: list[dict[str, float]] = []
+            policy, spec, metrics = _train_sb3(cfg, run, caches.get(cfg.train_split), progress)
         else:
             policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
                                                      method, progress, after_update)
@@ -256,21 +255,27 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, method: Met
     return agent.policy, spec, log.rows
 
 
-def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any) -> tuple[Any, EnvSpec]:
+def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any,
+               progress: bool) -> tuple[Any, EnvSpec, list[dict[str, float]]]:
     from exitgym.agents.sb3 import train_sb3
 
     spec = cfg.env_spec()
     kwargs = dict(spec.kwargs)
     if spec.uses_cache:
         kwargs["cache"] = cache if cache is not None else spec.cache()
-    policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
-                       log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
-                       env_kwargs=kwargs, learning_rate=cfg.lr)
+    log = MetricsLog(run.path)
+    try:
+        policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
+                           log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
+                           env_kwargs=kwargs, learning_rate=cfg.lr, progress=progress,
+                           logger=lambda row: log.log(row, step=int(row["update"])))
+    finally:
+        log.close()
     policy.save(run.path)
     record_policy_checksums(run)
     # Evaluation charges the acting network's FLOPs like the REINFORCE agents' (SB3 builds the
     # network inside train_sb3, so training itself ran with policy_flops=0).
-    return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops))
+    return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops)), log.rows
 
 
 __all__ = ["TrainResult", "train"]
