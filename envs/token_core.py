@@ -39,7 +39,8 @@ def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
     if prompts is None:
         from exitgym.data.tasks import load_task
 
-        texts = list(load_task(settings.task).split(settings.split)["text"])
+        texts = list(load_task(settings.task, **settings.column_options())
+                     .split(settings.split)["text"])
     elif isinstance(prompts, (str, Path)):
         path = Path(prompts).expanduser()
         if not path.is_file():

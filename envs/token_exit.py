@@ -91,7 +91,8 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
 
     ```python
     gym.make("exitgym/TokenExit-v0", task="rt-polarity", backbone="smollm2-135m", split="train",
-             heads="lm-head", reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
+             heads="lm-head", text_column="text", label_column="label", text_pair_column=None,
+             reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
              prompts=None, max_prompts=64, max_prompt_tokens=32, max_new_tokens=16, kv="copy",
              teacher_forcing=False, cached=False, observation="features", hidden_clip=1000.0,
              **reward_kwargs)
@@ -99,7 +100,8 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.TokenExitSettings`
     (each documented there). ``backbone`` may be a ``DecoderBackbone``; ``prompts`` texts,
-    token-id lists or a text file (one prompt per line).
+    token-id lists or a text file (one prompt per line); without ``prompts`` the texts of
+    ``task`` (a local file's ``text_column``) are the prompts.
 
     ## Version History
 
