@@ -121,6 +121,13 @@ def _inference(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
     return {"policies": [inference_section(cfg, run) for run in done["timings"]["runs"]]}
 
 
+@section("ray")
+def _ray(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
+    from exitgym.bench.ray import ray_section
+
+    return ray_section(cfg)
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every section, write ``bench.json`` and ``bench.md`` into ``cfg.out``."""
     import torch

@@ -119,4 +119,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
         parts += generation_markdown(result["generation"])
     parts += _timings(result)
+    from exitgym.bench.ray import ray_markdown
+
+    parts += ray_markdown(result)
     return "\n".join(parts)

@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 
 from exitgym.cli.common import add_command, user_errors
 from exitgym.experiments.configs import CompareConfig
+from exitgym.utils.configs import option
+
+ENGINES = ("local", "tune")
+"""Where ``compare`` trains its agents: one after another here, or as Ray Tune trials."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,13 @@ class CompareArgs:
     """Output directory (default: runs/<time>-compare)."""
     overwrite: bool = False
     """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
+    engine: str = option("local", choices=ENGINES)
+    """local: train the agents one after another; tune: one Ray Tune trial each (needs
+    exitgym[ray]); the same command on the same --out resumes a killed tune sweep."""
+    address: str | None = None
+    """--engine tune: Ray cluster address to join (default: start a local Ray)."""
+    max_concurrent: int = option(2, minimum=1)
+    """--engine tune: trials running at once (one CPU each)."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -37,7 +48,13 @@ def run(args: CompareArgs) -> int:
 
     with user_errors():
         out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
-        result = compare(args.config, out, overwrite=args.overwrite)
+        if args.engine == "tune":
+            from exitgym.integrations.tune import compare_tune
+
+            result = compare_tune(args.config, out, address=args.address,
+                                  max_concurrent=args.max_concurrent)
+        else:
+            result = compare(args.config, out, overwrite=args.overwrite)
     print_ranking(result.summary)
     print(f"report: {out / 'report.md'}")
     return 0

@@ -10,6 +10,10 @@ from pathlib import Path
 from exitgym.cli import CliError
 from exitgym.cli.common import add_command, user_errors
 from exitgym.experiments.configs import TrainConfig
+from exitgym.utils.configs import option
+
+ENGINES = ("local", "rllib")
+"""Where ``train`` runs: exitgym's own trainers / SB3, or Ray RLlib (``exitgym[ray]``)."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,13 @@ class TrainArgs:
     resume: bool = False
     """Continue the interrupted run in --out from its last checkpoint (its config.json is used;
     other flags are ignored)."""
+    engine: str = option("local", choices=ENGINES)
+    """local: exitgym's trainers and SB3; rllib: an RLlib algorithm on Ray (needs exitgym[ray];
+    --agent ppo|appo, --steps = training iterations)."""
+    num_env_runners: int = option(0, minimum=0)
+    """--engine rllib: remote env runners (0: sample in the driver)."""
+    address: str | None = None
+    """--engine rllib: Ray cluster address to join (default: start a local Ray)."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -60,11 +71,20 @@ def run(args: TrainArgs) -> int:
                 raise CliError("--resume needs --out DIR (the run to continue)")
             cfg = from_dict(TrainConfig, RunDir.open(args.out).config["config"])
         out = args.out or default_run_dir(cfg.env, cfg.agent, cfg.seed)
-        try:
-            result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
-        except KeyboardInterrupt:
-            print(interrupted(out, cfg.steps), file=sys.stderr)
-            return 130
+        if args.engine == "rllib":
+            if args.resume:
+                raise CliError("--resume is not available with --engine rllib (RLlib "
+                               "checkpoints are pickles, which exitgym never loads)")
+            from exitgym.integrations.rllib import RLlibOptions, train_rllib
+
+            result = train_rllib(cfg, out, options=RLlibOptions(
+                num_env_runners=args.num_env_runners, address=args.address))
+        else:
+            try:
+                result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
+            except KeyboardInterrupt:
+                print(interrupted(out, cfg.steps), file=sys.stderr)
+                return 130
     ev = result.eval
     print(f"run: {result.run.path}")
     print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.mean_cost:.4f} "

@@ -25,12 +25,13 @@ Q-exit and BERxiT) once per seed. Every policy is charged its own decision FLOPs
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import lookup
-from exitgym.experiments.configs import SEEDLESS_RULES, CompareConfig
+from exitgym.experiments.configs import SEEDLESS_RULES, CompareConfig, TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
@@ -69,11 +70,16 @@ def _slug_knob(knob: float | None) -> str:
 
 def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | None = None,
             progress: bool = True, sections: tuple[str, ...] = (),
-            overwrite: bool = False) -> CompareResult:
+            overwrite: bool = False, train_all: TrainAll | None = None,
+            resume: bool = False) -> CompareResult:
     """Train and evaluate everything in ``config``; write the report into ``out`` (``overwrite``
-    replaces a comparison already there)."""
+    replaces a comparison already there).
+
+    ``train_all`` replaces the local training loop (Tune); ``resume`` continues an interrupted
+    comparison in ``out`` (used by the Tune engine, whose finished runs are kept).
+    """
     out = Path(out)
-    state = RunDir.create(out, overwrite=overwrite, resumable=False)
+    state = RunDir.create(out, overwrite=overwrite, resume=resume, resumable=False)
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     with state.status_on_error():
@@ -86,7 +92,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         timings["caches"] = time.perf_counter() - tic
         found = _Collected([], [], [])
         with one_torch_thread():  # small MLPs: one thread is faster on a busy CPU
-            _train_agents(config, out, caches, progress, timings, found)
+            _train_agents(config, out, caches, progress, timings, found, train_all)
             _baselines(config, out, caches, progress, timings, found)
         test = caches[config.eval_split]
         found.rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
@@ -149,23 +155,57 @@ def _select_and_collect(config: CompareConfig, caches: dict[str, Any], found: _C
         test_result.correctness))
 
 
-def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-                  timings: dict[str, float], found: _Collected) -> None:
-    tic = time.perf_counter()
-    knobs = config.agent_knobs
+@dataclass(frozen=True)
+class TrainJob:
+    """One trained agent of a comparison."""
+
+    name: str
+    """Run directory name under ``runs/``."""
+    method: str
+    """Row label, ``<agent>-<reward>`` (``-budget`` when budget-targeted)."""
+    knob: float
+    """The row's knob: α, or the target cost."""
+    seed: int
+    """Seed."""
+    config: TrainConfig
+    """The training run."""
+
+
+def train_jobs(config: CompareConfig) -> list[TrainJob]:
+    """Every (reward, knob, seed) agent of ``config``, in the order rows are reported."""
     tag = "b" if config.targets else "a"  # budget-targeted (knob = target cost) or α
-    jobs = [(r, k, s) for r in config.rewards for k in knobs for s in config.seeds]
-    with _bar(len(jobs), f"train {config.agent}", progress) as bar:
-        for reward, alpha, seed in jobs:
-            cfg = config.agent_config(reward, alpha, seed)
-            name = f"{config.agent}-{reward}-{tag}{alpha:g}-s{seed}"
-            bar.set_postfix_str(name)
-            result = train(cfg, out / "runs" / name, caches=caches, progress=False,
-                           plots=False)
-            method = f"{config.agent}-{reward}" + ("-budget" if config.targets else "")
-            _select_and_collect(config, caches, found, result.policy, result.spec, method,
-                                alpha, seed, result.eval)
+    suffix = "-budget" if config.targets else ""
+    return [TrainJob(f"{config.agent}-{r}-{tag}{k:g}-s{s}", f"{config.agent}-{r}{suffix}", k, s,
+                     config.agent_config(r, k, s))
+            for r in config.rewards for k in config.agent_knobs for s in config.seeds]
+
+
+TrainAll = Callable[[list[TrainJob], Path, dict[str, Any], bool], list[Any]]
+"""``(jobs, out, caches, progress) -> [TrainResult per job]``: trains every job into
+``out/runs/<name>`` (one after another here; as Tune trials in ``exitgym.integrations.tune``)."""
+
+
+def _train_locally(jobs: list[TrainJob], out: Path, caches: dict[str, Any],
+                   progress: bool) -> list[Any]:
+    results = []
+    with _bar(len(jobs), "train agents", progress) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.name)
+            results.append(train(job.config, out / "runs" / job.name, caches=caches,
+                                 progress=False, plots=False))
             bar.update(1)
+    return results
+
+
+def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
+                  timings: dict[str, float], found: _Collected,
+                  train_all: TrainAll | None = None) -> None:
+    tic = time.perf_counter()
+    jobs = train_jobs(config)
+    results = (train_all or _train_locally)(jobs, out, caches, progress)
+    for job, result in zip(jobs, results, strict=True):
+        _select_and_collect(config, caches, found, result.policy, result.spec, job.method,
+                            job.knob, job.seed, result.eval)
     timings["train"] = time.perf_counter() - tic
 
 

@@ -17,6 +17,21 @@ from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_na
 from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import option
 
+RLLIB_AGENTS: dict[str, str] = {
+    "ppo": "RLlib PPO (new API stack)",
+    "appo": "RLlib APPO (new API stack)",
+}
+"""What ``--agent`` accepts with ``exitgym train --engine rllib`` (``exitgym.integrations.rllib``
+maps each name to its algorithm; Ray is imported there only)."""
+
+
+def agent_choices() -> dict[str, str]:
+    """Every ``--agent`` name and its help line: local trainers, SB3, then RLlib-only names."""
+    local = describe(tuple(sorted(train_agents())))
+    rllib = {n: (f"{local[n]}; --engine rllib: {d}" if n in local else f"{d} (--engine rllib)")
+             for n, d in RLLIB_AGENTS.items()}
+    return {**local, **rllib}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -24,8 +39,9 @@ class TrainConfig:
 
     env: str = option("exitgym/EarlyExit-v0", choices=env_ids)
     """Environment id (see ``exitgym envs``)."""
-    agent: str = option("reinforce", choices=lambda: describe(tuple(sorted(train_agents()))))
-    """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``)."""
+    agent: str = option("reinforce", choices=lambda: agent_choices())
+    """Agent: one of our trainers or an SB3 algorithm (``exitgym.agents.registry``); with
+    ``exitgym train --engine rllib`` an RLlib algorithm (:data:`RLLIB_AGENTS`)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The prepared cache trained and evaluated on."""
     reward: str = option("hardness", choices=reward_names)

@@ -57,8 +57,9 @@ def load_policy(run: RunDir | str | Path, cache: Any | None = None) -> Any:
     if not isinstance(run, RunDir):
         run = open_training_run(run)
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
-    kind = train_agent(run.config["config"]["agent"]).kind
-    if kind == "sb3":
+    # RLlib runs (``config.json`` ``engine: rllib``) export their actor as an MLPPolicy.
+    engine = run.config.get("engine", "local")
+    if engine == "local" and train_agent(run.config["config"]["agent"]).kind == "sb3":
         from exitgym.agents.sb3 import load_sb3
 
         spec = run_env_spec(run)

@@ -100,8 +100,6 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         after_update: called with the update count after each update (tests interrupt here).
         plots: draw ``training.png`` (a second or more of matplotlib; ``compare`` skips it).
     """
-    from exitgym.agents.rollout import evaluate
-
     method = train_agent(cfg.agent)
     check_names(cfg, task=not caches)  # before a run directory exists or a model loads
     if resume and _killed_before_config(RunDir.open(out)):
@@ -145,22 +143,33 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         else:
             policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
                                                      method, progress, after_update)
-        run.write_json(ENV_SPEC_FILE, spec.to_json())  # what `evaluate` re-makes
-        run.record_checksums(ENV_SPEC_FILE)
-        eval_spec = spec.with_split(cfg.eval_split)
-        result = evaluate_and_record(
-            policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
-            knob=cfg.alpha if cfg.target_cost is None else cfg.target_cost, seed=cfg.seed,
-            num_envs=cfg.num_envs,
-            cache=caches.get(cfg.eval_split), evaluate_fn=evaluate)
-        run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
-        from exitgym.reports.run import write_run_report
+        return finish_run(cfg, run, policy, spec, caches, metrics, plots=plots,
+                          settings=used_settings(cfg, method.kind))
 
-        write_run_report(run.path, cfg, result, metrics, plot=plots,
-                         settings=used_settings(cfg, method.kind))
-        run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
-                          cost=result.mean_cost)
-        return TrainResult(run, result, metrics, policy, spec)
+
+def finish_run(cfg: TrainConfig, run: RunDir, policy: Any, spec: EnvSpec,
+               caches: dict[str, Any], metrics: list[dict[str, float]],
+               plots: bool = True, settings: Any = None) -> TrainResult:
+    """What every engine does once the policy is saved: ``env_spec.json``, the recorded
+    evaluation, ``report.md`` and the ``complete`` status (one place, so RLlib runs read back
+    like local ones)."""
+    from exitgym.agents.rollout import evaluate
+
+    run.write_json(ENV_SPEC_FILE, spec.to_json())  # what `evaluate` re-makes
+    run.record_checksums(ENV_SPEC_FILE)
+    eval_spec = spec.with_split(cfg.eval_split)
+    result = evaluate_and_record(
+        policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
+        knob=cfg.alpha if cfg.target_cost is None else cfg.target_cost, seed=cfg.seed,
+        num_envs=cfg.num_envs,
+        cache=caches.get(cfg.eval_split), evaluate_fn=evaluate)
+    run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
+    from exitgym.reports.run import write_run_report
+
+    write_run_report(run.path, cfg, result, metrics, plot=plots, settings=settings)
+    run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
+                      cost=result.mean_cost)
+    return TrainResult(run, result, metrics, policy, spec)
 
 
 def _stored_config(stored: dict[str, Any]) -> Any:
@@ -278,4 +287,4 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any,
     return policy, spec.with_kwargs(policy_flops=float(policy.policy_flops)), log.rows
 
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "finish_run", "train"]

@@ -1,0 +1,148 @@
+"""``exitgym compare --engine tune``: every trained agent of a comparison is a Ray Tune trial.
+
+Each (agent, reward, α, seed) of :func:`exitgym.experiments.compare.train_jobs` becomes one
+trial that runs the very same :func:`exitgym.experiments.training.train` into
+``<out>/runs/<name>`` as the local engine does, on one torch thread, from caches loaded by path in
+the worker. REINFORCE is deterministic per seed, so the rows, ``summary.json`` and report equal
+the local engine's for the same seeds; the exit rules and the report run in the driver as before.
+
+Resuming. A comparison killed midway is continued by running the same command again: trials
+whose run directory is complete are not submitted again; a trial killed mid-training resumes from
+its checkpoint (``train(resume=True)``), bit-identical to an uninterrupted run. The stored
+``config.json`` must equal the new flags.
+
+Where trials run: a local Ray (``num_cpus``, no dashboard) or the cluster at ``address``. Every
+node must see ``out`` and the prepared caches at the same paths (a shared filesystem; see the
+README's multi-node recipe).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from exitgym.experiments.compare import CompareResult, TrainJob, compare
+from exitgym.experiments.configs import CompareConfig, TrainConfig
+from exitgym.experiments.policies import load_policy, run_env_spec
+from exitgym.experiments.runs import STATE_FILE, RunDir, RunError
+from exitgym.experiments.training import TrainResult
+from exitgym.integrations.ray import ray_session, worker_cache_path
+from exitgym.utils.atomic import jsonable
+from exitgym.utils.configs import flatten, from_dict
+
+CACHE_COPY_DIR = "tune-cache"
+"""Where caches given as objects (tests) are saved for the trials, inside ``out``."""
+
+
+def compare_tune(config: CompareConfig, out: str | Path, *, address: str | None = None,
+                 num_cpus: int = 2, max_concurrent: int = 2,
+                 caches: dict[str, Any] | None = None, progress: bool = True,
+                 sections: tuple[str, ...] = ()) -> CompareResult:
+    """:func:`~exitgym.experiments.compare.compare` with the agents trained as Tune trials.
+
+    Args:
+        config: the comparison.
+        out: output directory; an interrupted Tune comparison there is resumed.
+        address: Ray cluster to join; None starts a local Ray with ``num_cpus`` CPUs.
+        num_cpus: CPUs of a local Ray.
+        max_concurrent: trials running at once (each takes one CPU).
+        caches: split -> LayerCache instead of the prepared ones (tests).
+        progress: progress bars in the driver.
+        sections: optional report sections, as for ``compare``.
+    """
+    out = Path(out).absolute()
+    resume = (out / STATE_FILE).is_file()
+    if resume:
+        run = RunDir.open(out)
+        if run.status == "complete":
+            raise RunError(f"{out} is already a complete comparison; choose another --out")
+        stored = run.config.get("config") if (out / "config.json").is_file() else None
+        if stored is not None and stored != jsonable(flatten(config)):
+            raise RunError(f"{out} holds an interrupted comparison of other flags; stored "
+                           f"{stored}")
+    trainer = functools.partial(_tune_train_all, address=address, num_cpus=num_cpus,
+                                max_concurrent=max_concurrent)
+    return compare(config, out, caches=caches, progress=progress, sections=sections,
+                   train_all=trainer, resume=resume)
+
+
+def _tune_train_all(jobs: list[TrainJob], out: Path, caches: dict[str, Any], progress: bool,
+                    *, address: str | None, num_cpus: int,
+                    max_concurrent: int) -> list[TrainResult]:
+    """Train the pending jobs as Tune trials; every job's result, read back from its run."""
+    first = jobs[0].config
+    paths = {split: worker_cache_path(caches[split], out / CACHE_COPY_DIR / split)
+             for split in (first.train_split, first.eval_split)}
+    pending = [j for j in jobs if not _complete(out / "runs" / j.name)]
+    if pending:
+        _run_trials([{"name": j.name, "config": jsonable(flatten(j.config)),
+                      "out": str(out / "runs" / j.name), "caches": paths,
+                      "cache_dir": os.environ.get("EXITGYM_CACHE")} for j in pending],
+                    out, address, num_cpus, max_concurrent, progress)
+    return [_read_back(out / "runs" / j.name, j, caches) for j in jobs]
+
+
+def _read_back(path: Path, job: TrainJob, caches: dict[str, Any]) -> TrainResult:
+    """A finished trial's policy, env spec and evaluation, as :func:`train` returns them.
+
+    The evaluation is the run's greedy evaluation repeated in the driver (same policy weights,
+    env, seed and cache: the same episodes), since ``compare`` needs the per-episode outcomes.
+    """
+    from exitgym.agents.rollout import evaluate
+
+    run = RunDir.open(path).require_complete()
+    policy, spec, cfg = load_policy(run), run_env_spec(run), job.config
+    env = spec.with_split(cfg.eval_split).make(cfg.num_envs, caches[cfg.eval_split])
+    try:
+        result = evaluate(policy, env, seed=cfg.seed)
+    finally:
+        env.close()
+    return TrainResult(run, result, [], policy, spec)
+
+
+def _complete(path: Path) -> bool:
+    return (path / STATE_FILE).is_file() and RunDir.open(path).status == "complete"
+
+
+def _run_trials(params: list[dict[str, Any]], out: Path, address: str | None, num_cpus: int,
+                max_concurrent: int, progress: bool) -> None:
+    from ray import tune
+
+    with ray_session(address, num_cpus):
+        tuner = tune.Tuner(
+            tune.with_resources(_trial, {"cpu": 1}),
+            param_space={"job": tune.grid_search(params)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",
+                                      storage_path=str(out / "tune"),
+                                      verbose=1 if progress else 0))
+        grid = tuner.fit()
+        failed = [r.error for r in grid if r.error is not None]
+        if failed:
+            raise RunError(f"{len(failed)} Tune trial(s) failed; first error: {failed[0]}")
+
+
+def _trial(params: dict[str, Any]) -> None:
+    """One Tune trial: ``train`` one job into its run directory (resuming a killed one)."""
+    job = params["job"]
+    if job.get("cache_dir"):
+        os.environ["EXITGYM_CACHE"] = job["cache_dir"]
+    from exitgym.backbones.cache import load_cache
+    from exitgym.experiments.training import train
+    from exitgym.utils.threads import one_torch_thread
+
+    cfg = from_dict(TrainConfig, job["config"])
+    caches = {split: load_cache(path) for split, path in job["caches"].items()}
+    run_dir = Path(job["out"])
+    resume = (run_dir / STATE_FILE).is_file()
+    with one_torch_thread():
+        result = train(cfg, run_dir, resume=resume, caches=caches, progress=False, plots=False)
+    from ray import tune
+
+    tune.report({"accuracy": float(result.eval.accuracy), "cost": float(result.eval.mean_cost)})
+
+
+__all__ = ["compare_tune"]
