@@ -35,7 +35,7 @@ from exitgym.agents.rules import (
     StaticExit,
 )
 from exitgym.backbones.layer_cache import LayerCache
-from exitgym.utils.plugins import GROUPS, load_entry_points
+from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
 
 KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
 """Every kind of method, in the order listings show them."""
@@ -235,9 +235,7 @@ def load_agent_plugins() -> None:
     ``exitgym.agents``), each under its entry point's name."""
 
     def register(name: str, method: Any) -> None:
-        if not isinstance(method, Method):
-            raise TypeError(f"agent plug-in {name!r} must be an exitgym.agents.registry.Method, "
-                            f"got {type(method).__name__}")
+        require_type("agent", name, method, Method)
         if name in METHODS and METHODS[name].factory is not method.factory:
             raise ValueError(f"agent plug-in {name!r} clashes with the registered method {name!r}")
         METHODS[name] = replace(method, name=name)

@@ -31,11 +31,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from exitgym.backbones.cache import compute_pooled, head_logits
-from exitgym.backbones.heads import EXIT_LOSSES, ExitHeads, exit_weights, weighted_exit_loss
+from exitgym.backbones.cache import compute_pooled
+from exitgym.backbones.heads import (
+    EXIT_LOSSES,
+    ExitHeads,
+    evaluate_heads,
+    exit_weights,
+    weighted_exit_loss,
+)
 from exitgym.utils.atomic import atomic_write
 from exitgym.utils.threads import torch_threads
 from exitgym.utils.torch_state import load_optimizer_tensors, optimizer_tensors
@@ -151,14 +156,9 @@ def evaluate(backbone: Any, heads: ExitHeads, data: TextSet, max_length: int,
     """
     pooled, lengths = compute_pooled(backbone, data.texts, data.pairs, max_length=max_length,
                                      batch_size=batch_size, progress=False)
-    logits = torch.from_numpy(head_logits(heads, pooled))
-    labels = torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
-    layers = logits.shape[1]
-    ce = nn.functional.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(layers),
-                                     reduction="none").reshape(len(data), layers).mean(dim=0)
-    acc = (logits.argmax(-1) == labels[:, None]).double().mean(dim=0)
-    return {"val_loss": ce.tolist(), "val_accuracy": acc.tolist(), "pooled": pooled,
-            "lengths": lengths}
+    ce, acc = evaluate_heads(heads, torch.from_numpy(pooled),
+                             torch.as_tensor(np.asarray(data.labels), dtype=torch.long))
+    return {"val_loss": ce, "val_accuracy": acc, "pooled": pooled, "lengths": lengths}
 
 
 def _tokenize(backbone: Any, data: TextSet, idx: np.ndarray, max_length: int) -> dict:
@@ -262,12 +262,15 @@ def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextS
                unit="step", disable=not progress)
     if run.step and progress:
         bar.write(f"resuming fine-tuning at step {run.step} of {total} from {checkpoint_dir}")
+    schedule: tuple[int, list[np.ndarray]] = (-1, [])  # (epoch, its batches), built per epoch
     while run.step < total and not run.stopped:
         if run.best_step == run.step and run.best is None:
             # The weights about to change are the best seen so far: keep a copy.
             run.best = _state_tensors(backbone, heads)
         epoch, pos = divmod(run.step, per_epoch)
-        batch_idx = bucketed_batches(lengths, config.batch_size, config.seed, epoch)[pos]
+        if schedule[0] != epoch:
+            schedule = (epoch, bucketed_batches(lengths, config.batch_size, config.seed, epoch))
+        batch_idx = schedule[1][pos]
         backbone.model.train()
         heads.train()
         attn = ffn = None

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from exitgym.backbones.finetune import multi_exit_forward
-from exitgym.backbones.heads import ExitHeads
+from exitgym.backbones.heads import ExitHeads, evaluate_heads
 
 
 def _seeded_global_rng(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -116,21 +116,6 @@ def train_frozen_heads(
         heads.heads[layer].load_state_dict(state)
     heads.eval()
     return history
-
-
-@torch.inference_mode()
-def evaluate_heads(
-    heads: ExitHeads, pooled: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096
-) -> tuple[list[float], list[float]]:
-    """Per-layer mean cross-entropy and accuracy of the heads on pooled states."""
-    heads.eval()
-    logits = torch.cat([heads(pooled[i:i + batch_size]) for i in range(0, len(pooled), batch_size)])
-    num_layers = logits.shape[1]
-    ce = nn.functional.cross_entropy(
-        logits.flatten(0, 1), labels.repeat_interleave(num_layers), reduction="none"
-    ).reshape(-1, num_layers).mean(dim=0)
-    acc = (logits.argmax(dim=-1) == labels[:, None]).float().mean(dim=0)
-    return ce.tolist(), acc.tolist()
 
 
 @torch.inference_mode()

@@ -183,6 +183,22 @@ def pabee_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return weighted_exit_loss(logits, labels, exit_weights("weighted", logits.shape[1]))
 
 
+@torch.inference_mode()
+def evaluate_heads(
+    heads: ExitHeads, pooled: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096
+) -> tuple[list[float], list[float]]:
+    """Per-layer mean cross-entropy and accuracy of the heads on pooled states ``[N, L, H]``
+    (how the frozen trainer and the fine-tuning trainer both score validation)."""
+    heads.eval()
+    logits = torch.cat([heads(pooled[i:i + batch_size]) for i in range(0, len(pooled), batch_size)])
+    num_layers = logits.shape[1]
+    ce = nn.functional.cross_entropy(
+        logits.flatten(0, 1), labels.repeat_interleave(num_layers), reduction="none"
+    ).reshape(-1, num_layers).mean(dim=0)
+    acc = (logits.argmax(dim=-1) == labels[:, None]).float().mean(dim=0)
+    return ce.tolist(), acc.tolist()
+
+
 def save_backbone_weights(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     """Save a fine-tuned backbone's state dict as safetensors (shared tensors handled)."""
     from safetensors.torch import save_model

@@ -19,3 +19,17 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("EXITGYM_CACHE", str(root))
     monkeypatch.setenv("HF_HUB_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "1"))
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a whole test module (``pytestmark = usefixtures("one_thread")``).
+
+    Why: the subprocesses of the fault and fine-tuning tests run with ``OMP_NUM_THREADS=1``, and
+    in-process rebuilds must use the same count to be bit-identical; on the shared 2-core machine
+    tiny models also avoid oversubscription stalls.
+    """
+    from exitgym.utils.threads import one_torch_thread
+
+    with one_torch_thread():
+        yield

@@ -16,7 +16,9 @@ from exitgym.bench.pipeline import demo_seconds
 from exitgym.bench.report import to_markdown
 from exitgym.inference import ExitInference
 from exitgym.utils.configs import add_arguments, from_args
-from tests.test_infer import MaxProbPolicy, _one_thread, setup  # noqa: F401, F811 (fixtures)
+from tests.test_infer import MaxProbPolicy, setup  # noqa: F401, F811 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_flops_check_rows_compare_model_and_counter() -> None:

@@ -29,18 +29,13 @@ from exitgym.data.prepare import clear_cache_memo, prepare
 from exitgym.experiments.policies import load_policy
 from exitgym.experiments.runs import RunDir, RunError
 from exitgym.experiments.training import train
-from exitgym.utils.threads import one_torch_thread
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project, run_harness, train_config
 
 SEED = int(os.environ.get("EXITGYM_FAULT_SEED", random.SystemRandom().randrange(2**32)))
 RNG = random.Random(SEED)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Same thread count as the subprocesses, so in-process rebuilds are bit-identical."""
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from exitgym.backbones.finetune import (
 )
 from exitgym.backbones.heads import ExitHeads, HeadsConfig, exit_weights
 from exitgym.data.prepare import clear_cache_memo, prepare
-from exitgym.utils.threads import THREADS_ENV_VAR, one_torch_thread, training_threads
+from exitgym.utils.threads import THREADS_ENV_VAR, training_threads
 from tests.test_heads import tiny_backbone
 from tests.tiny_project import make_tiny_project, run_harness
 
@@ -33,11 +33,7 @@ OPTIONS = {"max_length": 16, "batch_size": 16, "epochs": 4, "lr": 2e-3, "train_b
 """Settings under which the tiny BERT learns toy.csv within seconds."""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Same thread count as the subprocesses (``OMP_NUM_THREADS=1``), so results are comparable."""
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from exitgym.backbones.heads import ExitHeads, HeadsConfig
 from exitgym.backbones.registry import BACKBONE_ALIASES, load_backbone
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.inference import ExitInference, InferenceResult, infer
-from exitgym.utils.threads import one_torch_thread
 
 NUM_LAYERS = 4
 NUM_LABELS = 3
@@ -56,11 +55,7 @@ class HiddenSignPolicy:
         return ((obs[:, 0] > -0.6) & (obs[:, self.hidden] != 0.0)).astype(np.int64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core box: one thread avoids oversubscription stalls."""
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from exitgym.envs.skip_block import SkipBlockEnv
 from exitgym.envs.switchable_decision import SwitchableDecisionEnv
 from exitgym.experiments.replay import verify_set
 from exitgym.experiments.trajectories import TrajectorySet
-from exitgym.utils.threads import one_torch_thread
 from tests.test_skip_live import tiny_world
 
 NUM_LAYERS = 6
@@ -35,10 +34,7 @@ LIVE = settings(max_examples=12, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

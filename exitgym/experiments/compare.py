@@ -86,8 +86,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         caches = dict(caches or {})
         for split in (config.train_split, config.selection_split, config.eval_split):
             if split not in caches:
-                caches[split] = config.train_config("vanilla", 0.2, 0).env_spec(split).cache(
-                    progress=progress)
+                caches[split] = _split_cache(config, split, progress)
         write_config(state, jsonable(flatten(config)), caches=caches, extra={"command": "compare"})
         timings["caches"] = time.perf_counter() - tic
         found = _Collected([], [], [])
@@ -119,13 +118,17 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         return CompareResult(out, summary, timings)
 
 
+def _split_cache(config: CompareConfig, split: str, progress: bool) -> Any:
+    """The prepared per-layer cache of ``split`` for this comparison's data."""
+    return config.train_config("vanilla", 0.2, 0).env_spec(split).cache(progress=progress)
+
+
 def _heads_summary(config: CompareConfig, caches: dict[str, Any],
                    progress: bool) -> dict[str, Any]:
     """The recipe and every exit head's accuracy on validation and test (summary.json keys)."""
     per_layer = {}
     for split in ("validation", "test"):
-        cache = caches.get(split) or config.train_config("vanilla", 0.2, 0).env_spec(
-            split).cache(progress=progress)
+        cache = caches.get(split) or _split_cache(config, split, progress)
         per_layer[split] = [float(a) for a in cache.correct.mean(axis=0)]
     return {"heads": config.data.heads, "per_layer_accuracy": per_layer}
 

@@ -59,6 +59,13 @@ def _dist_of(module: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def require_type(kind: str, name: str, obj: Any, cls: type) -> None:
+    """Refuse a plug-in ``obj`` that is not a ``cls`` (the registries' one check of it)."""
+    if not isinstance(obj, cls):
+        raise TypeError(f"{kind} plug-in {name!r} must be an {cls.__module__}.{cls.__qualname__}"
+                        f", got {type(obj).__name__}")
+
+
 def load_entry_points(group: str, register: Callable[[str, Any], None]) -> list[str]:
     """Load the group's entry points not loaded yet; ``register(name, obj)`` each non-module.
 
