@@ -87,7 +87,7 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
     ## Arguments
 
     ```python
-    gym.make("exitgym/EarlyExit-v0", task="rt-polarity", backbone="minilm-l6", split="train",
+    gym.make("exitgym/EarlyExit-v0", task="rt-polarity", backbone="minilm-l6", split="policy",
              heads="two-stage", text_column="text", label_column="label", text_pair_column=None,
              reward="vanilla", alpha=None, observation="features", dense=False, live=False,
              cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
@@ -112,7 +112,8 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
+      the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
 
     ## Examples
 

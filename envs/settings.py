@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from exitgym.data.config import DEFAULT_RECIPE, column_options
+from exitgym.data.config import DEFAULT_RECIPE, POLICY_SPLIT, column_options
 from exitgym.envs.rewards import REWARDS, RewardShape, make_reward
 
 if TYPE_CHECKING:
@@ -90,8 +90,9 @@ class EnvSettings:
     """Task registry name or local data path; named data is prepared on first use."""
     backbone: Any = "minilm-l6"
     """Backbone short name, Hugging Face id or local directory, or a ``Backbone`` object."""
-    split: str = "train"
-    """Data split the episodes draw their inputs from."""
+    split: str = POLICY_SPLIT
+    """Data split the episodes draw their inputs from; by default ``policy``, the training rows
+    the exit heads were not fitted on (what an agent should learn from)."""
     heads: Any = DEFAULT_RECIPE
     """Exit-head recipe of the prepared cache (``"joint"``, ``"two-stage"`` or ``"frozen"``, see
     :data:`~exitgym.data.config.HEADS_MODES`), or an ``ExitHeads`` object."""

@@ -197,7 +197,7 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     ## Arguments
 
     ```python
-    gym.make("exitgym/SkipBlock-v0", task="rt-polarity", backbone="minilm-l6", split="train",
+    gym.make("exitgym/SkipBlock-v0", task="rt-polarity", backbone="minilm-l6", split="policy",
              heads="joint", text_column="text", label_column="label", text_pair_column=None,
              prepare_options=None, inputs=None, labels=None, text_pairs=None,
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
@@ -229,7 +229,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
+      the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
 
     ## Examples
 

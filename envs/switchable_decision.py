@@ -97,7 +97,7 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
 
     ```python
     gym.make("exitgym/SwitchableDecision-v0", task="rt-polarity", backbone="minilm-l6",
-             split="train", heads="joint", text_column="text", label_column="label",
+             split="policy", heads="joint", text_column="text", label_column="label",
              text_pair_column=None, prepare_options=None, inputs=None, labels=None,
              text_pairs=None, max_length=None, reward="flops", alpha=None, policy_flops=0.0,
              pooled_clip=20.0, render_mode=None, world=None, **reward_kwargs)
@@ -112,7 +112,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
+      the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
 
     ## Examples
 

@@ -90,7 +90,7 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
     ## Arguments
 
     ```python
-    gym.make("exitgym/TokenExit-v0", task="rt-polarity", backbone="smollm2-135m", split="train",
+    gym.make("exitgym/TokenExit-v0", task="rt-polarity", backbone="smollm2-135m", split="policy",
              heads="lm-head", text_column="text", label_column="label", text_pair_column=None,
              reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
              prompts=None, max_prompts=64, max_prompt_tokens=32, max_new_tokens=16, kv="copy",

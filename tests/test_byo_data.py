@@ -18,7 +18,7 @@ import pytest
 
 import exitgym  # noqa: F401  (registers the env ids)
 from exitgym.cli import main
-from exitgym.data.config import DataConfig
+from exitgym.data.config import SPLITS, DataConfig
 from exitgym.data.prepare import PrepareConfig, prepare, prepared_dir
 from exitgym.data.tasks import load_task
 from tests.tiny_project import make_tiny_project
@@ -59,7 +59,7 @@ def test_renamed_columns_through_prepare_train_evaluate(byo, tmp_path: Path, cap
     # Every split's cut rows are reported; the long rows (and only rows over 16 tokens) are cut.
     line = next(x for x in out.splitlines() if "truncated at 16 tokens:" in x)
     task = load_task(byo["task"], text_column="review", label_column="sentiment")
-    counts = {s: len(task.split(s)) for s in ("train", "validation", "test")}
+    counts = {s: len(task.split(s)) for s in SPLITS}
     assert sum(counts.values()) == int(byo["rows"])
     long_rows = {s: sum(len(t.split()) > 100 for t in task.split(s)["text"]) for s in counts}
     assert sum(long_rows.values()) == 4

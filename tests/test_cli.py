@@ -90,7 +90,7 @@ def test_prepare_train_evaluate_replay(tiny, tmp_path: Path, capsys) -> None:
     assert state["status"] == "complete"
     config = json.loads((run / "config.json").read_text())
     assert config["config"]["backbone"] == tiny["backbone"]
-    assert config["fingerprints"]["train"]["backbone_fingerprint"]
+    assert config["fingerprints"]["policy"]["backbone_fingerprint"]
     assert config["fingerprints"]["test"]["cache_fingerprint"]
     assert main(argv) == 2  # the directory already holds a run
     assert "already holds a run" in capsys.readouterr().err

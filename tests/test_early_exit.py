@@ -220,7 +220,7 @@ def test_default_arguments_load_the_prepared_cache(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(exitgym.data.prepare, "get_cache", fake_get_cache)
     env = gym.make(ENV_ID)
     assert calls == [
-        {"task": "rt-polarity", "backbone": "minilm-l6", "split": "train", "heads": "two-stage"}
+        {"task": "rt-polarity", "backbone": "minilm-l6", "split": "policy", "heads": "two-stage"}
     ]
     assert env.unwrapped.reward_shape.name == "vanilla"
     gym.make(ENV_ID, task="trec6", split="test", heads="finetune")

@@ -28,7 +28,7 @@ from exitgym.utils.threads import THREADS_ENV_VAR, training_threads
 from tests.test_heads import tiny_backbone
 from tests.tiny_project import make_tiny_project, run_harness
 
-OPTIONS = {"max_length": 16, "batch_size": 16, "epochs": 4, "lr": 2e-3, "train_batch_size": 8,
+OPTIONS = {"max_length": 16, "batch_size": 16, "epochs": 6, "lr": 2e-3, "train_batch_size": 8,
            "evals_per_epoch": 2, "patience": 8}
 """Settings under which the tiny BERT learns toy.csv within seconds."""
 

@@ -182,7 +182,7 @@ def test_trained_run_deploys_with_the_runs_own_decisions(setup: dict[str, Any], 
     cache = setup["cache"]
     cfg = TrainConfig(data=DataConfig(task="synthetic", backbone="tiny"), steps=3, batch_size=16,
                       num_envs=8, checkpoint_every=3, reward="vanilla", alpha=0.5)
-    train(cfg, tmp_path / "run", caches={"train": cache, "test": cache}, progress=False)
+    train(cfg, tmp_path / "run", caches={"policy": cache, "test": cache}, progress=False)
     out = exitgym.infer(tmp_path / "run", list(cache.texts), backbone=setup["bb"],
                         heads=setup["heads"], batch_size=5)
     assert isinstance(out, InferenceResult)

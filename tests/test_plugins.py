@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from exitgym.cli import main
+from exitgym.data.config import SPLITS
 from exitgym.envs.observations import OBSERVATIONS, make_observation
 from exitgym.envs.rewards import REWARDS, make_reward
 from exitgym.utils import plugins
@@ -119,7 +120,7 @@ def test_entry_point_plugins_register_on_first_use(installed) -> None:
     assert [type(v).__name__ for v in make_observation("features+depth").parts] == [
         "FeaturesView", "Depth"]
     task = load_task("sixty-words")
-    assert sum(len(task.split(s)) for s in ("train", "validation", "test")) == 60
+    assert sum(len(task.split(s)) for s in SPLITS) == 60
     record = plugins.plugin_record()["entry_points"]
     assert {(e["group"], e["name"], e["distribution"], e["version"]) for e in record} == {
         ("exitgym.rewards", "cheap-depth", "cheapdepth-plugin", "0.3"),

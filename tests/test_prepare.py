@@ -14,6 +14,7 @@ from exitgym.backbones.cache import CacheError, build_cache, load_cache
 from exitgym.backbones.heads import ExitHeads
 from exitgym.backbones.registry import load_backbone
 from exitgym.cli.prepare import register
+from exitgym.data.config import SPLITS
 from exitgym.data.prepare import (
     PrepareConfig,
     clear_cache_memo,
@@ -41,10 +42,11 @@ def _opts(setup: dict[str, str], **kw) -> dict:
 def test_prepare_writes_heads_tables_and_reuses_them(setup, monkeypatch, capsys) -> None:
     prepared = prepare(progress=False, **_opts(setup))
     out = capsys.readouterr().out
-    assert "| layer | acc train | acc validation | acc test | FLOPs fraction |" in out
-    assert set(prepared.cache_paths) == {"train", "validation", "test"}
+    assert "| layer | acc train | acc policy | acc validation | acc test | FLOPs fraction |" in out
+    assert set(prepared.cache_paths) == set(SPLITS)
     for name in ("heads.json", "heads.safetensors", "prepare_config.json", "history.json",
-                 "accuracy_train_validation_test.json", "accuracy_train_validation_test.md"):
+                 "accuracy_train_policy_validation_test.json",
+                 "accuracy_train_policy_validation_test.md"):
         assert (prepared.directory / name).is_file(), name
     saved = json.loads((prepared.directory / "prepare_config.json").read_text())
     assert saved["config"]["heads"] == "two-stage" and saved["config"]["max_length"] == 16

@@ -65,7 +65,7 @@ def test_changed_data_is_refused_everywhere_and_nothing_is_overwritten(project, 
 
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
-    assert _refusal(run, "test") in err or _refusal(run, "train") in err
+    assert _refusal(run, "test") in err or _refusal(run, "policy") in err
     assert _restore_hint(run) in err
     assert main(["replay", str(run), "--verify"]) == 2
     assert _restore_hint(run) in capsys.readouterr().err
@@ -97,7 +97,7 @@ def test_resume_refuses_changed_data(project, tmp_path) -> None:
     with pytest.raises(RunError) as err:
         train(cfg, run, resume=True, progress=False, plots=False)
     assert str(err.value).startswith(_refusal(run, "test")) or \
-        str(err.value).startswith(_refusal(run, "train"))
+        str(err.value).startswith(_refusal(run, "policy"))
     csv.write_bytes(original)
     assert train(cfg, run, resume=True, progress=False, plots=False).run.status == "complete"
 

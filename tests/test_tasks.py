@@ -97,7 +97,9 @@ def test_byo_jsonl_parquet_and_saved_dir_with_pairs(tmp_path: Path) -> None:
     datasets.DatasetDict({k: datasets.Dataset.from_pandas(v, preserve_index=False)
                           for k, v in parts.items()}).save_to_disk(str(tmp_path / "saved"))
     c = load_task(tmp_path / "saved", **opts)
-    assert {s: len(c.dataset[s]) for s in SPLITS} == {"train": 80, "validation": 20, "test": 20}
+    # ... and the policy split is cut from its train split.
+    assert {s: len(c.dataset[s]) for s in SPLITS} == {"train": 64, "policy": 16,
+                                                      "validation": 20, "test": 20}
     assert set(c.dataset["test"]["text"]) == set(parts["test"]["sentence"])
 
 

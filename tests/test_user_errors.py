@@ -53,8 +53,8 @@ def test_bad_data_files_name_the_file_and_what_is_wrong(tmp_path: Path) -> None:
         load_task(five)
     assert str(err.value) == (
         f"{five}: too small: 5 rows (0 repeated or conflicting rows dropped) give splits "
-        "{'train': 4, 'validation': 0, 'test': 1}; every split needs at least one row (at least "
-        "5 distinct rows per label)")
+        "{'train': 4, 'policy': 0, 'validation': 0, 'test': 1}; every split needs at least one "
+        "row (at least 5 distinct rows per label)")
     one = _csv(tmp_path / "one.csv", [f"t{i},pos" for i in range(40)])
     with pytest.raises(ValueError) as err:
         load_task(one)

