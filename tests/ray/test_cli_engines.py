@@ -29,7 +29,7 @@ def test_train_engine_rllib_appo_run_reads_back_everywhere(data, tmp_path: Path,
                  "--reward", "vanilla", "--alpha", "0.3", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["engine"] == "rllib" and config["config"]["agent"] == "appo"
-    assert config["fingerprints"]["train"]["cache_fingerprint"]
+    assert config["fingerprints"]["policy"]["cache_fingerprint"]
     capsys.readouterr()
     assert main(["evaluate", str(run), "--split", "validation", "--num-envs", "4"]) == 0
     assert main(["replay", str(run), "--verify"]) == 0
