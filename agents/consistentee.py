@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch import nn
 
 from exitgym.agents.base import evaluate
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig
+from exitgym.agents.rollout import env_attr
 from exitgym.backbones.layer_cache import LayerCache
 
 
@@ -87,6 +89,42 @@ class CachedHeads(nn.Module):
                 linear.weight.copy_(self.weight[i].T)
                 linear.bias.copy_(self.bias[i])
         return heads.eval()
+
+
+HEADS_KEYS = ("weight", "bias")
+"""Tensors of a saved :class:`CachedHeads`: ``weight [L, H, C]`` and ``bias [L, C]``."""
+
+
+def save_heads(heads: CachedHeads, path: str | Path) -> Path:
+    """Write ``heads`` as safetensors (atomically): what makes a ConsistentEE result
+    self-contained, since its policy was trained on these heads, not the prepared ones."""
+    from safetensors.torch import save_file
+
+    from exitgym.utils.atomic import atomic_write
+
+    state = {k: v.detach().contiguous().cpu() for k, v in heads.state_dict().items()}
+    return atomic_write(Path(path), lambda tmp: save_file(state, str(tmp)))
+
+
+def load_heads(path: str | Path) -> CachedHeads:
+    """Inverse of :func:`save_heads` (safetensors, no pickle).
+
+    Raises:
+        FileNotFoundError / ValueError: no file, or not the tensors of :data:`HEADS_KEYS`.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved exit heads at {path}")
+    state = load_file(str(path))
+    if sorted(state) != sorted(HEADS_KEYS) or state["weight"].ndim != 3:
+        raise ValueError(f"{path}: not saved CachedHeads (want tensors {list(HEADS_KEYS)}, "
+                         f"weight [layers, hidden, labels]; got "
+                         f"{ {k: list(v.shape) for k, v in state.items()} })")
+    heads = CachedHeads(*state["weight"].shape)
+    heads.load_state_dict(state)
+    return heads
 
 
 def weighted_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -182,7 +220,11 @@ class ConsistentEE:
         if self.agent is None:
             self.agent = Reinforce(env, self.config.reinforce)
         else:  # keep training the same policy on the env of the new heads
+            old = env_attr(self.agent.env, "reward_shape")
             self.agent.env = env
+            shape = env_attr(env, "reward_shape")
+            if self.config.reinforce.target_cost is not None and old is not None:
+                shape.alpha = old.alpha  # the budget multiplier carries over, not restarts
         self.agent.learn(self.config.policy_updates)
         result = evaluate(self.agent.policy, env)
         self._record("policy", round=r, accuracy=result.accuracy, cost=result.mean_cost)

@@ -98,6 +98,12 @@ def lexicographic_direction(
 class LexicoConfig(ReinforceConfig):
     """:class:`ReinforceConfig` plus the quality constraint."""
 
+    lr: float = 0.1
+    """Step size γ of ``θ ← θ − γ·e`` (the plain step is not normalised like Adam's, so it needs
+    a larger γ than REINFORCE's 3e-3). Chosen on validation (rt-polarity, 200 updates, seed 0,
+    allowed drops 0.01-0.15): with γ = 3e-3 or 3e-2 almost every drop stays at full depth (or
+    falls to layer 1), with γ = 0.3 most runs end at one of the two extremes, with γ = 0.1 the
+    drops trace validation costs from 0.25 to 0.70 at accuracy 0.81-0.86."""
     constraint: str = "loss"
     """``"loss"`` (cross-entropy at the exit head) or ``"accuracy"`` (error rate)."""
     allowed_drop: float = 0.0

@@ -81,9 +81,10 @@ def check_fingerprints(root: str | Path, split: str | None, now: dict[str, Any])
 
 
 def bound_cache(root: str | Path, spec: EnvSpec) -> Any:
-    """The prepared cache of ``spec``, checked against the run in ``root`` (data first)."""
+    """The cache of ``spec``, checked against the run in ``root`` (data first): the prepared
+    one, with the spec's own heads file (relative to ``root``) applied after the check."""
     check_data(root, spec)
-    return check_cache(root, spec.split, spec.cache())
+    return spec.own_heads(check_cache(root, spec.split, spec.prepared_cache()), root)
 
 
 def _refusal(root: str | Path, config: dict[str, Any], key: str, split: str | None, want: str,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import lookup
-from exitgym.experiments.configs import SEEDLESS_RULES, CompareConfig, TrainConfig
+from exitgym.experiments.configs import LEXICOGRAPHIC, SEEDLESS_RULES, CompareConfig, TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
@@ -92,6 +92,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         found = _Collected([], [], [])
         with one_torch_thread():  # small MLPs: one thread is faster on a busy CPU
             _train_agents(config, out, caches, progress, timings, found, train_all)
+            _consistentee(config, out, caches, progress, timings, found)
             _baselines(config, out, caches, progress, timings, found)
         test = caches[config.eval_split]
         found.rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
@@ -139,14 +140,16 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not progress)
 
 
-def _select_and_collect(config: CompareConfig, caches: dict[str, Any], found: _Collected,
-                        policy: Any, spec: EnvSpec, method: str, knob: float | None, seed: int,
-                        test_result: Any) -> None:
-    """Evaluate ``policy`` on the selection split; keep both splits' outcomes."""
+def _select_and_collect(config: CompareConfig, out: Path, caches: dict[str, Any],
+                        found: _Collected, policy: Any, spec: EnvSpec, method: str,
+                        knob: float | None, seed: int, test_result: Any) -> None:
+    """Evaluate ``policy`` on the selection split (with the spec's own heads, if any, from
+    ``out``); keep both splits' outcomes."""
     from exitgym.agents.rollout import evaluate
 
     split = config.selection_split
-    env = spec.with_split(split).make(config.num_envs, caches[split])
+    spec = spec.with_split(split)
+    env = spec.make(config.num_envs, spec.own_heads(caches[split], out))
     try:
         val = evaluate(policy, env, seed=seed)
     finally:
@@ -178,9 +181,16 @@ def train_jobs(config: CompareConfig) -> list[TrainJob]:
     """Every (reward, knob, seed) agent of ``config``, in the order rows are reported."""
     tag = "b" if config.targets else "a"  # budget-targeted (knob = target cost) or α
     suffix = "-budget" if config.targets else ""
-    return [TrainJob(f"{config.agent}-{r}-{tag}{k:g}-s{s}", f"{config.agent}-{r}{suffix}", k, s,
+    jobs = [TrainJob(f"{config.agent}-{r}-{tag}{k:g}-s{s}", f"{config.agent}-{r}{suffix}", k, s,
                      config.agent_config(r, k, s))
             for r in config.rewards for k in config.agent_knobs for s in config.seeds]
+    if config.targets:  # the fixed-λ arm next to the budget-targeted agents
+        jobs += [TrainJob(f"{config.agent}-vanilla-a{a:g}-s{s}", f"{config.agent}-vanilla", a, s,
+                          config.train_config("vanilla", a, s))
+                 for a in config.fixed_alphas for s in config.seeds]
+    jobs += [TrainJob(f"{LEXICOGRAPHIC}-d{d:g}-s{s}", LEXICOGRAPHIC, d, s,
+                      config.lexico_config(d, s)) for d in config.drops for s in config.seeds]
+    return jobs
 
 
 TrainAll = Callable[[list[TrainJob], Path, dict[str, Any], bool], list[Any]]
@@ -207,9 +217,40 @@ def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], prog
     jobs = train_jobs(config)
     results = (train_all or _train_locally)(jobs, out, caches, progress)
     for job, result in zip(jobs, results, strict=True):
-        _select_and_collect(config, caches, found, result.policy, result.spec, job.method,
+        _select_and_collect(config, out, caches, found, result.policy, result.spec, job.method,
                             job.knob, job.seed, result.eval)
     timings["train"] = time.perf_counter() - tic
+
+
+def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
+                  timings: dict[str, float], found: _Collected) -> None:
+    """Train every ConsistentEE agent; evaluate each on its own heads (saved with it)."""
+    from exitgym.experiments.consistentee_runs import (
+        CONSISTENTEE,
+        consistentee_jobs,
+        train_consistentee,
+    )
+
+    jobs = consistentee_jobs(config.consistentee, config.seeds)
+    if not jobs:
+        return
+    tic = time.perf_counter()
+    base = config.train_config("hardness", 0.0, 0).env_spec()
+    with _bar(len(jobs), "consistentee", progress) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.name)
+            policy, spec = train_consistentee(
+                job, base, caches[config.train_split], out, steps=config.steps,
+                batch_size=config.batch_size, num_envs=config.num_envs, lr=config.lr)
+            test = spec.with_split(config.eval_split)
+            result = evaluate_and_record(
+                policy, test, out, job.name, method=CONSISTENTEE, knob=job.target,
+                seed=job.seed, num_envs=config.num_envs,
+                cache=test.own_heads(caches[config.eval_split], out))
+            _select_and_collect(config, out, caches, found, policy, spec, CONSISTENTEE,
+                                job.target, job.seed, result)
+            bar.update(1)
+    timings[CONSISTENTEE] = time.perf_counter() - tic
 
 
 def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
@@ -233,7 +274,7 @@ def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progres
                 result = evaluate_and_record(
                     policy, spec, out, f"{name}-k{_slug_knob(knob)}-s{seed}", method=name,
                     knob=knob, seed=seed, num_envs=config.num_envs, cache=test)
-                _select_and_collect(config, caches, found, policy, spec, name, knob, seed,
+                _select_and_collect(config, out, caches, found, policy, spec, name, knob, seed,
                                     result)
             bar.update(1)
         # The oracle reads the evaluated split's labels: a reference row, never selected.

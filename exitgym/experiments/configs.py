@@ -25,6 +25,12 @@ RLLIB_AGENTS: dict[str, str] = {
 maps each name to its algorithm; Ray is imported there only)."""
 
 
+DEFAULT_LR = 3e-3
+"""Learning rate of every agent but the lexicographic one when ``--lr`` is not given."""
+LEXICOGRAPHIC = "lexicographic"
+"""The lexicographic trainer's registry name (its knob is ``allowed_drop``)."""
+
+
 def agent_choices() -> dict[str, str]:
     """Every ``--agent`` name and its help line: local trainers, SB3, then RLlib-only names."""
     local = describe(tuple(sorted(train_agents())))
@@ -64,8 +70,12 @@ class TrainConfig:
     """Episodes per REINFORCE update."""
     num_envs: int = option(64, minimum=1)
     """Slots of the training vector env."""
-    lr: float = 3e-3
-    """Learning rate."""
+    lr: float | None = None
+    """Learning rate (None: the agent's own default: lexicographic 0.1, for its plain gradient
+    step; every other agent :data:`DEFAULT_LR`)."""
+    allowed_drop: float | None = option(None, minimum=0)
+    """Lexicographic agent only: allowed quality drop below full depth (its knob,
+    ``LexicoConfig.allowed_drop``); None: the trainer's default (0)."""
     baseline: str = option("self-critical", choices=ADVANTAGE_BASELINES)
     """REINFORCE's advantage baseline (``exitgym.agents.reinforce.ADVANTAGE_BASELINES``)."""
     checkpoint_every: int = option(50, minimum=1)
@@ -75,6 +85,19 @@ class TrainConfig:
     :data:`~exitgym.data.config.SPLITS`)."""
     eval_split: str = option("test", choices=SPLITS)
     """Split evaluated (and recorded) at the end."""
+
+    def __post_init__(self) -> None:
+        if self.allowed_drop is not None and self.agent != LEXICOGRAPHIC:
+            raise ValueError(f"--allowed-drop is the {LEXICOGRAPHIC!r} agent's knob; agent "
+                             f"{self.agent!r} has none")
+
+    @property
+    def learning_rate(self) -> float | None:
+        """``lr``; for SB3 and RLlib agents, which have no trainer config, ``DEFAULT_LR``
+        when unset (None for our trainers: their config's default)."""
+        if self.lr is not None or self.agent in names("trainer"):
+            return self.lr
+        return DEFAULT_LR
 
     def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
         kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
@@ -110,6 +133,18 @@ class CompareConfig:
     targets: tuple[float, ...] = option((), minimum=0)
     """Budget-targeted agents instead of α: one per target cost (the knob), α adapted from 0
     during training until the mean cost meets it. Empty: train per α."""
+    drops: tuple[float, ...] = option((), minimum=0)
+    """Lexicographic agents (Switchable Decision) trained besides ``agent``, one per allowed
+    quality drop (the knob: cross-entropy above full depth's), on the ``flops`` reward. Empty:
+    none."""
+    fixed_alphas: tuple[float, ...] = option((), minimum=0)
+    """With --targets: REINFORCE-vanilla agents at these fixed α as well (the fixed-λ arm of
+    the lexicographic comparison; rows ``<agent>-vanilla``). Without --targets --alphas is
+    that arm."""
+    consistentee: tuple[float, ...] = option((), minimum=0)
+    """ConsistentEE agents (its full schedule: heads retrained at the exits, policy on the
+    hidden state), one per target cost of its budget-targeted policy phases (the knob); each
+    gets ``steps`` policy updates in all. Empty: none."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
@@ -121,8 +156,8 @@ class CompareConfig:
     """Episodes per update."""
     num_envs: int = option(64, minimum=1)
     """Vector-env slots (training and evaluation)."""
-    lr: float = 3e-3
-    """Learning rate of the agents."""
+    lr: float | None = None
+    """Learning rate of the agents (None: each agent's default, ``TrainConfig.lr``)."""
     observation: str = "features"
     """Observation of the RL agents."""
     train_split: str = option(POLICY_SPLIT, choices=SPLITS)
@@ -166,7 +201,12 @@ class CompareConfig:
             return replace(self.train_config(reward, 0.0, seed), target_cost=knob)
         return self.train_config(reward, knob, seed)
 
-    def train_config(self, reward: str, alpha: float, seed: int) -> TrainConfig:
+    def lexico_config(self, drop: float, seed: int) -> TrainConfig:
+        """The training run of one lexicographic agent (allowed drop ``drop``)."""
+        return replace(self.train_config("flops", None, seed), agent=LEXICOGRAPHIC,
+                       allowed_drop=drop)
+
+    def train_config(self, reward: str, alpha: float | None, seed: int) -> TrainConfig:
         return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,
                            observation=self.observation, seed=seed, steps=self.steps,
                            batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,

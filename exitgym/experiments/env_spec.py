@@ -9,6 +9,7 @@ the names that rebuild it (the cache checks its own fingerprints when loaded).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exitgym.data.config import DEFAULT_RECIPE, POLICY_SPLIT
@@ -52,6 +53,11 @@ class EnvSpec:
     """Extra :class:`~exitgym.data.prepare.PrepareConfig` options (``max_samples``, ...)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """``gym.make`` kwargs: reward, alpha, observation, dense, policy_flops, ..."""
+    heads_file: str | None = None
+    """Exit heads that replace the prepared ones: per-layer linear heads on the cached pooled
+    states (``exitgym.agents.consistentee.save_heads``, safetensors), e.g. the heads ConsistentEE
+    retrained, as a path relative to the run or comparison directory. None: the prepared heads
+    (and the key is left out of the JSON, so specs without it read as before)."""
 
     @classmethod
     def of(cls, env_id: str, data: DataConfig, split: str, kwargs: dict[str, Any]) -> EnvSpec:
@@ -71,7 +77,10 @@ class EnvSpec:
         return replace(self, kwargs={**self.kwargs, **kwargs})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.heads_file is None:
+            del data["heads_file"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EnvSpec:
@@ -85,12 +94,27 @@ class EnvSpec:
     def uses_cache(self) -> bool:
         return self.env_id in CACHE_ENVS
 
-    def cache(self, progress: bool = True) -> Any:
-        """The prepared LayerCache of this spec (built on first use)."""
+    def cache(self, progress: bool = True, root: str | Path | None = None) -> Any:
+        """The LayerCache of this spec: the prepared one (built on first use), with
+        :attr:`heads_file` (relative to ``root``) applied when set."""
+        return self.own_heads(self.prepared_cache(progress), root)
+
+    def prepared_cache(self, progress: bool = True) -> Any:
+        """The prepared LayerCache of this spec's data and recipe (built on first use)."""
         from exitgym.data.prepare import get_cache
 
         return get_cache(task=self.task, backbone=self.backbone, split=self.split,
                          heads=self.heads, progress=progress, **self.prepare)
+
+    def own_heads(self, cache: Any, root: str | Path | None = None) -> Any:
+        """``cache`` with its logits recomputed by :attr:`heads_file` (the file's path is
+        relative to ``root``, the run or comparison directory); ``cache`` itself when unset."""
+        if self.heads_file is None:
+            return cache
+        from exitgym.agents.consistentee import load_heads
+
+        path = Path(root if root is not None else ".") / self.heads_file
+        return load_heads(path).apply_to(cache, f"file:{self.heads_file}")
 
     def make(self, num_envs: int | None = None, cache: Any | None = None) -> Any:
         """A single env (``num_envs=None``) or the native vector env with ``num_envs`` slots."""

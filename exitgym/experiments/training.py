@@ -66,10 +66,10 @@ def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, 
     from exitgym.agents.rollout import env_observation
 
     assert method.policy_flops is not None, f"{method.name} is not a trainer"
-    knobs = {"baseline": cfg.baseline, "batch_size": cfg.batch_size, "lr": cfg.lr,
-             "seed": cfg.seed}
-    if cfg.target_cost is not None:
-        knobs["target_cost"] = cfg.target_cost
+    knobs: dict[str, Any] = {"baseline": cfg.baseline, "batch_size": cfg.batch_size,
+                             "seed": cfg.seed}
+    optional = {"lr": cfg.lr, "target_cost": cfg.target_cost, "allowed_drop": cfg.allowed_drop}
+    knobs.update({k: v for k, v in optional.items() if v is not None})  # else: the trainer's
     spaces_env = cfg.env_spec().make(None, cache)
     try:
         flops = method.policy_flops(spaces_env.observation_space, spaces_env.action_space,
@@ -160,7 +160,7 @@ def finish_run(cfg: TrainConfig, run: RunDir, policy: Any, spec: EnvSpec,
     eval_spec = spec.with_split(cfg.eval_split)
     result = evaluate_and_record(
         policy, eval_spec, run.path, f"eval-{cfg.eval_split}", method=cfg.agent,
-        knob=cfg.alpha if cfg.target_cost is None else cfg.target_cost, seed=cfg.seed,
+        knob=run_knob(cfg), seed=cfg.seed,
         num_envs=cfg.num_envs,
         cache=caches.get(cfg.eval_split), evaluate_fn=evaluate)
     run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
@@ -170,6 +170,14 @@ def finish_run(cfg: TrainConfig, run: RunDir, policy: Any, spec: EnvSpec,
     run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                       cost=result.mean_cost)
     return TrainResult(run, result, metrics, policy, spec)
+
+
+def run_knob(cfg: TrainConfig) -> float | None:
+    """The knob a run is trained at: its allowed drop (lexicographic), target cost
+    (budget-targeted) or α."""
+    if cfg.allowed_drop is not None:
+        return cfg.allowed_drop
+    return cfg.alpha if cfg.target_cost is None else cfg.target_cost
 
 
 def _stored_config(stored: dict[str, Any]) -> Any:
@@ -276,7 +284,7 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any,
     try:
         policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
                            log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
-                           env_kwargs=kwargs, learning_rate=cfg.lr, progress=progress,
+                           env_kwargs=kwargs, learning_rate=cfg.learning_rate, progress=progress,
                            logger=lambda row: log.log(row, step=int(row["update"])))
     finally:
         log.close()

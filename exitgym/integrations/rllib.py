@@ -134,7 +134,7 @@ def _iterate(cfg: TrainConfig, env_config: dict[str, Any], options: RLlibOptions
     algo_cfg = (algorithm_config(cfg.agent)
                 .environment(**settings["environment"])
                 .env_runners(**settings["env_runners"])
-                .training(lr=cfg.lr, train_batch_size_per_learner=batch)
+                .training(lr=cfg.learning_rate, train_batch_size_per_learner=batch)
                 .rl_module(model_config=DefaultModelConfig(
                     fcnet_hiddens=[HIDDEN], fcnet_activation="relu", head_fcnet_hiddens=[],
                     vf_share_layers=False))

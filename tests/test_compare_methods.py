@@ -1,0 +1,105 @@
+"""Lexicographic, fixed-α and ConsistentEE agents inside ``compare``, on the tiny real task.
+
+ConsistentEE retrains the exit heads, so its rows are only right when validation, test and
+``replay --verify`` all run on the logits of *its* heads: the tests check those logits by hand
+and that a tampered heads file is caught.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from exitgym.cli import main
+from exitgym.data.prepare import get_cache
+from exitgym.experiments.trajectories import load_trajectories, trajectory_files
+from tests.tiny_project import make_tiny_project
+
+FAST = ["--max-length", "16", "--steps", "6", "--batch-size", "8", "--num-envs", "8"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One comparison with every agent kind: budget-targeted, fixed α, lexicographic,
+    ConsistentEE (one seed, few updates)."""
+    root = tmp_path_factory.mktemp("cmpm")
+    names = make_tiny_project(root)
+    out = root / "cmp"
+    data = ["--task", names["task"], "--backbone", names["backbone"]]
+    code = main(["compare", *data, *FAST, "--rewards", "hardness", "--targets", "0.5",
+                 "--fixed-alphas", "0.1", "--drops", "0.05,0.3", "--consistentee", "0.5",
+                 "--rules", "oracle", "--seeds", "0,1", "--out", str(out)])
+    assert code == 0
+    return {"out": out, "names": names,
+            "summary": json.loads((out / "summary.json").read_text())}
+
+
+def test_every_agent_kind_has_validation_and_test_rows(compared) -> None:
+    summary = compared["summary"]
+    rows, val = summary["rows"], summary["selection_rows"]
+    for method, knobs in (("lexicographic", {0.05, 0.3}), ("consistentee", {0.5}),
+                          ("reinforce-vanilla", {0.1}), ("reinforce-hardness-budget", {0.5})):
+        for split_rows in (rows, val):
+            mine = [r for r in split_rows if r["method"] == method]
+            assert {r["knob"] for r in mine} == knobs, method
+            assert sorted(r["seed"] for r in mine) == sorted([0, 1] * len(knobs)), method
+    # The lexicographic run trained with its own step size and knob, not REINFORCE's.
+    cfg = json.loads((compared["out"] / "runs" / "lexicographic-d0.05-s0" /
+                      "config.json").read_text())["config"]
+    assert cfg["agent"] == "lexicographic" and cfg["allowed_drop"] == 0.05
+    assert cfg["reward"] == "flops" and cfg["lr"] is None
+
+
+def test_budget_table_picks_lexicographic_knobs_on_validation(compared) -> None:
+    """Each selected knob is the best validation point within budget, whatever test says."""
+    summary = compared["summary"]
+    val = [r for r in summary["selection_rows"] if r["method"] == "lexicographic"]
+    for row in (r for r in summary["budget_table"] if r["method"] == "lexicographic"):
+        for seed, knob in zip((0, 1), row["knobs"], strict=True):
+            fits = [r for r in val if r["seed"] == seed and r["cost"] <= row["budget"] + 1e-12]
+            best = max(fits, key=lambda r: (r["accuracy"], -r["cost"]))
+            assert knob == best["knob"]
+
+
+def test_consistentee_runs_on_the_logits_of_its_own_saved_heads(compared) -> None:
+    out, names = compared["out"], compared["names"]
+    heads = out / "runs" / "consistentee-b0.5-s0" / "heads.safetensors"
+    state = load_file(str(heads))
+    test = get_cache(task=names["task"], backbone=names["backbone"], split="test",
+                     max_length=16, progress=False)
+    own = np.einsum("nlh,lhc->nlc", test.pooled, state["weight"]) + state["bias"]
+    assert not np.allclose(own, test.logits, atol=1e-3)  # they are not the prepared heads
+    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0.parquet")
+    assert ts.meta["env_spec"]["heads_file"] == "runs/consistentee-b0.5-s0/heads.safetensors"
+    assert ts.meta["env_spec"]["kwargs"]["observation"] == "hidden"
+    assert ts.meta["env_spec"]["kwargs"]["policy_flops"] > 0
+    for rec in ts.records:
+        logits = own[rec.sample_id, rec.exit_layer - 1]
+        assert rec.prediction == int(np.argmax(logits))
+        assert rec.correct == (rec.prediction == int(test.labels[rec.sample_id]))
+        # the memorized layer is recomputed from the new heads' predictions
+        preds = own[rec.sample_id].argmax(-1)
+        wrong = np.flatnonzero(preds != test.labels[rec.sample_id])
+        layers = len(preds)
+        assert rec.memorized_layer == (min(int(wrong[-1]) + 2, layers) if wrong.size else 1)
+
+
+def test_replay_verifies_consistentee_and_catches_other_heads(compared, capsys) -> None:
+    out = compared["out"]
+    assert any("consistentee" in f.name for f in trajectory_files(out))
+    assert main(["replay", str(out), "--verify"]) == 0
+    capsys.readouterr()
+    heads = out / "runs" / "consistentee-b0.5-s0" / "heads.safetensors"
+    original = heads.read_bytes()
+    state = load_file(str(heads))
+    state["bias"] = state["bias"][:, ::-1].copy()  # swap the labels' biases
+    state["weight"] = state["weight"][:, :, ::-1].copy()  # and weights: predictions flip
+    save_file(state, str(heads))
+    try:
+        assert main(["replay", str(out), "--verify"]) == 1
+        assert "consistentee-b0.5-s0" in capsys.readouterr().err
+    finally:
+        heads.write_bytes(original)
