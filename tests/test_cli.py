@@ -190,8 +190,9 @@ def test_demo_runs_end_to_end_on_the_tiny_task(tiny, tmp_path: Path, capsys) -> 
     assert "## Wall time" in md and "## Budget table" in md
     summary = json.loads((out / "summary.json").read_text())
     assert {"reinforce-hardness-budget", "reinforce-vanilla-budget", "entropy", "patience",
-            "maxprob", "qexit", "palbert-sample", "berxit", "static", "random"} <= set(
-                summary["methods"])
+            "maxprob", "qexit", "palbert-sample", "berxit", "static", "random",
+            "reinforce-vanilla", "lexicographic", "consistentee"} <= set(summary["methods"])
+    assert "## Findings" in md and summary["findings"]
     assert {"full-depth", "oracle"} == set(summary["references"])
     assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1, 2]
     budget = [r for r in summary["rows"] if r["method"] == "reinforce-hardness-budget"]

@@ -29,9 +29,12 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     names = make_tiny_project(root)
     out = root / "cmp"
     data = ["--task", names["task"], "--backbone", names["backbone"]]
-    code = main(["compare", *data, *FAST, "--rewards", "hardness", "--targets", "0.5",
-                 "--fixed-alphas", "0.1", "--drops", "0.05,0.3", "--consistentee", "0.5",
-                 "--rules", "oracle", "--seeds", "0,1", "--out", str(out)])
+    with pytest.MonkeyPatch.context() as mp:  # the per-test cache dir (conftest), set earlier
+        mp.setenv("EXITGYM_CACHE", str(tmp_path_factory.getbasetemp() / "exitgym-cache"))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        code = main(["compare", *data, *FAST, "--rewards", "hardness", "--targets", "0.5",
+                     "--fixed-alphas", "0.1", "--drops", "0.05,0.3", "--consistentee", "0.5",
+                     "--rules", "oracle", "--seeds", "0,1", "--out", str(out)])
     assert code == 0
     return {"out": out, "names": names,
             "summary": json.loads((out / "summary.json").read_text())}

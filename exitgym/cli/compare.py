@@ -80,3 +80,12 @@ def print_ranking(summary: dict) -> None:
             print(f"  ≤{row['budget']:.1f}  {row['method']:<{width}}  {row['accuracy']:.4f} ± "
                   f"{row['accuracy_std']:.4f}  Δ {row['delta_vs_static']:+.4f} "
                   f"[{lo:+.4f}, {hi:+.4f}]")
+    paired = summary.get("findings") or []
+    if paired:
+        print("findings (both chosen on validation within the budget; test Δ in points, paired "
+              "bootstrap 95 % CI):")
+        for row in paired:
+            lo, hi = row["ci95"]
+            ref = row["reference_method"] or row["reference"]
+            print(f"  {row['finding']}  {row['method']} vs {ref} at {row['budget']:.2f}: "
+                  f"{100 * row['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")

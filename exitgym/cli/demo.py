@@ -4,7 +4,9 @@
    caches — once; later runs reuse the cache;
 2. train REINFORCE (self-critical) with the ``hardness`` and ``vanilla`` rewards on the train
    split, budget-targeted (one agent per target cost, α adapted during training; ``--targets``
-   empty trains per α instead), with the native vector env;
+   empty trains per α instead), with the native vector env; REINFORCE-vanilla at fixed α and
+   the lexicographic agents (one per allowed quality drop) for the lexicographic-vs-fixed-λ
+   finding; ConsistentEE's full schedule (one per target cost, its own heads saved with it);
 3. sweep the exit rules (entropy, patience, max-probability, PALBERT Q-exit, BERxiT, static
    truncation, random exit, oracle); every method is evaluated on validation (knob selection) and
    on test (reported), over 3 seeds;
@@ -35,6 +37,15 @@ DEMO_TARGETS = (0.28, 0.38, 0.48, 0.58, 0.68, 0.78)
 the cost range (α <= 0.2 keeps every input past cost 0.8, measured), so each agent is trained to
 meet a budget. Each sits 0.02 below a budget of the table so a run landing on its target still
 fits that budget on validation."""
+DEMO_DROPS = (0.02, 0.03, 0.05, 0.07, 0.1, 0.15)
+"""Allowed quality drops (nats of cross-entropy above full depth's) of the lexicographic agents:
+with its plain step at γ = 0.1 these traced validation costs of about 0.25-0.70 on rt-polarity
+and 0.28-0.68 on trec6 (two-stage heads, seed 0, measured)."""
+DEMO_FIXED_ALPHAS = DEMO_ALPHAS
+"""Fixed-α REINFORCE-vanilla agents: the fixed-λ arm that the lexicographic agents are compared
+with (finding 4: the same ``−CE − α·cost`` objective, α fixed instead of adapted)."""
+DEMO_CONSISTENTEE = DEMO_TARGETS
+"""Target costs of the ConsistentEE agents (full schedule, budget-targeted policy phases)."""
 DEMO_STEPS = 200
 """REINFORCE updates per agent (64 episodes each)."""
 DEMO_SEEDS = (0, 1, 2)
@@ -57,6 +68,12 @@ class DemoArgs:
     """Target costs of the budget-targeted RL agents (empty: train per α instead)."""
     alphas: tuple[float, ...] = option(DEMO_ALPHAS, minimum=0)
     """Cost weights α of the RL agents when --targets is empty."""
+    drops: tuple[float, ...] = option(DEMO_DROPS, minimum=0)
+    """Allowed quality drops of the lexicographic agents (empty: none)."""
+    fixed_alphas: tuple[float, ...] = option(DEMO_FIXED_ALPHAS, minimum=0)
+    """Fixed α of the REINFORCE-vanilla agents compared with lexicographic (with --targets)."""
+    consistentee: tuple[float, ...] = option(DEMO_CONSISTENTEE, minimum=0)
+    """Target costs of the ConsistentEE agents (empty: none)."""
     seeds: tuple[int, ...] = DEMO_SEEDS
     """Seeds of every trained method (the budget table reports mean ± std over them)."""
     steps: int = option(DEMO_STEPS, minimum=1)
@@ -96,12 +113,15 @@ def run(args: DemoArgs) -> int:
         prepared = prepare(PrepareConfig(**asdict(data)))
         t_prepare = time.perf_counter() - start
         config = CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=args.alphas,
-                               targets=args.targets, rules=DEMO_RULES, seeds=seeds,
-                               steps=args.steps)
+                               targets=args.targets, fixed_alphas=args.fixed_alphas,
+                               drops=args.drops, consistentee=args.consistentee,
+                               rules=DEMO_RULES, seeds=seeds, steps=args.steps)
         knobs = "target costs" if args.targets else "alphas"
         print(f"[2/4] train REINFORCE x {len(config.rewards)} rewards x "
-              f"{len(config.agent_knobs)} {knobs} x {len(seeds)} seeds, sweep "
-              f"{', '.join(DEMO_RULES)}, write the report")
+              f"{len(config.agent_knobs)} {knobs} (+ {len(config.fixed_alphas)} fixed α), "
+              f"lexicographic x {len(config.drops)} drops, ConsistentEE x "
+              f"{len(config.consistentee)} targets, each x {len(seeds)} seeds; sweep "
+              f"{', '.join(DEMO_RULES)}; write the report")
         result = compare(config, out, overwrite=args.overwrite)
         t_compare = time.perf_counter() - start - t_prepare
         sections = []
@@ -122,7 +142,7 @@ def run(args: DemoArgs) -> int:
                   f"{total:.1f} s on this machine.")
         sections.append(timing)
         title = (f"exitgym demo: {data.task} x {data.backbone}, REINFORCE (hardness / vanilla "
-                 f"rewards) vs exit rules")
+                 f"rewards), lexicographic, ConsistentEE vs exit rules")
         atomic_write_text(out / "report.md", report_markdown(result.summary, title, "pareto.png",
                                                       sections))
     print("[4/4] done")

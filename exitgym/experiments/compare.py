@@ -38,6 +38,7 @@ from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
+from exitgym.reports.findings import findings
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import flatten
 from exitgym.utils.threads import one_torch_thread
@@ -100,6 +101,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
                                    float(test.num_layers)))
         tic = time.perf_counter()
         table = budget_table(found.evaluations, config.seeds, config.budgets)
+        paired = findings(found.evaluations, config.seeds, config.budgets)
         timings["budget_table"] = time.perf_counter() - tic
         tic = time.perf_counter()
         data = config.data
@@ -112,6 +114,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         extra = {**_heads_summary(config, caches, progress),
                  "selection_split": config.selection_split, "seeds": list(config.seeds),
                  "budget_table": table, "smallest_detectable": smallest_detectable(table),
+                 "findings": paired,
                  "selection_rows": found.selection_rows}
         summary = write_report(out, found.rows, title, meta, sections, extra)
         timings["report"] = time.perf_counter() - tic

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.reports.budget import STATIC
+from exitgym.reports.findings import findings_markdown
 from exitgym.utils.atomic import atomic_write_text, write_json
 
 AUC_RANGE: tuple[float, float] = (0.2, 1.0)
@@ -291,6 +292,7 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
                   ""]
     lines += _heads_table(summary)
     lines += [f"![accuracy vs cost]({plot_name})", "", *_budget_markdown(summary),
+              *findings_markdown(summary.get("findings") or []),
               f"## Methods ranked by AUC over cost in [{lo:g}, {hi:g}]", "",
               "The AUC and the operating points below are test-split envelopes over every knob "
               "value (optimistic, favouring denser grids); the budget table above is the "
