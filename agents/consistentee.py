@@ -181,9 +181,13 @@ class ConsistentEE:
     """
 
     def __init__(self, cache: LayerCache, make_env: Callable[[LayerCache], Any],
-                 config: ConsistentEEConfig | None = None) -> None:
+                 config: ConsistentEEConfig | None = None,
+                 policy_cache: LayerCache | None = None) -> None:
         self.config = config or ConsistentEEConfig()
         self.base_cache, self.make_env = cache, make_env
+        self.policy_base = policy_cache
+        """Rows the policy phases train on (the held-out ``policy`` split: the heads are never
+        fit on them); None: the heads' own rows."""
         torch.manual_seed(self.config.seed)
         self.heads = CachedHeads(cache.num_layers, cache.hidden_size, cache.num_labels)
         self.cache: LayerCache = cache
@@ -204,6 +208,8 @@ class ConsistentEE:
         self._record("heads-weighted", loss=losses[-1])
         for r in range(cfg.rounds):
             exits = self._policy_phase(r)
+            if self.policy_base is not None:  # step 4 needs the exits of the heads' own rows
+                exits = self._greedy_exits(self.make_env(self.cache))
             losses = train_heads(self.heads, self.base_cache, exit_layer_ce, cfg.head_epochs,
                                  cfg.head_lr, cfg.head_batch_size, cfg.seed + r + 1, exits)
             self.cache = self.heads.apply_to(self.base_cache, f"consistentee-round{r}")
@@ -214,9 +220,18 @@ class ConsistentEE:
         self._policy_phase(cfg.rounds)
         return self
 
+    def _greedy_exits(self, env: Any) -> np.ndarray:
+        """The current policy's greedy exit layer of every sample of ``env``."""
+        assert self.agent is not None
+        result = evaluate(self.agent.policy, env)
+        return np.array([rec.exit_layer for rec in result.records], dtype=np.int64)
+
     def _policy_phase(self, r: int) -> np.ndarray:
-        """Steps 2-3 on the current heads' cache; the greedy exit layers of the result."""
-        env = self.make_env(self.cache)  # step 2: memorized layers come with the new cache
+        """Steps 2-3 on the current heads (applied to the policy rows); the greedy exit layers
+        of the result on those rows."""
+        rows = (self.cache if self.policy_base is None
+                else self.heads.apply_to(self.policy_base, self.cache.meta.get("heads", "")))
+        env = self.make_env(rows)  # step 2: memorized layers come with the new cache
         if self.agent is None:
             self.agent = Reinforce(env, self.config.reinforce)
         else:  # keep training the same policy on the env of the new heads

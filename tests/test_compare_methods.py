@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file, save_file
 
 from exitgym.cli import main
@@ -106,3 +107,33 @@ def test_replay_verifies_consistentee_and_catches_other_heads(compared, capsys) 
         assert "consistentee-b0.5-s0" in capsys.readouterr().err
     finally:
         heads.write_bytes(original)
+
+
+def test_consistentee_fits_heads_on_their_rows_and_the_policy_on_held_out_rows() -> None:
+    """With a policy cache the policy phases run on those rows (with the current heads) and the
+    exit-layer head phase uses the greedy exits of the heads' own rows (other sizes: mixing
+    them up fails or trains on the wrong samples)."""
+    import gymnasium as gym
+
+    from exitgym.agents.consistentee import ConsistentEE, ConsistentEEConfig
+    from exitgym.agents.reinforce import ReinforceConfig
+    from exitgym.data.synthetic import synthetic_cache
+
+    heads_rows, policy_rows = synthetic_cache(num_samples=96), synthetic_cache(48, seed=1)
+    made = []
+
+    def make_env(c):
+        made.append(c.num_samples)
+        return gym.make_vec("exitgym/EarlyExit-v0", num_envs=16, cache=c, reward="hardness",
+                            alpha=0.5, vectorization_mode="vector_entry_point")
+
+    cfg = ConsistentEEConfig(rounds=1, head_epochs=2, policy_updates=2,
+                             reinforce=ReinforceConfig(batch_size=16))
+    run = ConsistentEE(heads_rows, make_env, cfg, policy_cache=policy_rows).run()
+    assert made == [48, 96, 48]  # policy phase, exits on the heads' rows, last policy phase
+    assert run.agent is not None and run.agent.num_samples == 48
+    env_cache = run.agent.env.unwrapped.cache
+    with torch.no_grad():
+        expect = run.heads(torch.as_tensor(policy_rows.pooled)).numpy()
+    assert np.allclose(env_cache.logits, expect, atol=1e-6)  # the returned heads, policy rows
+    assert run.cache.num_samples == 96  # the heads' cache stays on their rows

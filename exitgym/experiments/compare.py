@@ -230,6 +230,7 @@ def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], prog
     """Train every ConsistentEE agent; evaluate each on its own heads (saved with it)."""
     from exitgym.experiments.consistentee_runs import (
         CONSISTENTEE,
+        HEADS_SPLIT,
         consistentee_jobs,
         train_consistentee,
     )
@@ -239,11 +240,15 @@ def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], prog
         return
     tic = time.perf_counter()
     base = config.train_config("hardness", 0.0, 0).env_spec()
+    heads_split = HEADS_SPLIT  # ConsistentEE refits its heads where the prepared ones were fit
+    if heads_split not in caches:
+        caches[heads_split] = _split_cache(config, heads_split, progress)
     with _bar(len(jobs), "consistentee", progress) as bar:
         for job in jobs:
             bar.set_postfix_str(job.name)
             policy, spec = train_consistentee(
-                job, base, caches[config.train_split], out, steps=config.steps,
+                job, base, caches[heads_split], caches[config.train_split], out,
+                steps=config.steps,
                 batch_size=config.batch_size, num_envs=config.num_envs, lr=config.lr)
             test = spec.with_split(config.eval_split)
             result = evaluate_and_record(

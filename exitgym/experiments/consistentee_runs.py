@@ -27,6 +27,9 @@ HEADS_FILE = "heads.safetensors"
 """The returned heads inside an agent's directory."""
 OBSERVATION = "hidden"
 """ConsistentEE's policy input: the pooled hidden state of the current layer."""
+HEADS_SPLIT = "train"
+"""ConsistentEE fits its heads on the rows the prepared heads were fit on; its policy phases
+train on the comparison's ``train_split`` (the held-out ``policy`` rows by default)."""
 REWARD = "hardness"
 """ConsistentEE's reward (memorized-layer-weighted cost)."""
 
@@ -48,7 +51,8 @@ def consistentee_jobs(targets: tuple[float, ...], seeds: tuple[int, ...]) -> lis
     return [ConsistentEEJob(f"{CONSISTENTEE}-b{t:g}-s{s}", t, s) for t in targets for s in seeds]
 
 
-def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, out: Path, *,
+def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, policy_cache: Any,
+                       out: Path, *,
                        steps: int, batch_size: int, num_envs: int, lr: float | None,
                        rounds: int = 2) -> tuple[Any, EnvSpec]:
     """Run the schedule on the training ``cache``; save heads and policy under ``out/runs``.
@@ -57,7 +61,10 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, out: Pat
         job: which agent.
         base: the training env's spec (task, data, split); the observation, reward and policy
             FLOPs are set here.
-        cache: the training split's prepared cache (its pooled states are what the heads read).
+        cache: the heads' training split's prepared cache (its pooled states are what the
+            heads read).
+        policy_cache: the split the policy phases train on (the held-out ``policy`` split;
+            ``cache`` itself to train both on the same rows).
         out: the comparison directory.
         steps: REINFORCE updates in all, split evenly over the ``rounds + 1`` policy phases.
         batch_size: episodes per update.
@@ -78,7 +85,7 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, out: Pat
         knobs["lr"] = lr
     reinforce = ReinforceConfig(**knobs)
     spec = base.with_kwargs(observation=OBSERVATION, reward=REWARD, alpha=0.0)
-    probe = spec.make(None, cache)
+    probe = spec.make(None, policy_cache)
     try:
         flops = lookup("reinforce", "trainer").policy_flops(
             probe.observation_space, probe.action_space, OBSERVATION, **knobs)
@@ -87,7 +94,8 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, out: Pat
     spec = spec.with_kwargs(policy_flops=float(flops))
     config = ConsistentEEConfig(rounds=rounds, policy_updates=max(1, steps // (rounds + 1)),
                                 reinforce=reinforce, seed=job.seed)
-    schedule = ConsistentEE(cache, lambda c: spec.make(num_envs, c), config).run()
+    schedule = ConsistentEE(cache, lambda c: spec.make(num_envs, c), config,
+                            policy_cache=None if policy_cache is cache else policy_cache).run()
     assert schedule.agent is not None
     policy = schedule.agent.policy
     if policy.policy_flops != flops:
@@ -100,5 +108,5 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, out: Pat
     return policy, replace(spec, heads_file=f"runs/{job.name}/{HEADS_FILE}")
 
 
-__all__ = ["CONSISTENTEE", "HEADS_FILE", "ConsistentEEJob", "consistentee_jobs",
+__all__ = ["CONSISTENTEE", "HEADS_FILE", "HEADS_SPLIT", "ConsistentEEJob", "consistentee_jobs",
            "train_consistentee"]
