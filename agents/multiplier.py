@@ -10,14 +10,18 @@ updates to come back down. Measured on trec6 with joint heads (200 updates, targ
 (:func:`multiplier_step`) is bounded and scaled by the task, from the training tables
 (:func:`cost_scale`):
 
-- ``alpha_max``: the α at which exiting at layer 1 is the best exit of 90 % of the training
-  samples whose cost the reward weighs (:data:`SAMPLE_QUANTILE` of the per-sample break-even
-  ``α_i = max_l (q_il − q_i1) / (w_i·(c_il − c_i1))`` with the reward's quality ``q`` and
-  per-unit cost weight ``w``); a larger α hardly moves the optimum, it only winds up, so α stays
-  in ``[0, alpha_max]`` and steps are in units of it;
-- the error is normalised by the room on its side of the target, ``(c̄ − t)/(t − c_1)`` below it
-  and ``(c̄ − t)/(c_L − t)`` above (``c_1``, ``c_L``: mean cost of exiting at layer 1 / the last
-  layer), so a policy collapsed to layer 1 pulls α down as hard as a full-depth one pushes it up.
+- ``alpha_scale``: the typical α at which exiting at layer 1 becomes a sample's best exit,
+  :data:`SAMPLE_QUANTILE` of the per-sample break-even ``α_i = max_l (q_il − q_i1) /
+  (w_i·(c_il − c_i1))`` over the training samples whose cost the reward weighs (``q``: the
+  reward's quality, ``w``: its per-unit cost weight); steps are in units of it;
+- ``alpha_max``: :data:`BOUND_MARGIN` times the largest break-even (at the largest break-even
+  every weighed sample is indifferent between layer 1 and its best deeper layer; beyond it layer
+  1 is strictly best for all, so more α cannot move the optimum, it only winds up): α stays in
+  ``[0, alpha_max]`` and every target from the layer-1 cost up stays reachable;
+- the error is normalised by the smaller room around the target,
+  ``(c̄ − t)/min(t − c_1, c_L − t)`` clipped to ``[−1, 1]`` (``c_1``, ``c_L``: mean cost of
+  exiting at layer 1 / the last layer), so a policy collapsed to layer 1 pulls α down as hard as
+  a full-depth one pushes it up.
 """
 
 from __future__ import annotations
@@ -28,15 +32,19 @@ from typing import Any
 import numpy as np
 
 SAMPLE_QUANTILE = 0.9
-"""Share of the weighed samples best exited at layer 1 when α = ``alpha_max``."""
+"""Quantile of the per-sample break-even α that sets the step unit ``alpha_scale``."""
+BOUND_MARGIN = 2.0
+"""``alpha_max`` over the largest break-even α (strictly past every tie)."""
 
 
 @dataclass(frozen=True)
 class CostScale:
     """The task's scale of α and of the reachable cost (from the training tables)."""
 
+    alpha_scale: float
+    """Typical per-sample break-even α: the unit of the steps (module docstring)."""
     alpha_max: float
-    """The α beyond which exiting at layer 1 pays best for nearly every sample (module doc)."""
+    """The bound: :data:`BOUND_MARGIN` × the largest per-sample break-even α (module doc)."""
     low: float
     """Mean cost of exiting every sample at layer 1."""
     high: float
@@ -63,11 +71,12 @@ def cost_scale(tables: Any, shape: Any) -> CostScale | None:
         break_even = np.where(price > 0, gain / price, -np.inf).max(axis=1)
     if break_even.size == 0:
         return None
-    alpha_max = float(np.quantile(break_even, SAMPLE_QUANTILE))
-    if not np.isfinite(alpha_max) or alpha_max <= 0:
+    alpha_scale = float(np.quantile(break_even, SAMPLE_QUANTILE))
+    alpha_max = BOUND_MARGIN * float(break_even.max())
+    if not (np.isfinite(alpha_max) and alpha_scale > 0):
         return None
     cost = tables.cost.mean(axis=0)
-    return CostScale(alpha_max, float(cost[0]), float(cost[-1]))
+    return CostScale(alpha_scale, alpha_max, float(cost[0]), float(cost[-1]))
 
 
 def multiplier_step(alpha: float, cost: float, target: float, scale: CostScale | None,
@@ -76,9 +85,9 @@ def multiplier_step(alpha: float, cost: float, target: float, scale: CostScale |
     plain step ``max(0, α + lr·(cost − target))``."""
     if scale is None:
         return max(0.0, alpha + lr * (cost - target))
-    room = (target - scale.low) if cost < target else (scale.high - target)
+    room = min(target - scale.low, scale.high - target)
     error = float(np.clip((cost - target) / max(room, 1e-9), -1.0, 1.0))
-    return float(min(max(alpha + lr * scale.alpha_max * error, 0.0), scale.alpha_max))
+    return float(min(max(alpha + lr * scale.alpha_scale * error, 0.0), scale.alpha_max))
 
 
 __all__ = ["CostScale", "cost_scale", "multiplier_step"]
