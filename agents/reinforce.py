@@ -34,7 +34,6 @@ import torch
 
 from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
-from exitgym.agents.multiplier import CostScale, cost_scale, multiplier_step
 from exitgym.agents.rollout import (
     Rollout,
     decision_steps,
@@ -77,17 +76,11 @@ class ReinforceConfig:
     """Seeds initialisation, sample choice, action sampling and env resets."""
     target_cost: float | None = None
     """Budget-targeted mode: the mean cost (FLOPs fraction) the policy must meet. The reward's
-    cost weight α becomes a Lagrange multiplier, stepped after every update towards the
-    target by the batch's mean cost ``c̄`` (:attr:`multiplier_cost`), bounded and scaled by the
-    task (:mod:`exitgym.agents.multiplier`), so a user asks for a budget instead of guessing an
-    α. None: α stays as the env was made."""
-    multiplier_lr: float = 0.1
-    """Step of the budget-targeted mode's multiplier, in units of the task's ``alpha_max``
-    (:mod:`exitgym.agents.multiplier`; the raw step on α when the env has no tables)."""
-    multiplier_cost: str = "greedy"
-    """Which batch cost the multiplier tracks: ``"greedy"`` (the self-critical baseline's
-    greedy rollout of the same inputs: the policy that is evaluated and deployed; the sampled
-    cost when there is no greedy rollout) or ``"sampled"``."""
+    cost weight α becomes a Lagrange multiplier, ``α ← max(0, α + multiplier_lr·(c̄ − target))``
+    after every update (``c̄``: the batch's mean sampled cost), so a user asks for a budget
+    instead of guessing an α. None: α stays as the env was made."""
+    multiplier_lr: float = 2.0
+    """Step of the multiplier update of the budget-targeted mode."""
 
     def __post_init__(self) -> None:
         if self.baseline not in ADVANTAGE_BASELINES:
@@ -104,9 +97,6 @@ class ReinforceConfig:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.target_cost is not None and not self.target_cost > 0:
             raise ValueError(f"target_cost must be a FLOPs fraction > 0, got {self.target_cost}")
-        if self.multiplier_cost not in ("greedy", "sampled"):
-            raise ValueError(f"multiplier_cost must be 'greedy' or 'sampled', got "
-                             f"{self.multiplier_cost!r}")
         if self.multiplier_lr < 0:
             raise ValueError(f"multiplier_lr must be >= 0, got {self.multiplier_lr}")
 
@@ -195,8 +185,6 @@ class Reinforce:
 
             self.writer = SummaryWriter(str(log_dir))
         self._seeded_env = False
-        self._scale: tuple[Any, CostScale | None] | None = None
-        """The budget multiplier's scale and the tables it was computed on."""
 
     @staticmethod
     def policy_config(
@@ -268,11 +256,7 @@ class Reinforce:
         self.moving_average = (cfg.ma_decay * self.moving_average
                                + (1 - cfg.ma_decay) * float(returns.mean()))
         mean_cost = float(np.nanmean(sampled.info_array("cost")))
-        greedy_cost = (float(np.nanmean(greedy.info_array("cost"))) if greedy is not None
-                       else None)
-        budget = self._adapt_cost_weight(
-            greedy_cost if cfg.multiplier_cost == "greedy" and greedy_cost is not None
-            else mean_cost)
+        budget = self._adapt_cost_weight(mean_cost)
         self.updates += 1
         metrics = {
             "update": float(self.updates), "return": float(returns.mean()),
@@ -299,8 +283,8 @@ class Reinforce:
         return {}
 
     def _adapt_cost_weight(self, mean_cost: float) -> dict[str, float]:
-        """Budget-targeted mode: one multiplier step on the env's cost weight α
-        (:mod:`exitgym.agents.multiplier`); the new α for the metrics (empty when off)."""
+        """Budget-targeted mode: one multiplier step on the env's cost weight α (docstring of
+        :attr:`ReinforceConfig.target_cost`); the new α for the metrics (empty when off)."""
         target = self.config.target_cost
         if target is None:
             return {}
@@ -308,11 +292,8 @@ class Reinforce:
         if shape is None or not hasattr(shape, "alpha"):
             raise ValueError("target_cost needs an env whose reward shape has a cost weight "
                              "alpha (vanilla, hardness, accuracy)")
-        tables = env_attr(self.env, "tables")
-        if self._scale is None or self._scale[0] is not tables:  # a new env (ConsistentEE)
-            self._scale = (tables, cost_scale(tables, shape))
-        shape.alpha = multiplier_step(float(shape.alpha), mean_cost, target, self._scale[1],
-                                      self.config.multiplier_lr)
+        step = self.config.multiplier_lr * (mean_cost - target)
+        shape.alpha = max(0.0, float(shape.alpha) + step)
         return {"alpha": float(shape.alpha)}
 
     def _clip_norm(self) -> float:
