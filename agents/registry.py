@@ -67,6 +67,10 @@ class Method:
     """Its decisions depend on the seed (``compare`` evaluates seedless methods once)."""
     needs_action_masks: bool = False
     """It only trains on envs exposing ``action_masks()`` (``exitgym train``'s envs do not)."""
+    knob: str | None = None
+    """Name of the knob its curve sweeps (``"theta"``, ``"q"``, ...; None: no knob); trained
+    methods' knob is the reward's α (or the target cost), which ``compare`` knows. Plots label
+    operating points with it."""
 
 
 class UnknownMethodError(KeyError, ValueError):
@@ -122,7 +126,7 @@ def _rule(cls: type[ExitRule], description: str, seeded: bool = False,
         return [(r, getattr(r, r.knob) if r.knob else None)
                 for r in base.sweep(train_cache.num_layers)]
 
-    return Method(cls.name, "rule", description, cls, sweep=sweep, seeded=seeded)
+    return Method(cls.name, "rule", description, cls, sweep=sweep, seeded=seeded, knob=cls.knob)
 
 
 @functools.lru_cache(maxsize=16)
@@ -150,9 +154,9 @@ def _fit_berxit(train_cache: LayerCache, seed: int) -> Any:
 
 
 def _fitted(name: str, description: str, fit: Callable[[LayerCache, int], Any],
-            knob: bool = True) -> Method:
-    """A fitted baseline: fit on the training cache, then sweep its knob's default grid (or,
-    ``knob=False``, evaluate the fitted model as it is: one point per seed)."""
+            knob: str | None) -> Method:
+    """A fitted baseline: fit on the training cache, then sweep the default grid of its knob
+    (named ``knob``), or, ``knob=None``, evaluate the fitted model as it is: one point per seed."""
 
     def sweep(train_cache: LayerCache, eval_cache: LayerCache,
               seed: int) -> list[tuple[Any, float | None]]:
@@ -161,7 +165,7 @@ def _fitted(name: str, description: str, fit: Callable[[LayerCache, int], Any],
             return [(model, None)]
         return [(model.with_knob(k), k) for k in model.default_grid(train_cache.num_layers)]
 
-    return Method(name, "fitted", description, fit, sweep=sweep)
+    return Method(name, "fitted", description, fit, sweep=sweep, knob=knob)
 
 
 def _sb3(name: str, module: str, algorithm: str, masks: bool = False) -> Method:
@@ -187,10 +191,12 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _rule(PatienceExit, "PABEE: exit after t unchanged predictions"),
     _rule(StaticExit, "exit at a fixed layer k"),
     _rule(RandomExit, "exit with probability p at every layer", seeded=True),
-    _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit),
+    _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit,
+            "q"),
     _fitted("palbert-sample", "PALBERT lambda heads with PonderNet's sampling criterion (exit "
-            "with probability lambda_l; no knob)", _fit_palbert_sample, knob=False),
-    _fitted("berxit", "BERxiT learning-to-exit regressor (knob theta)", _fit_berxit),
+            "with probability lambda_l; no knob)", _fit_palbert_sample, None),
+    _fitted("berxit", "BERxiT learning-to-exit regressor (knob theta)", _fit_berxit,
+            "theta"),
     _rule(OracleExit, "exit at the earliest correct layer (reads the labels: the bound)",
           on_eval_cache=True),
 )}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,47 @@ def test_training_curves_are_smoothed_with_a_trailing_mean() -> None:
 
     assert smooth([1.0, 3.0, 5.0, float("nan"), 9.0], 2) == [1.0, 2.0, 4.0, 5.0, 9.0]
     assert smooth([2.0, 4.0], 1) == [2.0, 4.0]
+
+
+def _drawn_pareto(tmp_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The axes ``plot_pareto`` drew (``plt.close`` is kept from discarding the figure)."""
+    import matplotlib.pyplot as plt
+
+    from exitgym.reports.comparison import plot_pareto
+
+    kept: list[Any] = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    plot_pareto(summarize(rows), tmp_path / "pareto.png")
+    return kept[-1].axes[0]
+
+
+def _colour_of(ax: Any, method: str) -> tuple[float, ...]:
+    from matplotlib.colors import to_rgba
+
+    lines = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith(f"{method} (AUC")]
+    assert len(lines) == 1, [ln.get_label() for ln in ax.get_lines()]
+    return tuple(to_rgba(lines[0].get_color()))
+
+
+def test_method_colours_do_not_depend_on_the_other_methods(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method keeps its colour when the ranking changes (colours used to follow AUC rank)."""
+    def entropy(shift: float) -> list[dict]:
+        return [make_row("entropy", t, 0, 0.6 + shift + t / 10, 0.3 + t, 3.0)
+                for t in (0.1, 0.3, 0.5)]
+
+    strong_ppo = [make_row("ppo-vanilla", a, 0, 0.9, c, 2.0) for a, c in ((0.1, 0.5), (0.2, 0.3))]
+    first = _drawn_pareto(tmp_path, entropy(0.0) + strong_ppo, monkeypatch)
+    alone = _drawn_pareto(tmp_path, entropy(0.1), monkeypatch)
+    assert _colour_of(first, "entropy") == _colour_of(alone, "entropy")
+    assert _colour_of(first, "ppo-vanilla") != _colour_of(first, "entropy")
+
+
+def test_pareto_points_are_labelled_with_their_knob(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [make_row("entropy", 0.4, 0, 0.7, 0.5, 3.0), make_row("patience", 2, 0, 0.8, 0.6, 4.0),
+            make_row("ppo-vanilla", 0.05, 0, 0.75, 0.4, 2.0),
+            make_row("reinforce-flops-budget", 0.3, 0, 0.72, 0.3, 2.0),
+            make_row("qexit", 0.5, 0, 0.71, 0.45, 2.5)]
+    labels = {t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts}
+    assert {"θ=0.4", "patience=2", "α=0.05", "target cost=0.3", "q=0.5"} <= labels

@@ -35,6 +35,7 @@ import numpy as np
 
 from exitgym.reports.budget import STATIC
 from exitgym.reports.findings import findings_markdown
+from exitgym.reports.styles import knob_label, method_style
 from exitgym.utils.atomic import atomic_write_text, write_json
 
 AUC_RANGE: tuple[float, float] = (0.2, 1.0)
@@ -167,38 +168,41 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
         fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
     lo, hi = summary["auc_range"]
     ax.axvspan(lo, hi, color="0.95", zorder=0, label=f"AUC range [{lo:g}, {hi:g}]")
-    markers = "osD^vP<>hX*"
-    colors = plt.get_cmap("tab10").colors
     ranked = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"])
-    style = {method: (colors[i % len(colors)], markers[i % len(markers)])
-             for i, (method, _) in enumerate(ranked)}
+    style = {method: method_style(method) for method, _ in ranked}
     for method, info in ranked:
         color, marker = style[method]
         pts = info["points"]
         ax.scatter([p["cost"] for p in pts], [p["accuracy"] for p in pts], color=color,
                    marker=marker, s=28, alpha=0.45, zorder=2)
+        for p in pts:
+            if p["knob"] is not None:
+                ax.annotate(knob_label(method, p["knob"]), (p["cost"], p["accuracy"]),
+                            xytext=(3, 3), textcoords="offset points", fontsize=6,
+                            color=color, alpha=0.9, zorder=4)
         front = info["pareto"]
         ax.plot([c for c, _ in front], [a for _, a in front], color=color, marker=marker,
                 ms=6, lw=2, zorder=3, label=f"{method} (AUC {info['auc']:.3f})")
         if front and front[-1][0] < hi:  # the flat continuation the AUC integrates
             ax.plot([front[-1][0], hi], [front[-1][1]] * 2, color=color, lw=1, ls=":",
                     alpha=0.7, zorder=2)
-    ref_style = {FULL_DEPTH: ("k", "*", 260), ORACLE: ("goldenrod", "P", 200)}
+    ref_size = {FULL_DEPTH: 260, ORACLE: 200}
     for method, point in summary["references"].items():
-        color, marker, size = ref_style[method]
+        (color, marker), size = method_style(method), ref_size[method]
         ax.scatter([point["cost"]], [point["accuracy"]], color=color, marker=marker, s=size,
                    edgecolor="white", zorder=5,
                    label=f"{method} (acc {point['accuracy']:.3f}, cost {point['cost']:.2f})")
     ax.set_xlabel("cost: FLOPs fraction of the full model (lower is faster)")
     ax.set_ylabel("accuracy")
     ax.set_title(title or "accuracy vs cost (Pareto front per method)")
-    ax.text(0.01, 0.01, "faint markers: dominated knob values; dotted: flat continuation "
-            "counted by the AUC", transform=ax.transAxes, fontsize=7.5, color="0.35")
+    ax.text(0.01, 0.01, "points labelled with their knob value; faint: dominated; dotted: flat "
+            "continuation counted by the AUC", transform=ax.transAxes, fontsize=7.5,
+            color="0.35")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9,
               title="Pareto front per method")
     if table:
-        _plot_budget_table(bax, table, summary.get("selection_split", "validation"), style)
+        _plot_budget_table(bax, table, summary.get("selection_split", "validation"))
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,10 +217,9 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
     return path
 
 
-def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str,
-                       style: dict[str, tuple[Any, str]]) -> None:
+def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str) -> None:
     """The budget table as curves: test accuracy (mean ± std over seeds) of each method's point
-    chosen on ``selection`` within each budget, in the colours and markers of the left panel;
+    chosen on ``selection`` within each budget, in the methods' colours and markers;
     static truncation thick."""
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in table:
@@ -224,7 +227,7 @@ def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str,
     for method, rows in sorted(by_method.items()):
         rows = sorted(rows, key=lambda r: r["budget"])
         static = method == STATIC
-        color, marker = style.get(method, ("k", "o"))
+        color, marker = method_style(method)
         ax.errorbar([r["budget"] for r in rows], [r["accuracy"] for r in rows],
                     yerr=[r["accuracy_std"] for r in rows], marker=marker, ms=5, capsize=3,
                     lw=3 if static else 1.2, color=color, label=method,
