@@ -133,3 +133,30 @@ def test_replay_verify_policy_reruns_the_saved_policy(project, tmp_path, capsys)
     assert main(["replay", str(run), "--policy"]) == 2
     assert "--policy re-runs the saved policy during --verify; add --verify" in \
         capsys.readouterr().err
+
+
+def test_a_live_skip_run_is_bound_to_its_data(project, tmp_path, capsys) -> None:
+    """Live skip envs run the prepared backbone and heads on a prepared split's inputs: a changed
+    CSV is refused for them too (they used to be evaluated on whatever the data was now)."""
+    run = tmp_path / "skip"
+    assert main(["train", "--env", "exitgym/SkipBlock-v0", "--task", project["task"],
+                 "--backbone", project["backbone"], "--max-length", "16", "--steps", "2",
+                 "--batch-size", "4", "--num-envs", "4", "--reward", "vanilla", "--alpha", "0.5",
+                 "--out", str(run)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    recorded = json.loads((run / "config.json").read_text())["fingerprints"]
+    assert {"train", "test"} <= set(recorded)
+    assert all(recorded[s]["backbone_fingerprint"] and recorded[s]["heads_fingerprint"]
+               for s in ("train", "test"))
+    before = _snapshot(run)
+    csv = Path(project["task"])
+    original = csv.read_bytes()
+    csv.write_bytes(original + b'"one more great row",pos\n')
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert _refusal(run, "test") in err or _refusal(run, "train") in err
+    assert main(["replay", str(run), "--verify"]) == 2
+    assert _restore_hint(run) in capsys.readouterr().err
+    assert _snapshot(run) == before
+    csv.write_bytes(original)
+    assert main(["replay", str(run), "--verify"]) == 0, capsys.readouterr().err

@@ -40,7 +40,7 @@ def run(args: EvaluateArgs) -> int:
         cfg = run_dir.config["config"]
         spec = run_env_spec(run_dir).with_split(args.split)
         # Refused before anything is written when the run's data, backbone or heads changed.
-        cache = bound_cache(run_dir.path, spec) if spec.uses_cache else None
+        cache = bound_cache(run_dir.path, spec)
         policy = load_policy(run_dir)
         result = evaluate_and_record(policy, spec, run_dir.path, f"eval-{args.split}",
                                      method=cfg["agent"], knob=cfg.get("alpha"),

@@ -2,7 +2,8 @@
 
 A run's ``config.json`` records, per split it read, the fingerprints of the data rows, the
 backbone weights and the exit heads (``fingerprints``), and where the data came from
-(``data_source``: a local file's sha256). ``evaluate``, ``replay --verify``, ``exitgym.infer`` and
+(``data_source``: a local file's sha256); live skip runs record the prepared cache their env is
+built from. ``evaluate``, ``replay --verify``, ``exitgym.infer`` and
 ``--resume`` check them before they compute anything: the data first (cheap: the task is loaded
 and hashed, so a changed file is refused before heads are re-prepared for it), then the prepared
 cache or models they load. A mismatch is a :class:`~exitgym.experiments.runs.RunError` that says
@@ -38,7 +39,7 @@ def check_data(root: str | Path, spec: EnvSpec) -> None:
     config = recorded(root)
     splits = {s: fp["data_fingerprint"] for s, fp in config.get("fingerprints", {}).items()
               if fp.get("data_fingerprint")}
-    if not splits or not spec.uses_cache:
+    if not splits or not spec.reads_prepared:
         return
     from exitgym.data.config import task_options
     from exitgym.data.prepare import data_fingerprint
@@ -82,9 +83,16 @@ def check_fingerprints(root: str | Path, split: str | None, now: dict[str, Any])
 
 def bound_cache(root: str | Path, spec: EnvSpec) -> Any:
     """The cache of ``spec``, checked against the run in ``root`` (data first): the prepared
-    one, with the spec's own heads file (relative to ``root``) applied after the check."""
+    one, with the spec's own heads file (relative to ``root``) applied after the check.
+
+    Live skip envs are checked the same way (they are built from the prepared cache and its
+    backbone and heads) but get None: they load their own world.
+    """
+    if not spec.reads_prepared:
+        return None
     check_data(root, spec)
-    return spec.own_heads(check_cache(root, spec.split, spec.prepared_cache()), root)
+    cache = spec.own_heads(check_cache(root, spec.split, spec.prepared_cache()), root)
+    return cache if spec.uses_cache else None
 
 
 def _refusal(root: str | Path, config: dict[str, Any], key: str, split: str | None, want: str,

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 CACHE_ENVS = ("exitgym/EarlyExit-v0",)
 """Environments that read a prepared per-layer cache (``cache=``); others run the backbone live."""
+PREPARED_ENVS = (*CACHE_ENVS, "exitgym/SkipBlock-v0", "exitgym/SwitchableDecision-v0")
+"""Environments built from a prepared split cache: the cached ones, and the live skip envs, which
+run the prepared backbone and heads on that cache's inputs (its texts, labels, memorized layers).
+A run in one of them is bound to the cache's data, backbone and heads fingerprints."""
 
 
 def env_ids() -> list[str]:
@@ -93,6 +97,11 @@ class EnvSpec:
     @property
     def uses_cache(self) -> bool:
         return self.env_id in CACHE_ENVS
+
+    @property
+    def reads_prepared(self) -> bool:
+        """The env is built from the prepared cache :meth:`cache` returns (``PREPARED_ENVS``)."""
+        return self.env_id in PREPARED_ENVS
 
     def cache(self, progress: bool = True, root: str | Path | None = None) -> Any:
         """The LayerCache of this spec: the prepared one (built on first use), with

@@ -75,7 +75,7 @@ def replay_env(path: str | Path, ts: TrajectorySet) -> Any:
 
     load_run_plugins(Path(path).parent.parent)
     spec = EnvSpec.from_json(ts.meta["env_spec"])
-    cache = bound_cache(Path(path).parent.parent, spec) if spec.uses_cache else None
+    cache = bound_cache(Path(path).parent.parent, spec)
     return spec.make(cache=cache)
 
 

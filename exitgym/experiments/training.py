@@ -120,16 +120,19 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         check_data(out, cfg.env_spec())  # before anything is prepared for changed data
     run = RunDir.create(out, resume=resume, overwrite=overwrite)
     with run.status_on_error():
-        caches = dict(caches or {})
+        # bound: every split's prepared cache, also where a live skip env is built from it
+        # (the env loads its own world; the run is bound to the cache's fingerprints all the same)
+        caches, bound = dict(caches or {}), dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):
-            if split not in caches and cfg.env in CACHE_ENVS:
-                caches[split] = cfg.env_spec(split).cache(progress=progress)
-            if resume and split in caches:
-                check_cache(run.path, split, caches[split])
+            if split not in bound and cfg.env_spec(split).reads_prepared:
+                bound[split] = cfg.env_spec(split).cache(progress=progress)
+                if cfg.env in CACHE_ENVS:
+                    caches[split] = bound[split]
+            if resume and split in bound:
+                check_cache(run.path, split, bound[split])
         if not resume:
             # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
-            write_config(run, jsonable(flatten(cfg)), caches=caches,
-                         extra={"command": "train"})
+            write_config(run, jsonable(flatten(cfg)), caches=bound, extra={"command": "train"})
             run.record_checksums(CONFIG_FILE)  # config.json is the run's one source of truth
         if method.kind == "sb3":
             if cfg.target_cost is not None:
