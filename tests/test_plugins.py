@@ -184,3 +184,32 @@ def test_evaluate_wraps_a_stable_baselines3_model() -> None:
     with pytest.raises(TypeError, match="evaluate needs a Policy"):
         evaluate(object(), env)
     np.testing.assert_array_equal([r.sample_id for r in result.records], np.arange(12))
+
+
+def test_a_run_is_refused_when_its_plugin_version_changed(installed, tmp_path, monkeypatch,
+                                                          capsys) -> None:
+    """Runs record ``dist==version``; evaluating with another version installed used to pass."""
+    project = make_tiny_project(tmp_path / "project")
+    run = tmp_path / "run"
+    assert main(["train", "--task", project["task"], "--backbone", project["backbone"], *FAST,
+                 "--reward", "cheap-depth", "--out", str(run)]) == 0
+    capsys.readouterr()
+    info = installed / "cheapdepth_plugin-0.3.dist-info"
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cheapdepth-plugin\n"
+                                   "Version: 0.4\n")
+    _forget(monkeypatch)
+    before = (run / "eval-test.json").read_bytes()
+    assert main(["evaluate", str(run)]) == 2
+    # every plug-in of the process is recorded; the first, by group, is named
+    assert ("exitgym evaluate: error: this run used plug-in 'depth' (entry-point group "
+            "'exitgym.observations', cheapdepth_plugin:Depth) from cheapdepth-plugin==0.3, but "
+            "cheapdepth-plugin==0.4 is installed; another version may compute other results: "
+            "install cheapdepth-plugin==0.3 (pip install 'cheapdepth-plugin==0.3') to use this "
+            "run, or train a new one") in capsys.readouterr().err
+    assert main(["replay", str(run), "--verify"]) == 2
+    assert "but cheapdepth-plugin==0.4 is installed" in capsys.readouterr().err
+    assert (run / "eval-test.json").read_bytes() == before
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cheapdepth-plugin\n"
+                                   "Version: 0.3\n")
+    _forget(monkeypatch)
+    assert main(["evaluate", str(run)]) == 0

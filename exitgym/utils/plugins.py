@@ -16,7 +16,8 @@ Two ways in, both recorded so a run can load what it used again:
 
 :func:`plugin_record` is what ``config.json`` stores; :func:`load_recorded` imports it again on
 ``evaluate`` / ``replay`` / ``infer`` / ``--resume``, and names the distribution and version to
-install when a recorded plug-in is missing. Standard library only (bottom layer).
+install when a recorded plug-in is missing or its version changed. Standard library only (bottom
+layer).
 """
 
 from __future__ import annotations
@@ -137,12 +138,31 @@ def load_recorded(record: dict[str, Any], load_groups: Callable[[], None]) -> No
                 raise PluginError(f"this run used plug-in module {entry['module']!r}"
                                   f"{_installed_as(entry)}, which cannot be imported now ({err})"
                                   ) from err
+        _same_version(f"plug-in module {entry['module']!r}", entry,
+                      _dist_of(entry["module"])[1])
     load_groups()
     for entry in record.get("entry_points", []):
+        what = (f"plug-in {entry['name']!r} (entry-point group {entry['group']!r}, "
+                f"{entry['value']})")
         if (entry["group"], entry["name"]) not in _LOADED:
-            raise PluginError(f"this run used plug-in {entry['name']!r} (entry-point group "
-                              f"{entry['group']!r}, {entry['value']}){_installed_as(entry)}, "
-                              f"which is not installed; install it to use this run")
+            raise PluginError(f"this run used {what}{_installed_as(entry)}, which is not "
+                              f"installed; install it to use this run")
+        _same_version(what, entry, _LOADED[(entry["group"], entry["name"])].get("version"))
+
+
+def _same_version(what: str, entry: dict[str, Any], version: str | None) -> None:
+    """Refuse a plug-in whose distribution's version changed since the run recorded it.
+
+    Why: a reward or task of another version may compute other numbers; the run's results would
+    be recomputed (and compared) against code that did not produce them.
+    """
+    recorded = entry.get("version")
+    if recorded and version and version != recorded:
+        dist = entry["distribution"]
+        raise PluginError(f"this run used {what} from {dist}=={recorded}, but {dist}=={version} "
+                          f"is installed; another version may compute other results: install "
+                          f"{dist}=={recorded} (pip install '{dist}=={recorded}') to use this "
+                          f"run, or train a new one")
 
 
 def _installed_as(entry: dict[str, Any]) -> str:
