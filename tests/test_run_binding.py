@@ -160,3 +160,36 @@ def test_a_live_skip_run_is_bound_to_its_data(project, tmp_path, capsys) -> None
     assert _snapshot(run) == before
     csv.write_bytes(original)
     assert main(["replay", str(run), "--verify"]) == 0, capsys.readouterr().err
+
+
+def test_a_changed_backbone_is_refused_before_any_cache_is_rebuilt(project, tmp_path,
+                                                                   capsys) -> None:
+    """New weights in the run's backbone directory: evaluate and --resume refuse, and no cache
+    or heads are built from those weights first (the refusal used to come after a rebuild)."""
+    from safetensors.torch import load_file, save_file
+
+    from exitgym.data.prepare import clear_cache_memo
+    from exitgym.utils.paths import cache_dir
+
+    run = tmp_path / "run"
+    # frozen heads: the backbone's own weights are used (fine-tuned recipes load their own)
+    assert main(["train", "--task", project["task"], "--backbone", project["backbone"], *FAST,
+                 "--heads", "frozen", "--out", str(run)]) == 0
+    capsys.readouterr()
+    weights = Path(project["backbone"]) / "model.safetensors"
+    tensors = load_file(str(weights))
+    name = sorted(k for k in tensors if k.endswith("weight"))[0]
+    tensors[name] = tensors[name] + 0.01
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    clear_cache_memo()  # a new process: nothing prepared in memory
+    built = sorted(p.name for p in (cache_dir() / "caches").iterdir())
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    recorded = json.loads((run / "config.json").read_text())["fingerprints"]["test"]
+    assert (f"{run} was computed on other data: the backbone weights changed since the run was "
+            f"recorded (backbone_fingerprint {recorded['backbone_fingerprint'][:12]}… recorded, "
+            ) in err
+    assert "restore the backbone and the prepared heads the run used" in err
+    assert main(["replay", str(run), "--verify"]) == 2
+    assert "the backbone weights changed" in capsys.readouterr().err
+    assert sorted(p.name for p in (cache_dir() / "caches").iterdir()) == built

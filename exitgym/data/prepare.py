@@ -81,6 +81,23 @@ class PrepareConfig(DataConfig):
                 if k != "batch_size" and (k not in COLUMN_DEFAULTS or v != COLUMN_DEFAULTS[k])}
 
 
+class PreparedMismatch(ValueError):
+    """The backbone or heads ``prepare`` would build from are not the ones required (a run's
+    recorded fingerprints): raised before any head or cache is rebuilt from them."""
+
+    def __init__(self, key: str, want: str, got: str) -> None:
+        super().__init__(f"{key}: {want[:12]}… required, {got[:12]}… found")
+        self.key, self.want, self.got = key, want, got
+
+
+def _require(require: dict[str, str] | None, **now: Any) -> None:
+    """Raise :class:`PreparedMismatch` when a fingerprint ``now`` differs from ``require``."""
+    for key, got in now.items():
+        want = (require or {}).get(key)
+        if want and got != want:
+            raise PreparedMismatch(key, want, got)
+
+
 @dataclass(frozen=True)
 class PreparedTask:
     """Where ``prepare`` put things and what the heads achieve."""
@@ -173,6 +190,7 @@ def prepare(
     progress: bool = True,
     verbose: bool = True,
     force: bool = False,
+    require: dict[str, str] | None = None,
     **overrides: Any,
 ) -> PreparedTask:
     """Make sure heads and the requested splits' caches exist; build what is missing.
@@ -184,6 +202,12 @@ def prepare(
         progress: show tqdm bars.
         verbose: print where things went and the per-layer accuracy table.
         force: retrain the heads and rebuild the caches even if valid ones exist.
+        require: ``backbone_fingerprint`` / ``heads_fingerprint`` the backbone and heads must
+            have (a run's record): checked before heads are trained (a frozen backbone) and
+            before any cache is built, so nothing is rebuilt from other models.
+
+    Raises:
+        PreparedMismatch: the backbone or heads differ from ``require``.
     """
     from exitgym.backbones.cache import (
         CacheError,
@@ -216,6 +240,8 @@ def prepare(
             load_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
             bb.invalidate_fingerprint()
     else:
+        if config.heads not in FINETUNED:  # the backbone the heads would be trained on
+            _require(require, backbone_fingerprint=bb.fingerprint())
         when = "again (forced)" if have_heads else "for the first time"
         print(f"exitgym: preparing {config.task} x {config.backbone} ({config.heads} heads) "
               f"{when}: training the exit heads, then caching every layer's outputs. "
@@ -234,6 +260,7 @@ def prepare(
         heads.save(directory)  # last: heads.json marks the directory complete
         shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     timings["heads"] = time.perf_counter() - tic
+    _require(require, backbone_fingerprint=bb.fingerprint(), heads_fingerprint=heads.fingerprint())
     tic = time.perf_counter()
     cache_paths, table = {}, {}
     for split in splits:
@@ -298,12 +325,14 @@ _MEMO: dict[tuple[Any, ...], Any] = {}
 
 def get_cache(
     task: str = "rt-polarity", backbone: str = "minilm-l6", split: str = "train",
-    heads: str = DEFAULT_RECIPE, *, progress: bool = True, **options: Any,
+    heads: str = DEFAULT_RECIPE, *, progress: bool = True, require: dict[str, str] | None = None,
+    **options: Any,
 ) -> Any:
     """The :class:`LayerCache` environments read; prepares heads and the cache on first use.
 
     Fingerprints and checksums are verified each time a process first asks; a stale or damaged
-    cache is rebuilt. Later calls in the same process return the same (read-only) object.
+    cache is rebuilt, unless its backbone or heads differ from ``require`` (see :func:`prepare`).
+    Later calls in the same process return the same (read-only) object.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
@@ -312,7 +341,8 @@ def get_cache(
     if key not in _MEMO:
         from exitgym.backbones.cache import load_cache
 
-        prepared = prepare(config, splits=(split,), progress=progress, verbose=False)
+        prepared = prepare(config, splits=(split,), progress=progress, verbose=False,
+                           require=require)
         _MEMO[key] = load_cache(prepared.cache_paths[split], verify=False)
     return _MEMO[key]
 

@@ -81,6 +81,27 @@ def check_fingerprints(root: str | Path, split: str | None, now: dict[str, Any])
                 raise RunError(_refusal(root, config, key, entry.get("split") or split, want, got))
 
 
+def prepared_cache(root: str | Path, spec: EnvSpec, progress: bool = True) -> Any:
+    """``spec.prepared_cache()``, refused before anything is rebuilt from a backbone or heads
+    other than the ones the run in ``root`` recorded (a changed backbone used to rebuild the
+    caches first).
+
+    Raises:
+        RunError: the backbone or heads changed; nothing was prepared from them.
+    """
+    from exitgym.data.prepare import PreparedMismatch
+
+    prints = recorded(root).get("fingerprints", {}).values()
+    require = {key: entry[key] for entry in prints for key in ("backbone_fingerprint",
+                                                              "heads_fingerprint")
+               if entry.get(key)}
+    try:
+        cache = spec.prepared_cache(progress=progress, require=require)
+    except PreparedMismatch as err:
+        raise RunError(_refusal(root, recorded(root), err.key, None, err.want, err.got)) from err
+    return check_cache(root, spec.split, cache)
+
+
 def bound_cache(root: str | Path, spec: EnvSpec) -> Any:
     """The cache of ``spec``, checked against the run in ``root`` (data first): the prepared
     one, with the spec's own heads file (relative to ``root``) applied after the check.
@@ -91,7 +112,7 @@ def bound_cache(root: str | Path, spec: EnvSpec) -> Any:
     if not spec.reads_prepared:
         return None
     check_data(root, spec)
-    cache = spec.own_heads(check_cache(root, spec.split, spec.prepared_cache()), root)
+    cache = spec.own_heads(prepared_cache(root, spec), root)
     return cache if spec.uses_cache else None
 
 

@@ -108,12 +108,14 @@ class EnvSpec:
         :attr:`heads_file` (relative to ``root``) applied when set."""
         return self.own_heads(self.prepared_cache(progress), root)
 
-    def prepared_cache(self, progress: bool = True) -> Any:
-        """The prepared LayerCache of this spec's data and recipe (built on first use)."""
+    def prepared_cache(self, progress: bool = True, require: dict[str, str] | None = None) -> Any:
+        """The prepared LayerCache of this spec's data and recipe (built on first use; not from a
+        backbone or heads other than ``require``'s fingerprints, see
+        :func:`~exitgym.data.prepare.prepare`)."""
         from exitgym.data.prepare import get_cache
 
         return get_cache(task=self.task, backbone=self.backbone, split=self.split,
-                         heads=self.heads, progress=progress, **self.prepare)
+                         heads=self.heads, progress=progress, require=require, **self.prepare)
 
     def own_heads(self, cache: Any, root: str | Path | None = None) -> Any:
         """``cache`` with its logits recomputed by :attr:`heads_file` (the file's path is

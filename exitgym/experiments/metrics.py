@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,5 +89,20 @@ class MetricsLog:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _after_older_event_files(self.path / "tb")
             self._writer = SummaryWriter(str(self.path / "tb"), purge_step=self._purge_step)
         return self._writer
+
+
+def _after_older_event_files(tb: Path) -> None:
+    """Wait (under a second) until the clock's second is past every event file's in ``tb``.
+
+    Why: TensorBoard reads a directory's event files in name order, and a name is
+    ``events.out.tfevents.<second>.<host>.<pid>.<counter>``; a resumed writer made in the same
+    second as the interrupted one (in one process, as tests do) may sort before it (counter
+    ``10`` < ``9``), and the purge of the interrupted steps then applies to the wrong file.
+    """
+    seconds = [int(p.name.split(".")[3]) for p in tb.glob("events.out.tfevents.*")
+               if p.name.split(".")[3].isdigit()]
+    if seconds and time.time() < max(seconds) + 1:
+        time.sleep(max(seconds) + 1 - time.time())

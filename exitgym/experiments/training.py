@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import Method, names, train_agent
-from exitgym.experiments.binding import check_cache, check_data
+from exitgym.experiments.binding import check_cache, check_data, prepared_cache
 from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
@@ -125,10 +125,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         caches, bound = dict(caches or {}), dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):
             if split not in bound and cfg.env_spec(split).reads_prepared:
-                bound[split] = cfg.env_spec(split).cache(progress=progress)
+                # on --resume, refused before anything is rebuilt from another backbone
+                bound[split] = prepared_cache(run.path, cfg.env_spec(split), progress)
                 if cfg.env in CACHE_ENVS:
                     caches[split] = bound[split]
-            if resume and split in bound:
+            elif resume and split in bound:
                 check_cache(run.path, split, bound[split])
         if not resume:
             # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
