@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
+from exitgym.agents.io import load_optimizer, optimizer_tensors
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
 from exitgym.agents.rollout import (
     Rollout,
@@ -326,12 +327,10 @@ class Reinforce:
         """``(tensors, meta)``: policy and Adam tensors; counters and every generator's state."""
         tensors = {f"policy.{k}": v.detach().contiguous()
                    for k, v in self.policy.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        for idx, slots in opt["state"].items():
-            for key, value in slots.items():
-                tensors[f"optim.{idx}.{key}"] = value.detach().contiguous().reshape(value.shape)
+        optim, param_groups = optimizer_tensors(self.optimizer)
+        tensors.update(optim)
         meta = {"updates": self.updates, "moving_average": float(self.moving_average),
-                "param_groups": opt["param_groups"], "trainer_rng": self.rng.bit_generator.state,
+                "param_groups": param_groups, "trainer_rng": self.rng.bit_generator.state,
                 "policy_rng": self.policy.rng_state, **self._constraint_state()}
         if self.config.target_cost is not None:  # the multiplier is state too
             meta["cost_weight"] = float(env_attr(self.env, "reward_shape").alpha)
@@ -341,12 +340,7 @@ class Reinforce:
         """Put back a state returned by :meth:`state_dict` (the next update continues exactly)."""
         self.policy.load_state_dict(
             {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                state.setdefault(int(idx), {})[name] = value
-        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_optimizer(self.optimizer, tensors, meta["param_groups"])
         self.updates, self.moving_average = int(meta["updates"]), float(meta["moving_average"])
         self.rng.bit_generator.state = meta["trainer_rng"]
         self.policy.rng_state = meta["policy_rng"]

@@ -14,7 +14,8 @@ exit action included), so ``train_sb3("maskable-ppo", ...)`` raises for them and
 users' envs that mask.
 
 Persistence avoids SB3's zip format (it stores cloudpickled objects): :meth:`SB3Policy.save`
-writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the model and loads them.
+writes the policy weights as safetensors + JSON, :func:`load_sb3` rebuilds the model and loads them;
+training checkpoints (bit-identical ``--resume``) are :mod:`exitgym.agents.sb3_resume`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
@@ -30,6 +31,9 @@ import numpy as np
 from exitgym.agents.io import load_module_state, save_module
 from exitgym.agents.registry import Method, lookup
 from exitgym.agents.rollout import env_observation
+
+if TYPE_CHECKING:
+    from exitgym.agents.sb3_resume import State
 
 
 def _algorithm(name: str) -> Method:
@@ -113,6 +117,8 @@ def train_sb3(
     log_dir: str | Path | None = None, num_envs: int = 8,
     env_kwargs: dict[str, Any] | None = None, policy: str = "MlpPolicy", verbose: int = 0,
     logger: Callable[[dict[str, float]], None] | None = None, progress: bool = False,
+    checkpoint_every: int = 50, save: Callable[[int, State], None] | None = None,
+    resume: State | None = None, after_update: Callable[[int], None] | None = None,
     **algo_kwargs: Any,
 ) -> SB3Policy:
     """Train an SB3 algorithm on an exitgym env and wrap it as a Policy.
@@ -133,6 +139,12 @@ def train_sb3(
             ``return``, ``accuracy``, ``cost``, ``exit_layer``) per :data:`LOG_EPISODES`
             finished episodes, like the REINFORCE trainers' rows (``metrics.csv``).
         progress: a tqdm bar over the environment steps.
+        checkpoint_every: updates (rollout + training phases) between checkpoints.
+        save: ``save(timesteps, (tensors, meta))`` writes a checkpoint
+            (:mod:`exitgym.agents.sb3_resume`); None: no checkpoints.
+        resume: a checkpoint to continue from (the same arguments as the run that wrote it):
+            the run ends bit-identical to an uninterrupted one.
+        after_update: called with the update count between updates.
         **algo_kwargs: Passed to the algorithm (``n_steps=``, ``learning_rate=``, ...).
     """
     name = algo.lower()
@@ -157,8 +169,23 @@ def train_sb3(
             f"({need}: {_update_size(model)}), so the policy would never be trained; pass "
             f"--steps of at least {need}, and many times that to learn (SB3 counts environment "
             f"steps, not updates)")
-    model.learn(total_timesteps=total_timesteps, tb_log_name=name,
-                callback=_run_log(total_timesteps, logger, progress, name))
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from exitgym.agents.sb3_resume import checkpoint_callback, restore_sb3
+
+    actions: list[np.ndarray] = []
+    log_state: dict[str, Any] = {"rows": 0, "episodes": []}
+    updates = 0
+    if resume is not None:
+        actions = restore_sb3(model, *resume)
+        log_state, updates = resume[1]["extra"]["run_log"], int(resume[1]["extra"]["updates"])
+    done = int(model.num_timesteps)
+    run_log = _run_log(total_timesteps, logger, progress, name, done, log_state)
+    checkpoints = checkpoint_callback(checkpoint_every, actions, save, after_update,
+                                      lambda: {"run_log": run_log.state()}, updates)
+    model.learn(total_timesteps=total_timesteps - done, tb_log_name=name,
+                callback=CallbackList([run_log, checkpoints]),
+                reset_num_timesteps=resume is None)
     observation = env_kwargs.get("observation")
     if observation is None:
         first = venv.envs[0] if hasattr(venv, "envs") else None
@@ -174,20 +201,29 @@ EPISODE_KEYS = ("correct", "cost", "exit_layer")
 
 
 def _run_log(total: int, logger: Callable[[dict[str, float]], None] | None, progress: bool,
-             name: str) -> Any:
+             name: str, done: int = 0, state: dict[str, Any] | None = None) -> Any:
     """SB3 callback: a progress bar over steps and rows of episode metrics for ``metrics.csv``.
 
-    Defined in a function so stable-baselines3 is imported only when training.
+    ``done`` steps and the logging ``state`` (:meth:`state` of a checkpoint) are where a resumed
+    run continues from. Defined in a function so stable-baselines3 is imported only when
+    training.
     """
     from stable_baselines3.common.callbacks import BaseCallback
 
     class RunLog(BaseCallback):
+        def state(self) -> dict[str, Any]:
+            """Rows logged and the episodes of the next row (JSON)."""
+            return {"rows": self.rows, "episodes": [list(e) for e in self.episodes]}
+
         def _on_training_start(self) -> None:
-            self.bar, self.episodes, self.rows = None, [], 0
+            start = state or {"rows": 0, "episodes": []}
+            self.bar, self.rows = None, int(start["rows"])
+            self.episodes = [tuple(e) for e in start["episodes"]]
             if progress:
                 from tqdm.auto import tqdm
 
-                self.bar = tqdm(total=total, desc=f"train {name}", unit="step", leave=False)
+                self.bar = tqdm(total=total, initial=done, desc=f"train {name}", unit="step",
+                                leave=False)
 
         def _on_step(self) -> bool:
             for info in self.locals.get("infos", []):

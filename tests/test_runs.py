@@ -155,7 +155,7 @@ def test_resume_refuses_changed_flags_and_complete_runs(tmp_path: Path) -> None:
         train(CFG, tmp_path / "r", resume=True, caches=CACHES, progress=False, plots=False)
 
 
-def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -> None:
+def test_sb3_agent_run_charges_policy_flops_and_reports_its_settings(tmp_path: Path) -> None:
     cfg = TrainConfig(agent="a2c", steps=200, num_envs=4, alpha=0.5)  # A2C: 5-step rollouts
     result = train(cfg, tmp_path / "a2c", caches=CACHES, progress=False, plots=False)
     run = result.run
@@ -188,9 +188,10 @@ def test_sb3_agent_run_charges_policy_flops_and_refuses_resume(tmp_path: Path) -
 
     again = evaluate(policy, env, seed=cfg.seed)
     assert again.records == result.eval.records  # the reloaded weights act the same
-    run.set_status("interrupted")
-    with pytest.raises(RunError, match="only supported for the REINFORCE-family"):
-        train(cfg, run.path, resume=True, caches=CACHES, progress=False, plots=False)
+    with pytest.raises(RunError, match=r"--n-steps sets the rollout of the on-policy SB3 agents "
+                       r"\['ppo', 'a2c', 'maskable-ppo'\]; 'dqn' does not take it"):
+        train(TrainConfig(agent="dqn", n_steps=8), tmp_path / "dqn", caches=CACHES,
+              progress=False, plots=False)
 
 
 def test_resume_of_a_run_killed_before_its_config_starts_afresh(tmp_path: Path) -> None:
@@ -205,4 +206,34 @@ def test_resume_of_a_run_killed_before_its_config_starts_afresh(tmp_path: Path) 
     a = load_file(str(full.run.path / "policy.safetensors"))
     b = load_file(str(resumed.run.path / "policy.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.eval.records == full.eval.records
+
+
+@pytest.mark.parametrize("agent", ["ppo", "a2c", "dqn"])
+def test_an_interrupted_sb3_run_resumes_bit_identically(agent: str, tmp_path: Path) -> None:
+    """SB3 runs checkpoint as safetensors + JSON (policy, optimizer, generators, the actions
+    sent) and resume to the uninterrupted run's exact parameters and metrics; ``--resume`` used
+    to be refused for them."""
+    rollout = {"n_steps": 16} if agent != "dqn" else {}
+    cfg = TrainConfig(agent=agent, steps=640, num_envs=4, checkpoint_every=2, alpha=0.2,
+                      reward="vanilla", lr=1e-3, seed=3, **rollout)
+    full = train(cfg, tmp_path / "full", caches=CACHES, progress=False, plots=False)
+
+    def stop_at_5(update: int) -> None:
+        if update == 5:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", caches=CACHES, progress=False, plots=False,
+              after_update=stop_at_5)
+    cut = RunDir.open(tmp_path / "cut")
+    assert cut.status == "interrupted" and cut.state["checkpoint_step"] > 0
+    assert not list(cut.path.rglob("*.zip")) and not list(cut.path.rglob("*.pkl"))
+    resumed = train(cfg, tmp_path / "cut", resume=True, caches=CACHES, progress=False,
+                    plots=False)
+    a = load_file(str(full.run.path / "sb3_policy.safetensors"))
+    b = load_file(str(resumed.run.path / "sb3_policy.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (full.run.path / "metrics.csv").read_text() == (
+        resumed.run.path / "metrics.csv").read_text()
     assert resumed.eval.records == full.eval.records

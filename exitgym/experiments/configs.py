@@ -79,7 +79,11 @@ class TrainConfig:
     baseline: str = option("self-critical", choices=ADVANTAGE_BASELINES)
     """REINFORCE's advantage baseline (``exitgym.agents.reinforce.ADVANTAGE_BASELINES``)."""
     checkpoint_every: int = option(50, minimum=1)
-    """Updates between checkpoints (REINFORCE family)."""
+    """Updates between checkpoints (REINFORCE family: policy updates; SB3: rollout + training
+    phases)."""
+    n_steps: int | None = option(None, minimum=1)
+    """SB3 on-policy agents (PPO, A2C): environment steps per env in each rollout (one update);
+    None: the algorithm's default (PPO 2048, A2C 5)."""
     train_split: str = option(POLICY_SPLIT, choices=SPLITS)
     """Split trained on: by default rows the exit heads were not fitted on (see
     :data:`~exitgym.data.config.SPLITS`)."""

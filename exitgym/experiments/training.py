@@ -17,9 +17,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from exitgym.agents.registry import Method, names, train_agent
+from exitgym.agents.registry import Method, train_agent
 from exitgym.experiments.binding import check_cache, check_data, prepared_cache
-from exitgym.experiments.checkpoint import restore_trainer, trainer_writer
+from exitgym.experiments.checkpoint import (
+    read_state,
+    restore_trainer,
+    state_writer,
+    trainer_writer,
+)
 from exitgym.experiments.configs import TrainConfig
 from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
 from exitgym.experiments.metrics import MetricsLog
@@ -139,11 +144,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
             if cfg.target_cost is not None:
                 raise RunError("--target-cost (the budget-targeted mode) is a REINFORCE-family "
                                f"option; {cfg.agent!r} is an SB3 algorithm")
-            if resume:
-                raise RunError("--resume is only supported for the REINFORCE-family agents "
-                               f"({list(names('trainer'))}); "
-                               "SB3 checkpoints are pickles, which exitgym never loads")
-            policy, spec, metrics = _train_sb3(cfg, run, caches.get(cfg.train_split), progress)
+            if cfg.n_steps is not None and cfg.agent not in ON_POLICY_SB3:
+                raise RunError(f"--n-steps sets the rollout of the on-policy SB3 agents "
+                               f"{list(ON_POLICY_SB3)}; {cfg.agent!r} does not take it")
+            policy, spec, metrics = _train_sb3(cfg, run, caches.get(cfg.train_split), progress,
+                                               after_update)
         else:
             policy, spec, metrics = _train_reinforce(cfg, run, caches.get(cfg.train_split),
                                                      method, progress, after_update)
@@ -212,8 +217,12 @@ def check_names(cfg: TrainConfig, task: bool = True) -> None:
 
 SB3_MAX_ENVS = 8
 """SB3 agents train on at most this many envs (``DummyVecEnv`` steps them one by one)."""
-REINFORCE_ONLY = ("baseline", "batch_size", "checkpoint_every")
+REINFORCE_ONLY = ("baseline", "batch_size")
 """Settings only the REINFORCE-family trainers read."""
+SB3_ONLY = ("n_steps",)
+"""Settings only SB3 agents read."""
+ON_POLICY_SB3 = ("ppo", "a2c", "maskable-ppo")
+"""SB3 agents with a rollout length (``n_steps``)."""
 
 
 def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
@@ -224,6 +233,8 @@ def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     if kind == "sb3":
         settings = {k: v for k, v in settings.items() if k not in REINFORCE_ONLY}
         settings["num_envs"] = min(cfg.num_envs, SB3_MAX_ENVS)
+    else:
+        settings = {k: v for k, v in settings.items() if k not in SB3_ONLY}
     return settings
 
 
@@ -276,8 +287,11 @@ def _train_reinforce_loop(cfg: TrainConfig, run: RunDir, cache: Any, method: Met
     return agent.policy, spec, log.rows
 
 
-def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any,
-               progress: bool) -> tuple[Any, EnvSpec, list[dict[str, float]]]:
+def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any, progress: bool,
+               after_update: Callable[[int], None] | None,
+               ) -> tuple[Any, EnvSpec, list[dict[str, float]]]:
+    """Train (or, from the run's last checkpoint, continue) an SB3 agent; checkpoints every
+    ``checkpoint_every`` updates, safetensors + JSON like the REINFORCE trainers'."""
     from exitgym.agents.sb3 import train_sb3
 
     spec = cfg.env_spec()
@@ -285,11 +299,25 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any,
     if spec.uses_cache:
         kwargs["cache"] = cache if cache is not None else spec.cache()
     log = MetricsLog(run.path)
+    found = latest_checkpoint(run)
+    resume = read_state(found[0]) if found is not None else None
+    if resume is not None:
+        log.load(up_to_step=int(resume[1]["extra"]["run_log"]["rows"]))
+
+    def save(timesteps: int, state: Any) -> None:
+        log.flush()
+        save_checkpoint(run, timesteps, state_writer(lambda: state))
+
     try:
-        policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
-                           log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
-                           env_kwargs=kwargs, learning_rate=cfg.learning_rate, progress=progress,
-                           logger=lambda row: log.log(row, step=int(row["update"])))
+        with one_torch_thread():
+            policy = train_sb3(cfg.agent, cfg.env, total_timesteps=cfg.steps, seed=cfg.seed,
+                               log_dir=run.path / "tb", num_envs=min(cfg.num_envs, SB3_MAX_ENVS),
+                               env_kwargs=kwargs, learning_rate=cfg.learning_rate,
+                               progress=progress,
+                               logger=lambda row: log.log(row, step=int(row["update"])),
+                               checkpoint_every=cfg.checkpoint_every, save=save, resume=resume,
+                               after_update=after_update,
+                               **({"n_steps": cfg.n_steps} if cfg.n_steps is not None else {}))
     finally:
         log.close()
     policy.save(run.path)
