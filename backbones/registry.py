@@ -78,17 +78,10 @@ def load_backbone(
     if not isinstance(name, str) or not name:
         raise ValueError(f"backbone must be a non-empty name, got {name!r}; {_accepted()}")
 
-    if name in BACKBONE_ALIASES:
-        directory = BACKBONE_ALIASES[name]()
-        display = name
-    elif Path(name).expanduser().is_dir():
-        directory = Path(name).expanduser()
-        display = str(directory)
-    elif looks_like_hub_id(name):
-        directory = None
-        display = name
-    else:
+    directory = backbone_dir(name)
+    if directory is None and not looks_like_hub_id(name):
         raise ValueError(f"unknown backbone {name!r}; {_accepted()}")
+    display = name if directory is None or name in BACKBONE_ALIASES else str(directory)
 
     source = str(directory) if directory is not None else name
     try:
@@ -107,6 +100,32 @@ def load_backbone(
     if pooling is None and directory is not None:
         pooling = _sentence_transformers_pooling(directory)
     return _finish(model, tok, display, pooling)
+
+
+def backbone_dir(name: str) -> Path | None:
+    """The local directory a backbone name loads from (an embedded short name or a directory);
+    None for anything else (a hub id: its files live in the Hugging Face cache)."""
+    if name in BACKBONE_ALIASES:
+        return BACKBONE_ALIASES[name]()
+    if Path(name).expanduser().is_dir():
+        return Path(name).expanduser()
+    return None
+
+
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin")
+"""Files of a model directory that can change the loaded model (config, weights; the pooling
+declaration in ``1_Pooling/config.json`` too)."""
+
+
+def backbone_files(name: str) -> list[Path] | None:
+    """The files loading backbone ``name`` reads (sorted), or None when it is not local: what
+    :func:`~exitgym.backbones.fingerprint.files_key` hashes."""
+    directory = backbone_dir(name)
+    if directory is None:
+        return None
+    files = [p for p in directory.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES]
+    pooling = directory / "1_Pooling" / "config.json"
+    return sorted(files) + ([pooling] if pooling.is_file() else [])
 
 
 def _finish(model: Any, tokenizer: Any | None, name: str, pooling: str | None) -> Backbone:

@@ -153,3 +153,34 @@ def test_config_errors_and_cli(setup) -> None:
                               "--max-length", "16", "--batch-size", "16", "--splits", "test"])
     assert args.max_length == 16 and args.heads == "two-stage" and args.max_samples is None
     assert args.splits == ["test"] and args.func(args) == 0
+
+
+@pytest.mark.parametrize("heads", ["two-stage", "frozen"])
+def test_an_existing_cache_is_found_without_loading_the_backbone(setup, heads, monkeypatch,
+                                                                 tmp_path) -> None:
+    """The backbone's fingerprint comes from its files when a cache exists (every make and
+    train used to load it, ~5 s for MiniLM), and equals the loaded model's; changed weight
+    files are noticed (the backbone is then loaded again)."""
+    import shutil
+
+    import exitgym.backbones.registry as registry
+
+    model = tmp_path / "model"
+    shutil.copytree(setup["backbone"], model)
+    opts = _opts({**setup, "backbone": str(model)}, heads=heads)
+    prepare(progress=False, verbose=False, splits=("train", "test"), **opts)
+    loaded = load_prepared_backbone(**opts).fingerprint()
+    clear_cache_memo()  # a new process
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the backbone was loaded")
+
+    monkeypatch.setattr(registry, "load_backbone", no_loading)
+    for split in ("train", "test"):
+        assert get_cache(split=split, progress=False, **opts).meta[
+            "backbone_fingerprint"] == loaded
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "layer_norm_eps": 1e-6}))
+    clear_cache_memo()
+    with pytest.raises(AssertionError, match="the backbone was loaded"):
+        get_cache(split="test", progress=False, **opts)

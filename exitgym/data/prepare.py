@@ -216,8 +216,8 @@ def prepare(
         load_cache,
         save_cache,
     )
-    from exitgym.backbones.heads import ExitHeads, load_backbone_weights, save_backbone_weights
-    from exitgym.backbones.registry import load_backbone
+    from exitgym.backbones.heads import ExitHeads, save_backbone_weights
+    from exitgym.backbones.lazy import LazyBackbone
 
     config = _resolve(config, overrides)
     unknown = [s for s in splits if s not in SPLITS]
@@ -227,7 +227,8 @@ def prepare(
     tic = time.perf_counter()
     task = load_task(config.task, seed=config.seed, max_samples=config.max_samples,
                      **config.column_options())
-    bb = load_backbone(config.backbone)
+    # loaded only to train heads or build a cache: existing caches are found by fingerprints
+    lazy = LazyBackbone(config.backbone)
     directory = prepared_dir(config, task)
     timings["load"] = time.perf_counter() - tic
     pooled: dict[str, Any] = {}
@@ -237,11 +238,11 @@ def prepare(
     if have_heads and not force:
         heads = ExitHeads.load(directory)
         if config.heads in FINETUNED:
-            load_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
-            bb.invalidate_fingerprint()
+            lazy.use_weights(directory / BACKBONE_WEIGHTS)
     else:
         if config.heads not in FINETUNED:  # the backbone the heads would be trained on
-            _require(require, backbone_fingerprint=bb.fingerprint())
+            _require(require, backbone_fingerprint=lazy.fingerprint())
+        bb = lazy.get()
         when = "again (forced)" if have_heads else "for the first time"
         print(f"exitgym: preparing {config.task} x {config.backbone} ({config.heads} heads) "
               f"{when}: training the exit heads, then caching every layer's outputs. "
@@ -253,6 +254,8 @@ def prepare(
         heads, history = train_heads(config, task, bb, pooled, directory, progress)
         if config.heads in FINETUNED:
             save_backbone_weights(bb.model, directory / BACKBONE_WEIGHTS)
+            lazy.use_weights(directory / BACKBONE_WEIGHTS, load=False)  # they are bb's now
+            lazy.remember()
         _write_json(directory / "history.json", history)
         _write_json(directory / "prepare_config.json", {
             "config": asdict(config), "backbone_fingerprint": bb.fingerprint(),
@@ -260,11 +263,12 @@ def prepare(
         heads.save(directory)  # last: heads.json marks the directory complete
         shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     timings["heads"] = time.perf_counter() - tic
-    _require(require, backbone_fingerprint=bb.fingerprint(), heads_fingerprint=heads.fingerprint())
+    _require(require, backbone_fingerprint=lazy.fingerprint(),
+             heads_fingerprint=heads.fingerprint())
     tic = time.perf_counter()
     cache_paths, table = {}, {}
     for split in splits:
-        expect = {"backbone_fingerprint": bb.fingerprint(),
+        expect = {"backbone_fingerprint": lazy.fingerprint(),
                   "heads_fingerprint": heads.fingerprint(),
                   "data_fingerprint": data_fingerprint(task, split),
                   "max_length": config.max_length, **config.column_options()}
@@ -278,12 +282,12 @@ def prepare(
         if cache is None:
             texts, pairs, labels = texts_of(task, split)
             if split not in pooled:
-                pooled[split] = compute_pooled(bb, texts, pairs, max_length=config.max_length,
-                                               batch_size=config.batch_size, progress=progress,
-                                               desc=f"{split}: pooled states")
+                pooled[split] = compute_pooled(
+                    lazy.get(), texts, pairs, max_length=config.max_length,
+                    batch_size=config.batch_size, progress=progress, desc=f"{split}: pooled states")
             meta = {**expect, "task": config.task, "split": split, "heads_mode": config.heads,
                     "backbone": config.backbone, "prepared_dir": str(directory)}
-            built = assemble_cache(bb, heads, *pooled[split], labels,
+            built = assemble_cache(lazy.get(), heads, *pooled[split], labels,
                                    label_names=task.label_names, texts=texts, meta=meta)
             save_cache(built, path)
             cache = load_cache(path, expect=expect, verify=False)
@@ -299,7 +303,8 @@ def prepare(
             if task.dropped_rows else ""))
         for split, path in cache_paths.items():
             print(f"  cache {split}: {path}")
-        if cache_paths and bb.tokenizer is not None:
+        bb = lazy.get() if cache_paths else None
+        if bb is not None and bb.tokenizer is not None:
             cut = {s: truncated_rows(bb, task, s, config.max_length) for s in cache_paths}
             limit = bb.token_limit(config.max_length)
             why = "" if limit == config.max_length else f" (the backbone's limit; max_length=" \
