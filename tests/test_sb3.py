@@ -65,3 +65,27 @@ def test_fewer_steps_than_one_update_are_refused() -> None:
         "updates)")
     with pytest.raises(ValueError, match="learning_starts=100 plus one train_freq interval"):
         train_sb3("dqn", "exitgym/EarlyExit-v0", 50, env_kwargs=kwargs, num_envs=1)
+
+
+@pytest.mark.parametrize("agent", ["ppo", "a2c", "dqn"])
+def test_default_flags_give_each_sb3_family_many_updates(agent: str) -> None:
+    """``exitgym train --agent <sb3>`` with default flags used to train 300 timesteps: less than
+    one PPO rollout (refused since) and a handful of A2C / DQN updates. The family defaults
+    (one place: ``AGENT_DEFAULTS``) give every family many updates of its default model."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from exitgym.agents.registry import lookup
+    from exitgym.agents.sb3 import steps_per_update
+    from exitgym.experiments.configs import TrainConfig
+    from exitgym.experiments.training import SB3_MAX_ENVS
+
+    cfg = TrainConfig(agent=agent).with_agent_defaults()
+    cache = synthetic_cache(num_samples=8)
+    venv = DummyVecEnv([lambda: gym.make("exitgym/EarlyExit-v0", cache=cache)] * min(
+        cfg.num_envs, SB3_MAX_ENVS))
+    kwargs = {"n_steps": cfg.n_steps} if cfg.n_steps is not None else {}
+    model = lookup(agent).factory()("MlpPolicy", venv, **kwargs)
+    assert cfg.steps >= 5 * steps_per_update(model)
+    assert TrainConfig(agent=agent, steps=1234).with_agent_defaults().steps == 1234
+    assert TrainConfig(agent=agent).with_agent_defaults("rllib").steps == 300  # iterations
+    assert TrainConfig().with_agent_defaults().steps == 300  # REINFORCE updates

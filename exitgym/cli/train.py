@@ -70,6 +70,7 @@ def run(args: TrainArgs) -> int:
             if args.out is None:
                 raise CliError("--resume needs --out DIR (the run to continue)")
             cfg = from_dict(TrainConfig, RunDir.open(args.out).config["config"])
+        cfg = cfg.with_agent_defaults(args.engine)
         out = args.out or default_run_dir(cfg.env, cfg.agent, cfg.seed)
         if args.engine == "rllib":
             if args.resume:

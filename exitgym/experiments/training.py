@@ -105,6 +105,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
         after_update: called with the update count after each update (tests interrupt here).
         plots: draw ``training.png`` (a second or more of matplotlib; ``compare`` skips it).
     """
+    cfg = cfg.with_agent_defaults()  # steps=None: the agent's default, recorded as resolved
     method = train_agent(cfg.agent)
     check_names(cfg, task=not caches)  # before a run directory exists or a model loads
     if resume and _killed_before_config(RunDir.open(out)):

@@ -80,6 +80,7 @@ def train_rllib(cfg: TrainConfig, out: str | Path, *, options: RLlibOptions | No
     from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
 
     options = options or RLlibOptions()
+    cfg = cfg.with_agent_defaults("rllib")  # steps=None: RLlib iterations, not SB3 timesteps
     if cfg.agent not in RLLIB_AGENTS:
         raise RunError(f"--engine rllib: unknown agent {cfg.agent!r}; allowed: "
                        f"{sorted(RLLIB_AGENTS)}")
