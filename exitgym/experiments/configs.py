@@ -41,7 +41,7 @@ def agent_choices() -> dict[str, str]:
 
 AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "*": {"steps": 300},
-    "ppo": {"steps": 100_000},
+    "ppo": {"steps": 100_000, "n_steps": 256},
     "a2c": {"steps": 100_000},
     "dqn": {"steps": 100_000},
 }
