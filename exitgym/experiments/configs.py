@@ -43,7 +43,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "*": {"steps": 300},
     "ppo": {"steps": 100_000, "n_steps": 256},
     "a2c": {"steps": 100_000},
-    "dqn": {"steps": 100_000},
+    "dqn": {"steps": 100_000, "lr": 1e-4},
 }
 """The one place of per-agent defaults: :class:`TrainConfig` fields left None take the agent's
 entry here, else ``"*"``'s (REINFORCE-family updates). SB3 agents count environment timesteps
@@ -85,8 +85,8 @@ class TrainConfig:
     num_envs: int = option(64, minimum=1)
     """Slots of the training vector env."""
     lr: float | None = None
-    """Learning rate (None: the agent's own default: lexicographic 0.1, for its plain gradient
-    step; every other agent :data:`DEFAULT_LR`)."""
+    """Learning rate (None: the agent's own default: DQN 1e-4 (:data:`AGENT_DEFAULTS`),
+    lexicographic 0.1, for its plain gradient step; every other agent :data:`DEFAULT_LR`)."""
     allowed_drop: float | None = option(None, minimum=0)
     """Lexicographic agent only: allowed quality drop below full depth (its knob,
     ``LexicoConfig.allowed_drop``); None: the trainer's default (0)."""
