@@ -43,7 +43,7 @@ AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "*": {"steps": 300},
     "ppo": {"steps": 100_000, "n_steps": 256},
     "a2c": {"steps": 100_000},
-    "dqn": {"steps": 100_000, "lr": 1e-4},
+    "dqn": {"steps": 300_000, "lr": 1e-4},
 }
 """The one place of per-agent defaults: :class:`TrainConfig` fields left None take the agent's
 entry here, else ``"*"``'s (REINFORCE-family updates). SB3 agents count environment timesteps
