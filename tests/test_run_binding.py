@@ -144,17 +144,19 @@ def test_a_live_skip_run_is_bound_to_its_data(project, tmp_path, capsys) -> None
                  "--batch-size", "4", "--num-envs", "4", "--reward", "vanilla", "--alpha", "0.5",
                  "--out", str(run)]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    recorded = json.loads((run / "config.json").read_text())["fingerprints"]
-    assert {"train", "test"} <= set(recorded)
+    config = json.loads((run / "config.json").read_text())
+    splits = (config["config"]["train_split"], config["config"]["eval_split"])
+    recorded = config["fingerprints"]
+    assert set(splits) <= set(recorded)
     assert all(recorded[s]["backbone_fingerprint"] and recorded[s]["heads_fingerprint"]
-               for s in ("train", "test"))
+               for s in splits)
     before = _snapshot(run)
     csv = Path(project["task"])
     original = csv.read_bytes()
     csv.write_bytes(original + b'"one more great row",pos\n')
     assert main(["evaluate", str(run)]) == 2
     err = capsys.readouterr().err
-    assert _refusal(run, "test") in err or _refusal(run, "train") in err
+    assert any(_refusal(run, s) in err for s in splits)
     assert main(["replay", str(run), "--verify"]) == 2
     assert _restore_hint(run) in capsys.readouterr().err
     assert _snapshot(run) == before
