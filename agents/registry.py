@@ -68,8 +68,10 @@ class Method:
     needs_action_masks: bool = False
     """It only trains on envs exposing ``action_masks()`` (``exitgym train``'s envs do not)."""
     knob: str | None = None
-    """Name of the knob its curve sweeps (``"theta"``, ``"q"``, ...; None: no knob); trained
-    methods' knob is the reward's α (or the target cost), which ``compare`` knows. Plots label
+    """Name of the knob its curve sweeps (``"theta"``, ``"q"``, ...; None: no knob): a rule's,
+    a fitted baseline's, or what ``compare`` sweeps for a method of this exact name
+    (lexicographic: the allowed drop; ConsistentEE: the target cost). Trained
+    ``<agent>-<reward>`` methods sweep the reward's α (or the target cost). Plots label
     operating points with it."""
 
 
@@ -176,15 +178,16 @@ def _sb3(name: str, module: str, algorithm: str, masks: bool = False) -> Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     _trainer("reinforce", "REINFORCE, MLP policy, self-critical baseline",
              "exitgym.agents.reinforce", "Reinforce", "ReinforceConfig"),
-    _trainer("lexicographic", "REINFORCE with the lexicographic quality constraint "
-             "(Switchable Decision); use --reward flops",
-             "exitgym.agents.lexicographic", "Lexicographic", "LexicoConfig"),
+    replace(_trainer("lexicographic", "REINFORCE with the lexicographic quality constraint "
+                     "(Switchable Decision); use --reward flops",
+                     "exitgym.agents.lexicographic", "Lexicographic", "LexicoConfig"),
+            knob="allowed_drop"),
     _sb3("ppo", "stable_baselines3", "PPO"),
     _sb3("a2c", "stable_baselines3", "A2C"),
     _sb3("dqn", "stable_baselines3", "DQN"),
     _sb3("maskable-ppo", "sb3_contrib", "MaskablePPO", masks=True),
     Method("consistentee", "schedule", "ConsistentEE: heads and REINFORCE policy trained in "
-           "turns on a cache", _consistentee),
+           "turns on a cache", _consistentee, knob="target"),
     # compare --rules lists the rule and fitted kinds in this order.
     _rule(EntropyExit, "DeeBERT: exit when the normalised entropy < theta"),
     _rule(MaxProbExit, "RightTool: exit when the max probability > theta"),

@@ -148,6 +148,9 @@ def test_pareto_points_are_labelled_with_their_knob(tmp_path: Path,
     rows = [make_row("entropy", 0.4, 0, 0.7, 0.5, 3.0), make_row("patience", 2, 0, 0.8, 0.6, 4.0),
             make_row("ppo-vanilla", 0.05, 0, 0.75, 0.4, 2.0),
             make_row("reinforce-flops-budget", 0.3, 0, 0.72, 0.3, 2.0),
-            make_row("qexit", 0.5, 0, 0.71, 0.45, 2.5)]
+            make_row("qexit", 0.5, 0, 0.71, 0.45, 2.5),
+            make_row("lexicographic", 0.02, 0, 0.8, 0.7, 4.0),
+            make_row("consistentee", 0.4, 0, 0.78, 0.42, 2.6)]
     labels = {t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts}
-    assert {"θ=0.4", "patience=2", "α=0.05", "target cost=0.3", "q=0.5"} <= labels
+    assert {"θ=0.4", "patience=2", "α=0.05", "target cost=0.3", "q=0.5", "drop=0.02",
+            "target cost=0.4"} <= labels

@@ -35,7 +35,7 @@ HASHED_MARKERS = "osD^vP<>hX*"
 """Markers of every other method name."""
 
 KNOB_SYMBOLS: dict[str, str] = {"theta": "θ", "alpha": "α", "t": "patience",
-                                "target": "target cost"}
+                                "target": "target cost", "allowed_drop": "drop"}
 """Knob attribute names written differently on plots (others are written as they are)."""
 
 
@@ -51,14 +51,14 @@ def method_style(method: str) -> tuple[str, str]:
 def knob_name(method: str) -> str | None:
     """The knob a method's operating points differ in, as plots write it (None: unknown).
 
-    Rules and fitted baselines name theirs in the method registry; a trained method
-    ``<agent>-<reward>`` is swept over the reward's α, ``<agent>-<reward>-budget`` over the
-    target cost (``compare``'s method names).
+    A method of the registry names its knob there (rules, fitted baselines, ``compare``'s
+    lexicographic and ConsistentEE agents); a trained method ``<agent>-<reward>`` is swept over
+    the reward's α, ``<agent>-<reward>-budget`` over the target cost (``compare``'s names).
     """
     from exitgym.agents.registry import METHODS
 
     entry = METHODS.get(method)
-    if entry is not None and entry.kind in ("rule", "fitted"):
+    if entry is not None and (entry.knob or entry.kind in ("rule", "fitted")):
         return KNOB_SYMBOLS.get(entry.knob, entry.knob) if entry.knob else None
     agents = [n for n, m in METHODS.items() if m.kind in ("trainer", "sb3", "schedule")]
     if entry is not None or any(method.startswith(f"{a}-") for a in agents):
