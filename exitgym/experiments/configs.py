@@ -41,8 +41,8 @@ def agent_choices() -> dict[str, str]:
 
 AGENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "*": {"steps": 300},
-    "ppo": {"steps": 100_000, "n_steps": 256},
-    "a2c": {"steps": 100_000},
+    "ppo": {"steps": 100_000, "n_steps": 256, "lr": DEFAULT_LR},
+    "a2c": {"steps": 100_000, "lr": DEFAULT_LR},
     "dqn": {"steps": 300_000, "lr": 1e-4},
 }
 """The one place of per-agent defaults: :class:`TrainConfig` fields left None take the agent's
