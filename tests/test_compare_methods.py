@@ -55,6 +55,8 @@ def test_every_agent_kind_has_validation_and_test_rows(compared) -> None:
                       "config.json").read_text())["config"]
     assert cfg["agent"] == "lexicographic" and cfg["allowed_drop"] == 0.05
     assert cfg["reward"] == "flops" and cfg["lr"] is None
+    report = (compared["out"] / "runs" / "lexicographic-d0.05-s0" / "report.md").read_text()
+    assert "| lr | 0.1 |" in report  # the step size it trained with (LexicoConfig's default)
 
 
 def test_budget_table_picks_lexicographic_knobs_on_validation(compared) -> None:

@@ -110,11 +110,15 @@ class TrainConfig:
                              f"{self.agent!r} has none")
 
     @property
-    def learning_rate(self) -> float | None:
-        """``lr``; for SB3 and RLlib agents, which have no trainer config, ``DEFAULT_LR``
-        when unset (None for our trainers: their config's default)."""
-        if self.lr is not None or self.agent in names("trainer"):
+    def learning_rate(self) -> float:
+        """The learning rate the run uses: ``lr``, else the agent's default (what SB3 and RLlib
+        are given, and what the run's report lists)."""
+        if self.lr is not None:
             return self.lr
+        if self.agent == LEXICOGRAPHIC:
+            from exitgym.agents.lexicographic import LexicoConfig
+
+            return float(LexicoConfig.lr)
         return DEFAULT_LR
 
     def with_agent_defaults(self, engine: str = "local") -> TrainConfig:

@@ -230,7 +230,7 @@ def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     """The run's settings as its agent used them (what ``report.md`` lists): SB3 agents do not
     read REINFORCE's baseline, batch size or checkpoint interval, and use at most
     :data:`SB3_MAX_ENVS` envs."""
-    settings = flatten(cfg)
+    settings = {**flatten(cfg), "lr": cfg.learning_rate}
     if kind == "sb3":
         settings = {k: v for k, v in settings.items() if k not in REINFORCE_ONLY}
         settings["num_envs"] = min(cfg.num_envs, SB3_MAX_ENVS)
