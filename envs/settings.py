@@ -294,6 +294,10 @@ class TokenExitSettings(EnvSettings):
     """Feed the full-depth model's token instead of the emitted one."""
     cached: bool = False
     """Precompute every per-layer quantity (needs ``kv="full"`` and ``teacher_forcing``)."""
+    table_batch: int = 1
+    """Cached mode: prompts whose tables are built side by side (one LM-head call per layer for
+    all of them). ``1`` reproduces the single live env bit for bit; larger is several times
+    faster and equals it to the rounding of batched matrix products."""
     observation: str = "features"
     """Observation view spec (:mod:`exitgym.envs.observations`)."""
     hidden_clip: float = 1000.0

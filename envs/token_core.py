@@ -22,7 +22,7 @@ HEADS = ("lm-head",)
 """Exit heads TokenExit-v0 knows (distilled per-layer heads are planned)."""
 LOGIT_BOUND = 1.0e4
 """Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
-STATELESS_VIEWS = ("hidden", "prev")
+STATELESS_VIEWS = ("hidden", "prev", "depth")
 """Views that read no head: with only these, heads run (and are charged) only at exits."""
 
 
@@ -149,6 +149,9 @@ class TokenCore:
         if settings.cached and (settings.kv != "full" or not settings.teacher_forcing):
             raise ValueError("cached=True needs kv='full' and teacher_forcing=True (only then is "
                              "every per-layer quantity independent of the decisions)")
+        tb = settings.table_batch
+        if isinstance(tb, bool) or not isinstance(tb, int) or tb < 1:
+            raise ValueError(f"table_batch must be an integer >= 1, got {tb!r}")
         self.world = TokenWorld.build(settings)
         bb = self.world.backbone
         self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
@@ -170,15 +173,15 @@ class TokenCore:
             dim = part.dim(bb.hidden_size, self.vocab_size)
             bound = {"hidden": self.settings.hidden_clip, "prev": self.settings.hidden_clip,
                      "logits": LOGIT_BOUND}.get(part.name)
-            if part.name == "features":
+            if part.name in ("features", "depth"):  # the cost column is the last one
                 table = np.zeros((1, 1, dim), dtype=np.float32)
-                table[..., 5] = self.cost_bound
+                table[..., -1] = self.cost_bound
                 low, high = part.bounds(table)
             elif bound is not None:
                 low, high = np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)
             else:
                 raise ValueError(f"observation view {part.name!r} is not supported by "
-                                 "TokenExit-v0; use features, logits, hidden, prev")
+                                 "TokenExit-v0; use features, depth, logits, hidden, prev")
             lows.append(low)
             highs.append(high)
         self._low, self._high = np.concatenate(lows), np.concatenate(highs)
@@ -188,12 +191,18 @@ class TokenCore:
                 ) -> np.ndarray:
         """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
         ``logits [l, V]`` or None without heads, ``cost [l]``)."""
+        return self.observe_all(hidden, logits, cost)[-1]
+
+    def observe_all(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
+                    ) -> np.ndarray:
+        """``[l, d]``: the observation after each of ``l`` layers (row ``i`` equals
+        :meth:`observe` of the first ``i + 1``: every view reads layers up to its own only)."""
         if logits is None:
             logits = np.zeros((hidden.shape[0], 1), dtype=np.float32)
         inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
                             num_layers=self.num_layers)
-        row = self.view.compute(inputs)[0, -1]
-        return np.clip(row, self._low, self._high).astype(np.float32)
+        rows = self.view.compute(inputs)[0]
+        return np.clip(rows, self._low, self._high).astype(np.float32)
 
     def token_reward(self, ce: float, agree: bool, cost: float, memorized: int) -> float:
         """One token's reward: the registered shape with the full-depth token as the label."""
