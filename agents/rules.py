@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from exitgym.agents.base import TrackedPolicy, softmax_stats
-from exitgym.envs.observations import FEATURE_NAMES
 from exitgym.backbones.layer_cache import LayerCache
+from exitgym.envs.observations import FEATURE_NAMES
 
 
 class ExitRule(TrackedPolicy):
