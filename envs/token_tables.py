@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.envs.observations import FEATURE_NAMES, FeaturesView, ViewInputs
-from exitgym.envs.token_runner import TokenRunner
+from exitgym.envs.token_runner import TokenRunner, head_flops
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +67,7 @@ class _Pass:
     full_flops: np.ndarray
 
 
-_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, _Pass]] = OrderedDict()
+_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, _Pass, Any]] = OrderedDict()
 """Decoder passes of this process, by what they depend on (the backbone by identity)."""
 MEMO_SIZE = 6
 """Passes kept: envs of the same prompts that differ in view, reward, α or policy cost (a
@@ -79,15 +79,15 @@ def build_token_tables(core: Any) -> TokenTables:
     process already ran it on the same prompts)."""
     world, s = core.world, core.settings
     with_logits = any(p.name == "logits" for p in core.view.parts)
-    key = (id(world.backbone), tuple(map(tuple, world.prompt_ids)), s.max_new_tokens,
-           s.table_batch, with_logits)
+    key = (id(world.backbone), id(world.maps), tuple(map(tuple, world.prompt_ids)),
+           s.max_new_tokens, s.table_batch, with_logits)
     hit = _MEMO.get(key)
-    if hit is not None and hit[0] is world.backbone:
+    if hit is not None and hit[0] is world.backbone and hit[2] is world.maps:
         _MEMO.move_to_end(key)
         run = hit[1]
     else:
         run = _decoder_pass(core, with_logits)
-        _MEMO[key] = (world.backbone, run)
+        _MEMO[key] = (world.backbone, run, world.maps)
         while len(_MEMO) > MEMO_SIZE:
             _MEMO.popitem(last=False)
     return _charge(core, run)
@@ -97,15 +97,15 @@ def _charge(core: Any, run: _Pass) -> TokenTables:
     """Costs and observations of ``core``: the runner's charges replayed in its order (so the
     sums are bit-identical to the live env's), the views composed from the pass."""
     bb, L = core.world.backbone, core.num_layers
-    head = float(bb.flops.head(1))
+    heads = _head_costs(core)
     charged = np.zeros(run.upper.shape)
     acc = np.full(run.layer_flops.shape, float(bb.flops.embeddings(1)))
     for i in range(L):
         acc = acc + (run.layer_flops + core.policy_flops)
         if core.head_every_layer:
-            acc = acc + head
+            acc = acc + heads[i]
         charged[..., i] = acc
-    flops = charged + (0.0 if core.head_every_layer else head)
+    flops = charged + (0.0 if core.head_every_layer else heads)
     full = run.full_flops[..., None]
     seen = charged / full
     parts = []
@@ -132,6 +132,12 @@ def _charge(core: Any, run: _Pass) -> TokenTables:
                        run.reference, run.full_flops, memorized)
 
 
+def _head_costs(core: Any) -> np.ndarray:
+    """``[L]`` what an exit head at each layer is charged (the runner's own accounting)."""
+    return np.array([head_flops(core.world.backbone, core.world.maps, i)
+                     for i in range(core.num_layers)])
+
+
 def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
     """Run every prompt's full-depth, teacher-forced continuation through the live runner,
     ``table_batch`` prompts side by side."""
@@ -154,14 +160,15 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
         for first in range(0, P, settings.table_batch):
             chunk = list(range(first, min(P, first + settings.table_batch)))
             rows, idx = list(range(len(chunk))), torch.arange(len(chunk))
-            runner = TokenRunner(bb, len(chunk), world.capacity(T), "full", True, False)
+            runner = TokenRunner(bb, len(chunk), world.capacity(T), "full", True, False,
+                                 maps=world.maps)
             runner.begin(rows, [world.prompt_ids[p] for p in chunk])
             for t in range(T):
                 pos = runner.cache.lengths[0, idx].numpy() - 1  # the token's position
-                logits = [bb.logits(runner.hidden[idx, 0])]
+                logits = [runner.head(0, runner.hidden[idx, 0])]
                 for i in range(1, L):
                     runner.advance(rows)
-                    logits.append(bb.logits(runner.hidden[idx, i]))
+                    logits.append(runner.head(i, runner.hidden[idx, i]))
                 outcomes = runner.exit(rows)
                 stacked = torch.stack(logits, dim=1)  # [R, L, V]
                 refs = torch.tensor([o.reference for o in outcomes])

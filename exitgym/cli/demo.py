@@ -93,6 +93,9 @@ class DemoArgs:
     """Run the generation comparison instead: token-level early exit on the embedded decoder
     ``smollm2-135m`` (``exitgym.experiments.generation_compare``; --seeds, --out and
     --overwrite apply)."""
+    generation_heads: str = option("lm-head", choices=("lm-head", "distilled"))
+    """Exit heads of --generation: the model's LM head at every layer, or per-layer maps
+    distilled to the last layer (prepared once on the task's train texts)."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

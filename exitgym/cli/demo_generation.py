@@ -32,9 +32,11 @@ def run_generation(args: Any) -> int:
         print(f"error: {out} already holds a comparison; pass --overwrite to replace it")
         return 2
     with user_errors():
-        config = replace(GenerationCompareConfig(), seeds=tuple(args.seeds))
-        print(f"[1/2] {config.backbone}: decoder passes over {list(config.prompts)} "
-              f"train/validation/test prompts x {config.max_new_tokens} tokens, REINFORCE x "
+        config = replace(GenerationCompareConfig(), seeds=tuple(args.seeds),
+                         heads=args.generation_heads)
+        print(f"[1/2] {config.backbone} ({config.heads} heads): decoder passes over "
+              f"{list(config.prompts)} train/validation/test prompts x "
+              f"{config.max_new_tokens} tokens, REINFORCE x "
               f"{len(config.rewards)} rewards x {len(config.targets)} targets x "
               f"{len(config.seeds)} seeds, rules, report")
         summary = generation_compare(config, out)

@@ -81,6 +81,10 @@ class GenerationCompareConfig:
     """FLOPs budgets of the budget table."""
     table_batch: int = option(16, minimum=1)
     """Prompts run side by side when the cached tables are built (speed only)."""
+    heads: Any = "lm-head"
+    """Exit heads: ``lm-head`` (the model's head at every layer), ``distilled`` (per-layer maps
+    fitted to the last layer on the task's train texts, :mod:`exitgym.data.decoder_heads`) or
+    ``LayerMaps``."""
     prompt_ids: tuple[Any, ...] | None = None
     """Token-id prompts per split instead of the task's texts (tests, tokenizer-less decoders)."""
 
@@ -102,6 +106,7 @@ class GenerationCompareConfig:
                     "max_prompt_tokens": self.max_prompt_tokens,
                     "max_new_tokens": self.max_new_tokens, "kv": "full",
                     "teacher_forcing": True, "cached": True, "table_batch": self.table_batch,
+                    "heads": self.heads,
                     "reward": "vanilla", **kwargs}
         return TokenExitVectorEnv(num_envs, **settings)
 
@@ -215,40 +220,50 @@ def _rules(study: _Study, progress: Any) -> None:
 def _agents(study: _Study, progress: Any) -> dict[str, float]:
     """Train every REINFORCE agent on the train prompts and evaluate it; policy FLOPs charged."""
     from exitgym.agents.registry import lookup
-    from exitgym.utils.threads import one_torch_thread
 
     config = study.config
     method = lookup("reinforce", "trainer")
     assert method.policy_flops is not None
     flops_of: dict[str, float] = {}
-    with one_torch_thread():
-        for reward in config.rewards:
-            for target in config.targets:
-                for seed in config.seeds:
-                    progress(f"REINFORCE {reward} target {target:g} seed {seed}")
-                    knobs = {"baseline": "self-critical", "batch_size": config.batch_size,
-                             "lr": config.lr, "seed": seed, "target_cost": target}
-                    probe = study.env("train", config.observation)
-                    pf = float(method.policy_flops(probe.single_observation_space,
-                                                   probe.single_action_space,
-                                                   config.observation, **knobs))
-                    env = config.env("train", config.batch_size, study.backbone,
-                                     observation=config.observation, policy_flops=pf,
-                                     reward=reward)
-                    agent = method.factory(env, **knobs)
-                    for _ in range(config.steps):
-                        agent.update()
-                    env.close()
-                    study.add(f"reinforce-{reward}", target, seed, agent.policy,
-                              config.observation, pf)
-                    flops_of[f"reinforce-{reward}"] = pf
+    for reward in config.rewards:
+        for target in config.targets:
+            for seed in config.seeds:
+                progress(f"REINFORCE {reward} target {target:g} seed {seed}")
+                knobs = {"baseline": "self-critical", "batch_size": config.batch_size,
+                         "lr": config.lr, "seed": seed, "target_cost": target}
+                probe = study.env("train", config.observation)
+                pf = float(method.policy_flops(probe.single_observation_space,
+                                               probe.single_action_space,
+                                               config.observation, **knobs))
+                env = config.env("train", config.batch_size, study.backbone,
+                                 observation=config.observation, policy_flops=pf,
+                                 reward=reward)
+                agent = method.factory(env, **knobs)
+                for _ in range(config.steps):
+                    agent.update()
+                env.close()
+                study.add(f"reinforce-{reward}", target, seed, agent.policy,
+                          config.observation, pf)
+                flops_of[f"reinforce-{reward}"] = pf
     return flops_of
 
 
 def generation_compare(config: GenerationCompareConfig, out: str | Path,
                        progress: bool = True, sections: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the comparison into ``out`` (``summary.json``, ``pareto.png``, ``report.md``); return
-    the summary (with ``timings`` in seconds per phase)."""
+    the summary (with ``timings`` in seconds per phase).
+
+    Everything runs on one torch thread: on the shared 2-core machine two threads made the
+    decoder passes several times slower (their hand-offs wait on the other workers).
+    """
+    from exitgym.utils.threads import one_torch_thread
+
+    with one_torch_thread():
+        return _generation_compare(config, out, progress, sections)
+
+
+def _generation_compare(config: GenerationCompareConfig, out: str | Path, progress: bool,
+                        sections: tuple[str, ...]) -> dict[str, Any]:
     from exitgym.backbones.decoder_registry import load_decoder
     from exitgym.utils.atomic import jsonable
 
@@ -263,6 +278,16 @@ def generation_compare(config: GenerationCompareConfig, out: str | Path,
     bb = (load_decoder(config.backbone) if isinstance(config.backbone, str)
           else config.backbone)
     timings["load"] = time.perf_counter() - tic
+    distill: dict[str, Any] = {}
+    if config.heads == "distilled":  # prepared once (reused later), its agreement reported
+        from exitgym.data.decoder_heads import prepare_distilled
+
+        tic = time.perf_counter()
+        say("distilled heads (prepared once, then reused)")
+        _, meta = prepare_distilled(bb, config.task, progress=False)
+        distill = {"distilled_heads": {k: meta[k] for k in (
+            "agreement_validation", "positions", "head_flops_extra", "fit_s")}}
+        timings["distill"] = time.perf_counter() - tic
     study = _Study(config, bb)
     tic = time.perf_counter()
     per_layer = {}
@@ -286,14 +311,15 @@ def generation_compare(config: GenerationCompareConfig, out: str | Path,
             "split": "test", "samples": int(test.num_samples), "layers": L,
             "tokens_per_prompt": config.max_new_tokens, "seeds": list(config.seeds),
             "updates_per_agent": config.steps, "quality": "agreement with full depth"}
-    extra = {"heads": "lm-head", "per_layer_accuracy": per_layer,
+    heads = config.heads if isinstance(config.heads, str) else "LayerMaps"
+    extra = {"heads": heads, "per_layer_accuracy": per_layer,
              "selection_split": "validation", "seeds": list(config.seeds),
              "budget_table": table, "smallest_detectable": smallest_detectable(table),
              "selection_rows": study.selection_rows, "policy_flops": policy_flops,
              "rule_views": dict(RULE_VIEWS),
              "config": jsonable({k: v for k, v in config.__dict__.items()
-                                 if k not in ("backbone", "prompt_ids")}),
-             "timings": timings}
+                                 if k not in ("backbone", "prompt_ids", "heads")}),
+             "timings": timings, **distill}
     title = (f"exitgym demo --generation: {config.backbone} on {config.task} prompts, "
              f"agreement with full depth vs cost on test")
     return write_report(out, study.rows, title, meta, sections, extra)
