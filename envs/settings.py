@@ -278,7 +278,9 @@ class TokenExitSettings(EnvSettings):
     backbone: Any = "smollm2-135m"
     """Decoder short name, Hugging Face id or local directory, or a ``DecoderBackbone``."""
     heads: Any = "lm-head"
-    """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer."""
+    """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer;
+    ``"distilled"``, a per-layer map fitted to the last layer in front of it (prepared once on the
+    task's train texts); or a ``LayerMaps``."""
     prompts: Any = None
     """Prompts instead of the task's split: texts, token-id lists, or a text file's path (one
     prompt per line)."""
