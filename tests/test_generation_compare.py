@@ -53,7 +53,8 @@ def test_generation_compare_writes_the_protocols_outputs(tmp_path) -> None:
     sets = tuple(random_prompts([3, 4, 2, 5, 3, 2], seed=s) for s in (0, 1, 2))
     config = GenerationCompareConfig(backbone=bb, prompts=(6, 6, 6), prompt_ids=sets,
                                      max_new_tokens=3, targets=(0.6,), seeds=(0, 1), steps=2,
-                                     batch_size=4, table_batch=2, budgets=(0.5, 1.0))
+                                     batch_size=4, table_batch=2, budgets=(0.5, 1.0),
+                                     heads="lm-head")
     summary = generation_compare(config, tmp_path, progress=False)
     stored = json.loads((tmp_path / "summary.json").read_text())
     assert (tmp_path / "pareto.png").is_file() and (tmp_path / "report.md").is_file()
