@@ -61,7 +61,7 @@ class GenerationCompareConfig:
     """Prompts of the train, validation and test splits (the first ones of each split)."""
     max_prompt_tokens: int = option(24, minimum=1)
     """Prompts are cut to this many tokens."""
-    max_new_tokens: int = option(8, minimum=1)
+    max_new_tokens: int = option(6, minimum=1)
     """Tokens generated per prompt (each one an exit decision)."""
     rewards: tuple[str, ...] = ("hardness", "vanilla")
     """Reward shapes of the REINFORCE agents."""
@@ -69,11 +69,12 @@ class GenerationCompareConfig:
     """Target costs of the budget-targeted agents (one agent per target, reward and seed)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the agents and of random exit (the budget table averages over them)."""
-    steps: int = option(40, minimum=1)
-    """REINFORCE updates per agent (100 updates x 3 targets made the demo 17 minutes long with
-    distilled heads, measured: agents that learn to go deeper run longer episodes)."""
-    batch_size: int = option(32, minimum=1)
-    """Episodes (prompts) per update."""
+    steps: int = option(30, minimum=1)
+    """REINFORCE updates per agent (with distilled heads, 100 updates x 3 targets x 32 episodes
+    made the demo 17 minutes long, measured: agents that learn to go deeper run longer
+    episodes)."""
+    batch_size: int = option(16, minimum=1)
+    """Episodes (prompts) per update (also the evaluation's vector-env width)."""
     lr: float = 3e-3
     """Learning rate of the agents."""
     observation: str = "features"
