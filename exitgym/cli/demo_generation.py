@@ -1,9 +1,9 @@
 """``exitgym demo --generation``: the generation comparison on the embedded decoder, end to end.
 
-Token-level early exit on ``smollm2-135m`` (REINFORCE hardness / vanilla against CALM's rules,
-the classic rules, static truncation, random exit and the token oracle) under the comparison
-protocol; see :mod:`exitgym.experiments.generation_compare`. Budget: under 10 minutes on a
-2-core CPU, the first conversion of the embedded GGUF included.
+Token-level early exit on ``smollm2-135m`` (REINFORCE hardness / vanilla, trained on the policy
+split, against CALM's rules, the classic rules, static truncation, random exit and the token
+oracle) under the comparison protocol; see :mod:`exitgym.experiments.generation_compare`.
+Budget: 10 minutes on a 2-core CPU, the first conversion of the embedded GGUF included.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def run_generation(args: Any) -> int:
         config = replace(GenerationCompareConfig(), seeds=tuple(args.seeds),
                          heads=args.generation_heads)
         print(f"[1/2] {config.backbone} ({config.heads} heads): decoder passes over "
-              f"{list(config.prompts)} train/validation/test prompts x "
+              f"{list(config.prompts)} policy/validation/test prompts x "
               f"{config.max_new_tokens} tokens, REINFORCE x "
               f"{len(config.rewards)} rewards x {len(config.targets)} targets x "
               f"{len(config.seeds)} seeds, rules, report")
