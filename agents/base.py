@@ -163,7 +163,9 @@ class TrackedPolicy:
             self._layout = ObsLayout.from_spec(
                 self.required_observation, obs.shape[-1], hidden_size=self.layout_hidden_size()
             )
-        frac = self._layout.get(obs, "features")[:, 0]
+        # The layer fraction leads both the ``features`` and the head-free ``depth`` view.
+        part = "features" if "features" in self._layout.slices else "depth"
+        frac = self._layout.get(obs, part)[:, 0]
         return obs, frac, self.tracker.update(frac)
 
     def _part(self, obs: np.ndarray, name: str, optional: bool = False) -> np.ndarray | None:

@@ -10,10 +10,9 @@ state restarts with every token. This module adds CALM's two confidence measures
 | saturation  | ``theta`` | cosine of the token's states after layers l and l − 1 > theta       |
 | token-oracle| (none)    | the head agrees with the full-depth token (reads the cached tables) |
 
-Saturation reads no head at all (observation ``features+hidden+prev``, where only the layer
-fraction of ``features`` is used), so with ``observation="hidden+prev"``-style envs it is the one
-rule that does not pay an LM head per layer; here it reads the features view for the layer
-fraction like every tracked policy.
+Saturation reads no head at all (observation ``depth+hidden+prev``: the layer fraction and two
+states), so it is the one confidence rule that does not pay an LM head per layer (a quarter of a
+token on SmolLM2-135M).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ class SaturationExit(ExitRule):
     name = "saturation"
     knob = "theta"
     knob_bounds = (-1.0, 1.0)
-    required_observation = "features+hidden+prev"
+    required_observation = "depth+hidden+prev"
     grid = (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
 
     def __init__(self, theta: float = 0.95) -> None:
@@ -71,6 +70,7 @@ class TokenOracleExit(ExitRule):
     """
 
     name = "token-oracle"
+    required_observation = "depth"
 
     def __init__(self, tables: Any) -> None:
         super().__init__()

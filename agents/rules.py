@@ -30,6 +30,7 @@ import numpy as np
 
 from exitgym.agents.base import TrackedPolicy, softmax_stats
 from exitgym.backbones.layer_cache import LayerCache
+from exitgym.envs.observations import FEATURE_NAMES
 
 
 class ExitRule(TrackedPolicy):
@@ -113,7 +114,31 @@ class ExitRule(TrackedPolicy):
     ) -> np.ndarray:
         obs, frac, new = self._track(obs)
         logits = self._part(obs, "logits", optional=True)
+        self._features = self._part(obs, "features", optional=True)
         return self._actions(self.exit_mask(self.tracker.layer, new, logits, infos), frac)
+
+    def reading(self, observation: str) -> ExitRule:
+        """A copy of this rule that reads ``observation`` instead of ``"features+logits"``.
+
+        ``"features"``: the confidence rules take their statistics from the features view (the
+        same :func:`softmax_stats`, stored as float32) instead of the logits: a decoder's
+        vocabulary-wide logits are too large to tabulate. ``"depth"``: rules that read no
+        confidence (static, random, oracle) without a head charged per layer.
+        """
+        clone = self._clone()
+        clone.required_observation = observation
+        return clone
+
+    def _features_column(self, name: str) -> np.ndarray:
+        """Column ``name`` of the features part of the current batch (when there are no logits).
+
+        Raises:
+            ValueError: the observation has neither logits nor features.
+        """
+        if getattr(self, "_features", None) is None:
+            raise ValueError(f"rule {self.name!r} reads the logits or the features view; the "
+                             f"observation {self.required_observation!r} has neither")
+        return self._features[:, FEATURE_NAMES.index(name)].astype(np.float64)
 
     def _reset_state(self, num_envs: int) -> None:
         """Subclasses with per-slot state reset it here."""
@@ -186,7 +211,8 @@ class ThresholdExit(ExitRule):
         return cls.grid
 
     def exit_mask(self, layer, new, logits, infos):  # noqa: D102
-        value = getattr(softmax_stats(logits), self.statistic)
+        value = (getattr(softmax_stats(logits), self.statistic) if logits is not None
+                 else self._features_column(self.statistic))
         return value < self.theta if self.below else value > self.theta
 
 
@@ -235,6 +261,10 @@ class PatienceExit(ExitRule):
         self._count = np.zeros(num_envs, dtype=np.int64)
 
     def exit_mask(self, layer, new, logits, infos):  # noqa: D102
+        if logits is None:  # the features' run length already counts the unchanged heads
+            run = np.rint(self._features_column("patience_fraction") * layer
+                          / self._features_column("layer_fraction"))
+            return run - 1 >= self.t
         pred = softmax_stats(logits).prediction
         same = (pred == self._prev_pred) & ~new
         self._count = np.where(same, self._count + 1, 0)

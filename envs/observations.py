@@ -148,7 +148,9 @@ def softmax_stats(logits: np.ndarray) -> SoftmaxStats:
         ones = np.ones(z.shape[:-1])
         return SoftmaxStats(prediction, ones, np.zeros(z.shape[:-1]), ones)
     entropy = -(p * logp).sum(axis=-1) / np.log(num_labels)
-    top2 = np.sort(p, axis=-1)[..., -2:]
+    # The two largest only (a full sort of a 49k-token vocabulary per layer dominated decoder
+    # observations): after partitioning at -2, [-2] is the runner-up and [-1] the largest.
+    top2 = np.partition(p, -2, axis=-1)[..., -2:]
     return SoftmaxStats(prediction, top2[..., 1], entropy, top2[..., 1] - top2[..., 0])
 
 
@@ -192,6 +194,33 @@ class FeaturesView(ObservationView):
         # The cost fraction exceeds 1 when the policy's own FLOPs are charged.
         high[5] = max(1.0, float(table[..., 5].max()))
         return low, high
+
+
+@register_observation("depth")
+class DepthView(ObservationView):
+    """The layer fraction and the cost spent so far: ``features`` columns 0 and 5 without the
+    head statistics.
+
+    Why: a decoder's LM head costs several layers (SmolLM2-135M: a quarter of a token), so a
+    policy that reads no confidence (static, random, CALM's state saturation with
+    ``depth+hidden+prev``) must not be charged a head per layer just to learn its depth.
+    """
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("layer_fraction", "cost")
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return len(self.FIELDS)
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        n, length = inputs.cost.shape[:2]
+        out = np.empty((n, length, 2), dtype=np.float64)
+        out[..., 0] = np.arange(1, length + 1)[None, :] / inputs.num_layers
+        out[..., 1] = inputs.cost
+        return out.astype(np.float32)
+
+    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (np.zeros(2, dtype=np.float32),
+                np.array([1.0, max(1.0, float(table[..., 1].max()))], dtype=np.float32))
 
 
 @register_observation("logits")

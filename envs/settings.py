@@ -278,7 +278,9 @@ class TokenExitSettings(EnvSettings):
     backbone: Any = "smollm2-135m"
     """Decoder short name, Hugging Face id or local directory, or a ``DecoderBackbone``."""
     heads: Any = "lm-head"
-    """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer."""
+    """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer;
+    ``"distilled"``, a per-layer map fitted to the last layer in front of it (prepared once on the
+    task's train texts); or a ``LayerMaps``."""
     prompts: Any = None
     """Prompts instead of the task's split: texts, token-id lists, or a text file's path (one
     prompt per line)."""
@@ -294,6 +296,10 @@ class TokenExitSettings(EnvSettings):
     """Feed the full-depth model's token instead of the emitted one."""
     cached: bool = False
     """Precompute every per-layer quantity (needs ``kv="full"`` and ``teacher_forcing``)."""
+    table_batch: int = 1
+    """Cached mode: prompts whose tables are built side by side (one LM-head call per layer for
+    all of them). ``1`` reproduces the single live env bit for bit; larger is several times
+    faster and equals it to the rounding of batched matrix products."""
     observation: str = "features"
     """Observation view spec (:mod:`exitgym.envs.observations`)."""
     hidden_clip: float = 1000.0

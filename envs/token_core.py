@@ -18,11 +18,13 @@ from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
 
-HEADS = ("lm-head",)
-"""Exit heads TokenExit-v0 knows (distilled per-layer heads are planned)."""
+HEADS = ("lm-head", "distilled")
+"""Exit heads TokenExit-v0 knows by name: the model's final norm + LM head at every layer, or
+per-layer maps distilled to the last layer in front of it (``exitgym.data.decoder_heads``,
+prepared once on the task's train texts); a ``LayerMaps`` object is accepted too."""
 LOGIT_BOUND = 1.0e4
 """Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
-STATELESS_VIEWS = ("hidden", "prev")
+STATELESS_VIEWS = ("hidden", "prev", "depth")
 """Views that read no head: with only these, heads run (and are charged) only at exits."""
 
 
@@ -56,6 +58,29 @@ def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
     return texts
 
 
+def _maps(settings: TokenExitSettings, bb: Any) -> Any:
+    """The distilled heads ``settings.heads`` names (None for the plain LM head).
+
+    Raises:
+        ValueError: maps of another depth or width than the decoder's, or not maps at all.
+    """
+    heads = settings.heads
+    if heads == "lm-head":
+        return None
+    if heads == "distilled":
+        from exitgym.data.decoder_heads import distilled_heads
+
+        return distilled_heads(bb, settings.task, **settings.column_options())
+    if not hasattr(heads, "apply") or not hasattr(heads, "flops"):
+        raise ValueError(f"heads must be one of {list(HEADS)} or a LayerMaps, got "
+                         f"{type(heads).__name__}")
+    if (heads.num_layers, heads.hidden_size) != (bb.num_layers, bb.hidden_size):
+        raise ValueError(f"the LayerMaps are for {heads.num_layers} layers of width "
+                         f"{heads.hidden_size}; the decoder has {bb.num_layers} of width "
+                         f"{bb.hidden_size}")
+    return heads
+
+
 @dataclass(frozen=True, eq=False)
 class TokenWorld:
     """The decoder and the tokenized prompts episodes draw from."""
@@ -66,12 +91,14 @@ class TokenWorld:
     """Token ids of each prompt (cut to ``max_prompt_tokens``)."""
     prompt_texts: list[str | None]
     """Each prompt's text (None for prompts given as ids)."""
+    maps: Any = None
+    """Distilled heads (``LayerMaps``) in front of the LM head; None: the LM head alone."""
 
     @classmethod
     def build(cls, settings: TokenExitSettings) -> TokenWorld:
-        if settings.heads not in HEADS:
+        if isinstance(settings.heads, str) and settings.heads not in HEADS:
             raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
-                             f"allowed: {list(HEADS)}")
+                             f"allowed: {list(HEADS)} or a LayerMaps")
         for name in ("max_prompt_tokens", "max_new_tokens"):
             value = getattr(settings, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -91,7 +118,8 @@ class TokenWorld:
         ids = [p[: settings.max_prompt_tokens] for p in ids]
         if any(len(p) == 0 for p in ids):
             raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
-        return cls(bb, ids, [t if isinstance(t, str) else None for t in texts])
+        return cls(bb, ids, [t if isinstance(t, str) else None for t in texts],
+                   _maps(settings, bb))
 
     @property
     def num_samples(self) -> int:
@@ -149,6 +177,9 @@ class TokenCore:
         if settings.cached and (settings.kv != "full" or not settings.teacher_forcing):
             raise ValueError("cached=True needs kv='full' and teacher_forcing=True (only then is "
                              "every per-layer quantity independent of the decisions)")
+        tb = settings.table_batch
+        if isinstance(tb, bool) or not isinstance(tb, int) or tb < 1:
+            raise ValueError(f"table_batch must be an integer >= 1, got {tb!r}")
         self.world = TokenWorld.build(settings)
         bb = self.world.backbone
         self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
@@ -162,23 +193,25 @@ class TokenCore:
     def _space(self, bb: Any) -> spaces.Box:
         f, L = bb.flops, self.num_layers
         longest = self.world.capacity(self.settings.max_new_tokens)
+        maps = self.world.maps
+        head = f.head(1) + (0.0 if maps is None else maps.flops(0))
         worst = (f.embeddings(1) + L * (f.layer(self.settings.max_new_tokens + 1, longest)
-                 + f.head(1) + f.kv_only(1) + self.policy_flops))
+                 + head + f.kv_only(1) + self.policy_flops))
         self.cost_bound = max(1.0, float(worst / f.token(1)))
         lows, highs = [], []
         for part in self.view.parts:
             dim = part.dim(bb.hidden_size, self.vocab_size)
             bound = {"hidden": self.settings.hidden_clip, "prev": self.settings.hidden_clip,
                      "logits": LOGIT_BOUND}.get(part.name)
-            if part.name == "features":
+            if part.name in ("features", "depth"):  # the cost column is the last one
                 table = np.zeros((1, 1, dim), dtype=np.float32)
-                table[..., 5] = self.cost_bound
+                table[..., -1] = self.cost_bound
                 low, high = part.bounds(table)
             elif bound is not None:
                 low, high = np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)
             else:
                 raise ValueError(f"observation view {part.name!r} is not supported by "
-                                 "TokenExit-v0; use features, logits, hidden, prev")
+                                 "TokenExit-v0; use features, depth, logits, hidden, prev")
             lows.append(low)
             highs.append(high)
         self._low, self._high = np.concatenate(lows), np.concatenate(highs)
@@ -188,12 +221,18 @@ class TokenCore:
                 ) -> np.ndarray:
         """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
         ``logits [l, V]`` or None without heads, ``cost [l]``)."""
+        return self.observe_all(hidden, logits, cost)[-1]
+
+    def observe_all(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
+                    ) -> np.ndarray:
+        """``[l, d]``: the observation after each of ``l`` layers (row ``i`` equals
+        :meth:`observe` of the first ``i + 1``: every view reads layers up to its own only)."""
         if logits is None:
             logits = np.zeros((hidden.shape[0], 1), dtype=np.float32)
         inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
                             num_layers=self.num_layers)
-        row = self.view.compute(inputs)[0, -1]
-        return np.clip(row, self._low, self._high).astype(np.float32)
+        rows = self.view.compute(inputs)[0]
+        return np.clip(rows, self._low, self._high).astype(np.float32)
 
     def token_reward(self, ce: float, agree: bool, cost: float, memorized: int) -> float:
         """One token's reward: the registered shape with the full-depth token as the label."""
@@ -217,7 +256,7 @@ class TokenCore:
             self._runner = TokenRunner(
                 self.world.backbone, num_rows, self.world.capacity(s.max_new_tokens), s.kv,
                 s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized,
-                reference)
+                reference, maps=self.world.maps)
         self._episodes: list[TokenEpisode | None] = [None] * num_rows
         self._token = np.zeros(num_rows, dtype=np.int64)
         self._layer = np.zeros(num_rows, dtype=np.int64)

@@ -54,9 +54,10 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
     | 4     | patience / L     | 0   | 1 (run of identical head tokens ending at l)   |
     | 5     | token cost so far| 0   | a bound on this token's cost fraction          |
 
-    ``logits`` (V), ``hidden`` (H, the token's state after layer ``l``) and ``prev`` (after
-    ``l − 1``) combine with ``+``; ``hidden+prev`` gives CALM's state saturation. With only
-    ``hidden`` / ``prev`` no head runs before the exit, and none is charged.
+    ``logits`` (V), ``hidden`` (H, the token's state after layer ``l``), ``prev`` (after
+    ``l − 1``) and ``depth`` (columns 0 and 5 of the table) combine with ``+``;
+    ``depth+hidden+prev`` gives CALM's state saturation. With only ``depth`` / ``hidden`` /
+    ``prev`` no head runs before the exit, and none is charged.
 
     ## Rewards
 
@@ -94,14 +95,17 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
              heads="lm-head", text_column="text", label_column="label", text_pair_column=None,
              reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
              prompts=None, max_prompts=64, max_prompt_tokens=32, max_new_tokens=16, kv="copy",
-             teacher_forcing=False, cached=False, observation="features", hidden_clip=1000.0,
-             **reward_kwargs)
+             teacher_forcing=False, cached=False, table_batch=1, observation="features",
+             hidden_clip=1000.0, **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.TokenExitSettings`
     (each documented there). ``backbone`` may be a ``DecoderBackbone``; ``prompts`` texts,
     token-id lists or a text file (one prompt per line); without ``prompts`` the texts of
-    ``task`` (a local file's ``text_column``) are the prompts.
+    ``task`` (a local file's ``text_column``) are the prompts. ``heads="distilled"`` puts a
+    per-layer map fitted to the last layer in front of the LM head (prepared once on ``task``'s
+    train texts, :mod:`exitgym.data.decoder_heads`; a ``LayerMaps`` object works too), charged
+    with every head.
 
     ## Version History
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +58,12 @@ class TokenOutcome:
     ``L`` when not computed."""
 
 
+def head_flops(backbone: Any, maps: Any, i: int) -> float:
+    """FLOPs charged for one exit head at layer ``i`` (0-based): the final norm and LM head,
+    plus the layer's distilled map when there are ``maps``."""
+    return float(backbone.flops.head(1)) + (0.0 if maps is None else maps.flops(i))
+
+
 class TokenRunner:
     """``num_rows`` generation episodes stepped layer by layer (see the module docstring).
 
@@ -71,16 +78,19 @@ class TokenRunner:
         memorized: compute each token's memorized layer (L extra heads, not charged).
         reference: run the full-depth reference (``copy`` / ``recompute``: a shadow cache);
             without it (deployment) ``reference`` and ``ce`` of an outcome are −1 and NaN.
+        maps: distilled heads (:class:`~exitgym.backbones.decoder_heads.LayerMaps`) in front
+            of the LM head, charged with it; None: the model's own head at every layer.
     """
 
     def __init__(self, backbone: DecoderBackbone, num_rows: int, capacity: int, kv: str,
                  teacher_forcing: bool, head_every_layer: bool, policy_flops: float = 0.0,
-                 memorized: bool = False, reference: bool = True) -> None:
+                 memorized: bool = False, reference: bool = True, maps: Any = None) -> None:
         if kv not in KV_MODES:
             raise ValueError(f"unknown kv mode {kv!r}; allowed: {list(KV_MODES)}")
         self.bb, self.kv, self.teacher_forcing = backbone, kv, teacher_forcing
         self.head_every_layer, self.policy_flops = head_every_layer, float(policy_flops)
         self.need_memorized = memorized
+        self.maps = maps
         self.L, self.H = backbone.num_layers, backbone.hidden_size
         self.cache = backbone.new_cache(num_rows, capacity)
         self.with_reference = reference
@@ -172,11 +182,19 @@ class TokenRunner:
         if self.head_every_layer:
             self._heads(rows, i)
 
+    def head(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Layer ``i``'s exit head on ``hidden`` (``[..., H]`` -> ``[..., V]``)."""
+        return self.bb.logits(hidden if self.maps is None else self.maps.apply(i, hidden))
+
+    def head_flops(self, i: int) -> float:
+        """What one exit head at layer ``i`` is charged."""
+        return head_flops(self.bb, self.maps, i)
+
     def _heads(self, rows: torch.Tensor, i: int) -> None:
-        logits = self.bb.logits(self.hidden[rows, i])
+        logits = self.head(i, self.hidden[rows, i])
         for k, row in enumerate(rows.tolist()):
             self.logits[row][i] = logits[k]
-            self.flops[row] += self.bb.flops.head(1)
+            self.flops[row] += self.head_flops(i)
 
     def current_logits(self, row: int) -> torch.Tensor:
         """The exit head at the row's current layer (computed, and charged, on first use)."""
@@ -210,7 +228,8 @@ class TokenRunner:
             pos = int(self.cache.lengths[0, row]) - 1
             memorized = self.L
             if self.need_memorized and self.with_reference:
-                heads = self.bb.logits(ref_hidden[k]).argmax(dim=-1)
+                heads = (self.bb.logits(ref_hidden[k]) if self.maps is None else torch.stack(
+                    [self.head(i, ref_hidden[k, i]) for i in range(self.L)])).argmax(dim=-1)
                 wrong = np.flatnonzero((heads != reference[k]).numpy())
                 memorized = int(wrong[-1]) + 2 if wrong.size else 1
             outcomes.append(TokenOutcome(

@@ -6,6 +6,11 @@ import os
 
 import pytest
 
+# Before anything imports huggingface_hub, which reads HF_HUB_OFFLINE once at import time: set in
+# a fixture it came too late, and a hub id's lookup waited for a network timeout (~20 s) instead
+# of failing at once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):

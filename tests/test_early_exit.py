@@ -18,7 +18,8 @@ from exitgym.data.synthetic import synthetic_cache
 from exitgym.envs.early_exit import EarlyExitEnv
 from exitgym.envs.observations import OBSERVATIONS, patience_run
 
-VIEWS = ("features", "logits", "hidden", "prev", "hidden+prev", "features+logits+hidden+prev")
+VIEWS = ("features", "logits", "hidden", "prev", "depth", "hidden+prev", "depth+hidden+prev",
+         "features+logits+hidden+prev")
 ENV_ID = "exitgym/EarlyExit-v0"
 
 
@@ -55,7 +56,7 @@ def test_gymnasium_and_sb3_checkers_pass_without_warnings(cache, observation, op
 
 
 def test_every_registered_view_is_covered() -> None:
-    assert set(OBSERVATIONS) == {"features", "logits", "hidden", "prev"}
+    assert set(OBSERVATIONS) == {"features", "logits", "hidden", "prev", "depth"}
 
 
 def test_features_match_hand_computation(cache) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import exitgym  # noqa: F401
 from exitgym.agents.base import evaluate
 from exitgym.agents.generation_rules import MarginExit, SaturationExit, TokenOracleExit
-from exitgym.agents.rules import EntropyExit, MaxProbExit, PatienceExit
+from exitgym.agents.rules import EntropyExit, MaxProbExit, PatienceExit, StaticExit
 from exitgym.backbones.decoder_registry import load_decoder
 from tests.tiny_decoders import random_prompts, tiny_decoder_configs
 
@@ -33,7 +33,8 @@ def test_rules_trace_a_cost_agreement_trade_off_and_the_oracle_bounds_it() -> No
     assert all(r.exit_layer == 3 for r in never.records)
     always = evaluate(EntropyExit(theta=1.0), env)  # exits at layer 1 whenever entropy < 1
     assert always.mean_cost < never.mean_cost
-    oracle = evaluate(TokenOracleExit(env.unwrapped.tables), env)
+    depth = token_env("depth")
+    oracle = evaluate(TokenOracleExit(depth.unwrapped.tables), depth)
     assert all(r.correct for r in oracle.records)  # exits only where the head agrees
     assert oracle.mean_cost <= never.mean_cost
     for rule in (MarginExit(theta=0.0), PatienceExit(t=1)):
@@ -51,9 +52,33 @@ def test_vector_and_single_env_evaluations_agree() -> None:
 
 
 def test_saturation_exits_when_consecutive_states_align() -> None:
-    env = token_env("features+hidden+prev")
+    env = token_env("depth+hidden+prev")
     tight = evaluate(SaturationExit(theta=1.0), env)  # cos never exceeds 1: full depth
     loose = evaluate(SaturationExit(theta=-1.0), env)  # any cos > −1: exit at layer 2
     assert all(r.exit_layer == 3 for r in tight.records)
     assert all(r.exit_layer == 2 for r in loose.records)  # never at layer 1 (prev = 0)
     assert loose.mean_cost < tight.mean_cost
+
+
+def test_rules_reading_the_features_decide_as_the_rules_reading_the_logits() -> None:
+    """The decoder demo tabulates ``features`` (V-wide logits are too large): the confidence
+    rules must take the same decisions from its columns as from the logits."""
+    with_logits, features = token_env("features+logits"), token_env("features")
+    for rule in (EntropyExit(theta=0.9), EntropyExit(theta=0.99), MaxProbExit(theta=0.02),
+                 MarginExit(theta=0.005), PatienceExit(t=0), PatienceExit(t=1)):
+        a = evaluate(rule, with_logits)
+        b = evaluate(rule.reading("features"), features)
+        assert [r.actions for r in a.records] == [r.actions for r in b.records], rule.describe()
+    layers = {r.exit_layer for t in (0, 1) for r in evaluate(
+        PatienceExit(t=t).reading("features"), features).records}
+    assert len(layers) > 1  # the knob changes the decisions
+
+
+def test_head_free_rules_are_not_charged_a_head_per_layer() -> None:
+    """Static truncation on the ``depth`` view pays one head (at the exit), on ``features`` one
+    per layer: same decisions, lower cost."""
+    rule = StaticExit(k=3)
+    on_features = evaluate(rule.reading("features"), token_env("features"))
+    on_depth = evaluate(rule.reading("depth"), token_env("depth"))
+    assert [r.actions for r in on_features.records] == [r.actions for r in on_depth.records]
+    assert on_depth.mean_cost < on_features.mean_cost

@@ -62,10 +62,15 @@ def test_never_exiting_reproduces_greedy_generate(kv: str, model_type: str) -> N
         assert info["exit_layers"] == [bb.num_layers] * TOKENS and info["agreement"] == 1.0
 
 
-@pytest.mark.parametrize("reward", ["vanilla", "hardness", "accuracy"])
-def test_cached_mode_equals_live_mode_with_full_kv_and_teacher_forcing(llama, reward) -> None:
+@pytest.mark.parametrize("reward,observation,policy_flops", [
+    ("vanilla", "features+hidden", 0.0), ("hardness", "features+hidden", 0.0),
+    ("accuracy", "features+hidden", 0.0), ("hardness", "depth+hidden+prev", 1234.5),
+    ("vanilla", "features", 777.0)])
+def test_cached_mode_equals_live_mode_with_full_kv_and_teacher_forcing(
+        llama, reward, observation, policy_flops) -> None:
+    """Also after the cached envs of other views / policy costs reused one decoder pass."""
     settings = {"kv": "full", "teacher_forcing": True, "reward": reward,
-                "observation": "features+hidden"}
+                "observation": observation, "policy_flops": policy_flops}
     live, cached = make(llama, **settings), make(llama, cached=True, **settings)
     for sid in range(len(PROMPTS)):
         for seed in range(3):
@@ -188,3 +193,26 @@ def test_vector_env_equals_n_single_envs(llama, kv: str, cached: bool) -> None:
             assert np.allclose(obs[i], o, atol=1e-4)
         pending = terminated
     assert finished >= n
+
+
+def test_cached_tables_of_one_pass_equal_fresh_ones_and_batched_ones_match(llama) -> None:
+    """The memoized decoder pass serves other views and charges exactly as a fresh build does;
+    prompts built side by side (``table_batch``) give the same tokens and near-equal numbers."""
+    from exitgym.envs import token_tables
+
+    base = {"kv": "full", "teacher_forcing": True, "cached": True}
+    make(llama, observation="features", **base)  # fills the memo for these prompts
+    reused = make(llama, observation="depth+prev", policy_flops=99.0, reward="hardness",
+                  **base).unwrapped.tables
+    token_tables._MEMO.clear()
+    fresh = make(llama, observation="depth+prev", policy_flops=99.0, reward="hardness",
+                 **base).unwrapped.tables
+    batched = make(llama, observation="depth+prev", policy_flops=99.0, reward="hardness",
+                   table_batch=3, **base).unwrapped.tables
+    for name in ("obs", "cost", "flops", "computed", "ce", "emitted", "reference", "memorized"):
+        assert np.array_equal(getattr(reused, name), getattr(fresh, name)), name
+        assert np.allclose(getattr(batched, name), getattr(fresh, name), rtol=1e-4,
+                           atol=1e-4), name
+    assert np.array_equal(batched.emitted, fresh.emitted)
+    with pytest.raises(ValueError, match="table_batch must be an integer >= 1"):
+        make(llama, table_batch=0, **base)

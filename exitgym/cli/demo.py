@@ -89,6 +89,14 @@ class DemoArgs:
     """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
     verify: bool = True
     """Replay --verify every recorded episode (--no-verify skips it)."""
+    generation: bool = False
+    """Run the generation comparison instead: token-level early exit on the embedded decoder
+    ``smollm2-135m`` (``exitgym.experiments.generation_compare``; --seeds, --out and
+    --overwrite apply)."""
+    generation_heads: str = option("distilled", choices=("lm-head", "distilled"))
+    """Exit heads of --generation: per-layer maps distilled to the last layer (prepared once on
+    the task's train texts; they raise the validation agreement of every intermediate layer,
+    measured), or the model's own LM head at every layer."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -109,6 +117,10 @@ def run(args: DemoArgs) -> int:
     from exitgym.reports.comparison import report_markdown
     from exitgym.utils.atomic import atomic_write_text
 
+    if args.generation:
+        from exitgym.cli.demo_generation import run_generation
+
+        return run_generation(args)
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
     data, seeds = args.data, args.seeds
