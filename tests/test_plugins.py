@@ -75,7 +75,7 @@ ENTRY_POINTS = """[exitgym.rewards]
 cheap-depth = cheapdepth_plugin:CheapDepth
 
 [exitgym.observations]
-depth = cheapdepth_plugin:Depth
+plugin-depth = cheapdepth_plugin:Depth
 
 [exitgym.tasks]
 sixty-words = cheapdepth_plugin:TASK
@@ -87,7 +87,7 @@ FAST = ["--max-length", str(PREPARE_OPTIONS["max_length"]), "--steps", "3", "--b
 def _forget(monkeypatch: pytest.MonkeyPatch) -> None:
     """As in a new process: nothing of the plug-ins registered or imported."""
     for registry, name in ((REWARDS, "cheap-depth"), (REWARDS, "sqrt-cost"),
-                           (OBSERVATIONS, "depth")):
+                           (OBSERVATIONS, "plugin-depth")):
         registry.pop(name, None)
     monkeypatch.setattr(plugins, "_LOADED", {})
     monkeypatch.setattr(plugins, "_IMPORTED", {})
@@ -117,14 +117,14 @@ def test_entry_point_plugins_register_on_first_use(installed) -> None:
 
     assert "cheap-depth" not in REWARDS
     assert make_reward("cheap-depth", alpha=0.5).alpha == 0.5  # loaded on the miss
-    assert [type(v).__name__ for v in make_observation("features+depth").parts] == [
+    assert [type(v).__name__ for v in make_observation("features+plugin-depth").parts] == [
         "FeaturesView", "Depth"]
     task = load_task("sixty-words")
     assert sum(len(task.split(s)) for s in SPLITS) == 60
     record = plugins.plugin_record()["entry_points"]
     assert {(e["group"], e["name"], e["distribution"], e["version"]) for e in record} == {
         ("exitgym.rewards", "cheap-depth", "cheapdepth-plugin", "0.3"),
-        ("exitgym.observations", "depth", "cheapdepth-plugin", "0.3"),
+        ("exitgym.observations", "plugin-depth", "cheapdepth-plugin", "0.3"),
         ("exitgym.tasks", "sixty-words", "cheapdepth-plugin", "0.3")}
 
 
@@ -134,7 +134,7 @@ def test_cli_trains_evaluates_and_replays_with_plugins(installed, tmp_path, monk
     data = ["--task", project["task"], "--backbone", project["backbone"]]
     run = tmp_path / "run"
     assert main(["train", *data, *FAST, "--reward", "cheap-depth", "--observation",
-                 "features+depth", "--out", str(run)]) == 0
+                 "features+plugin-depth", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert {"group": "exitgym.rewards", "name": "cheap-depth", "distribution": "cheapdepth-plugin",
             "version": "0.3", "value": "cheapdepth_plugin:CheapDepth"} in \
@@ -163,7 +163,7 @@ def test_cli_trains_evaluates_and_replays_with_plugins(installed, tmp_path, monk
     sys.path.remove(str(installed))
     _forget(monkeypatch)
     assert main(["evaluate", str(run)]) == 2
-    assert ("exitgym evaluate: error: this run used plug-in 'depth' (entry-point group "
+    assert ("exitgym evaluate: error: this run used plug-in 'plugin-depth' (entry-point group "
             "'exitgym.observations', cheapdepth_plugin:Depth) from cheapdepth-plugin==0.3, which "
             "is not installed; install it to use this run") in capsys.readouterr().err
 
@@ -201,7 +201,7 @@ def test_a_run_is_refused_when_its_plugin_version_changed(installed, tmp_path, m
     before = (run / "eval-test.json").read_bytes()
     assert main(["evaluate", str(run)]) == 2
     # every plug-in of the process is recorded; the first, by group, is named
-    assert ("exitgym evaluate: error: this run used plug-in 'depth' (entry-point group "
+    assert ("exitgym evaluate: error: this run used plug-in 'plugin-depth' (entry-point group "
             "'exitgym.observations', cheapdepth_plugin:Depth) from cheapdepth-plugin==0.3, but "
             "cheapdepth-plugin==0.4 is installed; another version may compute other results: "
             "install cheapdepth-plugin==0.3 (pip install 'cheapdepth-plugin==0.3') to use this "
