@@ -27,24 +27,3 @@ def load_module_state(directory: Path, stem: str) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise FileNotFoundError(f"no saved weights at {path}")
     return load_file(str(path))
-
-
-def optimizer_tensors(optimizer: torch.optim.Optimizer,
-                      prefix: str = "optim.") -> tuple[dict[str, torch.Tensor], list[Any]]:
-    """An optimizer's state as ``(tensors, param_groups)``: ``<prefix><param>.<slot>`` tensors
-    (Adam's moments and step, RMSprop's averages) for safetensors, the groups for JSON."""
-    opt = optimizer.state_dict()
-    tensors = {f"{prefix}{idx}.{key}": value.detach().contiguous().reshape(value.shape)
-               for idx, slots in opt["state"].items() for key, value in slots.items()}
-    return tensors, opt["param_groups"]
-
-
-def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                   param_groups: list[Any], prefix: str = "optim.") -> None:
-    """Put back a state returned by :func:`optimizer_tensors` (other keys are ignored)."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix):
-            idx, name = key[len(prefix):].split(".", 1)
-            state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": param_groups})

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
-from exitgym.agents.io import load_optimizer, optimizer_tensors
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
 from exitgym.agents.rollout import (
     Rollout,
@@ -43,6 +42,7 @@ from exitgym.agents.rollout import (
     num_samples_of,
     run_episodes,
 )
+from exitgym.utils.torch_state import load_optimizer_tensors, optimizer_tensors
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ class Reinforce:
         """Put back a state returned by :meth:`state_dict` (the next update continues exactly)."""
         self.policy.load_state_dict(
             {k[7:]: v for k, v in tensors.items() if k.startswith("policy.")})
-        load_optimizer(self.optimizer, tensors, meta["param_groups"])
+        load_optimizer_tensors(self.optimizer, tensors, meta["param_groups"])
         self.updates, self.moving_average = int(meta["updates"]), float(meta["moving_average"])
         self.rng.bit_generator.state = meta["trainer_rng"]
         self.policy.rng_state = meta["policy_rng"]

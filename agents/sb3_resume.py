@@ -4,8 +4,8 @@ SB3's own ``save`` writes a zip of cloudpickled objects, which exitgym never loa
 here is taken between two updates (when a rollout is about to start) and holds:
 
 - tensors (safetensors): the policy's ``state_dict`` (DQN's target network included), the
-  optimizer's state (:func:`~exitgym.agents.io.optimizer_tensors`), torch's generator, and every
-  action the run sent to its envs (``[steps, n_envs]``);
+  optimizer's state (:func:`~exitgym.utils.torch_state.optimizer_tensors`), torch's generator,
+  and every action the run sent to its envs (``[steps, n_envs]``);
 - JSON: the algorithm's counters (timesteps, updates, episodes, DQN's ``_n_calls`` and
   exploration rate), the optimizer's parameter groups, and the numpy, Python and action-space
   generators (PPO shuffles minibatches and DQN samples its replay buffer with numpy's global
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from exitgym.agents.io import load_optimizer, optimizer_tensors
+from exitgym.utils.torch_state import load_optimizer_tensors, optimizer_tensors
 
 COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining",
             "_n_calls", "exploration_rate")
@@ -81,7 +81,7 @@ def restore_sb3(model: Any, tensors: dict[str, torch.Tensor], meta: dict[str, An
     _replay(model, actions)
     model.policy.load_state_dict({k[7:]: v for k, v in tensors.items()
                                   if k.startswith("policy.")})
-    load_optimizer(model.policy.optimizer, tensors, meta["param_groups"])
+    load_optimizer_tensors(model.policy.optimizer, tensors, meta["param_groups"])
     for key, value in meta["counters"].items():
         setattr(model, key, value)
     torch.set_rng_state(tensors["torch_rng"])
