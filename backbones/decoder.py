@@ -131,20 +131,29 @@ class DecoderBackbone:
 
     def _write(
         self, i: int, cache: KVCache, rows: torch.Tensor, positions: torch.Tensor,
-        valid: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+        valid: torch.Tensor | None, k: torch.Tensor, v: torch.Tensor,
     ) -> None:
-        needed = int(positions[valid].max()) + 1 if bool(valid.any()) else 0
+        """Append keys/values at ``positions``; ``valid=None``: every position is real (the
+        one-token steps of generation, written without building a mask)."""
+        if valid is None:
+            needed = int(positions.max()) + 1
+        else:
+            needed = int(positions[valid].max()) + 1 if bool(valid.any()) else 0
         if needed > cache.capacity:
             raise ValueError(f"KV cache capacity {cache.capacity} exceeded (position {needed - 1})")
+        if valid is None:
+            index = rows.to(positions.device)[:, None]
+            cache.keys[i][index, :, positions] = k.transpose(1, 2)
+            cache.values[i][index, :, positions] = v.transpose(1, 2)
+            cache.lengths[i, rows] += positions.shape[1]
+            return
         b, t = valid.nonzero(as_tuple=True)
         cache.keys[i][rows[b], :, positions[b, t]] = k[b, :, t]
         cache.values[i][rows[b], :, positions[b, t]] = v[b, :, t]
         cache.lengths[i, rows] += valid.sum(dim=1).cpu()
 
-    def _valid(self, hidden: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        if valid is None:
-            return torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-        return valid.to(device=hidden.device, dtype=torch.bool)
+    def _valid(self, valid: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+        return None if valid is None else valid.to(device=device, dtype=torch.bool)
 
     def layer(
         self, i: int, hidden: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None,
@@ -165,19 +174,21 @@ class DecoderBackbone:
         if not 0 <= i < self.num_layers:
             raise IndexError(f"layer index {i} out of range; layers 0..{self.num_layers - 1}")
         rows = _rows(rows, cache)
-        valid = self._valid(hidden, valid)
+        valid = self._valid(valid, hidden.device)
         positions = self._positions(i, cache, rows, hidden.shape[1])
         q, k, v = self.adapter.qkv(self.model, i, hidden, positions, True)
         self._write(i, cache, rows, positions, valid, k, v)
-        width = int(cache.lengths[i, rows].max())
+        filled = cache.lengths[i, rows]
+        width = int(filled.max())
         keys, values = cache.keys[i][rows, :, :width], cache.values[i][rows, :, :width]
         groups = self.dims["num_heads"] // self.dims["num_kv_heads"]
         if groups > 1:
             keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
         scores = torch.matmul(q, keys.transpose(-1, -2)) * self.dims["scaling"]
-        key_pos = torch.arange(width, device=hidden.device)
-        allowed = key_pos[None, None, :] <= positions[:, :, None]
-        scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        if hidden.shape[1] > 1 or int(filled.min()) < width:  # one new token per row, all rows
+            key_pos = torch.arange(width, device=hidden.device)  # filled alike: nothing to mask
+            allowed = key_pos[None, None, :] <= positions[:, :, None]
+            scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
         context = torch.matmul(weights, values).transpose(1, 2).reshape(*hidden.shape[:2], -1)
         hidden = hidden + self.adapter.out(self.model, i, context)
@@ -189,7 +200,7 @@ class DecoderBackbone:
     ) -> None:
         """Append layer ``i``'s keys and values computed from ``hidden`` (no attention, no FFN)."""
         rows = _rows(rows, cache)
-        valid = self._valid(hidden, valid)
+        valid = self._valid(valid, hidden.device)
         positions = self._positions(i, cache, rows, hidden.shape[1])
         _, k, v = self.adapter.qkv(self.model, i, hidden, positions, False)
         self._write(i, cache, rows, positions, valid, k, v)

@@ -17,6 +17,7 @@ is measured and reported by ``prepare`` (:func:`head_agreement`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -49,6 +50,18 @@ class LayerMaps:
         if i >= self.num_layers - 1:
             return hidden
         return torch.nn.functional.linear(hidden, self.weight[i], self.bias[i])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the weights: two loads of the same file are the same heads (the cached
+        TokenExit tables are shared by content, not by object identity)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for tensor in (self.weight, self.bias):
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def flops(self, i: int) -> float:
         """FLOPs of layer ``i``'s map on one position (0 at the last layer)."""

@@ -67,8 +67,9 @@ class _Pass:
     full_flops: np.ndarray
 
 
-_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, _Pass, Any]] = OrderedDict()
-"""Decoder passes of this process, by what they depend on (the backbone by identity)."""
+_MEMO: OrderedDict[tuple[Any, ...], tuple[Any, _Pass]] = OrderedDict()
+"""Decoder passes of this process, by what they depend on (the backbone by identity, distilled
+heads by their weights' fingerprint: every env loads its own copy of the same file)."""
 MEMO_SIZE = 6
 """Passes kept: envs of the same prompts that differ in view, reward, α or policy cost (a
 comparison's agents and rules) share one pass instead of re-running the decoder."""
@@ -79,15 +80,19 @@ def build_token_tables(core: Any) -> TokenTables:
     process already ran it on the same prompts)."""
     world, s = core.world, core.settings
     with_logits = any(p.name == "logits" for p in core.view.parts)
-    key = (id(world.backbone), id(world.maps), tuple(map(tuple, world.prompt_ids)),
+    maps = None if world.maps is None else getattr(world.maps, "fingerprint", id(world.maps))
+    key = (id(world.backbone), maps, tuple(map(tuple, world.prompt_ids)),
            s.max_new_tokens, s.table_batch, with_logits)
     hit = _MEMO.get(key)
-    if hit is not None and hit[0] is world.backbone and hit[2] is world.maps:
+    if hit is None and not with_logits:  # a pass that kept the logits serves views without
+        hit = _MEMO.get((*key[:-1], True))
+        key = (*key[:-1], True) if hit is not None else key
+    if hit is not None and hit[0] is world.backbone:
         _MEMO.move_to_end(key)
         run = hit[1]
     else:
         run = _decoder_pass(core, with_logits)
-        _MEMO[key] = (world.backbone, run, world.maps)
+        _MEMO[key] = (world.backbone, run)
         while len(_MEMO) > MEMO_SIZE:
             _MEMO.popitem(last=False)
     return _charge(core, run)

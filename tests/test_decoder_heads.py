@@ -84,3 +84,30 @@ def test_heads_of_another_decoder_are_refused(llama) -> None:
         gym.make("exitgym/TokenExit-v0", backbone=llama, prompts=PROMPTS, heads=wrong)
     with pytest.raises(ValueError, match="heads='nope' is not supported"):
         gym.make("exitgym/TokenExit-v0", backbone=llama, prompts=PROMPTS, heads="nope")
+
+
+def test_cached_envs_share_one_decoder_pass_for_equal_heads_only(llama, tmp_path,
+                                                                 monkeypatch) -> None:
+    """Two loads of the same heads file are two objects with one content: their envs share one
+    decoder pass (the generation demo builds an env per agent, each loading the heads afresh;
+    keyed by object identity every one re-ran the decoder). Other weights run their own pass."""
+    from exitgym.envs import token_tables
+
+    maps = fit_layer_maps(collect_states(llama, PROMPTS))
+    maps.save(tmp_path / "m.safetensors")
+    other = LayerMaps(maps.weight * 1.5, maps.bias)
+    passes = []
+    real = token_tables._decoder_pass
+    monkeypatch.setattr(token_tables, "_decoder_pass",
+                        lambda core, logits: passes.append(1) or real(core, logits))
+    token_tables._MEMO.clear()
+    settings = {"backbone": llama, "prompts": PROMPTS, "max_new_tokens": 3, "kv": "full",
+                "teacher_forcing": True, "cached": True, "observation": "depth"}
+    first = gym.make("exitgym/TokenExit-v0", heads=maps, **settings).unwrapped.tables
+    again = gym.make("exitgym/TokenExit-v0", heads=LayerMaps.load(tmp_path / "m.safetensors"),
+                     reward="hardness", **settings).unwrapped.tables
+    assert len(passes) == 1
+    assert np.array_equal(first.emitted, again.emitted) and np.array_equal(first.ce, again.ce)
+    changed = gym.make("exitgym/TokenExit-v0", heads=other, **settings).unwrapped.tables
+    assert len(passes) == 2
+    assert not np.array_equal(changed.ce, first.ce)
