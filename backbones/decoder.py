@@ -14,7 +14,8 @@ ways of treating skipped layers need (:mod:`exitgym.envs.token_exit`):
 - :meth:`DecoderBackbone.logits` is the exit head: the final norm and the LM head at any layer.
 
 The sub-blocks are the model's own modules (:mod:`exitgym.backbones.hf_compat`), and the attention
-is the eager formula over the cache, so stepping every layer of every token reproduces
+is the eager formula over the cache (grouped-query heads stacked on the query axis, no copied keys),
+so stepping every layer of every token reproduces
 ``model.generate(do_sample=False)`` (tests check it token for token).
 """
 
@@ -181,16 +182,20 @@ class DecoderBackbone:
         filled = cache.lengths[i, rows]
         width = int(filled.max())
         keys, values = cache.keys[i][rows, :, :width], cache.values[i][rows, :, :width]
-        groups = self.dims["num_heads"] // self.dims["num_kv_heads"]
-        if groups > 1:
-            keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+        # Grouped-query attention without copying keys: the query heads sharing a key/value
+        # head are stacked on the query axis (head h reads kv head h // groups, as in HF).
+        b, heads, t, d = q.shape
+        kv_heads = keys.shape[1]
+        q = q.reshape(b, kv_heads, (heads // kv_heads) * t, d)
         scores = torch.matmul(q, keys.transpose(-1, -2)) * self.dims["scaling"]
-        if hidden.shape[1] > 1 or int(filled.min()) < width:  # one new token per row, all rows
-            key_pos = torch.arange(width, device=hidden.device)  # filled alike: nothing to mask
-            allowed = key_pos[None, None, :] <= positions[:, :, None]
-            scores = scores.masked_fill(~allowed[:, None], torch.finfo(scores.dtype).min)
+        if t > 1 or int(filled.min()) < width:  # one new token per row, all rows filled
+            key_pos = torch.arange(width, device=hidden.device)  # alike: nothing to mask
+            allowed = (key_pos[None, None, :] <= positions[:, :, None])[:, None, None]
+            scores = scores.view(b, kv_heads, heads // kv_heads, t, width).masked_fill(
+                ~allowed, torch.finfo(scores.dtype).min).view(b, kv_heads, -1, width)
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
-        context = torch.matmul(weights, values).transpose(1, 2).reshape(*hidden.shape[:2], -1)
+        context = torch.matmul(weights, values).view(b, heads, t, d)
+        context = context.transpose(1, 2).reshape(*hidden.shape[:2], -1)
         hidden = hidden + self.adapter.out(self.model, i, context)
         return self.adapter.ffn(self.model, i, hidden)
 

@@ -97,6 +97,16 @@ def generate(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if observation is None:
         observation = getattr(policy, "required_observation", None) or "hidden"
+    import torch
+
+    with torch.inference_mode():  # no autograd bookkeeping on any tensor of the loop
+        return _generate(policy, prompts, max_new_tokens, batch_size, backbone, kv, observation,
+                         reference, max_prompt_tokens)
+
+
+def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
+              backbone: Any, kv: str, observation: str, reference: bool,
+              max_prompt_tokens: int) -> GenerationResult:
     settings = TokenExitSettings(backbone=backbone, prompts=list(prompts), max_prompts=None,
                                  max_prompt_tokens=max_prompt_tokens,
                                  max_new_tokens=max_new_tokens, kv=kv, observation=observation)
