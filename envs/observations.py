@@ -70,6 +70,10 @@ class ViewInputs:
     """float64 ``[n, l]`` cost fraction spent after each layer."""
     num_layers: int
     """``L``, the model's depth (for fractions)."""
+    stats: SoftmaxStats | None = None
+    """:func:`softmax_stats` of ``logits`` (``[n, l]`` fields) when the caller already has them:
+    a live decoder computes each head's once, where recomputing them over a 49k-token
+    vocabulary at every layer so far on every step cost O(L²·V) per token. None: computed."""
 
 
 class ObservationView(ABC):
@@ -175,7 +179,7 @@ class FeaturesView(ObservationView):
     def compute(self, inputs: ViewInputs) -> np.ndarray:
         n, length = inputs.logits.shape[:2]
         num_layers = inputs.num_layers
-        stats = softmax_stats(inputs.logits)
+        stats = inputs.stats if inputs.stats is not None else softmax_stats(inputs.logits)
         run = patience_run(stats.prediction)
         out = np.empty((n, length, len(self.FIELDS)), dtype=np.float64)
         out[..., 0] = np.arange(1, length + 1)[None, :] / num_layers

@@ -6,7 +6,7 @@ numpy at module level; the decoder (torch) is loaded when a world is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+from exitgym.envs.observations import (
+    CombinedView,
+    SoftmaxStats,
+    ViewInputs,
+    make_observation,
+    softmax_stats,
+)
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
 
@@ -217,20 +223,24 @@ class TokenCore:
         self._low, self._high = np.concatenate(lows), np.concatenate(highs)
         return spaces.Box(self._low, self._high, dtype=np.float32)
 
-    def observe(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
-                ) -> np.ndarray:
+    def observe(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray,
+                stats: SoftmaxStats | None = None) -> np.ndarray:
         """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
-        ``logits [l, V]`` or None without heads, ``cost [l]``)."""
-        return self.observe_all(hidden, logits, cost)[-1]
+        ``logits [l, V]`` or None without heads, ``cost [l]``, the heads' ``stats`` when
+        known)."""
+        return self.observe_all(hidden, logits, cost, stats)[-1]
 
-    def observe_all(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray
-                    ) -> np.ndarray:
+    def observe_all(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray,
+                    stats: SoftmaxStats | None = None) -> np.ndarray:
         """``[l, d]``: the observation after each of ``l`` layers (row ``i`` equals
         :meth:`observe` of the first ``i + 1``: every view reads layers up to its own only)."""
         if logits is None:
             logits = np.zeros((hidden.shape[0], 1), dtype=np.float32)
+        if stats is not None:
+            stats = SoftmaxStats(*(np.asarray(getattr(stats, f.name))[None]
+                                   for f in fields(SoftmaxStats)))
         inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
-                            num_layers=self.num_layers)
+                            num_layers=self.num_layers, stats=stats)
         rows = self.view.compute(inputs)[0]
         return np.clip(rows, self._low, self._high).astype(np.float32)
 
@@ -261,6 +271,10 @@ class TokenCore:
         self._token = np.zeros(num_rows, dtype=np.int64)
         self._layer = np.zeros(num_rows, dtype=np.int64)
         self._costs: list[list[float]] = [[] for _ in range(num_rows)]
+        self._stats: list[list[SoftmaxStats]] = [[] for _ in range(num_rows)]
+        self._reads_stats = any(p.name == "features" for p in self.view.parts)
+        self._reads_logits = any(p.name not in (*STATELESS_VIEWS, "features")
+                                 for p in self.view.parts)  # ``logits`` or a plug-in's view
         self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
 
     def _begin(self, rows: list[int], sample_ids: list[int]) -> list[dict[str, Any]]:
@@ -295,10 +309,18 @@ class TokenCore:
             self._costs[row].append(float(runner.flops[row]
                                           / self.world.backbone.flops.token(pos + 1)))
             hidden = runner.hidden[row, : li + 1].numpy()
-            logits = None
-            if self.head_every_layer:
+            logits, stats = None, None
+            if self._reads_logits:
                 logits = np.stack([runner.logits[row][i].numpy() for i in range(li + 1)])
-            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row])), \
+            if self._reads_stats:  # each head's statistics once, not once per later layer
+                if li == 0:
+                    self._stats[row] = []
+                done = self._stats[row]
+                done += [softmax_stats(runner.logits[row][i].numpy())
+                         for i in range(len(done), li + 1)]
+                stats = SoftmaxStats(*(np.array([getattr(s, f.name) for s in done])
+                                       for f in fields(SoftmaxStats)))
+            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row]), stats), \
                 self._costs[row][-1]
         self._last_obs[row] = obs
         return {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}

@@ -216,3 +216,22 @@ def test_cached_tables_of_one_pass_equal_fresh_ones_and_batched_ones_match(llama
     assert np.array_equal(batched.emitted, fresh.emitted)
     with pytest.raises(ValueError, match="table_batch must be an integer >= 1"):
         make(llama, table_batch=0, **base)
+
+
+def test_live_features_read_each_heads_statistics_once_and_equal_a_full_recompute(llama) -> None:
+    """The live env keeps each head's softmax statistics instead of recomputing them over every
+    layer so far on every step; the observation must equal the view computed afresh from all the
+    token's logits (the definition), at every step of an episode with exits."""
+    env = make(llama, kv="copy", observation="features+logits").unwrapped
+    rng = np.random.default_rng(3)
+    obs, _ = env.reset(seed=0, options={"sample_id": 1})
+    checked, done = 0, False
+    while not done:
+        runner, li = env._runner, int(env._layer[0])
+        logits = np.stack([runner.logits[0][i].numpy() for i in range(li + 1)])
+        fresh = env.observe(runner.hidden[0, : li + 1].numpy(), logits,
+                            np.asarray(env._costs[0]))
+        assert np.array_equal(obs, fresh)
+        checked += 1
+        obs, _, done, _, _ = env.step(int(rng.random() < 0.3))
+    assert checked > TOKENS
