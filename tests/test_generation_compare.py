@@ -61,7 +61,16 @@ def test_generation_compare_writes_the_protocols_outputs(tmp_path) -> None:
     assert stored["selection_split"] == "validation" and stored["seeds"] == [0, 1]
     methods = {r["method"] for r in stored["rows"]}
     assert {"static", "random", "oracle", FULL_DEPTH, "margin", "saturation",
-            "reinforce-hardness", "reinforce-vanilla"} <= methods
+            "reinforce-hardness-budget", "reinforce-vanilla-budget",
+            "reinforce-hardness-calibrated", "reinforce-vanilla-calibrated"} <= methods
+    # The calibrated reading at τ = 0.5 is the agent's greedy reading: the same point per seed.
+    for reward in ("hardness", "vanilla"):
+        for seed in (0, 1):
+            rows = [r for r in stored["selection_rows"] if r["seed"] == seed and (
+                (r["method"] == f"reinforce-{reward}-budget" and r["knob"] == 0.6)
+                or (r["method"] == f"reinforce-{reward}-calibrated" and r["knob"] == 0.5))]
+            assert len(rows) == 2 and rows[0]["accuracy"] == rows[1]["accuracy"]
+            assert rows[0]["cost"] == rows[1]["cost"]
     # The oracle agrees on every token; full-depth static truncation too, at cost ~1.
     assert next(r for r in summary["rows"] if r["method"] == "oracle")["accuracy"] == 1.0
     deepest = [r for r in stored["selection_rows"] if r["method"] == "static" and r["knob"] == 3]
@@ -71,7 +80,7 @@ def test_generation_compare_writes_the_protocols_outputs(tmp_path) -> None:
               and r["budget"] == 1.0]
     assert static and static[0]["accuracy"] == 1.0 and static[0]["delta_vs_static"] == 0.0
     assert all(r["seeds"] == 2 for r in stored["budget_table"])
-    assert stored["policy_flops"]["reinforce-vanilla"] > 0
+    assert stored["policy_flops"]["reinforce-vanilla-budget"] > 0
     per_layer = stored["per_layer_accuracy"]["test"]
     assert len(per_layer) == 3 and per_layer[-1] == 1.0
     assert np.isfinite([r["cost"] for r in stored["rows"]]).all()

@@ -11,7 +11,11 @@ Protocol, shared with :mod:`exitgym.experiments.compare` through
 :mod:`exitgym.reports.budget` and :mod:`exitgym.reports.comparison`:
 
 - REINFORCE (``hardness`` and ``vanilla`` rewards, budget-targeted, one agent per target cost and
-  seed) trains on the **policy** split's prompts (training rows the distilled heads never saw);
+  seed: method ``reinforce-<reward>-budget``, knob the target) trains on the **policy** split's
+  prompts (training rows the distilled heads never saw); the agent of the highest target is also
+  read at calibrated exit thresholds ``τ`` (``reinforce-<reward>-calibrated``, knob ``τ``,
+  :mod:`exitgym.agents.calibrated`), so a trained policy offers a curve of operating points and
+  validation picks one per budget, as it picks a rule's θ;
 - every method at every knob and seed is evaluated greedily by the one evaluation
   (:func:`~exitgym.agents.rollout.evaluate`) on **validation** (knob selection) and **test**
   (reported); static truncation and random exit always; the token oracle as a reference row;
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from exitgym.agents.calibrated import CALIBRATION_TAUS
 from exitgym.reports.budget import BUDGETS, Evaluation, budget_table, smallest_detectable
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, write_report
 from exitgym.utils.configs import option
@@ -81,8 +86,13 @@ class GenerationCompareConfig:
     """Observation of the agents. Head-free, like saturation: with ``features`` they pay a head
     per layer (a quarter of a token), went past every budget in 30 updates and took 6 of the
     demo's 10 minutes (measured)."""
-    budgets: tuple[float, ...] = option(BUDGETS, minimum=0)
-    """FLOPs budgets of the budget table."""
+    calibrate: tuple[float, ...] = option(CALIBRATION_TAUS, minimum=0)
+    """Thresholds ``τ`` on ``P(exit)`` at which the agent of the highest target is also read
+    (:mod:`exitgym.agents.calibrated`; method ``reinforce-<reward>-calibrated``, knob ``τ``,
+    chosen on validation per budget like a rule's θ). Empty: no calibrated rows."""
+    budgets: tuple[float, ...] = option((*BUDGETS, 0.9), minimum=0)
+    """FLOPs budgets of the budget table (up to 0.9: agreement with the full model rises
+    steeply over the last layers, so the high budgets are where methods differ most)."""
     table_batch: int = option(16, minimum=1)
     """Prompts run side by side when the cached tables are built (speed only)."""
     heads: Any = "distilled"
@@ -222,7 +232,9 @@ def _rules(study: _Study, progress: Any) -> None:
 
 
 def _agents(study: _Study, progress: Any) -> dict[str, float]:
-    """Train every REINFORCE agent on the train prompts and evaluate it; policy FLOPs charged."""
+    """Train every REINFORCE agent on the policy prompts and evaluate it (the highest target's
+    agent also at each calibrated threshold); policy FLOPs charged."""
+    from exitgym.agents.calibrated import CalibratedExit
     from exitgym.agents.registry import lookup
 
     config = study.config
@@ -246,9 +258,14 @@ def _agents(study: _Study, progress: Any) -> dict[str, float]:
                 for _ in range(config.steps):
                     agent.update()
                 env.close()
-                study.add(f"reinforce-{reward}", target, seed, agent.policy,
+                study.add(f"reinforce-{reward}-budget", target, seed, agent.policy,
                           config.observation, pf)
-                flops_of[f"reinforce-{reward}"] = pf
+                flops_of[f"reinforce-{reward}-budget"] = pf
+                if target == max(config.targets):
+                    for tau in config.calibrate:
+                        study.add(f"reinforce-{reward}-calibrated", tau, seed,
+                                  CalibratedExit(agent.policy, tau), config.observation, pf)
+                    flops_of[f"reinforce-{reward}-calibrated"] = pf
     return flops_of
 
 

@@ -35,7 +35,7 @@ HASHED_MARKERS = "osD^vP<>hX*"
 """Markers of every other method name."""
 
 KNOB_SYMBOLS: dict[str, str] = {"theta": "θ", "alpha": "α", "t": "patience",
-                                "target": "target cost", "allowed_drop": "drop"}
+                                "target": "target cost", "allowed_drop": "drop", "tau": "τ"}
 """Knob attribute names written differently on plots (others are written as they are)."""
 
 
@@ -53,7 +53,9 @@ def knob_name(method: str) -> str | None:
 
     A method of the registry names its knob there (rules, fitted baselines, ``compare``'s
     lexicographic and ConsistentEE agents); a trained method ``<agent>-<reward>`` is swept over
-    the reward's α, ``<agent>-<reward>-budget`` over the target cost (``compare``'s names).
+    the reward's α, ``<agent>-<reward>-budget`` over the target cost (``compare``'s names),
+    ``<agent>-<reward>-calibrated`` over the exit-probability threshold τ
+    (:mod:`exitgym.agents.calibrated`).
     """
     from exitgym.agents.registry import METHODS
 
@@ -62,6 +64,8 @@ def knob_name(method: str) -> str | None:
         return KNOB_SYMBOLS.get(entry.knob, entry.knob) if entry.knob else None
     agents = [n for n, m in METHODS.items() if m.kind in ("trainer", "sb3", "schedule")]
     if entry is not None or any(method.startswith(f"{a}-") for a in agents):
+        if method.endswith("-calibrated"):
+            return KNOB_SYMBOLS["tau"]
         return KNOB_SYMBOLS["target" if method.endswith("-budget") else "alpha"]
     return None
 
