@@ -18,8 +18,10 @@ import numpy as np
 
 __all__ = ["CALIBRATION_TAUS", "CalibratedExit"]
 
-CALIBRATION_TAUS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9)
-"""Default thresholds ``τ`` a trained exit policy is read at (0.5: its greedy reading)."""
+CALIBRATION_TAUS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99)
+"""Default thresholds ``τ`` a trained exit policy is read at (0.5: its greedy reading). Spread in
+log-odds, not evenly in ``[0, 1]``: trained policies are confident, and on the generation demo
+``τ`` from 0.1 to 0.9 moved a hardness agent's cost by under 1 % (measured)."""
 
 
 class CalibratedExit:
