@@ -14,7 +14,7 @@ from gymnasium import spaces
 
 from exitgym.envs.rewards import RewardShape
 from exitgym.envs.settings import SkipBlockSettings
-from exitgym.envs.skip_core import SkipWorld, finish_rows, observe, pooled_space
+from exitgym.envs.skip_core import SkipWorld, observe, pooled_space
 from exitgym.envs.skip_env import CohortStep, SkipEnv, SkipFamily
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 
@@ -51,8 +51,7 @@ def step_cohort(world: SkipWorld, shape: RewardShape, rules: SkipRules, cohort: 
     rewards = np.zeros(size, dtype=np.float64)
     terminal: dict[str, np.ndarray] = {}
     if exiting.any():
-        logits = ex.answer(cohort, exiting)
-        reward, info = finish_rows(world, shape, cohort, exiting, logits, cohort.layer)
+        reward, info = world.finish(shape, cohort, exiting, cohort.layer)
         rewards[exiting] = reward
         _scatter(terminal, info, exiting)
         obs[exiting] = observe(world, cohort, rules.space, True)[exiting]
@@ -67,8 +66,7 @@ def step_cohort(world: SkipWorld, shape: RewardShape, rules: SkipRules, cohort: 
         ex.run_layer(sub, _SKIP_ATT[b], _SKIP_FFN[b])
         if sub.layer == world.num_layers - 1:
             everyone = np.ones(sub.size, dtype=bool)
-            logits = ex.answer(sub, everyone)
-            reward, info = finish_rows(world, shape, sub, everyone, logits, sub.layer)
+            reward, info = world.finish(shape, sub, everyone, sub.layer)
             rewards[cont] = reward
             _scatter(terminal, info, cont)
             done[cont] = True
@@ -116,6 +114,10 @@ class SkipBlockFamily(SkipFamily):
     def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
         s = self.settings
         self.token_strategy = bool(s.token_strategy)
+        if self.token_strategy and not self.world.token_strategies:
+            raise ValueError("token_strategy=True is for encoder backbones; a decoder backbone "
+                             "holds its skips for the whole continuation and drops no prompt "
+                             "token (docs/design.md, 'Skipping blocks in generation')")
         obs_space, action_space = make_spaces(self.world, bool(s.allow_exit), self.token_strategy,
                                               self.policy_flops, s.pooled_clip)
         self.rules = SkipRules(bool(s.allow_exit), bool(s.dense), self.policy_flops, obs_space)

@@ -18,9 +18,11 @@ from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 __all__ = ["SwitchableDecisionEnv", "SwitchableFamily", "decision_space", "run_decisions"]
 
 
-def decision_space(num_layers: int) -> spaces.MultiDiscrete:
-    """``MultiDiscrete([2]·(L−1) + [2]·(L−1) + [7])``: attention, FFN (1 = skip), token strategy."""
-    return spaces.MultiDiscrete([2] * (2 * (num_layers - 1)) + [len(TOKEN_STRATEGIES)])
+def decision_space(num_layers: int, token_strategies: bool = True) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([2]·(L−1) + [2]·(L−1) + [7])``: attention, FFN (1 = skip), token strategy;
+    without ``token_strategies`` (decoder backbones) the last entry is left out."""
+    tokens = [len(TOKEN_STRATEGIES)] if token_strategies else []
+    return spaces.MultiDiscrete([2] * (2 * (num_layers - 1)) + tokens)
 
 
 class SwitchableFamily(SkipFamily):
@@ -32,7 +34,7 @@ class SwitchableFamily(SkipFamily):
     def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
         self._obs_box = pooled_space(self.world.executor.backbone.hidden_size,
                                      self.settings.pooled_clip, [])
-        return self._obs_box, decision_space(self.num_layers)
+        return self._obs_box, decision_space(self.num_layers, self.world.token_strategies)
 
     def _step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
         obs, rewards, terminal = run_decisions(self.world, self.reward_shape, self.policy_flops,
@@ -151,6 +153,9 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     end_text = "sample {sample_id}: prediction={prediction} label={label} cost={cost:.3f}"
 
     def _describe_actions(self) -> str:
-        return (f"an int array of shape ({2 * (self.num_layers - 1) + 1},): 0/1 skip flags for "
-                f"the attention then the FFN of layers 2..{self.num_layers}, then a token "
+        flags = (f"0/1 skip flags for the attention then the FFN of layers "
+                 f"2..{self.num_layers}")
+        if not self.world.token_strategies:
+            return f"an int array of shape ({2 * (self.num_layers - 1)},): {flags}"
+        return (f"an int array of shape ({2 * (self.num_layers - 1) + 1},): {flags}, then a token "
                 f"strategy in 0..6 ({[s.name for s in TOKEN_STRATEGIES]})")
