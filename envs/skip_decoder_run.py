@@ -170,23 +170,15 @@ class DecoderSkipExecutor:
     @torch.inference_mode()
     def run_layer(self, cohort: Cohort, skip_attention: np.ndarray, skip_ffn: np.ndarray) -> None:
         """Run the prompts' next layer with per-row skips, record them, add the FLOPs run."""
-        i = cohort.layer + 1
-        if i >= self.num_layers:
-            raise RuntimeError(f"the cohort already ran all {self.num_layers} layers")
-        skip_att = np.asarray(skip_attention, dtype=bool)
-        skip_f = np.asarray(skip_ffn, dtype=bool)
+        i, skip_att, skip_f = cohort.next_layer(self.num_layers, skip_attention, skip_ffn)
         state = cohort.state
         state.skip_attention[:, i] = torch.from_numpy(skip_att)
         state.skip_ffn[:, i] = torch.from_numpy(skip_f)
         state.hidden = self._run(i, state.hidden, state.cache, state.valid,
                                  state.skip_attention[:, i], state.skip_ffn[:, i])
         n = cohort.lengths.astype(np.float64)
-        f = self.flops_model
-        cohort.flops = cohort.flops + np.where(skip_att, 0.0, f.attention(n, n)) + np.where(
-            skip_f, 0.0, f.ffn(n))
-        cohort.attention_skipped = cohort.attention_skipped + skip_att
-        cohort.ffn_skipped = cohort.ffn_skipped + skip_f
-        cohort.layer = i
+        cohort.book_layer(skip_att, skip_f, self.flops_model.attention(n, n),
+                          self.flops_model.ffn(n))
 
     @torch.inference_mode()
     def pooled(self, cohort: Cohort) -> np.ndarray:

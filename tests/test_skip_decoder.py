@@ -231,36 +231,31 @@ def test_skip_block_vector_env_equals_single_envs(decoder, autoreset: str) -> No
     venv = gym.make_vec("exitgym/SkipBlock-v0", num_envs=n,
                         vectorization_mode="vector_entry_point", autoreset_mode=autoreset,
                         **kwargs)
-    singles = [gym.make("exitgym/SkipBlock-v0", **kwargs) for _ in range(n)]
-    obs_v, info_v = venv.reset(seed=seed)
-    for i, env in enumerate(singles):
-        obs, info = env.reset(seed=seed + i)
-        np.testing.assert_allclose(obs_v[i], obs, atol=1e-5)
-        assert info_v["sample_id"][i] == info["sample_id"]
-    rng = np.random.default_rng(1)
-    done_prev, finished = np.zeros(n, dtype=bool), 0
-    for _ in range(10):
-        actions = rng.integers(0, 5, n)
-        obs_v, rew_v, term_v, _, info_v = venv.step(actions)
-        for i, env in enumerate(singles):
-            if autoreset == "NextStep" and done_prev[i]:
-                obs, info = env.reset()
-                reward, term = 0.0, False
+    actions = np.random.default_rng(1).integers(0, 5, (10, n))
+    first_obs = venv.reset(seed=seed)[0]
+    vector = [venv.step(a) for a in actions]  # the whole vector run first, then each single
+    finished = 0
+    for i in range(n):
+        env = gym.make("exitgym/SkipBlock-v0", **kwargs)
+        np.testing.assert_allclose(first_obs[i], env.reset(seed=seed + i)[0], atol=1e-5)
+        reset_next = False
+        for (obs_v, rew_v, term_v, _, info_v), action in zip(vector, actions[:, i], strict=True):
+            if reset_next:
+                (obs, _), reward, term = env.reset(), 0.0, False
             else:
-                obs, reward, term, _, info = env.step(actions[i])
-                if term:
-                    finished += 1
-                    final = info_v["final_info"] if autoreset == "SameStep" else info_v
-                    for key in ("generated_ids", "exit_layer", "agreement", "skipped_ffn"):
-                        assert final[key][i] == info[key], key
-                    assert final["ce"][i] == pytest.approx(info["ce"], abs=1e-5)
-                    if autoreset == "SameStep":
-                        obs, info = env.reset()
+                obs, reward, term, _, info = env.step(action)
+            if term:
+                finished += 1
+                end = info_v["final_info"] if autoreset == "SameStep" else info_v
+                assert [end[k][i] for k in ("generated_ids", "exit_layer", "skipped_ffn")] == \
+                    [info[k] for k in ("generated_ids", "exit_layer", "skipped_ffn")]
+                assert end["ce"][i] == pytest.approx(info["ce"], abs=1e-5)
+                assert end["cost"][i] == pytest.approx(info["cost"], rel=1e-9)
+                if autoreset == "SameStep":
+                    obs = env.reset()[0]
             np.testing.assert_allclose(obs_v[i], obs, atol=1e-5)
-            assert rew_v[i] == pytest.approx(reward, abs=1e-5)
-            assert term_v[i] == term
-            assert info_v["cost"][i] == pytest.approx(info["cost"], rel=1e-9)
-        done_prev = term_v
+            assert (rew_v[i], term_v[i]) == (pytest.approx(reward, abs=1e-5), term)
+            reset_next = term and autoreset == "NextStep"
     assert finished >= n
 
 
