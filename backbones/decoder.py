@@ -158,7 +158,7 @@ class DecoderBackbone:
 
     def layer(
         self, i: int, hidden: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None,
-        valid: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None, attention: bool = True, ffn: bool = True,
     ) -> torch.Tensor:
         """Run layer ``i`` (0-based) on new positions of some rows and append their keys/values.
 
@@ -168,12 +168,25 @@ class DecoderBackbone:
             cache: the batch's cache; ``lengths[i, rows]`` says where each row's chunk starts.
             rows: which cache rows ``hidden`` belongs to (default: all, in order).
             valid: bool ``[b, T]``: real positions (a row's chunk is a prefix); default all.
+            attention: run the attention sub-block; False skips it (the residual stream passes
+                unchanged and no keys or values are written: the skip environments hold such a
+                skip for a whole episode, so that layer's cache stays empty).
+            ffn: run the feed-forward sub-block; False skips it.
 
         Returns:
             ``[b, T, H]`` outputs (padded positions hold unspecified values).
         """
         if not 0 <= i < self.num_layers:
             raise IndexError(f"layer index {i} out of range; layers 0..{self.num_layers - 1}")
+        if attention:
+            hidden = self._attention(i, hidden, cache, rows, valid)
+        return self.adapter.ffn(self.model, i, hidden) if ffn else hidden
+
+    def _attention(
+        self, i: int, hidden: torch.Tensor, cache: KVCache, rows: torch.Tensor | None,
+        valid: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Layer ``i``'s attention sub-block with its residual; appends the chunk's keys/values."""
         rows = _rows(rows, cache)
         valid = self._valid(valid, hidden.device)
         positions = self._positions(i, cache, rows, hidden.shape[1])
@@ -196,8 +209,7 @@ class DecoderBackbone:
         weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
         context = torch.matmul(weights, values).view(b, heads, t, d)
         context = context.transpose(1, 2).reshape(*hidden.shape[:2], -1)
-        hidden = hidden + self.adapter.out(self.model, i, context)
-        return self.adapter.ffn(self.model, i, hidden)
+        return hidden + self.adapter.out(self.model, i, context)
 
     def write_kv(
         self, i: int, hidden: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None,
@@ -210,9 +222,13 @@ class DecoderBackbone:
         _, k, v = self.adapter.qkv(self.model, i, hidden, positions, False)
         self._write(i, cache, rows, positions, valid, k, v)
 
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's norm before the LM head (what the exit head reads), at any layer."""
+        return self.adapter.final_norm(self.model, hidden)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The exit head at any layer: the final norm and the LM head (``[..., V]``)."""
-        return self._lm_head(self.adapter.final_norm(self.model, hidden))
+        return self._lm_head(self.final_norm(hidden))
 
     # ---- whole sequences ----------------------------------------------------------------------
     def encode(self, prompts: Sequence[str]) -> list[list[int]]:

@@ -100,10 +100,18 @@ class DecoderFlops:
         """Lookups are free; GPT-2 adds learned positions."""
         return 0.0 * k if self.llama_family else 1.0 * k * self.hidden_size
 
+    def attention(self, k: Any, n: Any) -> Any:
+        """One layer's attention sub-block (norm, projections, scores over ``n`` keys, residual)
+        on a chunk of ``k`` positions: what skipping that sub-block saves."""
+        return self.attention_matmul(k, n) + self.attention_elementwise(k, n)
+
+    def ffn(self, k: Any) -> Any:
+        """One layer's feed-forward sub-block (norm, products, activation, residual)."""
+        return self.ffn_matmul(k) + self.ffn_elementwise(k)
+
     def layer(self, k: Any, n: Any) -> Any:
         """One layer on a chunk of ``k`` positions with ``n`` keys visible."""
-        return (self.attention_matmul(k, n) + self.attention_elementwise(k, n)
-                + self.ffn_matmul(k) + self.ffn_elementwise(k))
+        return self.attention(k, n) + self.ffn(k)
 
     def kv_only(self, k: Any) -> Any:
         """Keys and values of one layer for ``k`` positions from a given state (``kv="copy"``)."""

@@ -112,6 +112,31 @@ def load_decoder(
     return DecoderBackbone(model, tok, name)
 
 
+def is_decoder(source: Any) -> bool:
+    """Whether ``source`` names or is a decoder :func:`load_decoder` takes (not an encoder).
+
+    True for a :class:`DecoderBackbone`, a decoder short name, a local directory whose
+    ``config.json`` has a decoder ``model_type``, and a config or causal LM of such a type.
+    Hub ids are not looked up (that needs the network): load them with :func:`load_decoder`.
+    """
+    from transformers import PretrainedConfig, PreTrainedModel
+
+    if isinstance(source, DecoderBackbone):
+        return True
+    if isinstance(source, str):
+        config = Path(source).expanduser() / "config.json"
+        if source in DECODER_ALIASES:
+            return True
+        if not config.is_file():
+            return False
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+        return model_type in hf_compat.DECODER_MODEL_TYPES
+    if isinstance(source, PreTrainedModel):
+        source = source.config
+    return (isinstance(source, PretrainedConfig)
+            and getattr(source, "model_type", None) in hf_compat.DECODER_MODEL_TYPES)
+
+
 def _accepted() -> str:
     return (
         f"accepted: a short name {sorted(DECODER_ALIASES)}, a local model directory, a Hugging "

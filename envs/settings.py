@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_POOLED_CLIP",
     "EnvSettings",
     "ExitSettings",
+    "PromptFields",
     "SkipBlockSettings",
     "SkipSettings",
     "SwitchableSettings",
@@ -192,6 +193,22 @@ class EnvSettings:
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
+class PromptFields:
+    """The prompts and continuation length of the environments that generate with a decoder LM
+    (``TokenExit-v0``, and the skip environments given a decoder backbone)."""
+
+    prompts: Any = None
+    """Decoder backbones: prompts instead of the task's split texts: texts, token-id lists, or a
+    text file's path (one prompt per line)."""
+    max_prompts: int | None = 64
+    """Decoder backbones: use the first this many prompts (``None``: all)."""
+    max_prompt_tokens: int = 32
+    """Decoder backbones: prompts are cut to their first this many tokens."""
+    max_new_tokens: int = 16
+    """Decoder backbones: greedy tokens generated per episode."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ExitSettings(EnvSettings):
     """Keyword arguments of ``exitgym/EarlyExit-v0``, documented on ``EarlyExitEnv``.
 
@@ -213,13 +230,16 @@ class ExitSettings(EnvSettings):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SkipSettings(EnvSettings):
+class SkipSettings(PromptFields, EnvSettings):
     """What both skip environments take: a live world, named or injected, and the observation clip.
 
     Named (``backbone`` and ``heads`` strings): prepared on first use by ``exitgym.data.prepare``,
     by default the skip-tolerant fine-tuned heads. Injected: ``backbone`` a ``Backbone``,
     ``heads`` its ``ExitHeads``, ``inputs`` texts or token ids and ``labels``; or a prebuilt
-    ``world`` shared with another environment.
+    ``world`` shared with another environment. A decoder LM as ``backbone`` (the short name
+    ``smollm2-135m``, a local decoder directory, a ``DecoderBackbone`` or a Llama / GPT-2
+    config) generates a greedy continuation of ``max_new_tokens`` tokens per episode from the
+    task's texts or ``prompts`` (:mod:`exitgym.envs.skip_decoder`).
     """
 
     env_id: ClassVar[str] = "exitgym/SkipBlock-v0 or exitgym/SwitchableDecision-v0"
@@ -270,7 +290,7 @@ class SwitchableSettings(SkipSettings):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class TokenExitSettings(EnvSettings):
+class TokenExitSettings(PromptFields, EnvSettings):
     """Keyword arguments of ``exitgym/TokenExit-v0``, documented on ``TokenExitEnv``."""
 
     env_id: ClassVar[str] = "exitgym/TokenExit-v0"
@@ -281,15 +301,6 @@ class TokenExitSettings(EnvSettings):
     """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer;
     ``"distilled"``, a per-layer map fitted to the last layer in front of it (prepared once on the
     task's train texts); or a ``LayerMaps``."""
-    prompts: Any = None
-    """Prompts instead of the task's split: texts, token-id lists, or a text file's path (one
-    prompt per line)."""
-    max_prompts: int | None = 64
-    """Use the first this many prompts of the split (``None``: all)."""
-    max_prompt_tokens: int = 32
-    """Prompts are cut to their first this many tokens."""
-    max_new_tokens: int = 16
-    """Tokens generated per episode (every one by an exit decision)."""
     kv: str = "copy"
     """Keys and values of the layers above an exit: ``copy``, ``recompute`` or ``full``."""
     teacher_forcing: bool = False

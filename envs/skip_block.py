@@ -14,7 +14,7 @@ from gymnasium import spaces
 
 from exitgym.envs.rewards import RewardShape
 from exitgym.envs.settings import SkipBlockSettings
-from exitgym.envs.skip_core import SkipWorld, finish_rows, observe, pooled_space
+from exitgym.envs.skip_core import SkipWorld, observe, pooled_space
 from exitgym.envs.skip_env import CohortStep, SkipEnv, SkipFamily
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 
@@ -51,8 +51,7 @@ def step_cohort(world: SkipWorld, shape: RewardShape, rules: SkipRules, cohort: 
     rewards = np.zeros(size, dtype=np.float64)
     terminal: dict[str, np.ndarray] = {}
     if exiting.any():
-        logits = ex.answer(cohort, exiting)
-        reward, info = finish_rows(world, shape, cohort, exiting, logits, cohort.layer)
+        reward, info = world.finish(shape, cohort, exiting, cohort.layer)
         rewards[exiting] = reward
         _scatter(terminal, info, exiting)
         obs[exiting] = observe(world, cohort, rules.space, True)[exiting]
@@ -67,8 +66,7 @@ def step_cohort(world: SkipWorld, shape: RewardShape, rules: SkipRules, cohort: 
         ex.run_layer(sub, _SKIP_ATT[b], _SKIP_FFN[b])
         if sub.layer == world.num_layers - 1:
             everyone = np.ones(sub.size, dtype=bool)
-            logits = ex.answer(sub, everyone)
-            reward, info = finish_rows(world, shape, sub, everyone, logits, sub.layer)
+            reward, info = world.finish(shape, sub, everyone, sub.layer)
             rewards[cont] = reward
             _scatter(terminal, info, cont)
             done[cont] = True
@@ -116,6 +114,10 @@ class SkipBlockFamily(SkipFamily):
     def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
         s = self.settings
         self.token_strategy = bool(s.token_strategy)
+        if self.token_strategy and not self.world.token_strategies:
+            raise ValueError("token_strategy=True is for encoder backbones; a decoder backbone "
+                             "holds its skips for the whole continuation and drops no prompt "
+                             "token (docs/design.md §6.1)")
         obs_space, action_space = make_spaces(self.world, bool(s.allow_exit), self.token_strategy,
                                               self.policy_flops, s.pooled_clip)
         self.rules = SkipRules(bool(s.allow_exit), bool(s.dense), self.policy_flops, obs_space)
@@ -143,6 +145,17 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     mixing depth and width decisions. The answer comes from the final head (layer ``L``), or from
     the exit layer's head, on the state actually computed.
 
+    **Decoder backbones** (``backbone="smollm2-135m"``, a local decoder directory, a
+    ``DecoderBackbone`` or a Llama / GPT-2 config): an episode is one prompt (the task split's
+    texts or ``prompts=``). Layer 1 runs on the prompt; each step decides the next layer's
+    sub-blocks on the prompt, and the decision is **held** for the whole greedy continuation of
+    ``max_new_tokens`` tokens (prefill and every generated token skip the same blocks; a skipped
+    attention writes no keys or values, so that layer's cache stays empty for the episode). An
+    exit at layer ``t`` skips every layer above ``t`` for the whole continuation and answers with
+    the model's final norm + LM head on layer ``t``'s state. After the last decision the
+    continuation is generated and compared with the full-depth greedy continuation of the same
+    prompt (:mod:`exitgym.envs.skip_decoder`). Token strategies are refused for decoders.
+
     ## Action Space
 
     ``Discrete(4)``: ``0`` run both sub-blocks of the next layer, ``1`` skip its attention, ``2``
@@ -167,7 +180,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
 
     The pooled state is the backbone's pooling of the current hidden states (what the heads
     read), clipped to ``pooled_clip`` (default 20; MiniLM-L6 stays within ±16). The cost fraction
-    stays in ``[0, 1]`` unless ``policy_flops`` are charged.
+    stays in ``[0, 1]`` unless ``policy_flops`` are charged. Decoders: the pooled state is the
+    final norm of the prompt's last position (what the LM head reads to emit the first token).
 
     ## Rewards
 
@@ -179,6 +193,14 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     exactly 1.
     ``hardness`` uses the memorized layer of the unskipped model. Terminal by default;
     ``dense=True`` pays ``−w·Δc`` each step and the rest at the end (same return).
+
+    Decoders: quality is measured against the full-depth greedy continuation ``y*`` of the
+    prompt: ``−CE`` is minus the mean cross-entropy of ``y*`` under the skips (teacher-forced,
+    evaluation only), correctness is the agreement (the share of the ``max_new_tokens``
+    positions where the generated token equals ``y*``'s). ``c`` = FLOPs actually run over the
+    prefill and every generated token (skipped blocks cost nothing; attention over the cache as
+    in :mod:`exitgym.backbones.decoder_flops`; one LM head per token) / the same at full depth.
+    ``hardness`` is refused (its memorized layer is per input; a continuation has one per token).
 
     ## Starting State
 
@@ -192,7 +214,11 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     also ``exit_layer`` (whose head answered), ``prediction``, ``label``, ``correct``, ``flops``,
     ``memorized_layer``, ``attention_skip_rate`` / ``ffn_skip_rate`` (skipped blocks over the
     layers decided, ``exit_layer − 1``), ``token_skip_rate`` (dropped / real tokens) and
-    ``token_strategy`` (index applied).
+    ``token_strategy`` (index applied). Decoders add ``prompt``, ``prompt_ids``,
+    ``generated_ids``, ``generated_text``, ``reference_ids`` (``y*``), ``agreement``,
+    ``prefix_agreement`` (leading agreeing tokens / ``max_new_tokens``), ``ce``, ``full_flops``,
+    ``skipped_attention`` / ``skipped_ffn`` (1-based layers); ``prediction`` / ``label`` are the
+    last generated / reference token, ``correct`` = the whole continuation agrees.
 
     ## Arguments
 
@@ -202,7 +228,8 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
              prepare_options=None, inputs=None, labels=None, text_pairs=None,
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
              token_strategy=False, policy_flops=0.0, pooled_clip=20.0, render_mode=None,
-             world=None, **reward_kwargs)
+             world=None, prompts=None, max_prompts=64, max_prompt_tokens=32,
+             max_new_tokens=16, **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.SkipBlockSettings`
@@ -226,11 +253,19 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld`
       (``env.unwrapped.world`` of another env) to share one backbone and tokenized split
       between environments; the arguments that build a world are then ignored.
+    - Decoders: ``backbone`` a decoder (above); ``prompts`` texts, token-id lists or a text
+      file (default: the ``task`` split's texts), the first ``max_prompts``, each cut to
+      ``max_prompt_tokens``; ``max_new_tokens`` greedy tokens per episode. ``heads`` must stay
+      the default (or ``"lm-head"``); ``inputs``, ``labels``, ``text_pairs``, ``max_length``,
+      ``prepare_options`` and ``token_strategy=True`` are encoder-only and refused.
 
     ## Version History
 
     - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
       the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
+      Since 2026-11-30 a decoder ``backbone`` (new arguments ``prompts``, ``max_prompts``,
+      ``max_prompt_tokens``, ``max_new_tokens``) runs skips held for a greedy continuation;
+      encoder episodes are unchanged.
 
     ## Examples
 
@@ -269,6 +304,19 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     ...                     vectorization_mode="vector_entry_point")
     >>> venv.reset(seed=0)[0].shape
     (2, 18)
+
+    A decoder (a tiny random-init Llama here; ``backbone="smollm2-135m"`` for the embedded one):
+
+    >>> from transformers import LlamaConfig
+    >>> tiny = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
+    ...                    num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1)
+    >>> env = gym.make("exitgym/SkipBlock-v0", backbone=tiny, prompts=[[5, 9, 2], [7, 7]],
+    ...                max_new_tokens=4)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(0)  # layer 2 in full
+    >>> obs, reward, terminated, truncated, info = env.step(2)  # layer 3 without its FFN
+    >>> terminated, len(info["generated_ids"]), info["skipped_ffn"]
+    (True, 4, [3])
     """
 
     title = "SkipBlock"

@@ -71,11 +71,35 @@ class SkipWorld:
     def labels(self) -> np.ndarray:
         return self.executor.bank.labels
 
+    @property
+    def token_strategies(self) -> bool:
+        """The Switchable Decision token strategies apply (encoders: tokens dropped after layer
+        1; decoder worlds refuse them, see :mod:`exitgym.envs.skip_decoder`)."""
+        return True
+
+    def check_reward(self, shape: RewardShape) -> None:
+        """Refuse a reward shape this world cannot evaluate (every shape works on encoders)."""
+
+    def finish(self, shape: RewardShape, cohort: Cohort, rows: np.ndarray, decided_layers: int
+               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Answer the ``rows`` of ``cohort`` with the current layer's head (charged), then
+        :func:`finish_rows`: terminal rewards and info arrays over those rows."""
+        logits = self.executor.answer(cohort, rows)
+        return finish_rows(self, shape, cohort, rows, logits, decided_layers)
+
     @classmethod
     def from_settings(cls, settings: SkipSettings) -> SkipWorld:
-        """The world an environment with ``settings`` runs on: ``settings.world`` or a new one."""
+        """The world an environment with ``settings`` runs on: ``settings.world`` or a new one
+        (a :class:`~exitgym.envs.skip_decoder.DecoderSkipWorld` for a decoder backbone)."""
         if settings.world is not None:
             return settings.world
+        from exitgym.envs.skip_decoder import build_decoder_world, is_decoder
+
+        if is_decoder(settings.backbone):
+            return build_decoder_world(settings)
+        if settings.prompts is not None:
+            raise ValueError("prompts= is for decoder backbones (e.g. backbone='smollm2-135m' "
+                             "or a DecoderBackbone); an encoder reads inputs= or the task split")
         return build_world(settings.task, settings.backbone, settings.split, settings.heads,
                            settings.inputs, settings.labels, settings.text_pairs,
                            settings.max_length,
@@ -319,20 +343,21 @@ def run_decisions(world: SkipWorld, shape: RewardShape, policy_flops: float, spa
     later layer runs once for the whole cohort with per-row attention / FFN skip masks.
 
     Args:
-        actions: int ``[B, 2(L−1) + 1]`` rows of the decision space.
+        actions: int ``[B, 2(L−1) + 1]`` rows of the decision space (``[B, 2(L−1)]`` in a world
+            without token strategies).
 
     Returns:
         ``(obs [B, H], rewards [B], terminal info arrays over B)``.
     """
     ex, last = world.executor, world.num_layers - 1
     cohort.flops = cohort.flops + policy_flops
-    ex.drop_tokens(cohort, actions[:, -1])
-    skip = actions[:, :-1].astype(bool)
+    if world.token_strategies:
+        ex.drop_tokens(cohort, actions[:, -1])
+    skip = actions[:, :2 * last].astype(bool)
     for k in range(last):
         ex.run_layer(cohort, skip[:, k], skip[:, last + k])
     everyone = np.ones(cohort.size, dtype=bool)
-    logits = ex.answer(cohort, everyone)
-    rewards, info = finish_rows(world, shape, cohort, everyone, logits, last)
+    rewards, info = world.finish(shape, cohort, everyone, last)
     return observe(world, cohort, space, False), rewards, info
 
 

@@ -68,6 +68,7 @@ class SkipFamily(ABC):
         self.world = SkipWorld.from_settings(settings)
         self.num_layers = self.world.num_layers
         self.reward_shape = settings.make_reward()
+        self.world.check_reward(self.reward_shape)
         self.policy_flops = check_policy_flops(settings.policy_flops)
         return self._spaces()
 
@@ -128,7 +129,10 @@ class SkipEnv(SkipFamily, gym.Env[np.ndarray, Any]):
         out = self._step_cohort(cohort, actions)
         self._cohort = out.survivors
         if out.done[0]:
-            info = {k: v[0].item() for k, v in out.terminal.items()}
+            # numpy scalars become Python numbers; object entries (a decoder's texts and token
+            # lists) stay as they are.
+            info = {k: v[0].item() if isinstance(v[0], np.generic) else v[0]
+                    for k, v in out.terminal.items()}
             self._last = self.end_text.format(**info)
         else:
             assert out.survivors is not None

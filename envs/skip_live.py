@@ -235,6 +235,27 @@ class Cohort:
     def size(self) -> int:
         return int(self.env_ids.shape[0])
 
+    def next_layer(self, num_layers: int, skip_attention: np.ndarray, skip_ffn: np.ndarray
+                   ) -> tuple[int, np.ndarray, np.ndarray]:
+        """The index of the layer to run next and the skip masks as bool arrays.
+
+        Raises:
+            RuntimeError: The cohort already ran all ``num_layers`` layers.
+        """
+        if self.layer + 1 >= num_layers:
+            raise RuntimeError(f"the cohort already ran all {num_layers} layers")
+        return (self.layer + 1, np.asarray(skip_attention, dtype=bool),
+                np.asarray(skip_ffn, dtype=bool))
+
+    def book_layer(self, skip_attention: np.ndarray, skip_ffn: np.ndarray,
+                   attention_flops: np.ndarray, ffn_flops: np.ndarray) -> None:
+        """Count the layer just run: the FLOPs of the sub-blocks that ran, the skips, the layer."""
+        self.flops = self.flops + np.where(skip_attention, 0.0, attention_flops) + np.where(
+            skip_ffn, 0.0, ffn_flops)
+        self.attention_skipped = self.attention_skipped + skip_attention
+        self.ffn_skipped = self.ffn_skipped + skip_ffn
+        self.layer += 1
+
     def select(self, rows: np.ndarray) -> Cohort:
         """The sub-cohort of ``rows`` (bool mask), its batch compacted (``State.select``)."""
         rows = np.asarray(rows, dtype=bool)
@@ -312,20 +333,12 @@ class SkipExecutor:
     @torch.inference_mode()
     def run_layer(self, cohort: Cohort, skip_attention: np.ndarray, skip_ffn: np.ndarray) -> None:
         """Run the cohort's next layer with per-row skip masks, adding the FLOPs of what ran."""
-        i = cohort.layer + 1
-        if i >= self.num_layers:
-            raise RuntimeError(f"the cohort already ran all {self.num_layers} layers")
-        skip_att = np.asarray(skip_attention, dtype=bool)
-        skip_f = np.asarray(skip_ffn, dtype=bool)
+        i, skip_att, skip_f = cohort.next_layer(self.num_layers, skip_attention, skip_ffn)
         cohort.state = self.backbone.layer(i, cohort.state, skip_attention=torch.from_numpy(
             skip_att), skip_ffn=torch.from_numpy(skip_f))
         n = cohort.lengths.astype(np.float64)
-        fm = self.flops_model
-        cohort.flops = cohort.flops + np.where(skip_att, 0.0, fm.attention(n)) + np.where(
-            skip_f, 0.0, fm.ffn(n))
-        cohort.attention_skipped = cohort.attention_skipped + skip_att
-        cohort.ffn_skipped = cohort.ffn_skipped + skip_f
-        cohort.layer = i
+        cohort.book_layer(skip_att, skip_f, self.flops_model.attention(n),
+                          self.flops_model.ffn(n))
 
     @torch.inference_mode()
     def pooled(self, cohort: Cohort) -> np.ndarray:

@@ -18,9 +18,11 @@ from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort
 __all__ = ["SwitchableDecisionEnv", "SwitchableFamily", "decision_space", "run_decisions"]
 
 
-def decision_space(num_layers: int) -> spaces.MultiDiscrete:
-    """``MultiDiscrete([2]·(L−1) + [2]·(L−1) + [7])``: attention, FFN (1 = skip), token strategy."""
-    return spaces.MultiDiscrete([2] * (2 * (num_layers - 1)) + [len(TOKEN_STRATEGIES)])
+def decision_space(num_layers: int, token_strategies: bool = True) -> spaces.MultiDiscrete:
+    """``MultiDiscrete([2]·(L−1) + [2]·(L−1) + [7])``: attention, FFN (1 = skip), token strategy;
+    without ``token_strategies`` (decoder backbones) the last entry is left out."""
+    tokens = [len(TOKEN_STRATEGIES)] if token_strategies else []
+    return spaces.MultiDiscrete([2] * (2 * (num_layers - 1)) + tokens)
 
 
 class SwitchableFamily(SkipFamily):
@@ -32,7 +34,7 @@ class SwitchableFamily(SkipFamily):
     def _spaces(self) -> tuple[spaces.Box, spaces.Space]:
         self._obs_box = pooled_space(self.world.executor.backbone.hidden_size,
                                      self.settings.pooled_clip, [])
-        return self._obs_box, decision_space(self.num_layers)
+        return self._obs_box, decision_space(self.num_layers, self.world.token_strategies)
 
     def _step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
         obs, rewards, terminal = run_decisions(self.world, self.reward_shape, self.policy_flops,
@@ -52,6 +54,16 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     space and the inference path of the Switchable Decision paper, whose policy network reads the
     first layer's output and whose reward is ``quality + λ·computation``.
 
+    **Decoder backbones** (``backbone="smollm2-135m"``, a local decoder directory, a
+    ``DecoderBackbone`` or a Llama / GPT-2 config): the input is a prompt (the task split's texts
+    or ``prompts=``), the observation the final norm of its last position after layer 1, and the
+    decisions are held for the prefill and the whole greedy continuation of ``max_new_tokens``
+    tokens, which is compared with the full-depth greedy continuation (see ``SkipBlock-v0`` and
+    :mod:`exitgym.envs.skip_decoder`). The token-strategy entry is left out of the action:
+    dropping prompt tokens would leave holes that shift every later position of exitgym's KV
+    cache, and generated tokens cannot be dropped before they exist (Switchable Decision drops
+    the *encoder's* input tokens of its encoder-decoder models).
+
     ## Action Space
 
     ``MultiDiscrete([2]·(L−1) + [2]·(L−1) + [7])``: entries ``0..L−2`` skip (1) or keep (0) the
@@ -59,7 +71,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     ``2..L``, the last entry the token strategy: ``0`` none, ``1/2/3`` drop the last 10/20/30 % of
     the non-first tokens (``k = (p·(n−1) + 50) // 100`` last real tokens), ``4/5/6`` drop every
     4th/3rd/2nd non-first token (positions ``j`` with ``j % period == 0``); the first token is
-    always kept. All zeros runs the full model.
+    always kept. All zeros runs the full model. Decoder backbones:
+    ``MultiDiscrete([2]·(L−1) + [2]·(L−1))`` (no token strategy).
 
     ## Observation Space
 
@@ -80,6 +93,9 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     final head on the state actually computed; ``c`` = FLOPs actually spent (embeddings, layer 1,
     the blocks run at the real length left after the token strategy, the final head, plus
     ``policy_flops``) / FLOPs of the full model with its final head. All zeros costs exactly 1.
+    Decoders: ``−CE`` of the full-depth continuation under the skips (teacher-forced), agreement
+    with it as correctness, and the FLOPs of the prefill and every generated token (as for
+    ``SkipBlock-v0``); ``hardness`` is refused.
 
     ## Starting State
 
@@ -92,6 +108,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     ``sample_id``; after the step also ``attention_skip_rate``, ``ffn_skip_rate`` (skipped over
     ``L − 1``), ``token_skip_rate`` (dropped / real tokens), ``token_strategy``, ``flops``,
     ``correct``, ``prediction``, ``label``, ``memorized_layer``, ``exit_layer`` (always ``L``).
+    Decoders add the generation keys of ``SkipBlock-v0`` (``generated_ids``, ``agreement``,
+    ``ce``, ``skipped_attention``, ...).
 
     ## Arguments
 
@@ -100,7 +118,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
              split="policy", heads="joint", text_column="text", label_column="label",
              text_pair_column=None, prepare_options=None, inputs=None, labels=None,
              text_pairs=None, max_length=None, reward="flops", alpha=None, policy_flops=0.0,
-             pooled_clip=20.0, render_mode=None, world=None, **reward_kwargs)
+             pooled_clip=20.0, render_mode=None, world=None, prompts=None, max_prompts=64,
+             max_prompt_tokens=32, max_new_tokens=16, **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.SwitchableSettings`
@@ -108,12 +127,16 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     Same meaning as for ``exitgym/SkipBlock-v0`` (named, prepared on first use, with the
     skip-tolerant fine-tuned backbone by default; or injected objects; ``world=`` shares a
     prebuilt :class:`~exitgym.envs.skip_core.SkipWorld`). ``policy_flops`` is charged once (one
-    policy evaluation per input).
+    policy evaluation per input). ``prompts``, ``max_prompts``, ``max_prompt_tokens`` and
+    ``max_new_tokens`` are for decoder backbones (as for ``SkipBlock-v0``).
 
     ## Version History
 
     - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
       the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
+      Since 2026-11-30 a decoder ``backbone`` (new arguments ``prompts``, ``max_prompts``,
+      ``max_prompt_tokens``, ``max_new_tokens``) runs the decisions held for a greedy
+      continuation, without the token-strategy entry; encoder episodes are unchanged.
 
     ## Examples
 
@@ -151,6 +174,9 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
     end_text = "sample {sample_id}: prediction={prediction} label={label} cost={cost:.3f}"
 
     def _describe_actions(self) -> str:
-        return (f"an int array of shape ({2 * (self.num_layers - 1) + 1},): 0/1 skip flags for "
-                f"the attention then the FFN of layers 2..{self.num_layers}, then a token "
+        flags = (f"0/1 skip flags for the attention then the FFN of layers "
+                 f"2..{self.num_layers}")
+        if not self.world.token_strategies:
+            return f"an int array of shape ({2 * (self.num_layers - 1)},): {flags}"
+        return (f"an int array of shape ({2 * (self.num_layers - 1) + 1},): {flags}, then a token "
                 f"strategy in 0..6 ({[s.name for s in TOKEN_STRATEGIES]})")

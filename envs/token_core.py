@@ -42,7 +42,7 @@ def _decoder_by_name(name: str) -> Any:
     return load_decoder(name)
 
 
-def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
+def _prompt_texts(settings: Any) -> list[Any]:
     prompts = settings.prompts
     if prompts is None:
         from exitgym.data.tasks import load_task
@@ -60,7 +60,7 @@ def _prompt_texts(settings: TokenExitSettings) -> list[Any]:
     if settings.max_prompts is not None:
         texts = texts[: settings.max_prompts]
     if not texts:
-        raise ValueError("TokenExit-v0 needs at least one prompt")
+        raise ValueError(f"{settings.env_id} needs at least one prompt")
     return texts
 
 
@@ -87,6 +87,37 @@ def _maps(settings: TokenExitSettings, bb: Any) -> Any:
     return heads
 
 
+def load_prompts(settings: Any, backbone: Any) -> tuple[Any, list[list[int]], list[str | None]]:
+    """The decoder and the tokenized prompts of ``settings`` (a :class:`PromptFields` subclass).
+
+    ``backbone`` is a decoder short name / directory (loaded once per process) or a
+    ``DecoderBackbone``. Prompts are the task split's texts or ``settings.prompts`` (texts,
+    token-id lists or a file), the first ``max_prompts`` of them, each cut to
+    ``max_prompt_tokens`` tokens.
+
+    Returns:
+        ``(decoder, token ids per prompt, text per prompt or None for prompts given as ids)``.
+    """
+    for name in ("max_prompt_tokens", "max_new_tokens"):
+        value = getattr(settings, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    bb = _decoder_by_name(backbone) if isinstance(backbone, str) else backbone
+    texts = _prompt_texts(settings)
+    ids: list[list[int]] = []
+    for k, prompt in enumerate(texts):
+        if isinstance(prompt, str):
+            ids.append(bb.encode([prompt])[0])
+        elif all(isinstance(t, (int, np.integer)) for t in prompt) and len(prompt):
+            ids.append([int(t) for t in prompt])
+        else:
+            raise ValueError(f"prompts[{k}] must be a text or a non-empty list of token ids")
+    ids = [p[: settings.max_prompt_tokens] for p in ids]
+    if any(len(p) == 0 for p in ids):
+        raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
+    return bb, ids, [t if isinstance(t, str) else None for t in texts]
+
+
 @dataclass(frozen=True, eq=False)
 class TokenWorld:
     """The decoder and the tokenized prompts episodes draw from."""
@@ -105,27 +136,8 @@ class TokenWorld:
         if isinstance(settings.heads, str) and settings.heads not in HEADS:
             raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
                              f"allowed: {list(HEADS)} or a LayerMaps")
-        for name in ("max_prompt_tokens", "max_new_tokens"):
-            value = getattr(settings, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        bb = settings.backbone
-        if isinstance(bb, str):
-            bb = _decoder_by_name(bb)
-        texts = _prompt_texts(settings)
-        ids: list[list[int]] = []
-        for k, prompt in enumerate(texts):
-            if isinstance(prompt, str):
-                ids.append(bb.encode([prompt])[0])
-            elif all(isinstance(t, (int, np.integer)) for t in prompt) and len(prompt):
-                ids.append([int(t) for t in prompt])
-            else:
-                raise ValueError(f"prompts[{k}] must be a text or a non-empty list of token ids")
-        ids = [p[: settings.max_prompt_tokens] for p in ids]
-        if any(len(p) == 0 for p in ids):
-            raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
-        return cls(bb, ids, [t if isinstance(t, str) else None for t in texts],
-                   _maps(settings, bb))
+        bb, ids, texts = load_prompts(settings, settings.backbone)
+        return cls(bb, ids, texts, _maps(settings, bb))
 
     @property
     def num_samples(self) -> int:
