@@ -213,3 +213,65 @@ def test_a_run_is_refused_when_its_plugin_version_changed(installed, tmp_path, m
                                    "Version: 0.3\n")
     _forget(monkeypatch)
     assert main(["evaluate", str(run)]) == 0
+
+
+SHADOWING = '''
+import numpy as np
+
+from exitgym.data.tasks import TaskSpec
+from exitgym.envs.observations import ObservationView
+from exitgym.envs.rewards import RewardShape
+
+
+class DepthView(ObservationView):
+    """Same class name as the built-in view."""
+
+    def dim(self, hidden_size, num_labels):
+        return 1
+
+    def compute(self, inputs):
+        return np.zeros(inputs.logits.shape[:2] + (1,), dtype=np.float32)
+
+
+class VanillaReward(RewardShape):
+    def quality(self, ce, correct):
+        return np.asarray(correct, dtype=np.float64)
+
+
+def _rows():
+    raise AssertionError("never loaded")
+
+
+TASK = TaskSpec("rt-polarity", "not the built-in", _rows, offline=True)
+'''
+
+
+@pytest.mark.parametrize("group", ["observations", "rewards", "tasks"])
+def test_a_plugin_cannot_replace_a_built_in_of_the_same_name(tmp_path, monkeypatch, group) -> None:
+    """A plug-in registering ``depth`` / ``vanilla`` / ``rt-polarity`` (even with the built-in's
+    class name) is refused with its name, and the built-in stays what every run was made with."""
+    from exitgym.data import tasks
+    from exitgym.envs import observations, rewards
+
+    site = tmp_path / "site"
+    info = site / "shadow_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "shadow_plugin.py").write_text(SHADOWING)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shadow-plugin\nVersion: 1.0\n")
+    entry = {"observations": "depth = shadow_plugin:DepthView",
+             "rewards": "vanilla = shadow_plugin:VanillaReward",
+             "tasks": "rt-polarity = shadow_plugin:TASK"}[group]
+    (info / "entry_points.txt").write_text(f"[exitgym.{group}]\n{entry}\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    load, registry, name = {
+        "observations": (observations.load_observation_plugins, OBSERVATIONS, "depth"),
+        "rewards": (rewards.load_reward_plugins, REWARDS, "vanilla"),
+        "tasks": (tasks.load_task_plugins, tasks.TASKS, "rt-polarity")}[group]
+    before = registry[name]
+    try:
+        with pytest.raises(ValueError, match=f"{name!r} (is already registered|clashes)"):
+            load()
+        assert registry[name] is before
+    finally:
+        sys.modules.pop("shadow_plugin", None)

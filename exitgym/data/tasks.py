@@ -323,6 +323,12 @@ def load_task_plugins() -> None:
 
     def register(name: str, spec: Any) -> None:
         require_type("task", name, spec, TaskSpec)
+        def origin(task: TaskSpec) -> tuple[str, str]:  # a reloaded plug-in is the same one
+            return (getattr(task.load, "__module__", ""), getattr(task.load, "__qualname__", ""))
+
+        if name in TASKS and origin(TASKS[name]) != origin(spec):
+            raise ValueError(f"task plug-in {name!r} clashes with the registered task {name!r}; "
+                             "give its entry point another name")
         TASKS[name] = spec if spec.name == name else TaskSpec(name, spec.description, spec.load,
                                                               spec.offline)
 

@@ -39,10 +39,17 @@ def registering(registry: dict[str, T], base: type, kind: str, name: str,
             raise TypeError(f"register_{kind}({name!r}) needs a {base.__name__} subclass, "
                             f"got {cls!r}")
         existing = registry.get(name)
-        if existing is not None and existing.__qualname__ != cls.__qualname__:
-            raise ValueError(f"{kind} {name!r} is already registered as {existing.__qualname__}")
+        if existing is not None and _where(existing) != _where(cls):
+            raise ValueError(f"{kind} {name!r} is already registered as {_where(existing)}; "
+                             "register yours under another name")
         cls.name = name
         registry[name] = cls
         return cls
 
     return decorator
+
+
+def _where(cls: type) -> str:
+    """``module.QualName``: a class is the same one only when both match (a plug-in's class may
+    share a built-in's name, and must not replace it)."""
+    return f"{cls.__module__}.{cls.__qualname__}"
