@@ -9,7 +9,12 @@ error message ("unknown agent 'x'; allowed: [...]") follows. Kinds:
 - ``sb3``: stable-baselines3 algorithms (trained by :func:`~exitgym.agents.sb3.train_sb3`);
 - ``schedule``: ConsistentEE's alternating heads / policy schedule (it retrains the heads, so it
   runs on caches rather than in ``exitgym train``);
-- ``rule``: the classic exit rules (:mod:`exitgym.agents.rules`), nothing to train;
+- ``rule``: the classic exit rules (:mod:`exitgym.agents.rules`) and CALM's margin and state
+  saturation (:mod:`exitgym.agents.generation_rules`; they read views every env has, so they
+  run on ``EarlyExit-v0`` as well as ``TokenExit-v0``), nothing to train. The token oracle of
+  generation is not an entry: it is built from the cached ``TokenTables`` of the env it is
+  evaluated on, which neither ``make_rule(**knobs)`` nor a rule's ``sweep(train_cache,
+  eval_cache, seed)`` (encoder ``LayerCache`` objects) can hand it;
 - ``fitted``: baselines fitted on the training cache (PALBERT's Q-exit, BERxiT).
 
 Rules and fitted baselines carry a ``sweep`` tracing their accuracy-cost curve over their knob.
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from exitgym.agents.generation_rules import MarginExit, SaturationExit
 from exitgym.agents.rules import (
     EntropyExit,
     ExitRule,
@@ -194,6 +200,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _rule(PatienceExit, "PABEE: exit after t unchanged predictions"),
     _rule(StaticExit, "exit at a fixed layer k"),
     _rule(RandomExit, "exit with probability p at every layer", seeded=True),
+    _rule(MarginExit, "CALM softmax response: exit when top-1 minus top-2 probability > theta"),
+    _rule(SaturationExit, "CALM state saturation: exit when cos(h_l, h_l-1) > theta (reads "
+          "depth+hidden+prev, no head)"),
     _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit,
             "q"),
     _fitted("palbert-sample", "PALBERT lambda heads with PonderNet's sampling criterion (exit "

@@ -82,3 +82,34 @@ def test_head_free_rules_are_not_charged_a_head_per_layer() -> None:
     on_depth = evaluate(rule.reading("depth"), token_env("depth"))
     assert [r.actions for r in on_features.records] == [r.actions for r in on_depth.records]
     assert on_depth.mean_cost < on_features.mean_cost
+
+
+def test_registry_builds_the_generation_rules_with_the_same_decisions() -> None:
+    from exitgym.agents.registry import lookup, make_rule
+
+    cases = ((MarginExit, "margin", "features+logits", 0.05),
+             (SaturationExit, "saturation", "depth+hidden+prev", 0.5))
+    for cls, name, view, theta in cases:
+        assert lookup(name, "rule").factory is cls
+        env = token_env(view)
+        by_name = evaluate(make_rule(name, theta=theta), env)
+        by_class = evaluate(cls(theta=theta), token_env(view))
+        assert by_name.records == by_class.records
+        # the knob reaches the rule: another theta decides differently on these prompts
+        other = evaluate(make_rule(name, theta=1.0), token_env(view))
+        assert [r.exit_layer for r in other.records] != [r.exit_layer for r in by_name.records]
+
+
+def test_the_generation_demo_takes_its_rules_from_the_registry(monkeypatch) -> None:
+    from exitgym.agents import registry
+    from exitgym.agents.rules import StaticExit as Static
+    from exitgym.experiments.generation_compare import rule_views
+
+    views = rule_views()
+    assert set(views) == set(registry.names("rule")) - {"oracle"}
+    assert views["margin"] == "features" and views["saturation"] == "depth+hidden+prev"
+    assert views["static"] == views["random"] == "depth"
+    # a rule added to the registry joins the demo, with the view it needs
+    extra = registry.Method("static-copy", "rule", "a copy of static", Static, knob="k")
+    monkeypatch.setitem(registry.METHODS, "static-copy", extra)
+    assert rule_views()["static-copy"] == "features"

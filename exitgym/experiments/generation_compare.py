@@ -46,13 +46,31 @@ from exitgym.utils.configs import option
 SPLITS = ("policy", "validation", "test")
 """Where the agents learn (``policy``: training rows held out from the distilled heads' fit),
 where knobs are chosen, what is reported."""
-RULE_VIEWS: dict[str, str] = {
-    "entropy": "features", "maxprob": "features", "patience": "features", "margin": "features",
-    "saturation": "depth+hidden+prev", "static": "depth", "random": "depth",
-}
-"""Each exit rule of the comparison and the observation it reads (see the module docstring)."""
-SEEDED_RULES = ("random",)
-"""Rules whose decisions depend on a seed (evaluated once per seed; the others once)."""
+DEPTH_RULES: tuple[str, ...] = ("static", "random")
+"""Registry rules that read no statistic at all (the layer count, a coin): they get the ``depth``
+view, which runs one head, at the exit."""
+
+
+def rule_views() -> dict[str, str]:
+    """Each exit rule of the comparison and the observation it reads: every ``rule`` of the
+    method registry (:mod:`exitgym.agents.registry`) but the encoder oracle, which reads a
+    ``LayerCache`` (the token oracle is the comparison's reference row instead).
+
+    Views (see the module docstring): :data:`DEPTH_RULES` ``depth``; a rule whose required view
+    reads no head (saturation's ``depth+hidden+prev``) that view; the confidence rules
+    ``features`` (the statistics, paid a head per layer).
+    """
+    from exitgym.agents.registry import make_rule, names
+    from exitgym.envs.token_core import STATELESS_VIEWS
+
+    views = {}
+    for name in names("rule"):
+        if name == ORACLE:
+            continue
+        need = make_rule(name).required_observation
+        headless = all(part in STATELESS_VIEWS for part in need.split("+"))
+        views[name] = "depth" if name in DEPTH_RULES else need if headless else "features"
+    return views
 
 
 @dataclass(frozen=True)
@@ -206,16 +224,14 @@ class _Study:
 
 def _rules(study: _Study, progress: Any) -> None:
     """Every rule over its knob grid (seeded rules per seed), then the oracle."""
-    from exitgym.agents.generation_rules import MarginExit, SaturationExit, TokenOracleExit
-    from exitgym.agents.registry import make_rule
+    from exitgym.agents.generation_rules import TokenOracleExit
+    from exitgym.agents.registry import lookup, make_rule
 
     config, L = study.config, study.backbone.num_layers
-    made = {"margin": MarginExit(), "saturation": SaturationExit()}
-    for name, view in RULE_VIEWS.items():
-        seeds = config.seeds if name in SEEDED_RULES else config.seeds[:1]
-        for seed in seeds:
-            base = made.get(name) or make_rule(name, **({"seed": seed} if name in SEEDED_RULES
-                                                       else {}))
+    for name, view in rule_views().items():
+        seeded = lookup(name, "rule").seeded
+        for seed in config.seeds if seeded else config.seeds[:1]:
+            base = make_rule(name, **({"seed": seed} if seeded else {}))
             progress(f"rule {name} seed {seed}")
             for rule in base.sweep(L):
                 knob = getattr(rule, rule.knob) if rule.knob else None
@@ -337,7 +353,7 @@ def _generation_compare(config: GenerationCompareConfig, out: str | Path, progre
              "selection_split": "validation", "seeds": list(config.seeds),
              "budget_table": table, "smallest_detectable": smallest_detectable(table),
              "selection_rows": study.selection_rows, "policy_flops": policy_flops,
-             "rule_views": dict(RULE_VIEWS),
+             "rule_views": rule_views(),
              "config": jsonable({k: v for k, v in config.__dict__.items()
                                  if k not in ("backbone", "prompt_ids", "heads")}),
              "timings": timings, **distill}
@@ -346,5 +362,5 @@ def _generation_compare(config: GenerationCompareConfig, out: str | Path, progre
     return write_report(out, study.rows, title, meta, sections, extra)
 
 
-__all__ = ["GenerationCompareConfig", "RULE_VIEWS", "Scored", "generation_compare", "score",
-           "token_exit_layers"]
+__all__ = ["DEPTH_RULES", "GenerationCompareConfig", "Scored", "generation_compare", "rule_views",
+           "score", "token_exit_layers"]
