@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POOLED_CLIP",
+    "KV_MODES",
     "EnvSettings",
     "ExitSettings",
     "PromptFields",
@@ -47,6 +48,11 @@ __all__ = [
 ]
 
 _S = TypeVar("_S", bound="EnvSettings")
+
+KV_MODES = ("copy", "recompute", "full")
+"""How the layers above a token's exit get their keys and values (``TokenExitSettings.kv``;
+:mod:`exitgym.envs.token_runner` says what each computes). Here, not in the runner, so configs
+list them without importing torch."""
 
 DEFAULT_POOLED_CLIP: float = 20.0
 """Pooled-state observations of the skip envs are clipped to ``[−20, 20]`` (finite Box bounds).

@@ -35,8 +35,9 @@ STATELESS_VIEWS = ("hidden", "prev", "depth")
 
 
 @lru_cache(maxsize=4)
-def _decoder_by_name(name: str) -> Any:
-    """One loaded decoder per name per process (every env of a vector env shares it)."""
+def decoder_by_name(name: str) -> Any:
+    """One loaded decoder per name per process (every env of a vector env shares it, and so do
+    a run's training env, its evaluation env and ``exitgym.generate`` from the run)."""
     from exitgym.backbones.decoder_registry import load_decoder
 
     return load_decoder(name)
@@ -64,7 +65,20 @@ def _prompt_texts(settings: Any) -> list[Any]:
     return texts
 
 
-def _maps(settings: TokenExitSettings, bb: Any) -> Any:
+@lru_cache(maxsize=4)
+def _distilled(bb: Any, task: str, columns: tuple[tuple[str, Any], ...]) -> Any:
+    """One ``LayerMaps`` object per decoder object, task and columns per process.
+
+    Why: the cached tables reuse a decoder pass only for the same maps *object*
+    (:mod:`exitgym.envs.token_tables`); loading the maps afresh for every env made each env of a
+    run or comparison (spaces probe, training, evaluation) run the decoder over its prompts again.
+    """
+    from exitgym.data.decoder_heads import distilled_heads
+
+    return distilled_heads(bb, task, **dict(columns))
+
+
+def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
     """The distilled heads ``settings.heads`` names (None for the plain LM head).
 
     Raises:
@@ -74,9 +88,7 @@ def _maps(settings: TokenExitSettings, bb: Any) -> Any:
     if heads == "lm-head":
         return None
     if heads == "distilled":
-        from exitgym.data.decoder_heads import distilled_heads
-
-        return distilled_heads(bb, settings.task, **settings.column_options())
+        return _distilled(bb, settings.task, tuple(sorted(settings.column_options().items())))
     if not hasattr(heads, "apply") or not hasattr(heads, "flops"):
         raise ValueError(f"heads must be one of {list(HEADS)} or a LayerMaps, got "
                          f"{type(heads).__name__}")
@@ -102,7 +114,7 @@ def load_prompts(settings: Any, backbone: Any) -> tuple[Any, list[list[int]], li
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    bb = _decoder_by_name(backbone) if isinstance(backbone, str) else backbone
+    bb = decoder_by_name(backbone) if isinstance(backbone, str) else backbone
     texts = _prompt_texts(settings)
     ids: list[list[int]] = []
     for k, prompt in enumerate(texts):
@@ -137,7 +149,7 @@ class TokenWorld:
             raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
                              f"allowed: {list(HEADS)} or a LayerMaps")
         bb, ids, texts = load_prompts(settings, settings.backbone)
-        return cls(bb, ids, texts, _maps(settings, bb))
+        return cls(bb, ids, texts, exit_maps(settings, bb))
 
     @property
     def num_samples(self) -> int:

@@ -32,9 +32,7 @@ import numpy as np
 import torch
 
 from exitgym.backbones.decoder import DecoderBackbone
-
-KV_MODES = ("copy", "recompute", "full")
-"""How the layers above an exit get their keys and values (see the module docstring)."""
+from exitgym.envs.settings import KV_MODES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from exitgym.experiments.env_spec import EnvSpec
+from exitgym.experiments.env_spec import TOKEN_ENVS, EnvSpec
 from exitgym.experiments.runs import CONFIG_FILE, RunError, read_json
 
 BOUND_FINGERPRINTS = {"data_fingerprint": "the data rows of split {split!r}",
@@ -107,8 +107,14 @@ def bound_cache(root: str | Path, spec: EnvSpec) -> Any:
     one, with the spec's own heads file (relative to ``root``) applied after the check.
 
     Live skip envs are checked the same way (they are built from the prepared cache and its
-    backbone and heads) but get None: they load their own world.
+    backbone and heads) but get None: they load their own world. TokenExit runs get None after
+    their decoder and heads are checked (:func:`~exitgym.experiments.token_runs.bound_decoder`).
     """
+    if spec.env_id in TOKEN_ENVS:
+        from exitgym.experiments.token_runs import bound_decoder
+
+        bound_decoder(root, spec)
+        return None
     if not spec.reads_prepared:
         return None
     check_data(root, spec)

@@ -13,7 +13,9 @@ from typing import Any
 from exitgym.agents.base import ADVANTAGE_BASELINES
 from exitgym.agents.registry import describe, lookup, names, train_agents
 from exitgym.data.config import POLICY_SPLIT, SPLITS, DataConfig
-from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec, env_ids, reward_names
+from exitgym.envs.settings import KV_MODES
+from exitgym.envs.token_core import HEADS as TOKEN_HEADS
+from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import option
 
@@ -50,6 +52,46 @@ entry here, else ``"*"``'s (REINFORCE-family updates). SB3 agents count environm
 and need far more of them than one update's worth to leave full depth (PPO's default rollout is
 2048 steps in each of 8 envs); measured on the default task (rt-polarity, two-stage fine-tuned
 MiniLM heads), see the README's SB3 section."""
+
+
+@dataclass(frozen=True)
+class TokenEnvConfig:
+    """What a run on ``exitgym/TokenExit-v0`` generates with (the encoder envs ignore it).
+
+    The defaults are the fast training env of ``exitgym demo --generation``: every layer runs
+    for the cache (``kv="full"``) and the full model's tokens are fed back (teacher forcing), so
+    one decoder pass precomputes every step (``cached``) and an update costs what an
+    ``EarlyExit-v0`` update costs. The policy is deployed live by ``exitgym.generate(run_dir,
+    ...)`` (``kv="copy"`` by default). The prompts are the texts of ``data.task``'s split.
+    """
+
+    decoder: str = "smollm2-135m"
+    """Decoder short name or local model directory."""
+    decoder_heads: str = option("distilled", choices=TOKEN_HEADS)
+    """Exit heads: ``lm-head`` (the model's own head at every layer) or ``distilled`` (per-layer
+    maps fitted to the last layer on the task's train texts, prepared once)."""
+    max_prompts: int = option(64, minimum=1)
+    """First prompts of the split the episodes draw from."""
+    max_prompt_tokens: int = option(24, minimum=1)
+    """Prompts are cut to this many tokens."""
+    max_new_tokens: int = option(6, minimum=1)
+    """Tokens generated per episode (each one an exit decision)."""
+    kv: str = option("full", choices=KV_MODES)
+    """Keys and values above an exit: ``full`` (every layer runs; cacheable), ``copy`` or
+    ``recompute`` (live envs, far slower to train on)."""
+    teacher_forcing: bool = True
+    """Feed the full-depth model's token instead of the emitted one (needed by ``cached``)."""
+    cached: bool = True
+    """Precompute every step in one decoder pass (needs ``kv="full"`` and teacher forcing)."""
+    table_batch: int = option(16, minimum=1)
+    """Prompts run side by side when the cached tables are built (speed only)."""
+
+    def env_kwargs(self) -> dict[str, Any]:
+        """The generation settings as ``gym.make`` kwargs (decoder and heads go elsewhere)."""
+        return {"max_prompts": self.max_prompts, "max_prompt_tokens": self.max_prompt_tokens,
+                "max_new_tokens": self.max_new_tokens, "kv": self.kv,
+                "teacher_forcing": self.teacher_forcing, "cached": self.cached,
+                "table_batch": self.table_batch}
 
 
 @dataclass(frozen=True)
@@ -103,8 +145,13 @@ class TrainConfig:
     :data:`~exitgym.data.config.SPLITS`)."""
     eval_split: str = option("test", choices=SPLITS)
     """Split evaluated (and recorded) at the end."""
+    token: TokenEnvConfig = field(default_factory=TokenEnvConfig)
+    """``exitgym/TokenExit-v0`` only: the decoder, its heads and the generation settings."""
 
     def __post_init__(self) -> None:
+        if self.env in TOKEN_ENVS and self.dense:
+            raise ValueError(f"--dense is not available on {self.env} (it pays each token's "
+                             "reward at the token's exit); leave it off")
         if self.allowed_drop is not None and self.agent != LEXICOGRAPHIC:
             raise ValueError(f"--allowed-drop is the {LEXICOGRAPHIC!r} agent's knob; agent "
                              f"{self.agent!r} has none")
@@ -129,8 +176,15 @@ class TrainConfig:
         return replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
     def env_spec(self, split: str | None = None, policy_flops: float = 0.0) -> EnvSpec:
+        """The env of ``split`` (default the training split) charging ``policy_flops``."""
         kwargs: dict[str, Any] = {"reward": self.reward, "alpha": self.alpha,
                                   "dense": self.dense, "policy_flops": float(policy_flops)}
+        if self.env in TOKEN_ENVS:  # a decoder env: no dense delivery, no prepared cache
+            del kwargs["dense"]
+            return EnvSpec(self.env, self.data.task, self.token.decoder, self.token.decoder_heads,
+                           split or self.train_split, self.data.column_options(),
+                           {**kwargs, "observation": self.observation,
+                            **self.token.env_kwargs()})
         if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
             kwargs["observation"] = self.observation
         return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)

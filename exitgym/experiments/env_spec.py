@@ -23,6 +23,11 @@ PREPARED_ENVS = (*CACHE_ENVS, "exitgym/SkipBlock-v0", "exitgym/SwitchableDecisio
 """Environments built from a prepared split cache: the cached ones, and the live skip envs, which
 run the prepared backbone and heads on that cache's inputs (its texts, labels, memorized layers).
 A run in one of them is bound to the cache's data, backbone and heads fingerprints."""
+TOKEN_ENVS = ("exitgym/TokenExit-v0",)
+"""Decoder environments: ``backbone`` names the decoder, ``heads`` its exit heads (``lm-head`` or
+``distilled``), ``prepare`` the task's column options and ``kwargs`` the generation settings
+(:class:`~exitgym.envs.settings.TokenExitSettings`); a run in one is bound to the decoder's and
+the heads' fingerprints (:mod:`exitgym.experiments.token_runs`)."""
 
 
 def env_ids() -> list[str]:
@@ -136,6 +141,9 @@ class EnvSpec:
         kwargs = dict(self.kwargs)
         if self.uses_cache:
             kwargs["cache"] = cache if cache is not None else self.cache()
+        elif self.env_id in TOKEN_ENVS:  # TokenExitSettings fields, columns included
+            kwargs.update(task=self.task, backbone=self.backbone, split=self.split,
+                          heads=self.heads, **self.prepare)
         else:
             kwargs.update(task=self.task, backbone=self.backbone, split=self.split,
                           heads=self.heads, prepare_options=dict(self.prepare))

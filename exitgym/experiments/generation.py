@@ -9,6 +9,11 @@ batching, so no row idles while prompts remain). Without a policy no token exits
 greedy ``generate`` (tests check it token for token), which is the bench's speed baseline. The
 full-depth reference (the agreement) is optional, since it costs a second pass.
 
+The policy is an object, or the directory of a ``exitgym train --env exitgym/TokenExit-v0`` run:
+then the run's policy, decoder, exit heads (distilled maps included), observation view and policy
+FLOPs are loaded, and a decoder or heads whose fingerprint differs from the run's is refused
+(:mod:`exitgym.experiments.token_runs`).
+
 It lives in ``experiments`` (not ``inference``) because the layers contract gives ``inference``
 one module; it only uses layers below.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +31,7 @@ import numpy as np
 from exitgym.envs.settings import TokenExitSettings
 from exitgym.envs.token_core import TokenCore
 
-__all__ = ["GenerationResult", "generate"]
+__all__ = ["DEFAULT_DECODER", "GenerationResult", "generate"]
 
 
 @dataclass(frozen=True)
@@ -63,13 +69,18 @@ class _Generator(TokenCore):
         self._init_rows(batch_size, reference)
 
 
+DEFAULT_DECODER = "smollm2-135m"
+"""The decoder :func:`generate` uses for a policy object when ``backbone`` is not given."""
+
+
 def generate(
     policy: Any | None,
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
     max_new_tokens: int = 16,
     batch_size: int = 8,
-    backbone: Any = "smollm2-135m",
+    backbone: Any = None,
+    heads: Any = None,
     kv: str = "copy",
     observation: str | None = None,
     reference: bool = False,
@@ -78,38 +89,66 @@ def generate(
     """Generate from every prompt, exiting where ``policy`` says.
 
     Args:
-        policy: an exit policy (``act(obs, infos)``, e.g. a rule or a trained MLP policy), or
-            None: never exit (plain greedy generation).
+        policy: an exit policy (``act(obs, infos)``, e.g. a rule or a trained MLP policy); the
+            directory (str or Path) of a TokenExit-v0 training run; or None: never exit (plain
+            greedy generation).
         prompts: texts, or token-id lists.
         max_new_tokens: tokens per prompt.
         batch_size: rows generated side by side.
-        backbone: decoder name or ``DecoderBackbone``.
+        backbone: decoder name or ``DecoderBackbone`` (default ``smollm2-135m``; for a run, the
+            run's decoder, and one given here must have the run's fingerprint).
+        heads: exit heads of a policy object: ``"lm-head"`` (default) or a ``LayerMaps``; a run
+            brings its own.
         kv: ``copy``, ``recompute`` or ``full`` (see ``TokenExit-v0``).
         observation: the view the policy reads (default: its ``required_observation``, else
-            ``hidden``, which runs no head before an exit).
+            ``hidden``, which runs no head before an exit; a run's: the one it was trained on).
         reference: also run the full-depth model to report agreement (a second pass).
         max_prompt_tokens: prompts are cut to this many tokens.
 
     Raises:
         ValueError: bad arguments (the message says what is allowed).
+        RunError: a run that is not a complete TokenExit run, or whose decoder or heads differ.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    policy_flops = 0.0
+    if isinstance(policy, (str, Path)):
+        from exitgym.experiments.token_runs import load_generation_run
+
+        if heads is not None:
+            raise ValueError("heads= is for policy objects; a run is deployed with the heads it "
+                             "was trained with (leave heads out)")
+        run = load_generation_run(policy, backbone=None if isinstance(backbone, str)
+                                  or backbone is None else backbone)
+        if isinstance(backbone, str) and backbone != run.spec.backbone:
+            raise ValueError(f"run {str(policy)!r} was trained on decoder "
+                             f"{run.spec.backbone!r}, not {backbone!r}; leave backbone out")
+        if observation is not None and observation != run.observation:
+            raise ValueError(f"the run's policy reads observation {run.observation!r}, not "
+                             f"{observation!r}; leave observation out")
+        policy, backbone, heads = run.policy, run.backbone, run.heads
+        observation, policy_flops = run.observation, run.policy_flops
+    elif policy is not None:
+        policy_flops = float(getattr(policy, "policy_flops", 0.0) or 0.0)
     if observation is None:
         observation = getattr(policy, "required_observation", None) or "hidden"
     import torch
 
     with torch.inference_mode():  # no autograd bookkeeping on any tensor of the loop
-        return _generate(policy, prompts, max_new_tokens, batch_size, backbone, kv, observation,
-                         reference, max_prompt_tokens)
+        return _generate(policy, prompts, max_new_tokens, batch_size,
+                         DEFAULT_DECODER if backbone is None else backbone,
+                         "lm-head" if heads is None else heads, kv, observation, reference,
+                         max_prompt_tokens, policy_flops)
 
 
 def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
-              backbone: Any, kv: str, observation: str, reference: bool,
-              max_prompt_tokens: int) -> GenerationResult:
-    settings = TokenExitSettings(backbone=backbone, prompts=list(prompts), max_prompts=None,
+              backbone: Any, heads: Any, kv: str, observation: str, reference: bool,
+              max_prompt_tokens: int, policy_flops: float) -> GenerationResult:
+    settings = TokenExitSettings(backbone=backbone, heads=heads, prompts=list(prompts),
+                                 max_prompts=None,
                                  max_prompt_tokens=max_prompt_tokens,
-                                 max_new_tokens=max_new_tokens, kv=kv, observation=observation)
+                                 max_new_tokens=max_new_tokens, kv=kv, observation=observation,
+                                 policy_flops=policy_flops)
     t0 = time.perf_counter()
     core = _Generator(settings, min(batch_size, len(prompts)), reference)
     core.observing = policy is not None

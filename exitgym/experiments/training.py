@@ -26,7 +26,7 @@ from exitgym.experiments.checkpoint import (
     trainer_writer,
 )
 from exitgym.experiments.configs import TrainConfig
-from exitgym.experiments.env_spec import CACHE_ENVS, EnvSpec
+from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec
 from exitgym.experiments.metrics import MetricsLog
 from exitgym.experiments.plugins import load_run_plugins
 from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
@@ -138,8 +138,13 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
             elif resume and split in bound:
                 check_cache(run.path, split, bound[split])
         if not resume:
+            extra: dict[str, Any] = {"command": "train"}
+            if cfg.env in TOKEN_ENVS:  # bound to the decoder and heads, as caches are
+                from exitgym.experiments.token_runs import token_fingerprints
+
+                extra["fingerprints"] = token_fingerprints(cfg.env_spec())
             # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
-            write_config(run, jsonable(flatten(cfg)), caches=bound, extra={"command": "train"})
+            write_config(run, jsonable(flatten(cfg)), caches=bound, extra=extra)
             run.record_checksums(CONFIG_FILE)  # config.json is the run's one source of truth
         if method.kind == "sb3":
             if cfg.target_cost is not None:
@@ -209,7 +214,7 @@ def check_names(cfg: TrainConfig, task: bool = True) -> None:
     from exitgym.envs.observations import make_observation
     from exitgym.envs.rewards import make_reward
 
-    if cfg.env in CACHE_ENVS:
+    if cfg.env in CACHE_ENVS or cfg.env in TOKEN_ENVS:
         make_observation(cfg.observation)
     make_reward(cfg.reward, cfg.alpha)
     if task:
@@ -231,6 +236,8 @@ def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     read REINFORCE's baseline, batch size or checkpoint interval, and use at most
     :data:`SB3_MAX_ENVS` envs."""
     settings = {**flatten(cfg), "lr": cfg.learning_rate}
+    if cfg.env not in TOKEN_ENVS:  # the decoder settings mean nothing to an encoder run
+        settings = {k: v for k, v in settings.items() if k not in flatten(cfg.token)}
     if kind == "sb3":
         settings = {k: v for k, v in settings.items() if k not in REINFORCE_ONLY}
         settings["num_envs"] = min(cfg.num_envs, SB3_MAX_ENVS)
