@@ -169,3 +169,17 @@ def test_evaluate_recomputes_the_recorded_evaluation(trained, capsys) -> None:
 def test_dense_is_refused_on_token_exit() -> None:
     with pytest.raises(ValueError, match="--dense is not available on exitgym/TokenExit-v0"):
         token_train_config("t.csv", "d", dense=True)
+
+
+def test_an_sb3_run_on_token_exit_generates_like_its_trained_policy(tmp_path) -> None:
+    from exitgym.experiments.token_runs import decoder_and_heads
+
+    result = train_run(tmp_path, agent="ppo", steps=64, n_steps=32, num_envs=2, lr=0.003)
+    assert result.spec.kwargs["policy_flops"] == result.policy.policy_flops > 0
+    bb, maps = decoder_and_heads(result.spec)
+    from_run = exitgym.generate(result.run.path, PROMPTS, max_new_tokens=4, batch_size=2)
+    in_memory = exitgym.generate(result.policy, PROMPTS, max_new_tokens=4, batch_size=2,
+                                 backbone=bb, heads=maps, observation=OBSERVATION)
+    assert (from_run.generated_ids, from_run.exit_layers) == (in_memory.generated_ids,
+                                                              in_memory.exit_layers)
+    assert np.array_equal(from_run.cost, in_memory.cost)

@@ -132,12 +132,9 @@ class EnvSpec:
         path = Path(root if root is not None else ".") / self.heads_file
         return load_heads(path).apply_to(cache, f"file:{self.heads_file}")
 
-    def make(self, num_envs: int | None = None, cache: Any | None = None) -> Any:
-        """A single env (``num_envs=None``) or the native vector env with ``num_envs`` slots."""
-        import gymnasium as gym
-
-        import exitgym  # noqa: F401  (registers the ids)
-
+    def make_kwargs(self, cache: Any | None = None) -> dict[str, Any]:
+        """The ``gym.make`` keyword arguments of this spec (``cache``: the LayerCache of a cached
+        env, default :meth:`cache`)."""
         kwargs = dict(self.kwargs)
         if self.uses_cache:
             kwargs["cache"] = cache if cache is not None else self.cache()
@@ -147,6 +144,15 @@ class EnvSpec:
         else:
             kwargs.update(task=self.task, backbone=self.backbone, split=self.split,
                           heads=self.heads, prepare_options=dict(self.prepare))
+        return kwargs
+
+    def make(self, num_envs: int | None = None, cache: Any | None = None) -> Any:
+        """A single env (``num_envs=None``) or the native vector env with ``num_envs`` slots."""
+        import gymnasium as gym
+
+        import exitgym  # noqa: F401  (registers the ids)
+
+        kwargs = self.make_kwargs(cache)
         if num_envs is None:
             return gym.make(self.env_id, disable_env_checker=True, **kwargs)
         env = gym.make_vec(self.env_id, num_envs=num_envs,
