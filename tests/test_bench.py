@@ -112,3 +112,25 @@ def test_markdown_puts_rates_next_to_ratios() -> None:
     assert "| early exit | CartPole-v1 | 20,000 | 1.00 | n/a | n/a |" in text
     assert "| c | 8 | 2.0000 | 1.9800 | 1.0000 | 1.0101 |" in text
     assert "- skip: missing" in text and "cache reused, verified" in text
+
+
+def test_only_selects_sections_with_what_they_read() -> None:
+    from exitgym.bench import SECTIONS, selected
+    from exitgym.utils.configs import add_arguments, from_args
+
+    assert selected(()) == tuple(SECTIONS)
+    assert selected(("generation",)) == ("machine", "generation")
+    assert selected(("inference", "flops_check")) == ("machine", "flops_check", "timings",
+                                                      "inference")
+    with pytest.raises(ValueError, match="unknown bench sections \\['gen'\\]; allowed"):
+        selected(("gen",))
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, BenchConfig)
+    assert from_args(BenchConfig, parser.parse_args(["--only", "generation"])).only == (
+        "generation",)
+    # bench.md of a partial result has the measured sections only
+    text = to_markdown({"machine": {"date": "d", "processor": "x", "platform": "p", "cpus": 2,
+                                    "load_average_1min": 0.5, "torch_threads": 1,
+                                    "versions": {"torch": "t"}},
+                        "generation": {"backbone": "b", "rows": []}, "total_s": 1.0})
+    assert "## Generation (b)" in text and "Inference" not in text

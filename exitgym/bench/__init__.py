@@ -57,6 +57,23 @@ from exitgym.utils.configs import add_arguments, flatten, from_args
 SectionFn = Callable[[BenchConfig, dict[str, Any]], dict[str, Any]]
 SECTIONS: dict[str, SectionFn] = {}
 """Section name -> measurement, run in insertion order; each may read earlier sections."""
+NEEDS: dict[str, tuple[str, ...]] = {"inference": ("timings",)}
+"""Sections that read earlier ones (``--only`` runs those too); ``machine`` always runs."""
+
+
+def selected(only: tuple[str, ...]) -> tuple[str, ...]:
+    """The sections ``--only`` runs, in suite order (all of them when ``only`` is empty).
+
+    Raises:
+        ValueError: an unknown section name (the allowed ones listed).
+    """
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown bench sections {unknown}; allowed: {list(SECTIONS)}")
+    if not only:
+        return tuple(SECTIONS)
+    wanted = {"machine", *only, *(n for name in only for n in NEEDS.get(name, ()))}
+    return tuple(name for name in SECTIONS if name in wanted)
 
 
 def section(name: str) -> Callable[[SectionFn], SectionFn]:
@@ -139,7 +156,8 @@ def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str,
     start = time.perf_counter()
     result: dict[str, Any] = {"schema": SCHEMA, "config": flatten(cfg)}
     try:
-        for name, fn in SECTIONS.items():
+        for name in selected(cfg.only):
+            fn = SECTIONS[name]
             tic = time.perf_counter()
             log(f"bench: {name} ...")
             result[name] = fn(cfg, result)

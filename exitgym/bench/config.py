@@ -6,6 +6,7 @@ without importing the suite that imports them.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 
 from exitgym.data.config import DataConfig
@@ -15,6 +16,11 @@ SCHEMA = "exitgym-bench/1"
 """``bench.json["schema"]``; bumped only if an existing key changes meaning."""
 GOALS = {"batch1": 0.8, "batched": 0.6}
 """Fraction of the FLOPs speed-up that wall-clock time must realise (issue 8)."""
+
+
+def section_names() -> tuple[str, ...]:
+    """The sections ``exitgym bench`` measures, in order (what ``--only`` accepts)."""
+    return tuple(importlib.import_module("exitgym.bench").SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -58,5 +64,16 @@ class BenchConfig:
     """Timed runs of each (best-of)."""
     prepare_fresh_rows: int = option(300, minimum=0)
     """Rows per split of the from-scratch ``prepare`` (0 skips it)."""
+    generation_run: str | None = None
+    """An ``exitgym train --env exitgym/TokenExit-v0`` run whose policy the generation section
+    deploys (its decoder and heads; fingerprints checked); None trains one there (REINFORCE,
+    ``generation_steps`` updates on the cached env, timed) into ``<out>/generation-run``."""
+    generation_target: float = option(0.7, minimum=0)
+    """Target cost of the budget-targeted REINFORCE policy the generation section trains."""
+    generation_steps: int = option(30, minimum=1)
+    """Its REINFORCE updates (16 episodes each, hardness reward, ``depth+hidden+prev`` view)."""
+    only: tuple[str, ...] = option((), choices=lambda: section_names())
+    """Measure only these sections (``machine`` always; ``inference`` brings ``timings``,
+    whose trained runs it deploys). Empty: every section."""
     quick: bool = False
     """Tiny sizes everywhere (tests of the benchmark itself); numbers are not meaningful."""

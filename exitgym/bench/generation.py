@@ -12,16 +12,24 @@ Rows (each on the same prompts, ``max_new_tokens`` greedy tokens per prompt, bes
 - ``generate, margin θ``: CALM's softmax-difference rule (heads at every layer: the
   ``features+logits`` view), with ``flops_speedup`` (1 / mean cost), ``wall_speedup`` against
   exits off at the same batch size (both timed without the reference pass) and ``agreement``
-  with the full-depth continuation (from one more, untimed, call with the reference).
+  with the full-depth continuation (from one more, untimed, call with the reference);
+- ``generate, learned <run>``: a trained policy deployed live (``kv="copy"``) with the heads and
+  view of its run, the same columns. The run is ``generation_run`` or one trained here
+  (:func:`train_generation_run`: REINFORCE, hardness reward, budget-targeted at
+  ``generation_target``, ``generation_steps`` updates on the cached ``kv="full"`` env of the
+  task's ``policy`` prompts with distilled heads), its training time in ``learned_train_s``.
 
-``quick`` uses a tiny random Llama (numbers not meaningful); otherwise the embedded SmolLM2-135M
-on the first prompts of the task's validation texts.
+``quick`` uses a tiny random Llama (numbers not meaningful; the learned policy is a few in-memory
+REINFORCE updates, unless ``generation_run`` names a run); otherwise the embedded SmolLM2-135M on
+the first prompts of the task's validation texts (with ``generation_run``: the run's decoder).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 GENERATION_TOKENS = 16
@@ -43,20 +51,94 @@ def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     return best, out
 
 
-def _setup(cfg: Any) -> tuple[Any, list[list[int]]]:
-    from exitgym.backbones.decoder_registry import load_decoder
+QUICK_PROMPTS = [[5, 6, 7], [9, 3], [4, 4, 8, 1]]
+"""The token-id prompts of ``quick`` (valid for any vocabulary of 10 or more)."""
+LEARNED_OBSERVATION = "depth+hidden+prev"
+"""View of the policy trained here: head-free, like the demo's agents (docs/design.md)."""
 
-    if cfg.quick:
+
+@dataclass(frozen=True)
+class Learned:
+    """The learned policy a generation row deploys, with what it was trained with."""
+
+    label: str
+    """Row name suffix (the run directory's name, or ``in-memory``)."""
+    policy: Any
+    """The policy."""
+    heads: Any
+    """Its exit heads (``LayerMaps`` or None)."""
+    observation: str
+    """Its view."""
+    train_s: float | None
+    """Seconds spent training it here (None: loaded)."""
+
+
+def _setup(cfg: Any) -> tuple[Any, list[list[int]], Learned | None]:
+    """The decoder, the prompts and, when ``generation_run`` names one, the run's policy."""
+    from exitgym.envs.token_core import decoder_by_name
+
+    learned = None
+    if cfg.generation_run is not None:
+        from exitgym.experiments.token_runs import load_generation_run
+
+        run = load_generation_run(cfg.generation_run)
+        bb = run.backbone
+        learned = Learned(Path(cfg.generation_run).name, run.policy, run.heads, run.observation,
+                          None)
+    elif cfg.quick:
         from transformers import LlamaConfig
+
+        from exitgym.backbones.decoder_registry import load_decoder
 
         bb = load_decoder(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32,
                                       num_hidden_layers=3, num_attention_heads=2))
-        return bb, [[5, 6, 7], [9, 3], [4, 4, 8, 1]]
+    else:
+        bb = decoder_by_name("smollm2-135m")  # the object the trained run's envs use
+    if cfg.quick:
+        return bb, QUICK_PROMPTS, learned
     from exitgym.data.tasks import load_task
 
-    bb = load_decoder("smollm2-135m")
     texts = list(load_task(cfg.data.task).split("validation")["text"])[:GENERATION_PROMPTS]
-    return bb, [ids[:32] for ids in bb.encode(texts)]
+    return bb, [ids[:32] for ids in bb.encode(texts)], learned
+
+
+def train_generation_run(cfg: Any) -> Learned:
+    """Train the section's policy as an ``exitgym train`` run into ``<out>/generation-run``
+    (replacing an earlier one) and load it back as ``exitgym.generate`` would."""
+    from exitgym.data.config import DataConfig
+    from exitgym.experiments.configs import TokenEnvConfig, TrainConfig
+    from exitgym.experiments.token_runs import load_generation_run
+    from exitgym.experiments.training import train
+
+    train_cfg = TrainConfig(
+        env="exitgym/TokenExit-v0", data=DataConfig(task=cfg.data.task), reward="hardness",
+        alpha=0.0, target_cost=cfg.generation_target, observation=LEARNED_OBSERVATION,
+        steps=cfg.generation_steps, batch_size=16, num_envs=16,
+        checkpoint_every=cfg.generation_steps, seed=0,
+        token=TokenEnvConfig(max_prompts=32))
+    out = Path(cfg.out) / "generation-run"
+    tic = time.perf_counter()
+    train(train_cfg, out, overwrite=True, progress=False, plots=False)
+    seconds = time.perf_counter() - tic
+    run = load_generation_run(out)
+    return Learned(out.name, run.policy, run.heads, run.observation, seconds)
+
+
+def _quick_policy(bb: Any, prompts: list[list[int]], tokens: int) -> Learned:
+    """A few in-memory REINFORCE updates on the cached env of ``prompts`` (``quick``)."""
+    from exitgym.agents.registry import lookup
+    from exitgym.envs.token_exit_vector import TokenExitVectorEnv
+
+    env = TokenExitVectorEnv(len(prompts), backbone=bb, prompts=prompts, max_new_tokens=tokens,
+                             kv="full", teacher_forcing=True, cached=True,
+                             observation=LEARNED_OBSERVATION, reward="vanilla", alpha=0.5)
+    tic = time.perf_counter()
+    agent = lookup("reinforce", "trainer").factory(env, batch_size=len(prompts), seed=0)
+    for _ in range(3):
+        agent.update()
+    env.close()
+    return Learned("in-memory", agent.policy, None, LEARNED_OBSERVATION,
+                   time.perf_counter() - tic)
 
 
 def generation_section(cfg: Any) -> dict[str, Any]:
@@ -68,7 +150,7 @@ def generation_section(cfg: Any) -> dict[str, Any]:
     from exitgym.agents.generation_rules import MarginExit
     from exitgym.backbones import hf_compat
 
-    bb, prompts = _setup(cfg)
+    bb, prompts, learned = _setup(cfg)
     tokens = 4 if cfg.quick else GENERATION_TOKENS
     repeats = 1 if cfg.quick else cfg.repeats
     total = tokens * len(prompts)
@@ -114,20 +196,29 @@ def generation_section(cfg: Any) -> dict[str, Any]:
 
     secs, _ = _best(env_run, repeats)
     row("TokenExit-v0 live, exits off", 1, secs)
-    for theta in MARGIN_THETAS:
+
+    def exits(name: str, policy: Any, **kwargs: Any) -> None:
+        """Timed rows of ``policy`` at batch 1 and batched, agreement from an untimed call."""
         for batch in (1, min(8, len(prompts))):
-            secs, _ = _best(lambda b=batch, t=theta: exitgym.generate(
-                MarginExit(theta=t), prompts, max_new_tokens=tokens, batch_size=b, backbone=bb),
+            secs, _ = _best(lambda b=batch: exitgym.generate(
+                policy, prompts, max_new_tokens=tokens, batch_size=b, backbone=bb, **kwargs),
                 repeats)
             # Agreement needs the full-depth reference (a second pass): measured untimed.
-            result = exitgym.generate(MarginExit(theta=theta), prompts, max_new_tokens=tokens,
-                                      batch_size=batch, backbone=bb, reference=True)
+            result = exitgym.generate(policy, prompts, max_new_tokens=tokens, batch_size=batch,
+                                      backbone=bb, reference=True, **kwargs)
             cost = float(result.cost.mean())
-            row(f"generate, margin θ={theta}", batch, secs, mean_cost=cost,
-                flops_speedup=1.0 / cost, wall_speedup=plain[batch] / secs,
-                agreement=float(result.agreement.mean()),
+            row(name, batch, secs, mean_cost=cost, flops_speedup=1.0 / cost,
+                wall_speedup=plain[batch] / secs, agreement=float(result.agreement.mean()),
                 mean_exit_layer=float(sum(sum(x) for x in result.exit_layers) / total))
-    return {"backbone": bb.name, "rows": rows}
+
+    for theta in MARGIN_THETAS:
+        exits(f"generate, margin θ={theta}", MarginExit(theta=theta))
+    if learned is None:
+        learned = (_quick_policy(bb, prompts, tokens) if cfg.quick
+                   else train_generation_run(cfg))
+    exits(f"generate, learned {learned.label}", learned.policy, heads=learned.heads,
+          observation=learned.observation)
+    return {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s}
 
 
 def to_markdown(section: dict[str, Any]) -> list[str]:

@@ -110,16 +110,28 @@ def _finetune(result: dict[str, Any]) -> list[str]:
             f" {f['threads']} torch thread(s), best of {len(f['exitgym_s'])} runs.", ""]
 
 
-def to_markdown(result: dict[str, Any]) -> str:
-    """The whole ``bench.md``."""
-    parts = _machine(result) + _inference(result) + _envs(result) + _flops(result)
-    parts += _finetune(result)
-    if "generation" in result:
-        from exitgym.bench.generation import to_markdown as generation_markdown
+def _generation(result: dict[str, Any]) -> list[str]:
+    from exitgym.bench.generation import to_markdown as generation_markdown
 
-        parts += generation_markdown(result["generation"])
-    parts += _timings(result)
+    return generation_markdown(result["generation"])
+
+
+def _ray(result: dict[str, Any]) -> list[str]:
     from exitgym.bench.ray import ray_markdown
 
-    parts += ray_markdown(result)
+    return ray_markdown(result)
+
+
+PARTS = (("inference", _inference), ("env_throughput", _envs), ("flops_check", _flops),
+         ("finetune", _finetune), ("generation", _generation), ("timings", _timings),
+         ("ray", _ray))
+"""Section -> its part of ``bench.md``, in order; a section not measured (``--only``) has none."""
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The whole ``bench.md``."""
+    parts = _machine(result)
+    for name, part in PARTS:
+        if name in result:
+            parts += part(result)
     return "\n".join(parts)
