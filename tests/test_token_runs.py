@@ -183,3 +183,32 @@ def test_an_sb3_run_on_token_exit_generates_like_its_trained_policy(tmp_path) ->
     assert (from_run.generated_ids, from_run.exit_layers) == (in_memory.generated_ids,
                                                               in_memory.exit_layers)
     assert np.array_equal(from_run.cost, in_memory.cost)
+
+
+def test_resume_is_bit_identical_and_refuses_another_decoder(tmp_path) -> None:
+    import torch
+
+    from exitgym.envs.token_core import decoder_by_name
+    from exitgym.experiments.training import train
+
+    project = make_tiny_project(tmp_path)
+    save_tiny_decoder(tmp_path / "tinylm")
+    cfg = token_train_config(project["task"], str(tmp_path / "tinylm"), steps=8,
+                             checkpoint_every=4)
+
+    def stop(update: int) -> None:
+        if update == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False, plots=False, after_update=stop)
+    save_tiny_decoder(tmp_path / "tinylm", seed=7)
+    decoder_by_name.cache_clear()
+    with pytest.raises(RunError, match="weights differ"):
+        train(cfg, tmp_path / "run", resume=True, progress=False, plots=False)
+    save_tiny_decoder(tmp_path / "tinylm", seed=0)  # the run's decoder again
+    decoder_by_name.cache_clear()
+    resumed = train(cfg, tmp_path / "run", resume=True, progress=False, plots=False)
+    whole = train(cfg, tmp_path / "whole", progress=False, plots=False)
+    a, b = resumed.policy.state_dict(), whole.policy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -17,7 +17,8 @@ Rows (each on the same prompts, ``max_new_tokens`` greedy tokens per prompt, bes
   view of its run, the same columns. The run is ``generation_run`` or one trained here
   (:func:`train_generation_run`: REINFORCE, hardness reward, budget-targeted at
   ``generation_target``, ``generation_steps`` updates on the cached ``kv="full"`` env of the
-  task's ``policy`` prompts with distilled heads), its training time in ``learned_train_s``.
+  task's ``policy`` prompts with distilled heads), its training time in ``learned_train_s`` and
+  the time of everything the learned rows cost (training included) in ``learned_s``.
 
 ``quick`` uses a tiny random Llama (numbers not meaningful; the learned policy is a few in-memory
 REINFORCE updates, unless ``generation_run`` names a run); otherwise the embedded SmolLM2-135M on
@@ -213,12 +214,14 @@ def generation_section(cfg: Any) -> dict[str, Any]:
 
     for theta in MARGIN_THETAS:
         exits(f"generate, margin θ={theta}", MarginExit(theta=theta))
+    tic = time.perf_counter()
     if learned is None:
         learned = (_quick_policy(bb, prompts, tokens) if cfg.quick
                    else train_generation_run(cfg))
     exits(f"generate, learned {learned.label}", learned.policy, heads=learned.heads,
           observation=learned.observation)
-    return {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s}
+    return {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s,
+            "learned_s": time.perf_counter() - tic}
 
 
 def to_markdown(section: dict[str, Any]) -> list[str]:

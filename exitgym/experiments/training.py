@@ -124,6 +124,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
                            f"{stored}")
         load_run_plugins(out)
         check_data(out, cfg.env_spec())  # before anything is prepared for changed data
+        if cfg.env in TOKEN_ENVS:  # the decoder and heads it was trained with
+            from exitgym.experiments.token_runs import bound_decoder
+
+            bound_decoder(out, cfg.env_spec())
     run = RunDir.create(out, resume=resume, overwrite=overwrite)
     with run.status_on_error():
         # bound: every split's prepared cache, also where a live skip env is built from it
