@@ -65,19 +65,6 @@ def _prompt_texts(settings: Any) -> list[Any]:
     return texts
 
 
-@lru_cache(maxsize=4)
-def _distilled(bb: Any, task: str, columns: tuple[tuple[str, Any], ...]) -> Any:
-    """One ``LayerMaps`` object per decoder object, task and columns per process.
-
-    Why: the cached tables reuse a decoder pass only for the same maps *object*
-    (:mod:`exitgym.envs.token_tables`); loading the maps afresh for every env made each env of a
-    run or comparison (spaces probe, training, evaluation) run the decoder over its prompts again.
-    """
-    from exitgym.data.decoder_heads import distilled_heads
-
-    return distilled_heads(bb, task, **dict(columns))
-
-
 def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
     """The distilled heads ``settings.heads`` names (None for the plain LM head).
 
@@ -88,7 +75,9 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
     if heads == "lm-head":
         return None
     if heads == "distilled":
-        return _distilled(bb, settings.task, tuple(sorted(settings.column_options().items())))
+        from exitgym.data.decoder_heads import distilled_heads
+
+        return distilled_heads(bb, settings.task, **settings.column_options())
     if not hasattr(heads, "apply") or not hasattr(heads, "flops"):
         raise ValueError(f"heads must be one of {list(HEADS)} or a LayerMaps, got "
                          f"{type(heads).__name__}")
