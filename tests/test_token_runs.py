@@ -97,7 +97,9 @@ def test_the_run_records_the_decoder_env_and_fingerprints(trained) -> None:
         "observation": OBSERVATION}
     assert spec.kwargs["policy_flops"] == trained.policy.policy_flops > 0
     bb, maps = decoder_and_heads(spec)
-    prints = json.loads((run / "config.json").read_text())["fingerprints"]["policy"]
+    recorded = json.loads((run / "config.json").read_text())
+    prints = recorded["fingerprints"]["policy"]
+    assert recorded["config"]["decoder_heads"] == "distilled"  # the decoder env's flags stored
     assert prints["backbone_fingerprint"] == bb.fingerprint()
     assert maps is not None and prints["heads_fingerprint"] == heads_fingerprint(maps)
     # the spec rebuilds the env it describes
@@ -167,9 +169,17 @@ def test_evaluate_recomputes_the_recorded_evaluation(trained, capsys) -> None:
     assert again == recorded
 
 
-def test_dense_is_refused_on_token_exit() -> None:
+def test_dense_is_refused_on_token_exit_and_decoder_flags_elsewhere() -> None:
+    from exitgym.experiments.configs import TrainConfig
+    from exitgym.utils.configs import from_dict
+
     with pytest.raises(ValueError, match="--dense is not available on exitgym/TokenExit-v0"):
         token_train_config("t.csv", "d", dense=True)
+    with pytest.raises(ValueError, match="\\['--kv', '--max-new-tokens'\\] set the decoder env; "
+                       "they need --env exitgym/TokenExit-v0"):
+        from_dict(TrainConfig, {"max_new_tokens": 8, "kv": "copy"})
+    encoder = TrainConfig()
+    assert "decoder" not in encoder.flat() and "decoder" in token_train_config("t", "d").flat()
 
 
 def test_an_sb3_run_on_token_exit_generates_like_its_trained_policy(tmp_path) -> None:

@@ -17,7 +17,7 @@ from exitgym.envs.settings import KV_MODES
 from exitgym.envs.token_core import HEADS as TOKEN_HEADS
 from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.reports.budget import BUDGETS
-from exitgym.utils.configs import option
+from exitgym.utils.configs import flatten, option
 
 RLLIB_AGENTS: dict[str, str] = {
     "ppo": "RLlib PPO (new API stack)",
@@ -149,12 +149,25 @@ class TrainConfig:
     """``exitgym/TokenExit-v0`` only: the decoder, its heads and the generation settings."""
 
     def __post_init__(self) -> None:
+        if self.env not in TOKEN_ENVS and self.token != TokenEnvConfig():
+            changed = sorted(k for k, v in flatten(self.token).items()
+                             if v != getattr(TokenEnvConfig(), k))
+            raise ValueError(f"{['--' + k.replace('_', '-') for k in changed]} set the decoder "
+                             f"env; they need --env {TOKEN_ENVS[0]} (not {self.env})")
         if self.env in TOKEN_ENVS and self.dense:
             raise ValueError(f"--dense is not available on {self.env} (it pays each token's "
                              "reward at the token's exit); leave it off")
         if self.allowed_drop is not None and self.agent != LEXICOGRAPHIC:
             raise ValueError(f"--allowed-drop is the {LEXICOGRAPHIC!r} agent's knob; agent "
                              f"{self.agent!r} has none")
+
+    def flat(self) -> dict[str, Any]:
+        """The fields flat, as the flags are and ``config.json`` stores them; the decoder env's
+        (:class:`TokenEnvConfig`) only in runs of that env, so encoder runs keep their layout."""
+        values = flatten(self)
+        if self.env not in TOKEN_ENVS:
+            values = {k: v for k, v in values.items() if k not in flatten(self.token)}
+        return values
 
     @property
     def learning_rate(self) -> float:

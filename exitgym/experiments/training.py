@@ -40,7 +40,7 @@ from exitgym.experiments.runs import (
 )
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.utils.atomic import jsonable
-from exitgym.utils.configs import flatten, from_dict
+from exitgym.utils.configs import from_dict
 from exitgym.utils.threads import one_torch_thread
 
 
@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
 
                 extra["fingerprints"] = token_fingerprints(cfg.env_spec())
             # Flat, as the flags are: config.json keeps the layout it had before DataConfig.
-            write_config(run, jsonable(flatten(cfg)), caches=bound, extra=extra)
+            write_config(run, jsonable(cfg.flat()), caches=bound, extra=extra)
             run.record_checksums(CONFIG_FILE)  # config.json is the run's one source of truth
         if method.kind == "sb3":
             if cfg.target_cost is not None:
@@ -239,9 +239,7 @@ def used_settings(cfg: TrainConfig, kind: str) -> dict[str, Any]:
     """The run's settings as its agent used them (what ``report.md`` lists): SB3 agents do not
     read REINFORCE's baseline, batch size or checkpoint interval, and use at most
     :data:`SB3_MAX_ENVS` envs."""
-    settings = {**flatten(cfg), "lr": cfg.learning_rate}
-    if cfg.env not in TOKEN_ENVS:  # the decoder settings mean nothing to an encoder run
-        settings = {k: v for k, v in settings.items() if k not in flatten(cfg.token)}
+    settings = {**cfg.flat(), "lr": cfg.learning_rate}
     if kind == "sb3":
         settings = {k: v for k, v in settings.items() if k not in REINFORCE_ONLY}
         settings["num_envs"] = min(cfg.num_envs, SB3_MAX_ENVS)

@@ -40,7 +40,6 @@ from exitgym.integrations.ray import (
     worker_cache_path,
 )
 from exitgym.utils.atomic import jsonable
-from exitgym.utils.configs import flatten
 from exitgym.utils.threads import one_torch_thread
 
 ALGORITHMS: dict[str, str] = {"ppo": "ray.rllib.algorithms.ppo:PPOConfig",
@@ -93,7 +92,7 @@ def train_rllib(cfg: TrainConfig, out: str | Path, *, options: RLlibOptions | No
         for split in (cfg.train_split, cfg.eval_split):
             if split not in caches:
                 caches[split] = cfg.env_spec(split).cache()
-        write_config(run, jsonable(flatten(cfg)), caches=caches,
+        write_config(run, jsonable(cfg.flat()), caches=caches,
                      extra={"command": "train", "engine": "rllib", "ray": ray.__version__})
         spaces_env = cfg.env_spec().make(None, caches[cfg.train_split])
         policy_cfg = MLPPolicyConfig.from_spaces(spaces_env.observation_space,
