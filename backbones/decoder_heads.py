@@ -57,10 +57,10 @@ class LayerMaps:
         TokenExit tables are shared by content, not by object identity)."""
         import hashlib
 
+        from exitgym.backbones.fingerprint import update_with_tensors
+
         digest = hashlib.sha256()
-        for tensor in (self.weight, self.bias):
-            digest.update(str(tuple(tensor.shape)).encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        update_with_tensors(digest, ((str(tuple(t.shape)), t) for t in (self.weight, self.bias)))
         return digest.hexdigest()
 
     def flops(self, i: int) -> float:

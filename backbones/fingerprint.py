@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -24,10 +26,16 @@ def model_fingerprint(model: nn.Module, tag: str) -> str:
         config.pop(volatile, None)
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     digest.update(tag.encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    update_with_tensors(digest, sorted(model.state_dict().items()))
     return digest.hexdigest()
+
+
+def update_with_tensors(digest: Any, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Feed ``digest`` each label and the exact bytes of its tensor, in order: the one way every
+    fingerprint of weights (models, exit heads, distilled maps) hashes them."""
+    for label, tensor in named:
+        digest.update(label.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
 
 FINGERPRINTS_DIR = "fingerprints"

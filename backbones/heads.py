@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from exitgym.backbones.fingerprint import update_with_tensors
 from exitgym.utils.atomic import atomic_write
 
 HEADS_WEIGHTS = "heads.safetensors"
@@ -108,9 +109,7 @@ class ExitHeads(nn.Module):
     def fingerprint(self) -> str:
         """sha256 over the config and the exact weights: caches keyed on it never go stale."""
         digest = hashlib.sha256(json.dumps(_config_json(self.config), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        update_with_tensors(digest, sorted(self.state_dict().items()))
         return digest.hexdigest()
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

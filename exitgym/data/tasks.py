@@ -35,6 +35,7 @@ from exitgym.data.config import POLICY_FRACTION, POLICY_SPLIT, SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
 from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
+from exitgym.utils.registry import qualified_name
 
 SOURCE_SPLITS = ("train", "validation", "test")
 """The splits a source may bring; ``policy`` is always cut from train."""
@@ -323,10 +324,7 @@ def load_task_plugins() -> None:
 
     def register(name: str, spec: Any) -> None:
         require_type("task", name, spec, TaskSpec)
-        def origin(task: TaskSpec) -> tuple[str, str]:  # a reloaded plug-in is the same one
-            return (getattr(task.load, "__module__", ""), getattr(task.load, "__qualname__", ""))
-
-        if name in TASKS and origin(TASKS[name]) != origin(spec):
+        if name in TASKS and qualified_name(TASKS[name].load) != qualified_name(spec.load):
             raise ValueError(f"task plug-in {name!r} clashes with the registered task {name!r}; "
                              "give its entry point another name")
         TASKS[name] = spec if spec.name == name else TaskSpec(name, spec.description, spec.load,

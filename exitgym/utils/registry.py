@@ -8,7 +8,7 @@ class is allowed, so module reloads do not fail).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T", bound=type)
 
@@ -39,9 +39,9 @@ def registering(registry: dict[str, T], base: type, kind: str, name: str,
             raise TypeError(f"register_{kind}({name!r}) needs a {base.__name__} subclass, "
                             f"got {cls!r}")
         existing = registry.get(name)
-        if existing is not None and _where(existing) != _where(cls):
-            raise ValueError(f"{kind} {name!r} is already registered as {_where(existing)}; "
-                             "register yours under another name")
+        if existing is not None and qualified_name(existing) != qualified_name(cls):
+            raise ValueError(f"{kind} {name!r} is already registered as "
+                             f"{qualified_name(existing)}; register yours under another name")
         cls.name = name
         registry[name] = cls
         return cls
@@ -49,7 +49,8 @@ def registering(registry: dict[str, T], base: type, kind: str, name: str,
     return decorator
 
 
-def _where(cls: type) -> str:
-    """``module.QualName``: a class is the same one only when both match (a plug-in's class may
-    share a built-in's name, and must not replace it)."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+def qualified_name(obj: Any) -> str:
+    """``module.QualName`` of a class or function: it is the same one only when both match (a
+    plug-in's class may share a built-in's name, and must not replace it; a plug-in module
+    imported again defines the same names)."""
+    return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
