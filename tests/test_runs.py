@@ -237,3 +237,30 @@ def test_an_interrupted_sb3_run_resumes_bit_identically(agent: str, tmp_path: Pa
     assert (full.run.path / "metrics.csv").read_text() == (
         resumed.run.path / "metrics.csv").read_text()
     assert resumed.eval.records == full.eval.records
+
+
+def test_sb3_on_a_live_skip_env_trains_on_the_runs_task_and_backbone(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """SB3 agents get the same ``gym.make`` arguments as every other agent (``EnvSpec``): a live
+    skip env built from ``dict(spec.kwargs)`` alone fell back to the default task and backbone
+    (rt-polarity, MiniLM), so ``--task`` / ``--backbone`` were silently ignored."""
+    from exitgym.agents import sb3
+    from tests.tiny_project import make_tiny_project, train_config
+
+    project = make_tiny_project(tmp_path / "project")
+    seen: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, env_kwargs=None, **kwargs):
+        seen.update(env_kwargs)
+        raise Stop
+
+    monkeypatch.setattr(sb3, "train_sb3", capture)
+    cfg = train_config(project, env="exitgym/SkipBlock-v0", agent="ppo", steps=64)
+    with pytest.raises(Stop):
+        train(cfg, tmp_path / "run", progress=False)
+    expected = cfg.env_spec().make_kwargs()
+    assert seen == expected
+    assert seen["task"] == project["task"] and seen["backbone"] == project["backbone"]

@@ -305,11 +305,7 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any, progress: bool,
     from exitgym.agents.sb3 import train_sb3
 
     spec = cfg.env_spec()
-    kwargs = dict(spec.kwargs)
-    if spec.uses_cache:
-        kwargs["cache"] = cache if cache is not None else spec.cache()
-    elif spec.env_id in TOKEN_ENVS:  # the decoder, its heads and the task's prompts
-        kwargs = spec.make_kwargs()
+    kwargs = spec.make_kwargs(cache)  # what every other agent's env is made with
     log = MetricsLog(run.path)
     found = latest_checkpoint(run)
     resume = read_state(found[0]) if found is not None else None
