@@ -95,7 +95,8 @@ class GenerationCompareConfig:
     """Seeds of the agents and of random exit (the budget table averages over them)."""
     steps: int = option(60, minimum=1)
     """REINFORCE updates per agent. With 48 / 48 / 96 prompts of 8 tokens the whole demo took
-    315 s on the 2-core machine (decoder passes 179 s, agents 103 s, rules 26 s; measured)."""
+    347 s on the 2-core machine (decoder passes 186 s, agents with their calibrated readings
+    127 s, rules 27 s; measured)."""
     batch_size: int = option(16, minimum=1)
     """Episodes (prompts) per update (also the evaluation's vector-env width)."""
     lr: float = 3e-3
