@@ -42,14 +42,29 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def test_every_agent_kind_has_validation_and_test_rows(compared) -> None:
+    """Each trained agent is a greedy row (``-greedy``) and a curve of calibrated readings whose
+    τ = 0.5 reading is the greedy one, on both splits."""
     summary = compared["summary"]
     rows, val = summary["rows"], summary["selection_rows"]
     for method, knobs in (("lexicographic", {0.05, 0.3}), ("consistentee", {0.5}),
                           ("reinforce-vanilla", {0.1}), ("reinforce-hardness-budget", {0.5})):
         for split_rows in (rows, val):
-            mine = [r for r in split_rows if r["method"] == method]
-            assert {r["knob"] for r in mine} == knobs, method
-            assert sorted(r["seed"] for r in mine) == sorted([0, 1] * len(knobs)), method
+            greedy = [r for r in split_rows if r["method"] == method + "-greedy"]
+            assert {r["knob"] for r in greedy} == knobs, method
+            assert sorted(r["seed"] for r in greedy) == sorted([0, 1] * len(knobs)), method
+            curve = [r for r in split_rows if r["method"] == method]
+            for knob in knobs:
+                for seed in (0, 1):
+                    mine = [r for r in curve if r["knob"] == knob and r["seed"] == seed]
+                    assert 0.5 in {r["tau"] for r in mine}, (method, knob, seed)
+                    assert all(0.0 <= r["tau"] <= 1.0 for r in mine)
+                    (half,) = [r for r in mine if r["tau"] == 0.5]
+                    (plain,) = [r for r in greedy if r["knob"] == knob and r["seed"] == seed]
+                    assert (half["accuracy"], half["cost"]) == pytest.approx(
+                        (plain["accuracy"], plain["cost"]))
+    # every reading's test episodes are recorded, named after its run and threshold
+    names = {f.name for f in trajectory_files(compared["out"])}
+    assert "lexicographic-d0.05-s0-t0.5.parquet" in names
     # The lexicographic run trained with its own step size and knob, not REINFORCE's.
     cfg = json.loads((compared["out"] / "runs" / "lexicographic-d0.05-s0" /
                       "config.json").read_text())["config"]
@@ -59,15 +74,42 @@ def test_every_agent_kind_has_validation_and_test_rows(compared) -> None:
     assert "| lr | 0.1 |" in report  # the step size it trained with (LexicoConfig's default)
 
 
-def test_budget_table_picks_lexicographic_knobs_on_validation(compared) -> None:
-    """Each selected knob is the best validation point within budget, whatever test says."""
+def test_budget_table_reads_validation_and_reports_the_same_points_on_test(compared) -> None:
+    """Each budget row's selected points (knobs, τ, mixture weight) are looked up in the stored
+    validation rows: their mixture costs at most the budget there, and no pure validation point
+    within the budget beats it; the reported test accuracy is the same mixture of the same
+    points' *test* rows. A table chosen on test fails the first check wherever the splits
+    disagree, and one reported from other points fails the second."""
     summary = compared["summary"]
-    val = [r for r in summary["selection_rows"] if r["method"] == "lexicographic"]
-    for row in (r for r in summary["budget_table"] if r["method"] == "lexicographic"):
-        for seed, knob in zip((0, 1), row["knobs"], strict=True):
-            fits = [r for r in val if r["seed"] == seed and r["cost"] <= row["budget"] + 1e-12]
-            best = max(fits, key=lambda r: (r["accuracy"], -r["cost"]))
-            assert knob == best["knob"]
+
+    def lookup(rows, method, seed, knob, tau):
+        (found,) = [r for r in rows if r["method"] == method and r["seed"] == seed
+                    and r["knob"] == knob and r.get("tau") == tau]
+        return found
+
+    checked = 0
+    for row in summary["budget_table"]:
+        method = row["method"]
+        if method not in ("lexicographic", "reinforce-hardness-budget"):
+            continue
+        test_acc = []
+        for seed, point in zip((0, 1), row["points"], strict=True):
+            taus = point.get("tau", [None] * len(point["knob"]))
+            weights = [point["weight"], 1 - point["weight"]][:len(point["knob"])]
+            val = [lookup(summary["selection_rows"], method, seed, k, t)
+                   for k, t in zip(point["knob"], taus, strict=True)]
+            test = [lookup(summary["rows"], method, seed, k, t)
+                    for k, t in zip(point["knob"], taus, strict=True)]
+            cost = sum(w * r["cost"] for w, r in zip(weights, val, strict=True))
+            acc = sum(w * r["accuracy"] for w, r in zip(weights, val, strict=True))
+            assert cost <= row["budget"] + 1e-9
+            pure = [r["accuracy"] for r in summary["selection_rows"] if r["method"] == method
+                    and r["seed"] == seed and r["cost"] <= row["budget"] + 1e-12]
+            assert acc >= max(pure) - 1e-9
+            test_acc.append(sum(w * r["accuracy"] for w, r in zip(weights, test, strict=True)))
+            checked += 1
+        assert row["accuracy"] == pytest.approx(np.mean(test_acc))
+    assert checked >= 4
 
 
 def test_consistentee_runs_on_the_logits_of_its_own_saved_heads(compared) -> None:
@@ -78,7 +120,7 @@ def test_consistentee_runs_on_the_logits_of_its_own_saved_heads(compared) -> Non
                      max_length=16, progress=False)
     own = np.einsum("nlh,lhc->nlc", test.pooled, state["weight"]) + state["bias"]
     assert not np.allclose(own, test.logits, atol=1e-3)  # they are not the prepared heads
-    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0.parquet")
+    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0-greedy.parquet")
     assert ts.meta["env_spec"]["heads_file"] == "runs/consistentee-b0.5-s0/heads.safetensors"
     assert ts.meta["env_spec"]["kwargs"]["observation"] == "hidden"
     assert ts.meta["env_spec"]["kwargs"]["policy_flops"] > 0

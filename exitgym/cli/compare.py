@@ -62,30 +62,34 @@ def run(args: CompareArgs) -> int:
 
 def print_ranking(summary: dict) -> None:
     """The AUC ranking and the reference points, one line each."""
+    from exitgym.reports.comparison import auc_label, ranked_methods
+
     lo, hi = summary["auc_range"]
-    print(f"AUC of accuracy over cost in [{lo:g}, {hi:g}] (higher is better):")
-    ranked = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"])
+    print(f"AUC of accuracy over the part of cost [{lo:g}, {hi:g}] each method covers, by "
+          "category (higher is better):")
+    ranked = ranked_methods(summary["methods"])
     width = max([len(m) for m, _ in ranked] + [10])
     for method, info in ranked:
-        print(f"  {method:<{width}}  AUC {info['auc']:.4f}  best accuracy "
-              f"{info['best_accuracy']:.4f}  coverage {info['coverage']:.2f}")
+        print(f"  {info.get('category', 'rl'):<10} {method:<{width}}  {auc_label(info)}  best "
+              f"accuracy {info['best_accuracy']:.4f}  coverage {info['coverage']:.2f}")
     for method, p in summary["references"].items():
         print(f"  {method:<{width}}  accuracy {p['accuracy']:.4f} at cost {p['cost']:.3f}")
     table = summary.get("budget_table") or []
     if table:
-        print(f"budget table (chosen on {summary.get('selection_split')}, test accuracy, "
-              f"Δ vs static truncation with its paired bootstrap 95 % CI):")
+        print(f"budget table (chosen on {summary.get('selection_split')} at exactly each budget, "
+              f"test accuracy, Δ vs static truncation with its two-level bootstrap 95 % CI):")
         for row in sorted(table, key=lambda r: (r["budget"], -r["accuracy"])):
             lo, hi = row["ci95"]
-            print(f"  ≤{row['budget']:.1f}  {row['method']:<{width}}  {row['accuracy']:.4f} ± "
+            print(f"  {row['budget']:.1f}  {row['method']:<{width}}  {row['accuracy']:.4f} ± "
                   f"{row['accuracy_std']:.4f}  Δ {row['delta_vs_static']:+.4f} "
                   f"[{lo:+.4f}, {hi:+.4f}]")
     paired = summary.get("findings") or []
     if paired:
-        print("findings (both chosen on validation within the budget; test Δ in points, paired "
+        print("findings (both chosen on validation at the budget; test Δ in points, two-level "
               "bootstrap 95 % CI):")
         for row in paired:
             lo, hi = row["ci95"]
             ref = row["reference_method"] or row["reference"]
-            print(f"  {row['finding']}  {row['method']} vs {ref} at {row['budget']:.2f}: "
+            mine = row.get("method_chosen") or row["method"]
+            print(f"  {row['finding']}  {mine} vs {ref} at {row['budget']:.2f}: "
                   f"{100 * row['delta']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]")

@@ -33,6 +33,7 @@ from typing import Any
 from exitgym.agents.registry import lookup
 from exitgym.experiments.configs import LEXICOGRAPHIC, SEEDLESS_RULES, CompareConfig, TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
+from exitgym.experiments.readings import GREEDY_SUFFIX, readings, record_name, spec_for
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
@@ -145,23 +146,49 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
 
 def _select_and_collect(config: CompareConfig, out: Path, caches: dict[str, Any],
                         found: _Collected, policy: Any, spec: EnvSpec, method: str,
-                        knob: float | None, seed: int, test_result: Any) -> None:
+                        knob: float | None, seed: int, test_result: Any,
+                        tau: float | None = None, alpha: float | None = None) -> None:
     """Evaluate ``policy`` on the selection split (with the spec's own heads, if any, from
-    ``out``); keep both splits' outcomes."""
+    ``out``); keep both splits' outcomes (``tau`` / ``alpha``: the reading of a trained
+    policy)."""
     from exitgym.agents.rollout import evaluate
 
-    split = config.selection_split
-    spec = spec.with_split(split)
-    env = spec.make(config.num_envs, spec.own_heads(caches[split], out))
+    env = _selection_env(config, out, caches, spec)
     try:
         val = evaluate(policy, env, seed=seed)
     finally:
         env.close()
-    found.rows.append(row_from_eval(method, knob, seed, test_result))
-    found.selection_rows.append(row_from_eval(method, knob, seed, val))
+    found.rows.append(row_from_eval(method, knob, seed, test_result, tau, alpha))
+    found.selection_rows.append(row_from_eval(method, knob, seed, val, tau, alpha))
     found.evaluations.append(Evaluation(
         method, knob, seed, val.mean_cost, val.accuracy, test_result.mean_cost,
-        test_result.correctness))
+        test_result.correctness, tau, alpha))
+
+
+def _selection_env(config: CompareConfig, out: Path, caches: dict[str, Any],
+                   spec: EnvSpec) -> Any:
+    split = config.selection_split
+    spec = spec.with_split(split)
+    return spec.make(config.num_envs, spec.own_heads(caches[split], out))
+
+
+def _collect_readings(config: CompareConfig, out: Path, caches: dict[str, Any],
+                      found: _Collected, policy: Any, spec: EnvSpec, method: str,
+                      knob: float, seed: int, name: str, greedy: Any) -> None:
+    """The greedy reading as ``<method>-greedy`` and every calibrated reading (τ chosen on the
+    selection split like a rule's knob, :mod:`exitgym.experiments.readings`) as ``method``."""
+    _select_and_collect(config, out, caches, found, policy, spec, method + GREEDY_SUFFIX, knob,
+                        seed, greedy)
+    test_cache = caches[config.eval_split]
+    for reading in readings(policy, lambda p: _selection_env(config, out, caches, spec), seed):
+        acting = spec_for(spec, reading)
+        test = acting.with_split(config.eval_split)
+        result = evaluate_and_record(
+            reading.policy, test, out, record_name(name, reading), method=method, knob=knob,
+            seed=seed, num_envs=config.num_envs, cache=test.own_heads(test_cache, out),
+            meta={"tau": reading.tau, "alpha": reading.alpha, "run": f"runs/{name}"})
+        _select_and_collect(config, out, caches, found, reading.policy, acting, method, knob,
+                            seed, result, reading.tau, reading.alpha)
 
 
 @dataclass(frozen=True)
@@ -220,8 +247,8 @@ def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], prog
     jobs = train_jobs(config)
     results = (train_all or _train_locally)(jobs, out, caches, progress)
     for job, result in zip(jobs, results, strict=True):
-        _select_and_collect(config, out, caches, found, result.policy, result.spec, job.method,
-                            job.knob, job.seed, result.eval)
+        _collect_readings(config, out, caches, found, result.policy, result.spec, job.method,
+                          job.knob, job.seed, job.name, result.eval)
     timings["train"] = time.perf_counter() - tic
 
 
@@ -252,11 +279,12 @@ def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], prog
                 batch_size=config.batch_size, num_envs=config.num_envs, lr=config.lr)
             test = spec.with_split(config.eval_split)
             result = evaluate_and_record(
-                policy, test, out, job.name, method=CONSISTENTEE, knob=job.target,
+                policy, test, out, job.name + GREEDY_SUFFIX, method=CONSISTENTEE + GREEDY_SUFFIX,
+                knob=job.target,
                 seed=job.seed, num_envs=config.num_envs,
                 cache=test.own_heads(caches[config.eval_split], out))
-            _select_and_collect(config, out, caches, found, policy, spec, CONSISTENTEE,
-                                job.target, job.seed, result)
+            _collect_readings(config, out, caches, found, policy, spec, CONSISTENTEE,
+                              job.target, job.seed, job.name, result)
             bar.update(1)
     timings[CONSISTENTEE] = time.perf_counter() - tic
 

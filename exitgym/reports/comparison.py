@@ -6,7 +6,8 @@ A *row* is one evaluation of one method at one knob value and seed::
 
 plus one ``full-depth`` row (the last head, cost 1 by definition) and one ``oracle`` row.
 
-Area under the accuracy–cost curve (``auc``), per method, over cost in ``[lo, hi] = [0.2, 1.0]``:
+Area under the accuracy–cost curve (``auc``), per method, over the part of ``[lo, hi] = [0.2,
+1.0]`` the method covers:
 
 1. average the method's rows over seeds at each knob value -> points ``(cost, accuracy)``;
 2. keep the Pareto front: points no other point beats on both axes (lower-or-equal cost and
@@ -14,12 +15,16 @@ Area under the accuracy–cost curve (``auc``), per method, over cost in ``[lo, 
 3. the curve ``a(c)`` linearly interpolates the front between its points (a mix of two
    neighbouring operating points, chosen per input at random, achieves the interpolated cost and
    accuracy in expectation); it is flat after the most expensive front point (the budget need not
-   be spent) and **0 before the cheapest** (the method has no operating point that cheap);
-4. ``auc = ∫_lo^hi a(c) dc / (hi − lo)``, integrated exactly (the curve is piecewise linear).
+   be spent);
+4. the covered range is ``[max(lo, cheapest point's cost), hi]`` (``auc_range`` per method) and
+   ``auc = ∫ a(c) dc / (range length)`` over it, integrated exactly (the curve is piecewise
+   linear).
 
-So ``auc`` reads as the mean accuracy over FLOPs budgets spread uniformly over ``[lo, hi]``, and a
-method covering only part of the range is charged for the rest (``coverage`` says how much it
-covers). ``auc_seeds`` repeats the computation per seed (mean and std are reported).
+So ``auc`` reads as the mean accuracy over the FLOPs budgets the method can meet, spread
+uniformly; it is always printed with its range, since two methods' AUCs compare only over the same
+range (a method with no point below cost 0.8 is not "0.2 accurate": its AUC covers [0.8, 1.0]).
+``coverage`` is the covered fraction of ``[lo, hi]``. ``auc_seeds`` repeats the computation per
+seed (mean and std are reported).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.reports.budget import STATIC
+from exitgym.reports.categories import CATEGORIES, category
 from exitgym.reports.findings import findings_markdown
 from exitgym.reports.styles import knob_label, method_style
 from exitgym.utils.atomic import atomic_write_text, write_json
@@ -46,17 +52,26 @@ REFERENCE_METHODS = (FULL_DEPTH, ORACLE)
 
 
 def make_row(method: str, knob: float | None, seed: int, accuracy: float, cost: float,
-             mean_exit_layer: float) -> dict[str, Any]:
-    """One summary row; ``speedup = 1 / cost``."""
-    return {"method": method, "knob": None if knob is None else float(knob), "seed": int(seed),
-            "accuracy": float(accuracy), "cost": float(cost),
-            "speedup": 1.0 / cost if cost > 0 else math.inf,
-            "mean_exit_layer": float(mean_exit_layer)}
+             mean_exit_layer: float, tau: float | None = None,
+             alpha: float | None = None) -> dict[str, Any]:
+    """One summary row; ``speedup = 1 / cost``; ``tau`` / ``alpha``: the reading of a trained
+    policy (threshold, and the cost weight of a conditioned one), only when set."""
+    row = {"method": method, "knob": None if knob is None else float(knob), "seed": int(seed),
+           "accuracy": float(accuracy), "cost": float(cost),
+           "speedup": 1.0 / cost if cost > 0 else math.inf,
+           "mean_exit_layer": float(mean_exit_layer)}
+    if tau is not None:
+        row["tau"] = float(tau)
+    if alpha is not None:
+        row["alpha"] = float(alpha)
+    return row
 
 
-def row_from_eval(method: str, knob: float | None, seed: int, result: Any) -> dict[str, Any]:
+def row_from_eval(method: str, knob: float | None, seed: int, result: Any,
+                  tau: float | None = None, alpha: float | None = None) -> dict[str, Any]:
     """Row from an :class:`~exitgym.agents.records.EvalResult`."""
-    return make_row(method, knob, seed, result.accuracy, result.mean_cost, result.mean_exit_layer)
+    return make_row(method, knob, seed, result.accuracy, result.mean_cost, result.mean_exit_layer,
+                    tau, alpha)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -76,21 +91,32 @@ def envelope(front: Sequence[tuple[float, float]], cost: float) -> float:
     return float(np.interp(cost, xs, ys))
 
 
+def covered_range(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
+                  hi: float = AUC_RANGE[1]) -> tuple[float, float] | None:
+    """``[max(lo, cheapest cost), hi]``: where the method has an operating point (None: its
+    cheapest point costs more than ``hi``, or it has none)."""
+    if not points:
+        return None
+    start = max(lo, min(c for c, _ in points))
+    return (float(start), float(hi)) if start < hi else None
+
+
 def auc(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
         hi: float = AUC_RANGE[1]) -> float:
-    """Normalised area under the Pareto envelope over ``[lo, hi]`` (module docstring)."""
+    """Normalised area under the Pareto envelope over the covered part of ``[lo, hi]`` (module
+    docstring; 0 when nothing is covered)."""
     if not hi > lo:
         raise ValueError(f"AUC range must have hi > lo, got [{lo}, {hi}]")
-    front = pareto_front(points)
-    if not front:
+    span = covered_range(points, lo, hi)
+    if span is None:
         return 0.0
-    cuts = sorted({lo, hi, *(c for c, _ in front if lo < c < hi)})
+    front = pareto_front(points)
+    start, end = span
+    cuts = sorted({start, end, *(c for c, _ in front if start < c < end)})
     area = 0.0
     for a, b in zip(cuts, cuts[1:], strict=False):
-        if (a + b) / 2 < front[0][0]:
-            continue  # left of the cheapest point: a(c) = 0
         area += 0.5 * (envelope(front, a) + envelope(front, b)) * (b - a)
-    return area / (hi - lo)
+    return area / (end - start)
 
 
 def coverage(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
@@ -103,20 +129,38 @@ def coverage(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
 
 
 def curve_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Seed-averaged points of one method: knob, accuracy (+std), cost (+std), n seeds."""
+    """Seed-averaged points of one method: knob (and reading), accuracy (+std), cost (+std), n
+    seeds."""
     by_knob: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        by_knob[row["knob"]].append(row)
+        by_knob[(row["knob"], row.get("tau"), row.get("alpha"))].append(row)
     out = []
-    for knob, group in by_knob.items():
+    for (knob, tau, alpha), group in by_knob.items():
         acc = np.array([r["accuracy"] for r in group])
         cost = np.array([r["cost"] for r in group])
         exits = np.array([r["mean_exit_layer"] for r in group])
-        out.append({"knob": knob, "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
+        reading = {k: v for k, v in (("tau", tau), ("alpha", alpha)) if v is not None}
+        out.append({"knob": knob, **reading,
+                    "accuracy": float(acc.mean()), "accuracy_std": float(acc.std()),
                     "cost": float(cost.mean()), "cost_std": float(cost.std()),
                     "speedup": float(1.0 / cost.mean()), "mean_exit_layer": float(exits.mean()),
                     "seeds": len(group)})
     return sorted(out, key=lambda p: p["cost"])
+
+
+def auc_label(info: dict[str, Any]) -> str:
+    """``AUC 0.831 over [0.25, 1.00]``: an AUC is only read with the range it covers."""
+    span = info.get("auc_range")
+    if not span:
+        return "no point within the AUC range"
+    return f"AUC {info['auc']:.3f} over [{span[0]:.2f}, {span[1]:.2f}]"
+
+
+def ranked_methods(methods: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Methods by category (rules, supervised, RL), then by AUC within it."""
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    return sorted(methods.items(),
+                  key=lambda kv: (order.get(kv[1].get("category", "rl"), 9), -kv[1]["auc"]))
 
 
 def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None,
@@ -139,8 +183,10 @@ def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None
         for r in group:
             per_seed[r["seed"]].append((r["cost"], r["accuracy"]))
         seed_aucs = [auc(v, lo, hi) for _, v in sorted(per_seed.items())]
+        span = covered_range(xy, lo, hi)
         methods[method] = {
-            "auc": auc(xy, lo, hi), "auc_seeds": seed_aucs,
+            "auc": auc(xy, lo, hi), "auc_range": list(span) if span else None,
+            "category": category(method), "auc_seeds": seed_aucs,
             "auc_mean": float(np.mean(seed_aucs)), "auc_std": float(np.std(seed_aucs)),
             "coverage": coverage(xy, lo, hi), "points": points,
             "pareto": [list(p) for p in pareto_front(xy)],
@@ -168,7 +214,7 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
         fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
     lo, hi = summary["auc_range"]
     ax.axvspan(lo, hi, color="0.95", zorder=0, label=f"AUC range [{lo:g}, {hi:g}]")
-    ranked = sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"])
+    ranked = ranked_methods(summary["methods"])
     style = {method: method_style(method) for method, _ in ranked}
     for method, info in ranked:
         color, marker = style[method]
@@ -182,7 +228,7 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
                             color=color, alpha=0.9, zorder=4)
         front = info["pareto"]
         ax.plot([c for c, _ in front], [a for _, a in front], color=color, marker=marker,
-                ms=6, lw=2, zorder=3, label=f"{method} (AUC {info['auc']:.3f})")
+                ms=6, lw=2, zorder=3, label=f"{method} ({auc_label(info)})")
         if front and front[-1][0] < hi:  # the flat continuation the AUC integrates
             ax.plot([front[-1][0], hi], [front[-1][1]] * 2, color=color, lw=1, ls=":",
                     alpha=0.7, zorder=2)
@@ -246,23 +292,27 @@ def _budget_markdown(summary: dict[str, Any]) -> list[str]:
         return []
     selection = summary.get("selection_split", "validation")
     lines = ["## Budget table", "",
-             f"Per FLOPs budget, each method's operating point is chosen on **{selection}** "
-             "(highest accuracy with mean cost within budget; static truncation: the deepest "
-             f"such layer), per seed, and reported on **{summary['meta'].get('split', 'test')}**"
-             f" (mean ± std over {len(summary.get('seeds', []))} seeds). Δ is the accuracy "
-             "difference to static truncation at the same budget, with its paired bootstrap "
-             "95 % CI over the test samples."
+             f"Per FLOPs budget, each method's operating point is chosen on **{selection}** at "
+             "exactly the budget (the best pure point within it, or a per-input random mixture of "
+             "a cheaper and a dearer point costing exactly the budget; static truncation mixes "
+             "the two adjacent layers), per seed, and reported on "
+             f"**{summary['meta'].get('split', 'test')}** (mean ± std over "
+             f"{len(summary.get('seeds', []))} seeds). Δ is the accuracy difference to static "
+             "truncation at the same budget, with its two-level bootstrap 95 % CI (seeds, then "
+             "test samples)."
              + (f" Half the median CI width, {summary['smallest_detectable']:.4f}, is about the "
                 "smallest difference this design resolves." if summary.get("smallest_detectable")
                 else ""), "",
-             "| budget | method | accuracy | Δ vs static | 95 % CI of Δ | test cost | knob per "
-             "seed |", "|---:|---|---:|---:|---:|---:|---|"]
+             "| budget | category | method | accuracy | Δ vs static | 95 % CI of Δ | test cost | "
+             "knob per seed | τ per seed |", "|---:|---|---|---:|---:|---:|---:|---|---|"]
     for row in sorted(table, key=lambda r: (r["budget"], -r["accuracy"])):
         lo, hi = row["ci95"]
         knobs = ", ".join(_knob(k) for k in row.get("knobs", []))
-        lines.append(f"| {row['budget']:.1f} | {row['method']} | {row['accuracy']:.4f} ± "
-                     f"{row['accuracy_std']:.4f} | {row['delta_vs_static']:+.4f} | "
-                     f"[{lo:+.4f}, {hi:+.4f}] | {row['cost']:.3f} | {knobs} |")
+        taus = ", ".join(_knob(t) for t in row.get("tau", [])) or "–"
+        lines.append(f"| {row['budget']:.1f} | {row.get('category', '–')} | {row['method']} | "
+                     f"{row['accuracy']:.4f} ± {row['accuracy_std']:.4f} | "
+                     f"{row['delta_vs_static']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | "
+                     f"{row['cost']:.3f} | {knobs} | {taus} |")
     return [*lines, ""]
 
 
@@ -296,14 +346,19 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
     lines += _heads_table(summary)
     lines += [f"![accuracy vs cost]({plot_name})", "", *_budget_markdown(summary),
               *findings_markdown(summary.get("findings") or []),
-              f"## Methods ranked by AUC over cost in [{lo:g}, {hi:g}]", "",
+              f"## Methods by category, ranked by AUC over the part of [{lo:g}, {hi:g}] each "
+              "covers", "",
               "The AUC and the operating points below are test-split envelopes over every knob "
               "value (optimistic, favouring denser grids); the budget table above is the "
               "validation-selected comparison.", "",
-              "| method | AUC | AUC mean ± std over seeds | coverage | best accuracy | points |",
-              "|---|---:|---:|---:|---:|---:|"]
-    for method, info in sorted(summary["methods"].items(), key=lambda kv: -kv[1]["auc"]):
-        lines.append(f"| {method} | {info['auc']:.4f} | {info['auc_mean']:.4f} ± "
+              "| category | method | AUC | over cost | AUC mean ± std over seeds | coverage | "
+              "best accuracy | points |",
+              "|---|---|---:|---|---:|---:|---:|---:|"]
+    for method, info in ranked_methods(summary["methods"]):
+        span = info.get("auc_range")
+        where = f"[{span[0]:.2f}, {span[1]:.2f}]" if span else "–"
+        lines.append(f"| {info.get('category', 'rl')} | {method} | {info['auc']:.4f} | {where} "
+                     f"| {info['auc_mean']:.4f} ± "
                      f"{info['auc_std']:.4f} | {info['coverage']:.2f} | "
                      f"{info['best_accuracy']:.4f} | {len(info['points'])} |")
     lines += ["", "## References", "",

@@ -1,18 +1,22 @@
-"""The papers' claims as paired comparisons of two methods at matched budgets (issue 13's
-findings), from the same evaluations as the budget table.
+"""The papers' claims as paired comparisons of two methods at matched budgets, from the same
+evaluations as the budget table.
 
-For every budget both methods' points are chosen per seed **on validation** (best validation
-accuracy within the budget, as :func:`~exitgym.reports.budget.select_per_seed` does) and reported
-on **test**: ``delta = mean_i(mean_s correct_{method,s}(i) − mean_s correct_{reference,s}(i))``
-with the paired bootstrap 95 % CI over test samples (the budget table's index draws, so both
-members of a pair are resampled on the same inputs). The reference may be ``best-rule``: at each
-budget the exit rule whose selected points have the highest mean *validation* accuracy (never
-test), so the comparison with "the best rule" does not peek at what it reports.
+For every budget both methods' operating points are chosen per seed **on validation** at exactly
+that budget (the envelope of each method's validation curve, mixtures of two points included, as
+:func:`~exitgym.reports.budget.select_per_seed` does) and reported on **test**:
+``delta = mean_{s,i}(outcome_{method,s}(i) − outcome_{reference,s}(i))`` with the two-level
+bootstrap 95 % CI (seeds, then test samples; the budget table's draws, so both members of a pair
+are resampled on the same seeds and inputs). A side may be a *category's best*: at each budget
+the method of that category whose selected points have the highest mean **validation** accuracy
+(never test), so "the best non-RL method" does not peek at what it reports.
 
-Findings (:data:`FINDINGS`): 1. learned (ConsistentEE, REINFORCE-hardness) vs the best rule and
-static truncation; 2. hardness vs vanilla reward; 3. PALBERT's Q-exit vs its sampling criterion
-(at the sampling criterion's own validation cost: it has no knob); 4. lexicographic λ vs a fixed
-λ (REINFORCE on the same ``−CE − α·cost`` objective at fixed α).
+Findings (:data:`FINDINGS`): 0. the best RL method against the best non-RL method (rules and
+supervised exits, :mod:`exitgym.reports.categories`), and against static truncation; 1. learned
+(ConsistentEE, REINFORCE-hardness) vs the best rule and static truncation; 2. hardness vs vanilla
+reward; 3. PALBERT's Q-exit vs its sampling criterion (at the sampling criterion's own validation
+cost: it has no knob); 4. lexicographic λ vs a fixed λ (REINFORCE on the same ``−CE − α·cost``
+objective at fixed α); 5. a trained policy read at a validation-chosen threshold τ against its
+greedy reading (``-greedy`` rows).
 """
 
 from __future__ import annotations
@@ -23,83 +27,113 @@ from typing import Any
 
 import numpy as np
 
-from exitgym.reports.budget import Evaluation, bootstrap_indices, paired_ci, select_per_seed
+from exitgym.reports.budget import (
+    STATIC,
+    Draws,
+    Evaluation,
+    Operating,
+    bootstrap_draws,
+    outcomes,
+    select_per_seed,
+    two_level_ci,
+)
+from exitgym.reports.categories import NON_RL, category
 
 BEST_RULE = "best-rule"
-"""Reference name: the validation-best exit rule at each budget."""
-RULES: tuple[str, ...] = ("entropy", "maxprob", "patience", "qexit", "palbert-sample", "berxit")
-"""The rules ``best-rule`` chooses among (static truncation and random exit are references)."""
+"""Side name: the validation-best exit rule (category ``rule``) at each budget."""
+BEST_NON_RL = "best-non-rl"
+"""Side name: the validation-best rule or supervised exit at each budget."""
+BEST_RL = "best-rl"
+"""Side name: the validation-best RL method at each budget."""
+BEST_OF: dict[str, tuple[str, ...]] = {BEST_RULE: ("rule",), BEST_NON_RL: NON_RL,
+                                       BEST_RL: ("rl",)}
+"""Category sides and the categories they choose among (static truncation and random exit are
+rules too, but never "the best" of a side: they are the references)."""
+EXCLUDED_FROM_BEST: tuple[str, ...] = (STATIC, "random", "oracle", "full-depth")
+"""Never a side's best: the references and the trivial baselines."""
 MATCHED = "matched"
 """Budget spec: the reference's own (largest per-seed) validation cost."""
 FINDINGS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("0", (BEST_RL,), BEST_NON_RL, "grid"),
+    ("0", (BEST_RL,), STATIC, "grid"),
     ("1", ("consistentee", "reinforce-hardness-budget", "reinforce-hardness"), BEST_RULE,
      "grid"),
-    ("1", ("consistentee", "reinforce-hardness-budget", "reinforce-hardness"), "static", "grid"),
+    ("1", ("consistentee", "reinforce-hardness-budget", "reinforce-hardness"), STATIC, "grid"),
     ("2", ("reinforce-hardness-budget",), "reinforce-vanilla-budget", "grid"),
     ("2", ("reinforce-hardness",), "reinforce-vanilla", "grid"),
     ("3", ("qexit",), "palbert-sample", MATCHED),
     ("4", ("lexicographic",), "reinforce-vanilla", "grid"),
+    ("5", ("reinforce-hardness-budget",), "reinforce-hardness-budget-greedy", "grid"),
+    ("5", ("reinforce-vanilla-budget",), "reinforce-vanilla-budget-greedy", "grid"),
+    ("5", ("reinforce-hardness-conditioned",), "reinforce-hardness-conditioned-greedy", "grid"),
 )
 """``(finding, methods, reference, budgets)``: each method present is compared with the
 reference, on the budget grid or at the reference's matched cost."""
 
 
 def _chosen(group: Sequence[Evaluation], budget: float,
-            seeds: Sequence[int]) -> list[Evaluation] | None:
-    return select_per_seed(group, budget, seeds, deepest=group[0].method == "static")
+            seeds: Sequence[int]) -> list[Operating] | None:
+    return select_per_seed(group, budget, seeds, deepest=group[0].method == STATIC)
 
 
-def _best_rule(by_method: dict[str, list[Evaluation]], budget: float,
-               seeds: Sequence[int]) -> tuple[str, list[Evaluation]] | None:
-    """The rule whose validation-selected points have the best mean validation accuracy."""
+def best_of(by_method: dict[str, list[Evaluation]], side: str, budget: float,
+            seeds: Sequence[int]) -> tuple[str, list[Operating]] | None:
+    """The method of ``side``'s categories whose validation-selected points have the best mean
+    validation accuracy at ``budget`` (None: no such method has a point within it)."""
     best = None
-    for name in RULES:
-        if name not in by_method:
+    for name, group in by_method.items():
+        if name in EXCLUDED_FROM_BEST or name.endswith("-greedy"):
             continue
-        chosen = _chosen(by_method[name], budget, seeds)
+        if category(name) not in BEST_OF[side]:
+            continue
+        chosen = _chosen(group, budget, seeds)
         if chosen is None:
             continue
-        score = float(np.mean([e.val_accuracy for e in chosen]))
+        score = float(np.mean([c.val_accuracy for c in chosen]))
         if best is None or score > best[0]:
             best = (score, name, chosen)
     return None if best is None else (best[1], best[2])
 
 
+def _side(by_method: dict[str, list[Evaluation]], name: str, budget: float,
+          seeds: Sequence[int]) -> tuple[str, list[Operating]] | None:
+    if name in BEST_OF:
+        return best_of(by_method, name, budget, seeds)
+    chosen = _chosen(by_method[name], budget, seeds)
+    return None if chosen is None else (name, chosen)
+
+
 def paired_rows(evals: Sequence[Evaluation], method: str, reference: str,
                 seeds: Sequence[int], budgets: Sequence[float] | str,
-                indices: np.ndarray) -> list[dict[str, Any]]:
+                draws: Draws) -> list[dict[str, Any]]:
     """``method`` against ``reference`` at each budget (``MATCHED``: the reference's cost).
 
     Rows: ``{"method", "reference", "budget", "accuracy", "reference_accuracy", "delta",
-    "ci95", "cost", "reference_cost", "reference_method"}`` (the last names the rule that
-    ``best-rule`` chose); a budget where either has no point within it gets no row.
+    "ci95", "cost", "reference_cost", "method_chosen", "reference_method"}`` (the last two name
+    what a category side chose); a budget where either has no point within it gets no row.
     """
     by_method: dict[str, list[Evaluation]] = defaultdict(list)
     for e in evals:
         by_method[e.method].append(e)
-    if method not in by_method or (reference != BEST_RULE and reference not in by_method):
-        return []
+    for side in (method, reference):
+        if side not in BEST_OF and side not in by_method:
+            return []
     if budgets == MATCHED:
         budgets = [max(e.val_cost for e in by_method[reference])]
     rows = []
     for budget in budgets:
-        mine = _chosen(by_method[method], budget, seeds)
-        if reference == BEST_RULE:
-            found = _best_rule(by_method, budget, seeds)
-            ref_name, ref = found if found is not None else (None, None)
-        else:
-            ref_name, ref = reference, _chosen(by_method[reference], budget, seeds)
+        mine, ref = (_side(by_method, method, budget, seeds),
+                     _side(by_method, reference, budget, seeds))
         if mine is None or ref is None:
             continue
-        a = np.mean([e.test_correct for e in mine], axis=0)
-        b = np.mean([e.test_correct for e in ref], axis=0)
+        a, b = outcomes(mine[1]), outcomes(ref[1])
         diff = a - b
-        rows.append({"method": method, "reference": reference, "reference_method": ref_name,
-                     "budget": float(budget), "accuracy": float(a.mean()),
-                     "reference_accuracy": float(b.mean()), "delta": float(diff.mean()),
-                     "ci95": list(paired_ci(diff, indices)),
-                     "cost": float(np.mean([e.test_cost for e in mine])),
-                     "reference_cost": float(np.mean([e.test_cost for e in ref]))})
+        rows.append({"method": method, "reference": reference, "method_chosen": mine[0],
+                     "reference_method": ref[0], "budget": float(budget),
+                     "accuracy": float(a.mean()), "reference_accuracy": float(b.mean()),
+                     "delta": float(diff.mean()), "ci95": list(two_level_ci(diff, draws)),
+                     "cost": float(np.mean([c.test_cost for c in mine[1]])),
+                     "reference_cost": float(np.mean([c.test_cost for c in ref[1]]))})
     return rows
 
 
@@ -108,14 +142,18 @@ def findings(evals: Sequence[Evaluation], seeds: Sequence[int], budgets: Sequenc
     """Every row of :data:`FINDINGS` whose methods were evaluated, ``finding`` added."""
     if not evals:
         return []
-    indices = bootstrap_indices(len(evals[0].test_correct), resamples, seed)
+    draws = bootstrap_draws(len(seeds), len(evals[0].test_correct), resamples, seed)
     rows = []
     for finding, methods, reference, grid in FINDINGS:
         for method in methods:
             for row in paired_rows(evals, method, reference, seeds,
-                                   MATCHED if grid == MATCHED else budgets, indices):
+                                   MATCHED if grid == MATCHED else budgets, draws):
                 rows.append({"finding": finding, **row})
     return rows
+
+
+def _side_label(name: str, chosen: str | None) -> str:
+    return name + (f" ({chosen})" if name in BEST_OF and chosen else "")
 
 
 def findings_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -123,21 +161,23 @@ def findings_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     out = ["## Findings (paired, at matched budgets)", "",
-           "Both methods' points chosen per seed on validation within the budget, test "
-           "accuracy (mean over seeds); Δ in points with the paired bootstrap 95 % CI. "
-           "1: learned vs the best rule (chosen on validation) and static truncation; 2: "
+           "Both sides' points chosen per seed on validation at the budget, test accuracy (mean "
+           "over seeds); Δ in points with the two-level bootstrap 95 % CI (seeds, then test "
+           "samples). 0: the best RL method vs the best non-RL method (rules and supervised "
+           "exits) and static truncation; 1: learned vs the best rule and static truncation; 2: "
            "hardness vs vanilla reward; 3: Q-exit vs PALBERT sampling at the latter's cost; "
-           "4: lexicographic λ vs fixed α.", "",
+           "4: lexicographic λ vs fixed α; 5: calibrated vs greedy reading of the same agents.",
+           "",
            "| finding | method | vs | budget | accuracy | vs accuracy | Δ (points) | 95 % CI |",
            "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ref = r["reference"] + (f" ({r['reference_method']})"
-                                if r["reference"] == BEST_RULE else "")
         lo, hi = r["ci95"]
-        out.append(f"| {r['finding']} | {r['method']} | {ref} | {r['budget']:.2f} | "
-                   f"{r['accuracy']:.4f} | {r['reference_accuracy']:.4f} | "
+        out.append(f"| {r['finding']} | {_side_label(r['method'], r.get('method_chosen'))} | "
+                   f"{_side_label(r['reference'], r.get('reference_method'))} | "
+                   f"{r['budget']:.2f} | {r['accuracy']:.4f} | {r['reference_accuracy']:.4f} | "
                    f"{100 * r['delta']:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
     return [*out, ""]
 
 
-__all__ = ["BEST_RULE", "FINDINGS", "findings", "findings_markdown", "paired_rows"]
+__all__ = ["BEST_NON_RL", "BEST_OF", "BEST_RL", "BEST_RULE", "FINDINGS", "best_of", "findings",
+           "findings_markdown", "paired_rows"]
