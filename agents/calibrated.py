@@ -135,5 +135,7 @@ def calibration_grid(policy: Any, env: Any, size: int = 12, seed: int = 0) -> tu
     # mean exit layer of each candidate: 1 + the decision layers whose running max stays below
     mean_depth = np.array([1.0 + (running < tau).sum(axis=1).mean() for tau in candidates])
     targets = np.linspace(mean_depth.min(), mean_depth.max(), size)
-    chosen = {float(candidates[int(np.argmin(np.abs(mean_depth - t)))]) for t in targets}
+    # six significant digits: a threshold is a name (trajectory files, summary rows) too
+    chosen = {float(f"{candidates[int(np.argmin(np.abs(mean_depth - t)))]:.6g}")
+              for t in targets}
     return tuple(sorted(chosen | {GREEDY_TAU}))

@@ -122,12 +122,15 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
     summary = json.loads((out / "summary.json").read_text())
     methods = {r["method"] for r in summary["rows"]}
     # static truncation and random exit are in every comparison
-    assert methods == {"reinforce-vanilla", "reinforce-hardness", "patience", "static", "random",
-                       "oracle", "full-depth"}
+    assert methods == {"reinforce-vanilla", "reinforce-hardness", "reinforce-vanilla-greedy",
+                       "reinforce-hardness-greedy", "patience", "static", "random", "oracle",
+                       "full-depth"}
     assert all(set(ROW_KEYS) <= set(r) for r in summary["rows"])
     assert set(summary["methods"]) == methods - {"oracle", "full-depth"}
     assert all(0.0 <= m["auc"] <= 1.0 for m in summary["methods"].values())
     assert {r["knob"] for r in summary["rows"] if r["method"] == "reinforce-vanilla"} == {0.1, 1.0}
+    assert {r["category"] for r in summary["budget_table"] if r["method"] in (
+        "static", "random", "patience")} == {"rule"}
     # The heads' recipe and each exit's accuracy, equal to the prepared accuracy tables.
     prepared = prepare(task=tiny["task"], backbone=tiny["backbone"], heads=summary["heads"],
                        max_length=16, splits=("validation", "test"), progress=False,
@@ -139,7 +142,7 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
     assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1]
     assert summary["smallest_detectable"] == smallest_detectable(summary["budget_table"])
     # every selectable (test) row has its validation twin, same method, knob and seed
-    key = lambda r: (r["method"], r["knob"], r["seed"])  # noqa: E731
+    key = lambda r: (r["method"], r["knob"], r["seed"], r.get("tau"))  # noqa: E731
     assert sorted(map(key, summary["selection_rows"])) == sorted(
         key(r) for r in summary["rows"] if r["method"] not in ("oracle", "full-depth"))
     table = summary["budget_table"]
@@ -150,9 +153,15 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
         lo, hi = row["ci95"]
         assert lo <= row["delta_vs_static"] <= hi
         seeds = [0] if row["method"] in ("static", "patience") else [0, 1]
-        for seed, knob in zip([0, 1], row["knobs"], strict=True):  # chosen within budget
-            assert val[(row["method"], knob, seeds[min(seed, len(seeds) - 1)])]["cost"] <= \
-                row["budget"] + 1e-12
+        for seed, point in zip([0, 1], row["points"], strict=True):  # chosen within budget
+            taus = point.get("tau", [None] * len(point["knob"]))
+            weights = [point["weight"], 1 - point["weight"]][:len(point["knob"])]
+            used = seeds[min(seed, len(seeds) - 1)]
+            cost = sum(w * val[(row["method"], k, used, t)]["cost"]
+                       for w, k, t in zip(weights, point["knob"], taus, strict=True))
+            assert cost <= row["budget"] + 1e-9
+            if row["method"] == "static":  # the adjacent-layer mixture costs the budget
+                assert cost == pytest.approx(row["budget"]) or len(point["knob"]) == 1
         if row["method"] == "static":
             assert row["delta_vs_static"] == 0.0 and row["ci95"] == [0.0, 0.0]
     assert (out / "pareto.png").stat().st_size > 10_000
@@ -162,8 +171,10 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
 
     files = trajectory_files(out)
     # 8 agents (2 rewards x 2 alphas x 2 seeds), patience t = 0..2 and static k = 1..3 (3
-    # layers), random (7 p x 2 seeds), oracle.
-    assert len(files) == 8 + 3 + 3 + 14 + 1
+    # layers), random (7 p x 2 seeds), oracle, and every calibrated reading of the 8 agents.
+    readings = [r for r in summary["rows"] if "tau" in r]
+    assert len(readings) >= 8 * 2
+    assert len(files) == 8 + 3 + 3 + 14 + 1 + len(readings)
     assert main(["replay", str(out), "--verify"]) == 0
     capsys.readouterr()
     target = next(f for f in files if "patience-k1-" in f.name)
@@ -195,8 +206,13 @@ def test_demo_runs_end_to_end_on_the_tiny_task(tiny, tmp_path: Path, capsys) -> 
     assert "## Findings" in md and summary["findings"]
     assert {"full-depth", "oracle"} == set(summary["references"])
     assert summary["selection_split"] == "validation" and summary["seeds"] == [0, 1, 2]
-    budget = [r for r in summary["rows"] if r["method"] == "reinforce-hardness-budget"]
-    assert sorted(r["seed"] for r in budget) == [0, 1, 2] and {r["knob"] for r in budget} == {0.5}
+    greedy = [r for r in summary["rows"] if r["method"] == "reinforce-hardness-budget-greedy"]
+    assert sorted(r["seed"] for r in greedy) == [0, 1, 2] and {r["knob"] for r in greedy} == {0.5}
+    curve = [r for r in summary["rows"] if r["method"] == "reinforce-hardness-budget"]
+    assert {r["seed"] for r in curve} == {0, 1, 2} and len(curve) > len(greedy)
+    assert {r["category"] for r in summary["budget_table"]} <= {"rule", "supervised", "rl"}
+    assert any(r["method"] == "best-rl" and r["reference"] == "best-non-rl"
+               for r in summary["findings"])
 
 
 def test_train_and_verify_a_live_skip_env(tiny, tmp_path: Path, capsys) -> None:

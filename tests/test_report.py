@@ -14,7 +14,9 @@ from exitgym.reports.comparison import (
     ORACLE,
     ROW_KEYS,
     auc,
+    auc_label,
     coverage,
+    covered_range,
     envelope,
     make_row,
     pareto_front,
@@ -30,20 +32,25 @@ def test_pareto_front_drops_dominated_points_and_sorts_by_cost() -> None:
 
 def test_auc_matches_hand_computation() -> None:
     points = [(0.4, 0.6), (0.6, 0.8), (0.5, 0.5), (1.2, 0.85)]
-    # [0.2, 0.4): no operating point -> 0.
+    # [0.2, 0.4): no operating point: not covered, not counted (the range is [0.4, 1.0]).
     # [0.4, 0.6]: linear 0.6 -> 0.8, area 0.2 * 0.7 = 0.14.
     # [0.6, 1.0]: linear towards (1.2, 0.85); a(1.0) = 0.8 + 0.05 * 0.4 / 0.6.
     a1 = 0.8 + 0.05 * 0.4 / 0.6
-    expected = (0.14 + 0.4 * (0.8 + a1) / 2) / 0.8
+    expected = (0.14 + 0.4 * (0.8 + a1) / 2) / 0.6
+    assert covered_range(points) == (0.4, 1.0)
     assert auc(points) == pytest.approx(expected, rel=1e-12)
     assert envelope(pareto_front(points), 0.3) == 0.0
     assert envelope(pareto_front(points), 0.5) == pytest.approx(0.7)
 
 
-def test_auc_flat_after_last_point_and_zero_before_first() -> None:
-    assert auc([(0.3, 0.7)]) == pytest.approx(0.7 * 0.7 / 0.8)
+def test_auc_is_flat_after_the_last_point_and_covers_only_the_reachable_range() -> None:
+    assert auc([(0.3, 0.7)]) == pytest.approx(0.7)  # one point: its accuracy, over [0.3, 1]
     assert auc([(0.1, 0.9)]) == pytest.approx(0.9)  # covers the whole range
-    assert auc([(1.5, 0.9)]) == 0.0  # nothing at or below cost 1.0
+    # a method with no point below 0.8 (PALBERT's sampling criterion) is not "0.2 accurate":
+    # its AUC is its accuracy over [0.85, 1.0], printed with that range
+    assert auc([(0.85, 0.82)]) == pytest.approx(0.82)
+    assert auc_label({"auc": 0.82, "auc_range": [0.85, 1.0]}) == "AUC 0.820 over [0.85, 1.00]"
+    assert auc([(1.5, 0.9)]) == 0.0 and covered_range([(1.5, 0.9)]) is None
     assert auc([]) == 0.0
     assert coverage([(0.3, 0.7), (0.9, 0.8)]) == pytest.approx(0.7 / 0.8)
     with pytest.raises(ValueError, match="hi > lo"):
@@ -61,11 +68,14 @@ def _rows() -> list[dict]:
 
 
 def test_summary_schema_seed_averaging_and_references() -> None:
-    summary = summarize(_rows(), meta={"task": "toy"})
-    for row in summary["rows"]:
-        assert set(ROW_KEYS) <= set(row)
-        assert row["speedup"] == pytest.approx(1.0 / row["cost"])
+    rows = _rows()
+    summary = summarize(rows, meta={"task": "toy"})
+    assert summary["rows"] == rows and summary["rows"] is not rows  # copied, not rewritten
+    assert make_row("m", None, 0, 0.5, 0.25, 1.0)["speedup"] == 4.0
+    assert make_row("m", None, 0, 0.5, 0.0, 1.0)["speedup"] == math.inf
+    assert "tau" not in rows[0] and make_row("m", 1.0, 0, 0.5, 0.5, 2.0, tau=0.1)["tau"] == 0.1
     assert set(summary["methods"]) == {"rl", "entropy"}  # references get no curve
+    assert summary["methods"]["entropy"]["category"] == "rule"
     rl = summary["methods"]["rl"]
     by_knob = {p["knob"]: p for p in rl["points"]}
     assert by_knob[0.1]["accuracy"] == pytest.approx(0.79)
@@ -95,11 +105,14 @@ def test_write_report_outputs(tmp_path: Path) -> None:
     assert (tmp_path / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (tmp_path / "report.md").read_text()
     assert "![accuracy vs cost](pareto.png)" in md
-    assert f"| rl | {summary['methods']['rl']['auc']:.4f}" in md
+    assert f"| rl | rl | {summary['methods']['rl']['auc']:.4f} | [0.40, 1.00] |" in md
     assert "| full-depth | 0.8100 | 1.000 | 1.00x | 6.00 |" in md
     assert "## Extra" in md
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes left nothing behind
-    assert math.isfinite(on_disk["methods"]["entropy"]["auc"])
+    # entropy: front (0.25, 0.65) -> (0.5, 0.75), flat to 1.0, over its range [0.25, 1.0]
+    assert on_disk["methods"]["entropy"]["auc"] == pytest.approx(
+        (0.25 * 0.70 + 0.5 * 0.75) / 0.75)
+    assert on_disk["methods"]["entropy"]["auc_range"] == [0.25, 1.0]
 
 
 def test_training_curves_are_smoothed_with_a_trailing_mean() -> None:

@@ -38,6 +38,7 @@ from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable
+from exitgym.reports.categories import categories
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
 from exitgym.reports.findings import findings
 from exitgym.utils.atomic import jsonable
@@ -101,7 +102,8 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
                                    float(test.correct[:, -1].mean()), 1.0,
                                    float(test.num_layers)))
         tic = time.perf_counter()
-        table = budget_table(found.evaluations, config.seeds, config.budgets)
+        table = budget_table(found.evaluations, config.seeds, config.budgets,
+                             categories=categories({e.method for e in found.evaluations}))
         paired = findings(found.evaluations, config.seeds, config.budgets)
         timings["budget_table"] = time.perf_counter() - tic
         tic = time.perf_counter()

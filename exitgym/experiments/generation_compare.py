@@ -40,6 +40,7 @@ import numpy as np
 
 from exitgym.agents.calibrated import CALIBRATION_TAUS
 from exitgym.reports.budget import BUDGETS, Evaluation, budget_table, smallest_detectable
+from exitgym.reports.categories import categories
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, write_report
 from exitgym.utils.configs import option
 
@@ -343,7 +344,8 @@ def _generation_compare(config: GenerationCompareConfig, out: str | Path, progre
     timings["rules"] = time.perf_counter() - tic
     L, seed0 = bb.num_layers, config.seeds[0]
     study.rows.append(make_row(FULL_DEPTH, None, seed0, 1.0, 1.0, float(L)))
-    table = budget_table(study.evaluations, config.seeds, config.budgets)
+    table = budget_table(study.evaluations, config.seeds, config.budgets,
+                         categories=categories({e.method for e in study.evaluations}))
     test = study.env("test", "depth")
     meta = {"task": config.task, "backbone": str(getattr(bb, "name", config.backbone)),
             "split": "test", "samples": int(test.num_samples), "layers": L,
