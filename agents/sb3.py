@@ -60,6 +60,29 @@ class SB3Policy:
                                         deterministic=deterministic)
         return np.asarray(actions, dtype=np.int64)
 
+    def exit_probability(self, obs: np.ndarray) -> np.ndarray:
+        """``P(exit | obs)`` per row, what :class:`~exitgym.agents.calibrated.CalibratedExit`
+        thresholds: the action distribution's exit probability (PPO, A2C), or for DQN the
+        logistic of the Q-difference ``Q(exit) − Q(continue)`` (monotone, and 0.5 exactly where
+        the greedy action changes, so ``τ`` on it is a threshold on the Q-difference).
+
+        Raises:
+            ValueError: the model's action space is not one exit decision (``Discrete(2)``).
+        """
+        import torch
+
+        space = self.model.action_space
+        if getattr(space, "n", None) != 2:
+            raise ValueError(f"exit_probability needs a Discrete(2) exit policy, got {space}")
+        pol = self.model.policy
+        obs_t, _ = pol.obs_to_tensor(np.asarray(obs, dtype=np.float32))
+        with torch.no_grad():
+            if self.algo == "dqn":
+                q = pol.q_net(obs_t).double()
+                return torch.sigmoid(q[:, 1] - q[:, 0]).cpu().numpy()
+            probs = pol.get_distribution(obs_t).distribution.probs
+            return probs[:, 1].double().cpu().numpy()
+
     @property
     def policy_flops(self) -> float:
         """FLOPs of the acting network per step (:func:`~exitgym.agents.mlp_policy.chain_flops`,

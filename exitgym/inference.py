@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,10 @@ import torch
 from exitgym.backbones.base import check_texts
 from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
 
-__all__ = ["ExitInference", "InferenceResult", "infer", "load_run_policy"]
+__all__ = ["ExitInference", "InferenceResult", "infer"]
 
 EXIT = 1
 """The exit action of the early-exit environments (0 continues)."""
-EARLY_EXIT_ID = "exitgym/EarlyExit-v0"
-"""The environment whose policies :func:`infer` deploys."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,8 @@ class InferenceResult:
     """Wall-clock seconds of the call (tokenization, layers, heads and policy)."""
     label_names: tuple[str, ...] = ()
     """Label vocabulary of the heads (empty when the heads carry none)."""
+    operating_point: dict[str, Any] = field(default_factory=dict)
+    """The reading deployed (``budget=`` / ``tau=``; empty: greedy), as chosen on validation."""
     observations: np.ndarray | None = field(default=None, repr=False)
     """float32 ``[N, L, d]`` observations the policy saw (only with ``record=True``; rows after
     a text's exit are zero)."""
@@ -303,14 +303,19 @@ class ExitInference:
     # ---- construction from a trained run ------------------------------------------------------
     @classmethod
     def from_run(
-        cls, run_dir: str | Path, *, backbone: Any | None = None, heads: Any | None = None
+        cls, run_dir: str | Path, *, backbone: Any | None = None, heads: Any | None = None,
+        policy: Any | None = None,
     ) -> ExitInference:
         """Load a complete run directory of ``exitgym train`` (safetensors + JSON; no pickle).
 
         The backbone and heads default to the prepared ones the run trained on (its task,
-        backbone, heads mode and prepare options; fine-tuned weights included).
+        backbone, heads mode and prepare options; fine-tuned weights included); ``policy``
+        replaces the run's greedy policy by a reading of it (an operating point).
         """
-        policy, spec = load_run_policy(run_dir)
+        from exitgym.experiments.policies import load_exit_run
+
+        saved, spec = load_exit_run(run_dir)
+        policy = saved if policy is None else policy
         prepare_options = dict(spec.prepare)
         if backbone is None or heads is None:
             from exitgym.data.prepare import load_heads, load_prepared_backbone
@@ -331,30 +336,6 @@ class ExitInference:
                    max_length=int(prepare_options.get("max_length", 128)))
 
 
-def load_run_policy(run_dir: str | Path) -> tuple[Any, Any]:
-    """The policy of a complete training run and the env spec it was trained with.
-
-    Uses the run format of :mod:`exitgym.experiments.runs` / :mod:`exitgym.experiments.training`
-    (``config.json``, ``run_state.json``, ``policy.safetensors`` + ``policy.json``); nothing is
-    unpickled.
-
-    Raises:
-        RunError: the folder is not a run, or the run did not finish (the message says how to
-            resume it).
-        ValueError: the run trained on another environment than ``exitgym/EarlyExit-v0``.
-    """
-    from exitgym.experiments.policies import load_policy, open_training_run, run_env_spec
-    run = open_training_run(run_dir)
-    spec = run_env_spec(run)
-    if spec.env_id != EARLY_EXIT_ID:
-        raise ValueError(f"{run.path} trained a policy for {spec.env_id}; exit inference needs "
-                         f"one trained on {EARLY_EXIT_ID}")
-    policy = load_policy(run)
-    if hasattr(policy, "eval"):
-        policy.eval()
-    return policy, spec
-
-
 def infer(
     run_or_policy: str | Path | Any,
     texts: Sequence[str],
@@ -366,6 +347,8 @@ def infer(
     observation: str | None = None,
     policy_flops: float = 0.0,
     max_length: int = 128,
+    budget: float | None = None,
+    tau: float | None = None,
 ) -> InferenceResult:
     """Predict ``texts`` with early exit: one call from a trained run (or a policy) to answers.
 
@@ -378,17 +361,31 @@ def infer(
         text_pairs: Second segments for pair tasks.
         observation, policy_flops, max_length: For a policy object: the env settings it was
             trained with (a run directory records them).
+        budget, tau: For a run: deploy its policy's reading chosen on validation for this FLOPs
+            budget, or at this threshold on ``P(exit)`` (:mod:`exitgym.experiments.operating`;
+            recorded in the run). Neither: the greedy reading.
 
     Returns:
-        :class:`InferenceResult` with predictions, exit layers and cost per text.
+        :class:`InferenceResult` with predictions, exit layers and cost per text (and the
+        operating point deployed).
     """
     if isinstance(run_or_policy, (str, Path)):
-        engine = ExitInference.from_run(run_or_policy, backbone=backbone, heads=heads)
-    else:
-        if backbone is None or heads is None:
-            raise ValueError("infer(policy, texts) needs backbone= and heads= (or pass a run "
-                             "directory instead of a policy)")
-        engine = ExitInference(run_or_policy, backbone, heads, observation=observation,
-                               policy_flops=policy_flops, max_length=max_length)
+        chosen, reading = {}, None
+        if budget is not None or tau is not None:
+            from exitgym.experiments.operating import operating_point
+
+            point = operating_point(run_or_policy, budget=budget, tau=tau)
+            reading, chosen = point.policy, point.record
+        engine = ExitInference.from_run(run_or_policy, backbone=backbone, heads=heads,
+                                        policy=reading)
+        result = engine(texts, text_pairs=text_pairs, batch_size=batch_size)
+        return replace(result, operating_point=chosen) if chosen else result
+    if budget is not None or tau is not None:
+        raise ValueError("budget= and tau= read a run's policy: pass the run directory")
+    if backbone is None or heads is None:
+        raise ValueError("infer(policy, texts) needs backbone= and heads= (or pass a run "
+                         "directory instead of a policy)")
+    engine = ExitInference(run_or_policy, backbone, heads, observation=observation,
+                           policy_flops=policy_flops, max_length=max_length)
     return engine(texts, text_pairs=text_pairs, batch_size=batch_size)
 

@@ -12,7 +12,6 @@ import pytest
 from exitgym.reports.comparison import (
     FULL_DEPTH,
     ORACLE,
-    ROW_KEYS,
     auc,
     auc_label,
     coverage,

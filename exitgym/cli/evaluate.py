@@ -14,8 +14,8 @@ from exitgym.utils.configs import option
 class EvaluateArgs:
     """Evaluate a trained run on a split.
 
-    Evaluate a complete training run greedily; writes eval-<split>.json and
-    trajectories/eval-<split>.parquet.
+    Evaluate a complete training run greedily (or at an operating point: --budget, --tau);
+    writes eval-<split>[-b<budget>|-t<tau>].json and trajectories/ of the same name.
     """
 
     run: str
@@ -24,6 +24,11 @@ class EvaluateArgs:
     """Split to evaluate."""
     num_envs: int = option(64, minimum=1)
     """Vector-env slots."""
+    budget: float | None = option(None, minimum=0)
+    """Evaluate the exit policy's reading chosen on validation for this FLOPs budget (recorded
+    in the run's operating_points.json) instead of its greedy reading."""
+    tau: float | None = option(None, minimum=0)
+    """Evaluate the exit policy read at this threshold on P(exit) (0.5: greedy)."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -41,15 +46,27 @@ def run(args: EvaluateArgs) -> int:
         spec = run_env_spec(run_dir).with_split(args.split)
         # Refused before anything is written when the run's data, backbone or heads changed.
         cache = bound_cache(run_dir.path, spec)
-        policy = load_policy(run_dir)
-        result = evaluate_and_record(policy, spec, run_dir.path, f"eval-{args.split}",
+        name, point = f"eval-{args.split}", {}
+        if args.budget is not None or args.tau is not None:
+            from exitgym.experiments.operating import operating_point
+
+            chosen = operating_point(run_dir.path, budget=args.budget, tau=args.tau,
+                                     num_envs=args.num_envs)
+            policy, point = chosen.policy, chosen.record
+            name += f"-b{args.budget:g}" if args.budget is not None else f"-t{args.tau:g}"
+        else:
+            policy = load_policy(run_dir)
+        result = evaluate_and_record(policy, spec, run_dir.path, name,
                                      method=cfg["agent"], knob=cfg.get("alpha"),
-                                     seed=int(cfg["seed"]), num_envs=args.num_envs, cache=cache)
-        run_dir.write_json(f"eval-{args.split}.json", result.summary())
+                                     seed=int(cfg["seed"]), num_envs=args.num_envs, cache=cache,
+                                     meta={"operating_point": point} if point else None)
+        run_dir.write_json(f"{name}.json", {**result.summary(), "operating_point": point})
     print(f"{args.split}: {len(result.records)} episodes, accuracy {result.accuracy:.4f}, cost "
           f"{result.mean_cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "
           f"{result.mean_exit_layer:.2f}")
     print("exit-layer histogram: " + " ".join(
         f"L{i + 1}={n}" for i, n in enumerate(result.exit_histogram)))
-    print(f"trajectories: {run_dir.file('trajectories', f'eval-{args.split}.parquet')}")
+    if point:
+        print(f"operating point: {point}")
+    print(f"trajectories: {run_dir.file('trajectories', f'{name}.parquet')}")
     return 0

@@ -96,3 +96,31 @@ def run_env_spec(run: RunDir) -> EnvSpec:
                        f"vs {ENV_SPEC_FILE}: {diff}); one of them was edited. Restore it, or "
                        f"train a new run with the settings you want")
     return spec
+
+
+EXIT_ENV_ID = "exitgym/EarlyExit-v0"
+"""The environment whose policies exit inference deploys and operating points read."""
+
+
+def load_exit_run(run_dir: str | Path) -> tuple[Any, Any]:
+    """The policy of a complete training run and the env spec it was trained with.
+
+    Uses the run format of :mod:`exitgym.experiments.runs` / :mod:`exitgym.experiments.training`
+    (``config.json``, ``run_state.json``, ``policy.safetensors`` + ``policy.json``); nothing is
+    unpickled.
+
+    Raises:
+        RunError: the folder is not a run, or the run did not finish (the message says how to
+            resume it).
+        ValueError: the run trained on another environment than ``exitgym/EarlyExit-v0`` (what
+            :mod:`exitgym.inference` deploys).
+    """
+    run = open_training_run(run_dir)
+    spec = run_env_spec(run)
+    if spec.env_id != EXIT_ENV_ID:
+        raise ValueError(f"{run.path} trained a policy for {spec.env_id}; exit inference needs "
+                         f"one trained on {EXIT_ENV_ID}")
+    policy = load_policy(run)
+    if hasattr(policy, "eval"):
+        policy.eval()
+    return policy, spec

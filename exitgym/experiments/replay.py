@@ -159,7 +159,7 @@ def verify(paths: list[Path], env_factory: EnvFactory | None = None, rtol: float
         env = env_factory(ts) if env_factory is not None else replay_env(path, ts)
         try:
             steps += verify_set(ts, env, str(path), rtol)
-            acting = saved_policy(path) if policy else None
+            acting = saved_policy(path, ts.meta) if policy else None
             if acting is not None:
                 verify_actions(ts, acting, env, str(path))
                 policy_files.append(str(path))
@@ -196,17 +196,31 @@ def _actions(actions: Any) -> list[Any]:
             for a in actions]
 
 
-def saved_policy(path: str | Path) -> Any | None:
-    """The trained policy of the run that recorded trajectory file ``path`` (None for files of a
-    comparison's rules and baselines, which have no saved policy)."""
+def saved_policy(path: str | Path, meta: dict[str, Any] | None = None) -> Any | None:
+    """The trained policy that recorded trajectory file ``path``, read as it was recorded: the
+    run's own policy (``exitgym evaluate``), at its operating point (``--budget`` / ``--tau``),
+    or a comparison's calibrated reading of one of its training runs (``meta["run"]`` and
+    ``meta["tau"]``). None for files of rules and baselines, which have no saved policy.
+    """
+    from exitgym.agents.calibrated import CalibratedExit
     from exitgym.experiments.binding import recorded
     from exitgym.experiments.policies import load_policy
     from exitgym.experiments.runs import RunDir
 
+    meta = meta or {}
     root = Path(path).parent.parent
+    reading = meta.get("operating_point") or {}
     if recorded(root).get("command") != "train":
-        return None
-    return load_policy(RunDir.open(root).require_complete())
+        run = meta.get("run")
+        if not run or meta.get("tau") is None or recorded(root / run).get("command") != "train":
+            return None
+        root, reading = root / run, {"tau": meta["tau"], "alpha": meta.get("alpha")}
+    policy = load_policy(RunDir.open(root).require_complete())
+    if reading.get("tau") is None:
+        return policy
+    if reading.get("alpha") is not None:
+        policy = policy.at(reading["alpha"])
+    return CalibratedExit(policy, reading["tau"])
 
 
 # ---- analysis -------------------------------------------------------------------------------
