@@ -87,9 +87,13 @@ def test_markdown_puts_rates_next_to_ratios() -> None:
         "total_s": 12.0,
         "machine": {"date": "D", "processor": "cpu", "cpus": 2, "platform": "linux",
                     "load_average_1min": 1.0, "torch_threads": 1, "versions": {"torch": "2"}},
-        "inference": {"policies": [{"policy": {"agent": "reinforce", "reward": "vanilla",
-                                               "alpha": 0.2}, "split": "validation",
-                                    "rows": [row]}]},
+        "inference": {"policies": [
+            {"policy": {"agent": "reinforce", "reward": "vanilla", "alpha": 0.2},
+             "category": "rl", "operating_point": {"tau": 0.3125, "max_loss": 0.01},
+             "split": "validation", "rows": [row]},
+            {"policy": {"agent": "entropy"}, "category": "rule",
+             "operating_point": {"knob": 0.4, "max_loss": 0.01}, "split": "validation",
+             "rows": [row]}]},
         "env_throughput": {"rows": [{"family": "early exit", "name": "cartpole",
                                      "env": "CartPole-v1", "steps_per_s": 20000.0,
                                      "ratio_to_cartpole": 1.0}], "notes": ["skip: missing"]},
@@ -107,8 +111,9 @@ def test_markdown_puts_rates_next_to_ratios() -> None:
     text = to_markdown(result)
     assert ("| exitgym `finetune` (every exit, embeddings frozen) | 1.500 | 1.25 | 0.8 (met) |"
             in text and "| plain HF step (AutoModel + AdamW) | 1.200 | 1.00 | |" in text)
-    assert ("| reinforce vanilla α=0.2 | batch1 | 1 | 40.00 | 10.00 | 25.0 | 100.0 | 4.00x | "
-            "4.50x | 89 % | met (>= 80 %) | 1.50 | 0.800 | 0.750 |") in text
+    assert ("| reinforce vanilla α=0.2 | τ=0.3125 | batch1 | 1 | 40.00 | 10.00 | 25.0 | 100.0 | "
+            "4.00x | 4.50x | 89 % | met (>= 80 %) | 1.50 | 0.800 | 0.750 |") in text
+    assert "| rule: entropy | knob 0.4 | batch1 |" in text and "within 0.010 of full" in text
     assert "| early exit | CartPole-v1 | 20,000 | 1.00 | n/a | n/a |" in text
     assert "| c | 8 | 2.0000 | 1.9800 | 1.0000 | 1.0101 |" in text
     assert "- skip: missing" in text and "cache reused, verified" in text

@@ -114,3 +114,28 @@ def test_infer_at_a_budget_equals_the_cached_env_at_that_reading(trained) -> Non
     with pytest.raises(ValueError, match="read a run's policy"):
         exitgym.infer(policy, texts, budget=0.5)
     assert open_training_run(run).config["command"] == "train"
+
+
+def test_the_bench_deploys_the_policy_and_the_best_rule_at_their_validation_points(
+        trained, tmp_path: Path) -> None:
+    """Both deployed points are the cheapest within the allowed loss on validation; the rows
+    report their live test accuracy, and the RL row acts as its chosen reading."""
+    from exitgym.bench.config import BenchConfig
+    from exitgym.bench.pipeline import inference_section
+    from exitgym.data.config import DataConfig
+
+    data = DataConfig(task=trained["task"], backbone=trained["backbone"], max_length=16)
+    cfg = BenchConfig(out=str(tmp_path), data=data, quick=True, max_loss=0.2)
+    rl, rule = inference_section(cfg, str(trained["run"]))
+    assert (rl["category"], rule["category"]) == ("rl", "rule")
+    for entry in (rl, rule):
+        point = entry["operating_point"]
+        assert point["max_loss"] == 0.2 and point["split"] == "validation"
+        assert point["val_accuracy"] >= point["full_depth_val_accuracy"] - 0.2 - 1e-12
+        assert {r["mode"] for r in entry["rows"]} == {"batch1", "batched"}
+        assert all(0.0 <= r["exit_accuracy"] <= 1.0 for r in entry["rows"])
+    assert rule["policy"]["agent"] in ("entropy", "maxprob", "patience")
+    recorded = json.loads((trained["run"] / OPERATING_FILE).read_text())
+    assert recorded["loss<=0.2"]["tau"] == rl["operating_point"]["tau"]
+    # no rule reading of the candidates is cheaper while within the loss
+    assert rule["operating_point"]["readings"] > 3

@@ -135,7 +135,8 @@ def _timings(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
 def _inference(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
     from exitgym.bench.pipeline import inference_section
 
-    return {"policies": [inference_section(cfg, run) for run in done["timings"]["runs"]]}
+    return {"policies": [entry for run in done["timings"]["runs"]
+                         for entry in inference_section(cfg, run)]}
 
 
 @section("ray")

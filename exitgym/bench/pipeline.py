@@ -132,17 +132,23 @@ def demo_seconds(runs_root: Path) -> tuple[float | None, str | None]:
     return None, None
 
 
-def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
-    """Deploy the run's policy on ``cfg.inference_split``: batch 1 and batched with compaction."""
+BENCH_RULES: tuple[str, ...] = ("entropy", "maxprob", "patience")
+"""Rules whose validation-chosen point the bench deploys beside the trained policy."""
+
+
+def inference_section(cfg: BenchConfig, run: str) -> list[dict[str, Any]]:
+    """Deploy the run's policy and the best rule, each at its operating point chosen on
+    validation (the cheapest reading within ``cfg.max_loss`` of full depth's validation
+    accuracy), on ``cfg.inference_split``: batch 1 and batched with compaction."""
     import json
 
-    from exitgym.bench.config import GOALS
-    from exitgym.bench.measure import inference_speed
     from exitgym.data.tasks import load_task
+    from exitgym.experiments.operating import operating_point
     from exitgym.inference import ExitInference
 
     tic = time.perf_counter()
-    engine = ExitInference.from_run(run)
+    point = operating_point(run, max_loss=cfg.max_loss, num_envs=16 if cfg.quick else 64)
+    engine = ExitInference.from_run(run, policy=point.policy)
     load_s = time.perf_counter() - tic
     data = bench_data(cfg)
     task = load_task(data.task, max_samples=data.max_samples)
@@ -151,13 +157,62 @@ def inference_section(cfg: BenchConfig, run: str) -> dict[str, Any]:
     texts = list(split["text"][:count])
     pairs = list(split["text_pair"][:count]) if task.has_pair else None
     labels = np.asarray(split["label"][:count], dtype=np.int64)
+    config = json.loads((Path(run) / "config.json").read_text()).get("config", {})
+    policy = {key: config.get(key) for key in ("agent", "reward", "alpha", "observation",
+                                               "steps", "seed")}
+    rule, rule_point = _best_rule(cfg, run)
+    rule_engine = ExitInference(rule, engine.backbone, engine.heads,
+                                observation=rule.required_observation, policy_flops=0.0,
+                                max_length=engine.max_length)
+    out = []
+    for name, eng, chosen, flops in (("rl", engine, point.record, engine.policy_flops),
+                                     ("rule", rule_engine, rule_point, 0.0)):
+        rows = _rows(cfg, eng, texts, labels, pairs)
+        entry_policy = policy if name == "rl" else {"agent": rule_point["rule"]}
+        out.append({"run": run, "load_s": load_s, "category": name, "policy": entry_policy,
+                    "operating_point": chosen, "split": cfg.inference_split,
+                    "policy_flops": flops, "rows": rows})
+    return out
+
+
+def _rows(cfg: BenchConfig, engine: Any, texts: list[str], labels: np.ndarray,
+          pairs: list[str] | None) -> list[dict[str, Any]]:
+    from exitgym.bench.config import GOALS
+    from exitgym.bench.measure import inference_speed
+
     modes = {"batch1": 1, "batched": 4 if cfg.quick else cfg.batch_size}
     rows = inference_speed(engine, texts, labels, modes, 1 if cfg.quick else cfg.repeats, pairs)
     for row in rows:
         row["goal"] = GOALS[row["mode"]]
         row["goal_met"] = bool(row["realised_fraction"] >= row["goal"])
-    config = json.loads((Path(run) / "config.json").read_text()).get("config", {})
-    policy = {key: config.get(key) for key in ("agent", "reward", "alpha", "observation",
-                                               "steps", "seed")}
-    return {"run": run, "load_s": load_s, "policy": policy, "split": cfg.inference_split,
-            "policy_flops": engine.policy_flops, "rows": rows}
+    return rows
+
+
+def _best_rule(cfg: BenchConfig, run: str) -> tuple[Any, dict[str, Any]]:
+    """The cheapest rule reading within ``cfg.max_loss`` of full depth on validation, over every
+    knob of :data:`BENCH_RULES` (the rules' own grids, as ``compare`` sweeps them)."""
+    from exitgym.agents.registry import lookup
+    from exitgym.experiments.binding import bound_cache
+    from exitgym.experiments.operating import choose
+    from exitgym.experiments.policies import open_training_run, run_env_spec
+
+    spec = run_env_spec(open_training_run(run)).with_split("validation")
+    cache = bound_cache(run, spec)
+    candidates = []
+    for name in BENCH_RULES:
+        sweep = lookup(name, "rule").sweep
+        assert sweep is not None
+        for rule, knob in sweep(cache, cache, 0):
+            rule_spec = spec.with_kwargs(observation=rule.required_observation, policy_flops=0.0)
+            candidates.append(((name, knob, rule), rule_spec))
+    wrapped = [(_Named(*c), s) for c, s in candidates]
+    pick, record = choose(wrapped, cache, 16 if cfg.quick else 64, 0, max_loss=cfg.max_loss,
+                          what="the rules")
+    return pick.policy, {**record, "rule": pick.name, "knob": pick.knob}
+
+
+class _Named:
+    """A rule reading with its name and knob (``choose`` evaluates ``.policy``)."""
+
+    def __init__(self, name: str, knob: Any, policy: Any) -> None:
+        self.name, self.knob, self.policy = name, knob, policy

@@ -24,24 +24,35 @@ def _machine(result: dict[str, Any]) -> list[str]:
     ]
 
 
+def _loss(policies: list[dict[str, Any]]) -> float | None:
+    point = policies[0].get("operating_point") or {}
+    return point.get("max_loss")
+
+
 def _inference(result: dict[str, Any]) -> list[str]:
     policies = result["inference"]["policies"]
     lines = [
         "## Early-exit inference on the live backbone",
         "",
-        f"Learned exit policies deployed with `exitgym.infer` on "
+        f"A trained exit policy and the best rule, each deployed with `exitgym.infer` at its "
+        f"operating point chosen on validation (the cheapest reading within "
+        f"{_num(_loss(policies), '.3f')} of full depth's validation accuracy), on "
         f"{policies[0]['rows'][0]['num_texts']} {policies[0]['split']} texts; baseline: the "
         "model's plain full-depth forward + last head, same tokenization and batching (longest "
         "first). Times are best of the repeats; realised = wall speed-up / FLOPs speed-up.",
         "",
-        "| policy | mode | batch | full ms/text | exit ms/text | full texts/s | exit texts/s | "
-        "wall speed-up | FLOPs speed-up | realised | goal | mean exit layer | acc full | "
-        "acc exit |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| policy | operating point | mode | batch | full ms/text | exit ms/text | full texts/s "
+        "| exit texts/s | wall speed-up | FLOPs speed-up | realised | goal | mean exit layer | "
+        "acc full | acc exit |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for entry in policies:
-        p = entry["policy"]
-        name = f"{p.get('agent')} {p.get('reward')} α={p.get('alpha')}"
+        p, point = entry["policy"], entry.get("operating_point") or {}
+        name = (f"{p.get('agent')} {p.get('reward')} α={p.get('alpha')}"
+                if entry.get("category", "rl") == "rl" else f"rule: {p.get('agent')}")
+        where = (f"τ={point['tau']:.4g}" if point.get("tau") is not None
+                 else f"knob {point.get('knob')}" if point else "greedy")
+        name = f"{name} | {where}"
         for r in entry["rows"]:
             lines.append(
                 f"| {name} | {r['mode']} | {r['batch_size']} | {r['full_ms_per_text']:.2f} | "

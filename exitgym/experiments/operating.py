@@ -43,33 +43,37 @@ class OperatingPoint:
 
 
 def operating_point(run_dir: str | Path, budget: float | None = None,
-                    tau: float | None = None, num_envs: int = 64) -> OperatingPoint:
-    """The run's policy read at ``tau``, or at the validation-best reading within ``budget``.
+                    tau: float | None = None, num_envs: int = 64,
+                    max_loss: float | None = None) -> OperatingPoint:
+    """The run's policy read at ``tau``; at the validation-best reading within ``budget``; or at
+    the cheapest reading whose validation accuracy is at most ``max_loss`` below full depth's
+    (what the bench deploys: "1 point of accuracy for the most speed").
 
     Raises:
-        ValueError: both or neither of ``budget`` / ``tau``; a budget that is not > 0; a run
-            that is not an exit policy; no reading within the budget (the message gives the
-            cheapest reachable validation cost).
+        ValueError: not exactly one of ``budget`` / ``tau`` / ``max_loss``; a budget that is not
+            > 0 or a negative loss; a run that is not an exit policy; no reading within the
+            budget (the message gives the cheapest reachable validation cost).
     """
-    if (budget is None) == (tau is None):
-        raise ValueError("give exactly one of budget= (chosen on validation) or tau= (a "
+    if sum(x is not None for x in (budget, tau, max_loss)) != 1:
+        raise ValueError("give exactly one of budget= (chosen on validation), max_loss= "
+                         "(accuracy below full depth, chosen on validation) or tau= (a "
                          "threshold on P(exit))")
     policy, spec = load_exit_run(run_dir)
     run = open_training_run(run_dir)
     if tau is not None:
         return OperatingPoint(CalibratedExit(policy, tau), {"tau": float(tau)})
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"budget must be a FLOPs fraction > 0 (1 = the full model), got "
-                         f"{budget!r}")
-    recorded = _recorded(run.path).get(f"{float(budget):g}")
+    for name, value in (("budget", budget), ("max_loss", max_loss)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not (value > 0 if name == "budget" else value >= 0)):
+            raise ValueError(f"{name} must be " + ("a FLOPs fraction > 0 (1 = the full model)"
+                                                   if name == "budget" else "an accuracy >= 0")
+                             + f", got {value!r}")
+    key = f"{float(budget):g}" if budget is not None else f"loss<={float(max_loss):g}"
+    recorded = _recorded(run.path).get(key)
     val = spec.with_split(SELECTION_SPLIT)
     cache = bound_cache(run.path, val)
     seed = int(run.config["config"].get("seed", 0))
-
-    def make_env(_: Any) -> Any:
-        return val.make(num_envs, cache)
-
-    options = readings(policy, make_env, seed)
+    options = readings(policy, lambda _: val.make(num_envs, cache), seed)
     if not options:
         raise ValueError(f"{run.path}: its policy is not a single exit decision; it has no "
                          f"threshold to choose")
@@ -77,29 +81,59 @@ def operating_point(run_dir: str | Path, budget: float | None = None,
         for reading in options:
             if (reading.tau, reading.alpha) == (recorded["tau"], recorded.get("alpha")):
                 return OperatingPoint(reading.policy, recorded)
+    candidates = [(r, spec_for(val, r)) for r in options]
+    reading, record = choose(candidates, cache, num_envs, seed, budget=budget,
+                             max_loss=max_loss, what=str(run.path))
+    record.update({"tau": reading.tau, "alpha": reading.alpha})
+    run.write_json(OPERATING_FILE, {**_recorded(run.path), key: record})
+    return OperatingPoint(reading.policy, record)
+
+
+def choose(candidates: list[tuple[Any, Any]], cache: Any, num_envs: int, seed: int, *,
+           budget: float | None = None, max_loss: float | None = None,
+           what: str = "the method") -> tuple[Any, dict[str, Any]]:
+    """Evaluate each ``(candidate, validation spec)`` on ``cache`` (a candidate is a policy or
+    has one as ``.policy``) and choose: the most accurate within ``budget``, or the cheapest
+    within ``max_loss`` of full depth's accuracy (``cache.correct[:, -1]``).
+
+    Returns:
+        ``(candidate, record)`` with ``val_cost``, ``val_accuracy``, ``split``, ``readings``,
+        ``chosen_at`` and the criterion.
+
+    Raises:
+        ValueError: no candidate meets the criterion (the message gives the closest one).
+    """
     from exitgym.agents.rollout import evaluate
 
     scored = []
-    for reading in options:
-        env = spec_for(val, reading).make(num_envs, cache)
+    for candidate, spec in candidates:
+        env = spec.make(num_envs, cache)
         try:
-            result = evaluate(reading.policy, env, seed=seed)
+            result = evaluate(getattr(candidate, "policy", candidate), env, seed=seed)
         finally:
             env.close()
-        scored.append((reading, result.mean_cost, result.accuracy))
-    fits = [s for s in scored if s[1] <= budget + 1e-12]
-    if not fits:
-        cheapest = min(s[1] for s in scored)
-        raise ValueError(f"no reading of {run.path} meets budget {budget:g} on "
-                         f"{SELECTION_SPLIT}: its cheapest costs {cheapest:.3f}")
-    reading, cost, accuracy = max(fits, key=lambda s: (s[2], -s[1]))
-    record = {"budget": float(budget), "tau": reading.tau, "alpha": reading.alpha,
-              "val_cost": float(cost), "val_accuracy": float(accuracy),
-              "split": SELECTION_SPLIT, "readings": len(scored),
-              "chosen_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    table = {**_recorded(run.path), f"{float(budget):g}": record}
-    run.write_json(OPERATING_FILE, table)
-    return OperatingPoint(reading.policy, record)
+        scored.append((candidate, float(result.mean_cost), float(result.accuracy)))
+    full = float(cache.correct[:, -1].mean())
+    if budget is not None:
+        fits = [s for s in scored if s[1] <= budget + 1e-12]
+        if not fits:
+            raise ValueError(f"no reading of {what} meets budget {budget:g} on "
+                             f"{SELECTION_SPLIT}: its cheapest costs "
+                             f"{min(s[1] for s in scored):.3f}")
+        pick = max(fits, key=lambda s: (s[2], -s[1]))
+        criterion: dict[str, Any] = {"budget": float(budget)}
+    else:
+        assert max_loss is not None
+        fits = [s for s in scored if s[2] >= full - max_loss - 1e-12]
+        if not fits:
+            raise ValueError(f"no reading of {what} is within {max_loss:g} of full depth's "
+                             f"{SELECTION_SPLIT} accuracy {full:.4f}: its best is "
+                             f"{max(s[2] for s in scored):.4f}")
+        pick = min(fits, key=lambda s: (s[1], -s[2]))
+        criterion = {"max_loss": float(max_loss), "full_depth_val_accuracy": full}
+    return pick[0], {**criterion, "val_cost": pick[1], "val_accuracy": pick[2],
+                     "split": SELECTION_SPLIT, "readings": len(scored),
+                     "chosen_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _recorded(path: Path) -> dict[str, Any]:
@@ -111,4 +145,4 @@ def _recorded(path: Path) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-__all__ = ["OPERATING_FILE", "OperatingPoint", "operating_point"]
+__all__ = ["OPERATING_FILE", "OperatingPoint", "choose", "operating_point"]
