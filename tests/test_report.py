@@ -136,7 +136,7 @@ def _drawn_pareto(tmp_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPa
 def _colour_of(ax: Any, method: str) -> tuple[float, ...]:
     from matplotlib.colors import to_rgba
 
-    lines = [ln for ln in ax.get_lines() if str(ln.get_label()).startswith(f"{method} (AUC")]
+    lines = [ln for ln in ax.get_lines() if f"] {method} (AUC" in str(ln.get_label())]
     assert len(lines) == 1, [ln.get_label() for ln in ax.get_lines()]
     return tuple(to_rgba(lines[0].get_color()))
 

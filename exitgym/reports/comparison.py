@@ -45,6 +45,8 @@ from exitgym.reports.styles import knob_label, method_style
 from exitgym.utils.atomic import atomic_write_text, write_json
 
 AUC_RANGE: tuple[float, float] = (0.2, 1.0)
+CATEGORY_LINES = {"rule": "-", "supervised": "--", "rl": "-."}
+"""Line style per method category in the plots (colour and marker stay per method)."""
 ROW_KEYS = ("method", "knob", "seed", "accuracy", "cost", "speedup", "mean_exit_layer")
 FULL_DEPTH, ORACLE = "full-depth", "oracle"
 REFERENCE_METHODS = (FULL_DEPTH, ORACLE)
@@ -228,7 +230,8 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
                             color=color, alpha=0.9, zorder=4)
         front = info["pareto"]
         ax.plot([c for c, _ in front], [a for _, a in front], color=color, marker=marker,
-                ms=6, lw=2, zorder=3, label=f"{method} ({auc_label(info)})")
+                ms=6, lw=2, zorder=3, ls=CATEGORY_LINES.get(info.get("category", "rl"), "-"),
+                label=f"[{info.get('category', 'rl')}] {method} ({auc_label(info)})")
         if front and front[-1][0] < hi:  # the flat continuation the AUC integrates
             ax.plot([front[-1][0], hi], [front[-1][1]] * 2, color=color, lw=1, ls=":",
                     alpha=0.7, zorder=2)
@@ -274,10 +277,11 @@ def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str)
         rows = sorted(rows, key=lambda r: r["budget"])
         static = method == STATIC
         color, marker = method_style(method)
+        kind = rows[0].get("category", "rl")
         ax.errorbar([r["budget"] for r in rows], [r["accuracy"] for r in rows],
                     yerr=[r["accuracy_std"] for r in rows], marker=marker, ms=5, capsize=3,
-                    lw=3 if static else 1.2, color=color, label=method,
-                    zorder=4 if static else 3)
+                    lw=3 if static else 1.2, color=color, label=f"[{kind}] {method}",
+                    ls=CATEGORY_LINES.get(kind, "-"), zorder=4 if static else 3)
     ax.set_xlabel("FLOPs budget (selected on " + selection + ")")
     ax.set_ylabel("test accuracy, mean ± std over seeds")
     ax.set_title("budget table: best point within budget")
