@@ -9,18 +9,14 @@ from typing import Any
 
 import pytest
 
-from exitgym.reports.comparison import (
-    FULL_DEPTH,
-    ORACLE,
+from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, summarize, write_report
+from exitgym.reports.curves import (
     auc,
     auc_label,
     coverage,
     covered_range,
     envelope,
-    make_row,
     pareto_front,
-    summarize,
-    write_report,
 )
 
 

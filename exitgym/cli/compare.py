@@ -62,7 +62,8 @@ def run(args: CompareArgs) -> int:
 
 def print_ranking(summary: dict) -> None:
     """The AUC ranking and the reference points, one line each."""
-    from exitgym.reports.comparison import auc_label, ranked_methods
+    from exitgym.reports.comparison import ranked_methods
+    from exitgym.reports.curves import auc_label
 
     lo, hi = summary["auc_range"]
     print(f"AUC of accuracy over the part of cost [{lo:g}, {hi:g}] each method covers, by "

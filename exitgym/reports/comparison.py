@@ -40,11 +40,18 @@ import numpy as np
 
 from exitgym.reports.budget import STATIC
 from exitgym.reports.categories import CATEGORIES, category
+from exitgym.reports.curves import (
+    AUC_RANGE,
+    auc,
+    auc_label,
+    coverage,
+    covered_range,
+    pareto_front,
+)
 from exitgym.reports.findings import findings_markdown
 from exitgym.reports.styles import knob_label, method_style
 from exitgym.utils.atomic import atomic_write_text, write_json
 
-AUC_RANGE: tuple[float, float] = (0.2, 1.0)
 CATEGORY_LINES = {"rule": "-", "supervised": "--", "rl": "-."}
 """Line style per method category in the plots (colour and marker stay per method)."""
 ROW_KEYS = ("method", "knob", "seed", "accuracy", "cost", "speedup", "mean_exit_layer")
@@ -76,60 +83,6 @@ def row_from_eval(method: str, knob: float | None, seed: int, result: Any,
                     tau, alpha)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Non-dominated ``(cost, accuracy)`` points, sorted by cost (accuracy strictly rising)."""
-    front: list[tuple[float, float]] = []
-    for cost, acc in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or acc > front[-1][1]:
-            front.append((float(cost), float(acc)))
-    return front
-
-
-def envelope(front: Sequence[tuple[float, float]], cost: float) -> float:
-    """The curve ``a(c)`` of the module docstring at one cost."""
-    if not front or cost < front[0][0]:
-        return 0.0
-    xs, ys = zip(*front, strict=True)
-    return float(np.interp(cost, xs, ys))
-
-
-def covered_range(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
-                  hi: float = AUC_RANGE[1]) -> tuple[float, float] | None:
-    """``[max(lo, cheapest cost), hi]``: where the method has an operating point (None: its
-    cheapest point costs more than ``hi``, or it has none)."""
-    if not points:
-        return None
-    start = max(lo, min(c for c, _ in points))
-    return (float(start), float(hi)) if start < hi else None
-
-
-def auc(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
-        hi: float = AUC_RANGE[1]) -> float:
-    """Normalised area under the Pareto envelope over the covered part of ``[lo, hi]`` (module
-    docstring; 0 when nothing is covered)."""
-    if not hi > lo:
-        raise ValueError(f"AUC range must have hi > lo, got [{lo}, {hi}]")
-    span = covered_range(points, lo, hi)
-    if span is None:
-        return 0.0
-    front = pareto_front(points)
-    start, end = span
-    cuts = sorted({start, end, *(c for c, _ in front if start < c < end)})
-    area = 0.0
-    for a, b in zip(cuts, cuts[1:], strict=False):
-        area += 0.5 * (envelope(front, a) + envelope(front, b)) * (b - a)
-    return area / (end - start)
-
-
-def coverage(points: Sequence[tuple[float, float]], lo: float = AUC_RANGE[0],
-             hi: float = AUC_RANGE[1]) -> float:
-    """Fraction of ``[lo, hi]`` at or above the method's cheapest operating point."""
-    if not points:
-        return 0.0
-    cheapest = min(c for c, _ in points)
-    return float(np.clip((hi - max(lo, cheapest)) / (hi - lo), 0.0, 1.0))
-
-
 def curve_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Seed-averaged points of one method: knob (and reading), accuracy (+std), cost (+std), n
     seeds."""
@@ -148,14 +101,6 @@ def curve_points(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                     "speedup": float(1.0 / cost.mean()), "mean_exit_layer": float(exits.mean()),
                     "seeds": len(group)})
     return sorted(out, key=lambda p: p["cost"])
-
-
-def auc_label(info: dict[str, Any]) -> str:
-    """``AUC 0.831 over [0.25, 1.00]``: an AUC is only read with the range it covers."""
-    span = info.get("auc_range")
-    if not span:
-        return "no point within the AUC range"
-    return f"AUC {info['auc']:.3f} over [{span[0]:.2f}, {span[1]:.2f}]"
 
 
 def ranked_methods(methods: dict[str, Any]) -> list[tuple[str, Any]]:
