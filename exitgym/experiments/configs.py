@@ -274,6 +274,10 @@ class CompareConfig:
             raise ValueError("compare needs at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"compare seeds must be distinct, got {list(self.seeds)}")
+        if self.consistentee:  # fail before any training, not at the first ConsistentEE agent
+            from exitgym.agents.consistentee_policy import rollouts_per_sample
+
+            rollouts_per_sample(self.batch_size)
         if self.selection_split in (self.eval_split, self.train_split):
             raise ValueError(f"selection_split {self.selection_split!r} must differ from the "
                              f"train split ({self.train_split!r}) and the evaluation split "
