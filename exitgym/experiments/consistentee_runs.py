@@ -17,7 +17,7 @@ two dividing a smaller batch); the policy phases are budget-targeted
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,8 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, policy_c
     directory = out / "runs" / job.name
     save_heads(schedule.heads, directory / HEADS_FILE)
     policy.save(directory, {"trainer": "ConsistentEE", "target_cost": job.target,
-                            "seed": job.seed, "schedule": schedule.log})
+                            "seed": job.seed, "reinforce": asdict(reinforce),
+                            "schedule": schedule.log})
     return policy, replace(spec, heads_file=f"runs/{job.name}/{HEADS_FILE}")
 
 
