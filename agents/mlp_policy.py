@@ -1,4 +1,4 @@
-"""The small MLP policy of the learned agents (ConsistentEE's 2-layer policy network).
+"""The small MLP policy of the learned agents (ConsistentEE's per-layer nets subclass it).
 
 One network for Discrete(n) and MultiDiscrete(nvec) action spaces: it outputs ``sum(nvec)`` logits
 read as independent categoricals (one per action dimension). It implements the
@@ -55,7 +55,7 @@ class MLPPolicyConfig:
     hidden: int = 64
     """Width of the hidden layer."""
     num_layers: int = 2
-    """Number of linear layers (2 = Linear-ReLU-Linear, as in ConsistentEE)."""
+    """Number of linear layers (2 = Linear-ReLU-Linear)."""
     multi_discrete: bool = False
     """True when the env's action space is MultiDiscrete (actions are ``[B, k]``)."""
     observation: str = "features"

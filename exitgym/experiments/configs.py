@@ -238,9 +238,10 @@ class CompareConfig:
     the lexicographic comparison; rows ``<agent>-vanilla``). Without --targets --alphas is
     that arm."""
     consistentee: tuple[float, ...] = option((), minimum=0)
-    """ConsistentEE agents (its full schedule: heads retrained at the exits, policy on the
-    hidden state), one per target cost of its budget-targeted policy phases (the knob); each
-    gets ``steps`` policy updates in all. Empty: none."""
+    """ConsistentEE agents (its full schedule: heads retrained at the exits, the official
+    per-layer policy nets on the hidden state, mean-of-K baseline with K = 8 or the largest
+    power of two dividing an even --batch-size), one per target cost of its budget-targeted
+    policy phases (the knob); each gets ``steps`` policy updates in all. Empty: none."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
