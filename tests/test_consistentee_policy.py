@@ -165,3 +165,11 @@ def test_consistentee_trains_with_the_official_mean_of_k_baseline() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(),
                                                           strict=True))
     env.close()
+
+
+def test_compare_refuses_an_odd_batch_for_consistentee_before_training() -> None:
+    from exitgym.experiments.configs import CompareConfig
+
+    with pytest.raises(ValueError, match="even batch size"):
+        CompareConfig(consistentee=(0.5,), batch_size=7)
+    assert CompareConfig(batch_size=7).batch_size == 7  # without ConsistentEE any size goes
