@@ -22,7 +22,7 @@ is charged the FLOPs of the one net it evaluates, ``mlp_flops([H, 32, 1])``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -214,6 +214,6 @@ class PerLayerReinforce(Reinforce):
         num_layers = env_attr(self.env, "num_layers")
         if not num_layers:
             raise ValueError("the per-layer policy needs an env exposing num_layers")
-        cfg = self.policy_config(observation_space, action_space, self.config, observation)
-        return PerLayerExitPolicy(replace(cfg, num_layers=int(num_layers)),
-                                  seed=self.config.seed)
+        cfg = self.policy_config(observation_space, action_space, self.config, observation,
+                                 int(num_layers))
+        return PerLayerExitPolicy(cfg, seed=self.config.seed)
