@@ -20,6 +20,7 @@ _LAZY = {
     "Reinforce": "reinforce", "ReinforceConfig": "reinforce", "MLPPolicy": "mlp_policy",
     "Lexicographic": "lexicographic", "LexicoConfig": "lexicographic",
     "ConsistentEE": "consistentee", "ConsistentEEConfig": "consistentee",
+    "PerLayerExitPolicy": "consistentee_policy", "PerLayerReinforce": "consistentee_policy",
     "Palbert": "palbert", "PalbertConfig": "palbert", "Berxit": "berxit",
     "BerxitConfig": "berxit", "train_sb3": "sb3", "load_sb3": "sb3", "SB3Policy": "sb3",
     "METHODS": "registry", "Method": "registry", "lookup": "registry", "make_rule": "registry",

@@ -4,7 +4,8 @@ ConsistentEE alternates (docs/design.md):
 
 1. heads trained with the weighted cross-entropy ``Σ_l l·CE_l / Σ_l l``;
 2. memorized layers recomputed from the new heads (ConsistentEE Eq. 7);
-3. the exit policy trained by REINFORCE with the heads frozen (hardness reward by default);
+3. the exit policy (one small net per layer, :mod:`exitgym.agents.consistentee_policy`) trained
+   by REINFORCE with the mean-of-K baseline, the heads frozen (``make_env`` picks the reward);
 4. the heads trained with the policy frozen, each sample's loss only at the layer where the
    (greedy) policy exits it;
 5. repeat 2-4, and end with 2-3, so the returned policy was trained on the returned heads.
@@ -34,7 +35,8 @@ import torch
 from torch import nn
 
 from exitgym.agents.base import evaluate
-from exitgym.agents.reinforce import Reinforce, ReinforceConfig
+from exitgym.agents.consistentee_policy import PerLayerReinforce, official_reinforce
+from exitgym.agents.reinforce import ReinforceConfig
 from exitgym.agents.rollout import env_attr
 from exitgym.backbones.layer_cache import LayerCache
 
@@ -53,8 +55,9 @@ class ConsistentEEConfig:
     """Samples per head gradient step."""
     policy_updates: int = 100
     """REINFORCE updates per policy phase."""
-    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig)
-    """Config of the policy phases."""
+    reinforce: ReinforceConfig = field(default_factory=official_reinforce)
+    """Config of the policy phases (default: the official mean-of-K baseline, K = 8, per-layer
+    nets of width 32; see :mod:`exitgym.agents.consistentee_policy`)."""
     seed: int = 0
     """Seeds head initialisation and shuffling."""
 
@@ -176,7 +179,8 @@ class ConsistentEE:
         cache: Training-split cache (its pooled states are what the heads read).
         make_env: Builds the training env on a cache, e.g. ``lambda c: gym.make_vec(
             "exitgym/EarlyExit-v0", num_envs=64, cache=c, reward="hardness",
-            vectorization_mode="vector_entry_point")``. Called after every head phase.
+            observation="hidden+depth", vectorization_mode="vector_entry_point")`` (the
+            per-layer policy reads ``hidden+depth``). Called after every head phase.
         config: Schedule hyper-parameters.
     """
 
@@ -191,7 +195,7 @@ class ConsistentEE:
         torch.manual_seed(self.config.seed)
         self.heads = CachedHeads(cache.num_layers, cache.hidden_size, cache.num_labels)
         self.cache: LayerCache = cache
-        self.agent: Reinforce | None = None
+        self.agent: PerLayerReinforce | None = None
         self.log: list[dict[str, Any]] = []
 
     def _record(self, phase: str, **values: Any) -> None:
@@ -233,7 +237,7 @@ class ConsistentEE:
                 else self.heads.apply_to(self.policy_base, self.cache.meta.get("heads", "")))
         env = self.make_env(rows)  # step 2: memorized layers come with the new cache
         if self.agent is None:
-            self.agent = Reinforce(env, self.config.reinforce)
+            self.agent = PerLayerReinforce(env, self.config.reinforce)
         else:  # keep training the same policy on the env of the new heads
             old = env_attr(self.agent.env, "reward_shape")
             self.agent.env = env

@@ -1,4 +1,4 @@
-"""The small MLP policy of the learned agents (ConsistentEE's 2-layer policy network).
+"""The small MLP policy of the learned agents (ConsistentEE's per-layer nets subclass it).
 
 One network for Discrete(n) and MultiDiscrete(nvec) action spaces: it outputs ``sum(nvec)`` logits
 read as independent categoricals (one per action dimension). It implements the
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class MLPPolicyConfig:
     hidden: int = 64
     """Width of the hidden layer."""
     num_layers: int = 2
-    """Number of linear layers (2 = Linear-ReLU-Linear, as in ConsistentEE)."""
+    """Number of linear layers (2 = Linear-ReLU-Linear)."""
     multi_discrete: bool = False
     """True when the env's action space is MultiDiscrete (actions are ``[B, k]``)."""
     observation: str = "features"
@@ -106,26 +106,43 @@ def nvec_of(action_space: Any) -> tuple[tuple[int, ...], bool]:
     )
 
 
-class MLPPolicy(nn.Module):
-    """Observation -> independent categorical logits per action dimension."""
+def linear_chain(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential:
+    """``Linear(sizes[0], sizes[1])``, ``activation``, ..., ``Linear(sizes[-2], sizes[-1])``."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
 
-    def __init__(self, config: MLPPolicyConfig, seed: int = 0) -> None:
+
+class MLPPolicy(nn.Module):
+    """Observation -> independent categorical logits per action dimension.
+
+    Subclasses with another network (ConsistentEE's per-layer nets) override
+    :meth:`build_network` and :meth:`logits` and name their config class; sampling, the greedy
+    reading, log-probabilities, cost and persistence are this class's.
+    """
+
+    config_class: ClassVar[type[Any]] = MLPPolicyConfig
+    """The config dataclass :meth:`load` rebuilds from ``policy.json``."""
+
+    def __init__(self, config: Any, seed: int = 0) -> None:
         super().__init__()
         self.config = config
         self.required_observation = config.observation
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)  # initialisation depends on the seed only
-        sizes = config.layer_sizes
-        layers: list[nn.Module] = []
-        for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                layers.append(nn.ReLU())
-        self.net = nn.Sequential(*layers)
+        self.net = self.build_network(config)
         torch.random.set_rng_state(gen_state)
         self._rng = np.random.default_rng(seed)
         self.epsilon = 0.0
         """Exploration: with this probability a sampled action is uniform (training only)."""
+
+    @staticmethod
+    def build_network(config: Any) -> nn.Module:
+        """The network (``self.net``), built under the seeded initialisation."""
+        return linear_chain(config.layer_sizes, nn.ReLU)
 
     # ----- distribution --------------------------------------------------------------------
     def logits(self, obs: torch.Tensor) -> list[torch.Tensor]:
@@ -206,10 +223,11 @@ class MLPPolicy(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> MLPPolicy:
-        """Inverse of :meth:`save` (safetensors, no pickle)."""
+        """Inverse of :meth:`save` (safetensors, no pickle); a subclass loads its own config."""
         meta = json.loads((Path(directory) / "policy.json").read_text())
         cfg = dict(meta["config"])
-        cfg["nvec"] = tuple(cfg["nvec"])
-        policy = cls(MLPPolicyConfig(**cfg))
+        if "nvec" in cfg:  # JSON has lists; the config holds tuples
+            cfg["nvec"] = tuple(cfg["nvec"])
+        policy = cls(cls.config_class(**cfg))
         policy.load_state_dict(load_module_state(Path(directory), "policy"))
         return policy

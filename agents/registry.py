@@ -192,8 +192,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _sb3("a2c", "stable_baselines3", "A2C"),
     _sb3("dqn", "stable_baselines3", "DQN"),
     _sb3("maskable-ppo", "sb3_contrib", "MaskablePPO", masks=True),
-    Method("consistentee", "schedule", "ConsistentEE: heads and REINFORCE policy trained in "
-           "turns on a cache", _consistentee, knob="target"),
+    Method("consistentee", "schedule", "ConsistentEE: heads and per-layer exit nets (REINFORCE, "
+           "mean-of-K baseline) trained in turns on a cache", _consistentee, knob="target"),
     # compare --rules lists the rule and fitted kinds in this order.
     _rule(EntropyExit, "DeeBERT: exit when the normalised entropy < theta"),
     _rule(MaxProbExit, "RightTool: exit when the max probability > theta"),

@@ -167,8 +167,7 @@ class Reinforce:
         space = getattr(env, "single_action_space", None) or env.action_space
         obs_space = getattr(env, "single_observation_space", None) or env.observation_space
         spec = observation or env_observation(env) or "features"
-        cfg = self.policy_config(obs_space, space, self.config, spec)
-        self.policy = MLPPolicy(cfg, seed=self.config.seed)
+        self.policy = self._make_policy(obs_space, space, spec)
         self.policy.epsilon = self.config.epsilon
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
         self.rng = np.random.default_rng(self.config.seed)
@@ -198,6 +197,13 @@ class Reinforce:
         """
         return MLPPolicyConfig.from_spaces(observation_space, action_space, config.hidden,
                                            config.num_layers, observation)
+
+    def _make_policy(self, observation_space: Any, action_space: Any,
+                     observation: str) -> MLPPolicy:
+        """The policy this trainer trains (a subclass may train another network; ConsistentEE's
+        per-layer one reads the env's depth)."""
+        cfg = self.policy_config(observation_space, action_space, self.config, observation)
+        return MLPPolicy(cfg, seed=self.config.seed)
 
     # ----- rollouts ------------------------------------------------------------------------
     def _rollout(self, ids: np.ndarray, deterministic: bool) -> Rollout:

@@ -173,4 +173,14 @@ def test_embedded_minilm_is_exact_and_uses_mean_pooling() -> None:
         expected = (reference[-1] * mask).sum(1) / mask.sum(1)
     assert torch.allclose(pooled[-1], expected, atol=1e-5)
     # The sentence-transformers embedding is the mean-pooled last layer: similar texts are closer.
-    assert len(bb.fingerprint()) == 64 and bb.fingerprint() == bb.fingerprint()
+    # The fingerprint names the weights: a second, independently loaded model with equal weights
+    # has the same one; one weight of the last layer changed by 1e-3 gives another.
+    first = bb.fingerprint()
+    assert len(first) == 64 and int(first, 16) >= 0
+    other = load_backbone("minilm-l6")
+    assert other.model is not bb.model and other.fingerprint() == first
+    with torch.no_grad():
+        last = [p for name, p in other.model.named_parameters() if "weight" in name][-1]
+        last.view(-1)[0] += 1e-3
+    other.invalidate_fingerprint()
+    assert other.fingerprint() != first and bb.fingerprint() == first

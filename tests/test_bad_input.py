@@ -205,19 +205,26 @@ def complete_run(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("attempt", [
-    lambda out: RunDir.create(out),
-    lambda out: main(["train", "--out", str(out), "--steps", "1"]),
-    lambda out: main(["bench", "--out", str(out), "--num-texts", "-3"]),
+@pytest.mark.parametrize(("attempt", "message"), [
+    (lambda out: RunDir.create(out), "already holds a run (status 'complete')"),
+    (lambda out: main(["train", "--out", str(out), "--steps", "1"]),
+     "already holds a run (status 'complete')"),
+    (lambda out: main(["bench", "--out", str(out), "--num-texts", "-3"]),
+     "--num-texts must be >= 1"),
 ])
 def test_existing_results_survive_a_refused_command(tmp_path: Path, capsys,
-                                                    attempt: Callable[[Path], Any]) -> None:
+                                                    attempt: Callable[[Path], Any],
+                                                    message: str) -> None:
+    """Each attempt is refused (a RunError, or exit code 2 with the reason on stderr; a success
+    or a bare ``sys.exit()`` is not a refusal) and the run on disk is left byte for byte."""
     out = complete_run(tmp_path / "run")
     (out / "bench.json").write_text('{"schema": "exitgym-bench/1"}\n')
     before = digest(out)
     try:
-        code = attempt(out)
-    except (RunError, SystemExit) as err:
-        code = getattr(err, "code", 2)
-    assert code == 2 or code is None
+        code, text = attempt(out), capsys.readouterr().err
+    except RunError as err:
+        code, text = 2, str(err)
+    except SystemExit as err:  # argparse-style exits must carry the error code too
+        code, text = err.code, capsys.readouterr().err
+    assert code == 2 and message in text, (code, text)
     assert digest(out) == before

@@ -29,10 +29,12 @@ def test_half_is_the_greedy_reading_and_thresholds_order_the_exits() -> None:
     exits = [int(CalibratedExit(pol, tau).act(obs).sum()) for tau in (0.0, 0.1, 0.5, 0.9, 1.0)]
     assert exits == sorted(exits, reverse=True) and exits[0] == len(obs)
     assert exits[1] > exits[2] > exits[3]
-    # The probability is the policy's own softmax, not some other monotone score.
-    with torch.no_grad():
-        logits = pol.logits(torch.as_tensor(obs))[0].double()
-    assert np.allclose(p, torch.softmax(logits, -1)[:, 1].numpy())
+    # The probability of action 1 (exit) computed by hand from the weights, without the policy's
+    # code or a softmax: relu(W1 x + b1) -> logits (z_continue, z_exit), P = σ(z_exit − z_cont).
+    w1, b1 = (t.detach().double().numpy() for t in (pol.net[0].weight, pol.net[0].bias))
+    w2, b2 = (t.detach().double().numpy() for t in (pol.net[2].weight, pol.net[2].bias))
+    z = np.maximum(obs.astype(np.float64) @ w1.T + b1, 0.0) @ w2.T + b2
+    assert p == pytest.approx(1.0 / (1.0 + np.exp(z[:, 0] - z[:, 1])), abs=1e-6)
 
 
 def test_bad_thresholds_and_non_exit_policies_are_refused() -> None:

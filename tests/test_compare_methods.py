@@ -122,7 +122,7 @@ def test_consistentee_runs_on_the_logits_of_its_own_saved_heads(compared) -> Non
     assert not np.allclose(own, test.logits, atol=1e-3)  # they are not the prepared heads
     ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0-greedy.parquet")
     assert ts.meta["env_spec"]["heads_file"] == "runs/consistentee-b0.5-s0/heads.safetensors"
-    assert ts.meta["env_spec"]["kwargs"]["observation"] == "hidden"
+    assert ts.meta["env_spec"]["kwargs"]["observation"] == "hidden+depth"
     assert ts.meta["env_spec"]["kwargs"]["policy_flops"] > 0
     for rec in ts.records:
         logits = own[rec.sample_id, rec.exit_layer - 1]
@@ -133,6 +133,31 @@ def test_consistentee_runs_on_the_logits_of_its_own_saved_heads(compared) -> Non
         wrong = np.flatnonzero(preds != test.labels[rec.sample_id])
         layers = len(preds)
         assert rec.memorized_layer == (min(int(wrong[-1]) + 2, layers) if wrong.size else 1)
+
+
+def test_consistentee_in_compare_is_the_official_per_layer_policy_with_mean_of_k(
+        compared) -> None:
+    """The saved agent has one Linear(H, 32)-GELU-Linear(32, 1) net per layer, was trained
+    with the mean-of-K baseline (K = 8 divides --batch-size 8) and is charged one net's FLOPs
+    per decision (the old shared ReLU MLP with the self-critical baseline fails all three)."""
+    from exitgym.agents.consistentee_policy import PerLayerExitPolicy
+    from exitgym.backbones.flops import mlp_flops
+
+    out = compared["out"]
+    directory = out / "runs" / "consistentee-b0.5-s0"
+    meta = json.loads((directory / "policy.json").read_text())
+    assert meta["reinforce"]["baseline"] == "mean-of-k" and meta["reinforce"]["k"] == 8
+    assert meta["reinforce"]["batch_size"] == 8
+    policy = PerLayerExitPolicy.load(directory)
+    state = load_file(str(directory / "policy.safetensors"))
+    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0.parquet")
+    num_layers, hidden = policy.config.num_layers, policy.config.hidden_size
+    assert num_layers == ts.num_layers > 1
+    assert sorted(state) == sorted(f"net.{layer}.{i}.{p}" for layer in range(num_layers)
+                                   for i in (0, 2) for p in ("weight", "bias"))
+    assert all(state[f"net.{layer}.0.weight"].shape == (32, hidden) and
+               state[f"net.{layer}.2.weight"].shape == (1, 32) for layer in range(num_layers))
+    assert ts.meta["env_spec"]["kwargs"]["policy_flops"] == mlp_flops([hidden, 32, 1])
 
 
 def test_replay_verifies_consistentee_and_catches_other_heads(compared, capsys) -> None:
@@ -160,7 +185,7 @@ def test_consistentee_fits_heads_on_their_rows_and_the_policy_on_held_out_rows()
     import gymnasium as gym
 
     from exitgym.agents.consistentee import ConsistentEE, ConsistentEEConfig
-    from exitgym.agents.reinforce import ReinforceConfig
+    from exitgym.agents.consistentee_policy import official_reinforce
     from exitgym.data.synthetic import synthetic_cache
 
     heads_rows, policy_rows = synthetic_cache(num_samples=96), synthetic_cache(48, seed=1)
@@ -169,10 +194,11 @@ def test_consistentee_fits_heads_on_their_rows_and_the_policy_on_held_out_rows()
     def make_env(c):
         made.append(c.num_samples)
         return gym.make_vec("exitgym/EarlyExit-v0", num_envs=16, cache=c, reward="hardness",
-                            alpha=0.5, vectorization_mode="vector_entry_point")
+                            alpha=0.5, observation="hidden+depth",
+                            vectorization_mode="vector_entry_point")
 
     cfg = ConsistentEEConfig(rounds=1, head_epochs=2, policy_updates=2,
-                             reinforce=ReinforceConfig(batch_size=16))
+                             reinforce=official_reinforce(batch_size=16))
     run = ConsistentEE(heads_rows, make_env, cfg, policy_cache=policy_rows).run()
     assert made == [48, 96, 48]  # policy phase, exits on the heads' rows, last policy phase
     assert run.agent is not None and run.agent.num_samples == 48

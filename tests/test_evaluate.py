@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -36,7 +38,6 @@ def test_metrics_match_the_cache() -> None:
     res = evaluate(StaticExit(3), vector)
     assert res.accuracy == pytest.approx(cache.correct[:, 2].mean())
     assert res.mean_cost == pytest.approx(cache.cost()[:, 2].mean())
-    assert res.speedup == pytest.approx(1 / res.mean_cost)
     assert res.mean_exit_layer == 3.0 and res.exit_histogram == (0, 0, 20, 0, 0, 0)
     rec = res.records[4]
     assert rec.actions == (0, 0, 1) and rec.memorized_layer == cache.memorized[4]
@@ -54,7 +55,8 @@ def test_records_equality_and_json_round_trip(tmp_path) -> None:
     assert rec == noisy and rec.close_to(noisy)
     assert not rec.close_to(EpisodeRecord(**{**rec.to_dict(), "actions": (0, 1), "cost": 0.5}))
     assert rec != EpisodeRecord(**{**rec.__dict__, "exit_layer": 3})
-    res = evaluate(EntropyExit(0.3), envs(synthetic_cache(num_samples=9))[1], seed=5)
+    cache = synthetic_cache(num_samples=9)
+    res = evaluate(EntropyExit(0.3), envs(cache)[1], seed=5)
     path = res.save(tmp_path / "eval.json")
     loaded = EvalResult.load(path)
     assert loaded.records == res.records and loaded.accuracy == res.accuracy
@@ -64,4 +66,23 @@ def test_records_equality_and_json_round_trip(tmp_path) -> None:
         EpisodeRecord.from_dict({**rec.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="exit layers"):
         EvalResult.from_records([rec], num_layers=1)
-    assert np.isclose(res.flops_saved, 1 - res.mean_cost)
+    # the saved summary's savings are those of the cached cost at each record's exit layer
+    spent = np.mean([cache.cost()[r.sample_id, r.exit_layer - 1] for r in res.records])
+    assert 0 < spent < 1
+    assert json.loads(path.read_text())["flops_saved"] == pytest.approx(1 - spent)
+    assert loaded.flops_saved == pytest.approx(1 - spent)
+
+
+def test_speedup_and_flops_saved_by_hand() -> None:
+    """Episodes costing 0.25 and 0.5 of the full model: mean cost 0.375, speedup 1/0.375 = 8/3
+    (not the mean of the per-episode speedups, 3), savings 0.625; free episodes: infinite."""
+    def record(sample_id: int, exit_layer: int, cost: float) -> EpisodeRecord:
+        return EpisodeRecord(sample_id=sample_id, actions=(0,) * (exit_layer - 1) + (1,),
+                             exit_layer=exit_layer, prediction=0, label=0, correct=True,
+                             rewards=(0.0,) * exit_layer, cost=cost, flops=cost * 100)
+
+    res = EvalResult.from_records([record(0, 1, 0.25), record(1, 2, 0.5)], num_layers=2)
+    assert res.mean_cost == pytest.approx(0.375)
+    assert res.speedup == pytest.approx(8 / 3)
+    assert res.flops_saved == pytest.approx(0.625)
+    assert EvalResult.from_records([record(0, 1, 0.0)], num_layers=2).speedup == float("inf")

@@ -90,7 +90,10 @@ def test_every_decision_network_is_charged_by_mlp_flops() -> None:
     cache = synthetic_cache(num_samples=16, hidden_size=8)
     palbert = Palbert.fit(cache, PalbertConfig(epochs=1, hidden=16))
     assert palbert.policy_flops == mlp_flops([16, 16, 16, 1])
-    assert palbert.with_knob(0.3).policy_flops == palbert.policy_flops
+    # by hand: Λ reads [h_l, h_{l-1}] (2·8 = 16) through 16-16-1 with tanh on the 32 hidden
+    # units: (2·16·16 + 16) · 2 + (2·16 + 1) + 8·32 = 1345, for every knob and criterion
+    assert palbert.with_knob(0.3).policy_flops == 1345
+    assert palbert.with_criterion("sample").policy_flops == 1345
     berxit = Berxit.fit(cache, BerxitConfig(epochs=1, width=32))
     assert berxit.policy_flops == mlp_flops([4, 32, 1])
     with pytest.raises(ValueError, match="do not chain"):

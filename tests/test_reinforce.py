@@ -293,6 +293,7 @@ def test_consistentee_losses_and_schedule() -> None:
         exit_layer_ce,
         weighted_ce,
     )
+    from exitgym.agents.consistentee_policy import official_reinforce
 
     logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])  # CE_1 = log 2, CE_2 = log(1 + e^-2)
     labels = torch.tensor([0])
@@ -307,10 +308,11 @@ def test_consistentee_losses_and_schedule() -> None:
 
     def make_env(c):
         return gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=c, reward="hardness",
-                            alpha=0.5, vectorization_mode="vector_entry_point")
+                            alpha=0.5, observation="hidden+depth",
+                            vectorization_mode="vector_entry_point")
 
     cfg = ConsistentEEConfig(rounds=1, head_epochs=30, head_lr=5e-2, policy_updates=5,
-                             reinforce=ReinforceConfig(batch_size=32))
+                             reinforce=official_reinforce(batch_size=32))
     run = ConsistentEE(cache, make_env, cfg).run()
     # ends on a policy phase: the returned policy was trained on the returned heads
     assert [e["phase"] for e in run.log] == ["heads-weighted", "policy", "heads-at-exit",

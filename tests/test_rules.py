@@ -102,11 +102,27 @@ def test_static_and_random_extremes() -> None:
 
 def test_knobs_grids_and_registry() -> None:
     assert StaticExit.default_grid(6) == (1, 2, 3, 4, 5, 6)
-    rules = EntropyExit().sweep(6)
-    assert [r.theta for r in rules] == list(EntropyExit.default_grid(6))
-    assert PatienceExit(2).with_knob(3).t == 3
+    # Each swept rule acts on its own θ: p = (0.75, 0.25) has normalised entropy 0.8113, the
+    # uniform head 1.0, so a rule exits those rows iff θ exceeds them (strictly).
+    thetas = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)
+    batch = obs_at(1, [[math.log(3.0), 0.0], [0.0, 0.0]])
+    exits = []
+    for rule in EntropyExit().sweep(6):
+        rule.reset(2)
+        exits.append(rule.act(batch).tolist())
+    assert exits == [[int(t > 0.8113), 0] for t in thetas]
+    # with_knob returns a copy that waits t = 3 unchanged predictions; the original still 2
+    same = [[2.0, 0.0]]
+    for rule, layer in ((PatienceExit(2).with_knob(3), 4), (PatienceExit(2), 3)):
+        rule.reset(1)
+        acts = [int(rule.act(obs_at(i, same))[0]) for i in range(1, L + 1)]
+        assert acts.index(1) + 1 == layer, (rule.t, acts)
     assert set(names("rule")) >= {"static", "random", "entropy", "maxprob", "patience", "oracle"}
-    assert make_rule("maxprob", theta=0.8).theta == 0.8
+    # make_rule builds the named rule with the knob: max probability 0.75 waits, 0.9 exits
+    maxprob = make_rule("maxprob", theta=0.8)
+    maxprob.reset(2)
+    assert isinstance(maxprob, MaxProbExit)
+    assert maxprob.act(obs_at(1, [[math.log(3.0), 0.0], [math.log(9.0), 0.0]])).tolist() == [0, 1]
     with pytest.raises(KeyError, match="unknown exit rule"):
         make_rule("nope")
     with pytest.raises(ValueError, match="StaticExit.k"):

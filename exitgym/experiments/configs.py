@@ -238,9 +238,10 @@ class CompareConfig:
     the lexicographic comparison; rows ``<agent>-vanilla``). Without --targets --alphas is
     that arm."""
     consistentee: tuple[float, ...] = option((), minimum=0)
-    """ConsistentEE agents (its full schedule: heads retrained at the exits, policy on the
-    hidden state), one per target cost of its budget-targeted policy phases (the knob); each
-    gets ``steps`` policy updates in all. Empty: none."""
+    """ConsistentEE agents (its full schedule: heads retrained at the exits, the official
+    per-layer policy nets on the hidden state, mean-of-K baseline with K = 8 or the largest
+    power of two dividing an even --batch-size), one per target cost of its budget-targeted
+    policy phases (the knob); each gets ``steps`` policy updates in all. Empty: none."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(RULE_CHOICES))
     """Exit rules and trained baselines swept over their default knob grids."""
@@ -274,6 +275,10 @@ class CompareConfig:
             raise ValueError("compare needs at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"compare seeds must be distinct, got {list(self.seeds)}")
+        if self.consistentee:  # fail before any training, not at the first ConsistentEE agent
+            from exitgym.agents.consistentee_policy import rollouts_per_sample
+
+            rollouts_per_sample(self.batch_size)
         if self.selection_split in (self.eval_split, self.train_split):
             raise ValueError(f"selection_split {self.selection_split!r} must differ from the "
                              f"train split ({self.train_split!r}) and the evaluation split "

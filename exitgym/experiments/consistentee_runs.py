@@ -6,27 +6,32 @@ meaningful on its own heads. Each agent's directory ``runs/consistentee-b<target
 :class:`~exitgym.experiments.env_spec.EnvSpec` names the heads file (``heads_file``, relative to
 the comparison directory), so validation, test, the recorded trajectories and ``replay --verify``
 all run the same :func:`~exitgym.agents.rollout.evaluate` / env code on the prepared cache whose
-per-layer logits are recomputed by those heads from the cached pooled states. The policy reads
-the hidden state (``observation="hidden"``, as in the paper) and is charged its FLOPs
-(``mlp_flops``, like every other policy); the policy phases are budget-targeted
+per-layer logits are recomputed by those heads from the cached pooled states. The policy is the
+official code's, one ``Linear(H, 32)``-GELU-``Linear(32, 1)``-sigmoid net per layer on the hidden
+state (:mod:`exitgym.agents.consistentee_policy`; observation ``hidden+depth``, the depth only
+picking the layer's net), charged the FLOPs of one net per decision (``mlp_flops``, like every
+other policy) and trained with the official mean-of-K baseline (K = 8, or the largest power of
+two dividing a smaller batch); the policy phases are budget-targeted
 (``ReinforceConfig.target_cost``: the knob is the target cost), with the hardness reward.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from exitgym.agents.registry import lookup
 from exitgym.experiments.env_spec import EnvSpec
 
 CONSISTENTEE = "consistentee"
 """Registry name and row label."""
 HEADS_FILE = "heads.safetensors"
 """The returned heads inside an agent's directory."""
-OBSERVATION = "hidden"
-"""ConsistentEE's policy input: the pooled hidden state of the current layer."""
+OBSERVATION = "hidden+depth"
+"""ConsistentEE's policy input: the pooled hidden state of the current layer (every per-layer
+net's input) and the depth view, whose layer fraction picks that layer's net
+(``agents.consistentee_policy.PER_LAYER_OBSERVATION``)."""
+
 HEADS_SPLIT = "train"
 """ConsistentEE fits its heads on the rows the prepared heads were fit on; its policy phases
 train on the comparison's ``train_split`` (the held-out ``policy`` rows by default)."""
@@ -67,7 +72,7 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, policy_c
             ``cache`` itself to train both on the same rows).
         out: the comparison directory.
         steps: REINFORCE updates in all, split evenly over the ``rounds + 1`` policy phases.
-        batch_size: episodes per update.
+        batch_size: episodes per update (``batch_size / K`` samples, K rollouts each).
         num_envs: vector-env slots.
         lr: the policy's learning rate (None: REINFORCE's default).
         rounds: head/policy rounds of the schedule (ConsistentEEConfig.rounds).
@@ -77,18 +82,18 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, policy_c
         (relative to ``out``), ``with_split`` re-targets it.
     """
     from exitgym.agents.consistentee import ConsistentEE, ConsistentEEConfig, save_heads
-    from exitgym.agents.reinforce import ReinforceConfig
+    from exitgym.agents.consistentee_policy import PerLayerReinforce, official_reinforce
 
     knobs: dict[str, Any] = {"batch_size": batch_size, "seed": job.seed,
                              "target_cost": job.target}
     if lr is not None:
         knobs["lr"] = lr
-    reinforce = ReinforceConfig(**knobs)
+    reinforce = official_reinforce(**knobs)
     spec = base.with_kwargs(observation=OBSERVATION, reward=REWARD, alpha=0.0)
     probe = spec.make(None, policy_cache)
     try:
-        flops = lookup("reinforce", "trainer").policy_flops(
-            probe.observation_space, probe.action_space, OBSERVATION, **knobs)
+        flops = PerLayerReinforce.policy_config(probe.observation_space, probe.action_space,
+                                                reinforce, OBSERVATION).flops
     finally:
         probe.close()
     spec = spec.with_kwargs(policy_flops=float(flops))
@@ -104,7 +109,8 @@ def train_consistentee(job: ConsistentEEJob, base: EnvSpec, cache: Any, policy_c
     directory = out / "runs" / job.name
     save_heads(schedule.heads, directory / HEADS_FILE)
     policy.save(directory, {"trainer": "ConsistentEE", "target_cost": job.target,
-                            "seed": job.seed, "schedule": schedule.log})
+                            "seed": job.seed, "reinforce": asdict(reinforce),
+                            "schedule": schedule.log})
     return policy, replace(spec, heads_file=f"runs/{job.name}/{HEADS_FILE}")
 
 
