@@ -150,7 +150,7 @@ def test_consistentee_in_compare_is_the_official_per_layer_policy_with_mean_of_k
     assert meta["reinforce"]["batch_size"] == 8
     policy = PerLayerExitPolicy.load(directory)
     state = load_file(str(directory / "policy.safetensors"))
-    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0.parquet")
+    ts = load_trajectories(out / "trajectories" / "consistentee-b0.5-s0-greedy.parquet")
     num_layers, hidden = policy.config.num_layers, policy.config.hidden_size
     assert num_layers == ts.num_layers > 1
     assert sorted(state) == sorted(f"net.{layer}.{i}.{p}" for layer in range(num_layers)
