@@ -3,7 +3,8 @@
 One network for Discrete(n) and MultiDiscrete(nvec) action spaces: it outputs ``sum(nvec)`` logits
 read as independent categoricals (one per action dimension). It implements the
 :class:`~exitgym.agents.base.Policy` protocol (greedy = argmax, sampling with its own seeded numpy
-generator so runs are reproducible) and reports its own cost, ``policy_flops``, so the env can
+generator so runs are reproducible; initialisation and sampling are independent children of the
+seed, :mod:`exitgym.agents.seeding`) and reports its own cost, ``policy_flops``, so the env can
 charge it (``gym.make(..., policy_flops=policy.policy_flops)``).
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from exitgym.agents.io import load_module_state, save_module
+from exitgym.agents.seeding import SeedLike, policy_streams
 from exitgym.backbones.flops import mlp_flops
 
 
@@ -109,12 +111,18 @@ def nvec_of(action_space: Any) -> tuple[tuple[int, ...], bool]:
 class MLPPolicy(nn.Module):
     """Observation -> independent categorical logits per action dimension."""
 
-    def __init__(self, config: MLPPolicyConfig, seed: int = 0) -> None:
+    config_class: type[MLPPolicyConfig] = MLPPolicyConfig
+    """The config :meth:`load` rebuilds (a subclass's own)."""
+
+    def __init__(self, config: MLPPolicyConfig, seed: SeedLike = 0) -> None:
+        """Build the network; ``seed`` (an int or a trainer's spawned stream) fixes the weights
+        and, through an independent child stream, the sampled actions."""
         super().__init__()
         self.config = config
         self.required_observation = config.observation
+        init_seed, self._rng = policy_streams(seed)
         gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # initialisation depends on the seed only
+        torch.manual_seed(init_seed)  # initialisation depends on the seed only
         sizes = config.layer_sizes
         layers: list[nn.Module] = []
         for i in range(len(sizes) - 1):
@@ -123,7 +131,6 @@ class MLPPolicy(nn.Module):
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
         torch.random.set_rng_state(gen_state)
-        self._rng = np.random.default_rng(seed)
         self.epsilon = 0.0
         """Exploration: with this probability a sampled action is uniform (training only)."""
 
@@ -153,9 +160,10 @@ class MLPPolicy(nn.Module):
     def reset(self, num_envs: int) -> None:
         """Stateless: nothing to reset."""
 
-    def seed(self, seed: int) -> None:
-        """Reseed the sampling generator (sampled actions and epsilon-greedy)."""
-        self._rng = np.random.default_rng(seed)
+    def seed(self, seed: SeedLike) -> None:
+        """Reseed the sampling generator (sampled actions and epsilon-greedy): the stream a
+        policy built with ``seed`` starts with."""
+        self._rng = policy_streams(seed)[1]
 
     @property
     def rng_state(self) -> dict[str, Any]:
@@ -208,8 +216,11 @@ class MLPPolicy(nn.Module):
     def load(cls, directory: str | Path) -> MLPPolicy:
         """Inverse of :meth:`save` (safetensors, no pickle)."""
         meta = json.loads((Path(directory) / "policy.json").read_text())
-        cfg = dict(meta["config"])
-        cfg["nvec"] = tuple(cfg["nvec"])
-        policy = cls(MLPPolicyConfig(**cfg))
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
+        policy = cls(cls.config_class(**cfg))
         policy.load_state_dict(load_module_state(Path(directory), "policy"))
+        policy.restore_meta(meta)
         return policy
+
+    def restore_meta(self, meta: dict[str, Any]) -> None:
+        """Set what :meth:`save` stored besides the config and weights (nothing here)."""
