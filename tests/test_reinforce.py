@@ -346,9 +346,9 @@ def test_log_probs_leave_out_the_forced_last_layer_action() -> None:
 
 @pytest.mark.parametrize("target", [0.3, 0.5])
 def test_budget_targeted_mode_meets_the_budget_the_user_gives(target: float) -> None:
-    """The plain multiplier rule (the PID rule: ``tests/test_multiplier.py``). Made with α = 0 (no reason to exit), the policy runs deep; with a target cost the
-    multiplier α rises until the mean cost meets the budget: at 0.3 only exiting at layer 1
-    fits."""
+    """The plain multiplier rule (the PID rule: ``tests/test_multiplier.py``). Made with α = 0
+    (no reason to exit), the policy runs deep; with a target cost the multiplier α rises until
+    the mean cost meets the budget: at 0.3 only exiting at layer 1 fits."""
     def trained(target_cost: float | None) -> tuple[Reinforce, Any]:
         env = gym.make_vec("exitgym/EarlyExit-v0", num_envs=64, cache=two_group_cache(),
                            reward="hardness", alpha=0.0, vectorization_mode="vector_entry_point")
