@@ -191,14 +191,12 @@ class Reinforce:
         self.policy = make_policy(cfg, streams.policy)
         self.policy.epsilon = self.config.epsilon
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
-        self.rng = streams.draws
-        self._env_seed = streams.env_seed
-        self.multiplier: Multiplier | None = None
+        self.rng, self._env_seed = streams.draws, streams.env_seed
+        c = self.config
+        self.multiplier: Multiplier | None = None if c.target_cost is None else make_multiplier(
+            c.multiplier, c.target_cost, cost_weighted_shape(env, "target_cost").alpha,
+            c.multiplier_lr, c.pid)
         """The budget-targeted mode's multiplier rule (None when off)."""
-        if self.config.target_cost is not None:
-            alpha = cost_weighted_shape(env, "target_cost").alpha
-            self.multiplier = make_multiplier(self.config.multiplier, self.config.target_cost,
-                                              alpha, self.config.multiplier_lr, self.config.pid)
         self.conditioning = (AlphaConditioning(env, self.policy, streams.conditioning)
                              if self.config.cost_conditioned else None)
         """Cost-conditioned training's per-update α draws (None when off)."""
