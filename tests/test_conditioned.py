@@ -65,7 +65,7 @@ def test_feature_grid_and_flops() -> None:
 
 def test_the_alpha_feature_is_what_the_network_reads() -> None:
     agent, env = conditioned_agent()
-    obs = torch.as_tensor(np.asarray(env.unwrapped.tables.obs)[:, 0], dtype=torch.float32)
+    obs = torch.tensor(np.asarray(env.unwrapped.tables.obs)[:, 0], dtype=torch.float32)
     low, high = agent.policy.at(0.05), agent.policy.at(5.0)
     full = torch.cat([obs, torch.full((len(obs), 1), 1.0)], -1)
     assert torch.equal(high.logits(obs)[0], agent.policy.net(full))
