@@ -18,6 +18,8 @@ _RULES = ("EntropyExit", "ExitRule", "MaxProbExit", "OracleExit", "PatienceExit"
           "StaticExit", "ThresholdExit")
 _LAZY = {
     "Reinforce": "reinforce", "ReinforceConfig": "reinforce", "MLPPolicy": "mlp_policy",
+    "ConditionedPolicy": "conditioned", "CONDITIONED_ALPHAS": "conditioned",
+    "PIDGains": "multiplier",
     "Lexicographic": "lexicographic", "LexicoConfig": "lexicographic",
     "ConsistentEE": "consistentee", "ConsistentEEConfig": "consistentee",
     "PerLayerExitPolicy": "consistentee_policy", "PerLayerReinforce": "consistentee_policy",

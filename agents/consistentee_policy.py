@@ -33,6 +33,7 @@ from torch import nn
 from exitgym.agents.mlp_policy import MLPPolicy, linear_chain, nvec_of
 from exitgym.agents.reinforce import Reinforce, ReinforceConfig
 from exitgym.agents.rollout import env_attr
+from exitgym.agents.seeding import SeedLike
 from exitgym.backbones.flops import mlp_flops
 from exitgym.envs.observations import ObsLayout
 
@@ -209,11 +210,11 @@ class PerLayerReinforce(Reinforce):
         return PerLayerPolicyConfig.from_spaces(observation_space, action_space, num_layers,
                                                 config.hidden, observation)
 
-    def _make_policy(self, observation_space: Any, action_space: Any,
-                     observation: str) -> MLPPolicy:
+    def _make_policy(self, observation_space: Any, action_space: Any, observation: str,
+                     seed: SeedLike) -> MLPPolicy:
         num_layers = env_attr(self.env, "num_layers")
         if not num_layers:
             raise ValueError("the per-layer policy needs an env exposing num_layers")
         cfg = self.policy_config(observation_space, action_space, self.config, observation,
                                  int(num_layers))
-        return PerLayerExitPolicy(cfg, seed=self.config.seed)
+        return PerLayerExitPolicy(cfg, seed=seed)

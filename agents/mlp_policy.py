@@ -3,7 +3,8 @@
 One network for Discrete(n) and MultiDiscrete(nvec) action spaces: it outputs ``sum(nvec)`` logits
 read as independent categoricals (one per action dimension). It implements the
 :class:`~exitgym.agents.base.Policy` protocol (greedy = argmax, sampling with its own seeded numpy
-generator so runs are reproducible) and reports its own cost, ``policy_flops``, so the env can
+generator so runs are reproducible; initialisation and sampling are independent children of the
+seed, :mod:`exitgym.agents.seeding`) and reports its own cost, ``policy_flops``, so the env can
 charge it (``gym.make(..., policy_flops=policy.policy_flops)``).
 """
 
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from exitgym.agents.io import load_module_state, save_module
+from exitgym.agents.seeding import SeedLike, policy_streams
 from exitgym.backbones.flops import mlp_flops
 
 
@@ -116,6 +118,7 @@ def linear_chain(sizes: list[int], activation: type[nn.Module]) -> nn.Sequential
     return nn.Sequential(*layers)
 
 
+
 class MLPPolicy(nn.Module):
     """Observation -> independent categorical logits per action dimension.
 
@@ -125,17 +128,19 @@ class MLPPolicy(nn.Module):
     """
 
     config_class: ClassVar[type[Any]] = MLPPolicyConfig
-    """The config dataclass :meth:`load` rebuilds from ``policy.json``."""
+    """The config dataclass :meth:`load` rebuilds from ``policy.json`` (a subclass's own)."""
 
-    def __init__(self, config: Any, seed: int = 0) -> None:
+    def __init__(self, config: Any, seed: SeedLike = 0) -> None:
+        """Build the network; ``seed`` (an int or a trainer's spawned stream) fixes the weights
+        and, through an independent child stream, the sampled actions."""
         super().__init__()
         self.config = config
         self.required_observation = config.observation
+        init_seed, self._rng = policy_streams(seed)
         gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # initialisation depends on the seed only
+        torch.manual_seed(init_seed)  # initialisation depends on the seed only
         self.net = self.build_network(config)
         torch.random.set_rng_state(gen_state)
-        self._rng = np.random.default_rng(seed)
         self.epsilon = 0.0
         """Exploration: with this probability a sampled action is uniform (training only)."""
 
@@ -170,9 +175,10 @@ class MLPPolicy(nn.Module):
     def reset(self, num_envs: int) -> None:
         """Stateless: nothing to reset."""
 
-    def seed(self, seed: int) -> None:
-        """Reseed the sampling generator (sampled actions and epsilon-greedy)."""
-        self._rng = np.random.default_rng(seed)
+    def seed(self, seed: SeedLike) -> None:
+        """Reseed the sampling generator (sampled actions and epsilon-greedy): the stream a
+        policy built with ``seed`` starts with."""
+        self._rng = policy_streams(seed)[1]
 
     @property
     def rng_state(self) -> dict[str, Any]:
@@ -225,9 +231,12 @@ class MLPPolicy(nn.Module):
     def load(cls, directory: str | Path) -> MLPPolicy:
         """Inverse of :meth:`save` (safetensors, no pickle); a subclass loads its own config."""
         meta = json.loads((Path(directory) / "policy.json").read_text())
-        cfg = dict(meta["config"])
-        if "nvec" in cfg:  # JSON has lists; the config holds tuples
-            cfg["nvec"] = tuple(cfg["nvec"])
+        # JSON has lists; the configs hold tuples (nvec, a conditioned policy's alpha range)
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}
         policy = cls(cls.config_class(**cfg))
         policy.load_state_dict(load_module_state(Path(directory), "policy"))
+        policy.restore_meta(meta)
         return policy
+
+    def restore_meta(self, meta: dict[str, Any]) -> None:
+        """Set what :meth:`save` stored besides the config and weights (nothing here)."""

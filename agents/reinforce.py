@@ -17,15 +17,20 @@ Baselines (``ReinforceConfig.baseline``; names in :data:`ADVANTAGE_BASELINES`):
 
 Exploration: entropy bonus and epsilon-greedy (with probability ε a sampled action is uniform; the
 gradient still uses log π of the action taken, the usual practical choice). Everything is seeded:
-the same config and seed give identical weights (``torch.equal``), and :meth:`Reinforce.state_dict`
-holds every generator, so a checkpointed run resumes bit-identically (the
-:class:`~exitgym.agents.base.Trainer` protocol).
+the same config and seed give identical weights (``torch.equal``), sample draws, action sampling,
+initialisation and env resets use independent children of the seed (:mod:`exitgym.agents.seeding`),
+and :meth:`Reinforce.state_dict` holds every generator, so a checkpointed run resumes
+bit-identically (the :class:`~exitgym.agents.base.Trainer` protocol).
+
+Two ways to ask for a cost instead of an α: the budget-targeted mode (``target_cost``; α is a
+Lagrange multiplier, :mod:`exitgym.agents.multiplier`) and cost-conditioned training
+(``cost_conditioned``; α is a policy input drawn per update, :mod:`exitgym.agents.conditioned`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +38,26 @@ import numpy as np
 import torch
 
 from exitgym.agents.base import ADVANTAGE_BASELINES, Logger
+from exitgym.agents.conditioned import (
+    CONDITIONED_RANGE,
+    AlphaConditioning,
+    check_alpha_range,
+    conditioned_config,
+    make_policy,
+)
 from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
+from exitgym.agents.multiplier import MULTIPLIERS, Multiplier, PIDGains, make_multiplier
 from exitgym.agents.rollout import (
     Rollout,
+    concat_rollouts,
+    cost_weighted_shape,
     decision_steps,
     env_attr,
     env_observation,
     num_samples_of,
     run_episodes,
 )
+from exitgym.agents.seeding import SeedLike, trainer_streams
 from exitgym.utils.torch_state import load_optimizer_tensors, optimizer_tensors
 
 
@@ -74,14 +90,28 @@ class ReinforceConfig:
     max_grad_norm: float = 5.0
     """Gradient clipping (0 = off)."""
     seed: int = 0
-    """Seeds initialisation, sample choice, action sampling and env resets."""
+    """Seeds initialisation, sample choice, action sampling and env resets (each its own
+    independent stream, :func:`~exitgym.agents.seeding.trainer_streams`)."""
     target_cost: float | None = None
     """Budget-targeted mode: the mean cost (FLOPs fraction) the policy must meet. The reward's
-    cost weight α becomes a Lagrange multiplier, ``α ← max(0, α + multiplier_lr·(c̄ − target))``
-    after every update (``c̄``: the batch's mean sampled cost), so a user asks for a budget
-    instead of guessing an α. None: α stays as the env was made."""
+    cost weight α becomes a Lagrange multiplier updated after every update from the batch's mean
+    sampled cost ``c̄`` (rule: ``multiplier``), so a user asks for a budget instead of guessing
+    an α. None: α stays as the env was made."""
+    multiplier: str = "pid"
+    """Multiplier rule of the budget-targeted mode (:data:`~exitgym.agents.multiplier.
+    MULTIPLIERS`): ``pid`` (default: it lands, see below) or ``plain``
+    (``α ← max(0, α + multiplier_lr·(c̄ − target))``, the rule of earlier runs, kept so they
+    reproduce). Measured: :class:`~exitgym.agents.multiplier.PIDGains`."""
     multiplier_lr: float = 2.0
-    """Step of the multiplier update of the budget-targeted mode."""
+    """Step of the ``plain`` multiplier rule."""
+    pid: PIDGains = field(default_factory=PIDGains)
+    """Gains of the ``pid`` multiplier rule."""
+    cost_conditioned: bool = False
+    """Train one policy for every cost weight: α is an extra policy input, drawn log-uniformly
+    from ``alpha_range`` for each update (:mod:`exitgym.agents.conditioned`). The policy is a
+    :class:`~exitgym.agents.conditioned.ConditionedPolicy`, read per budget with ``.at(α)``."""
+    alpha_range: tuple[float, float] = CONDITIONED_RANGE
+    """Range of the cost weights drawn by ``cost_conditioned`` training."""
 
     def __post_init__(self) -> None:
         if self.baseline not in ADVANTAGE_BASELINES:
@@ -100,6 +130,13 @@ class ReinforceConfig:
             raise ValueError(f"target_cost must be a FLOPs fraction > 0, got {self.target_cost}")
         if self.multiplier_lr < 0:
             raise ValueError(f"multiplier_lr must be >= 0, got {self.multiplier_lr}")
+        if self.multiplier not in MULTIPLIERS:
+            raise ValueError(f"unknown multiplier {self.multiplier!r}; choose one of "
+                             f"{MULTIPLIERS}")
+        if self.cost_conditioned and self.target_cost is not None:
+            raise ValueError("cost_conditioned trains for every cost weight; target_cost fixes "
+                             "one budget: use one or the other")
+        check_alpha_range(self.alpha_range)
 
 
 def compute_advantages(
@@ -131,24 +168,6 @@ def compute_advantages(
     raise ValueError(f"unknown baseline {baseline!r}; choose one of {ADVANTAGE_BASELINES}")
 
 
-def concat_rollouts(blocks: list[Rollout]) -> Rollout:
-    """Join blocks along the episode axis, padding shorter ones in time (``alive`` = False)."""
-    steps = max(b.obs.shape[0] for b in blocks)
-
-    def pad(x: np.ndarray, fill: Any = 0) -> np.ndarray:
-        width = [(0, steps - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-        return np.pad(x, width, constant_values=fill)
-
-    return Rollout(
-        obs=np.concatenate([pad(b.obs) for b in blocks], 1),
-        actions=np.concatenate([pad(b.actions) for b in blocks], 1),
-        rewards=np.concatenate([pad(b.rewards) for b in blocks], 1),
-        alive=np.concatenate([pad(b.alive, False) for b in blocks], 1),
-        sample_ids=np.concatenate([b.sample_ids for b in blocks]),
-        final_infos=[i for b in blocks for i in b.final_infos],
-    )
-
-
 class Reinforce:
     """REINFORCE trainer of an :class:`MLPPolicy` on an exit env (vector or single).
 
@@ -167,10 +186,19 @@ class Reinforce:
         space = getattr(env, "single_action_space", None) or env.action_space
         obs_space = getattr(env, "single_observation_space", None) or env.observation_space
         spec = observation or env_observation(env) or "features"
-        self.policy = self._make_policy(obs_space, space, spec)
+        streams = trainer_streams(self.config.seed)
+        self.policy = self._make_policy(obs_space, space, spec, streams.policy)
         self.policy.epsilon = self.config.epsilon
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=self.config.lr)
-        self.rng = np.random.default_rng(self.config.seed)
+        self.rng, self._env_seed = streams.draws, streams.env_seed
+        c = self.config
+        self.multiplier: Multiplier | None = None if c.target_cost is None else make_multiplier(
+            c.multiplier, c.target_cost, cost_weighted_shape(env, "target_cost").alpha,
+            c.multiplier_lr, c.pid)
+        """The budget-targeted mode's multiplier rule (None when off)."""
+        self.conditioning = (AlphaConditioning(env, self.policy, streams.conditioning)
+                             if self.config.cost_conditioned else None)
+        """Cost-conditioned training's per-update α draws (None when off)."""
         self.num_samples = num_samples_of(env)
         forced = env_attr(env, "forced_last_step") and env_attr(env, "num_layers")
         self._forced_at: int | None = int(forced) - 1 if forced else None
@@ -195,21 +223,22 @@ class Reinforce:
         Why static: its FLOPs follow from the spaces alone, so a training env can be made
         charging them before the trainer (or any env) exists.
         """
-        return MLPPolicyConfig.from_spaces(observation_space, action_space, config.hidden,
+        base = MLPPolicyConfig.from_spaces(observation_space, action_space, config.hidden,
                                            config.num_layers, observation)
+        return conditioned_config(base, config.alpha_range if config.cost_conditioned else None)
 
-    def _make_policy(self, observation_space: Any, action_space: Any,
-                     observation: str) -> MLPPolicy:
-        """The policy this trainer trains (a subclass may train another network; ConsistentEE's
-        per-layer one reads the env's depth)."""
+    def _make_policy(self, observation_space: Any, action_space: Any, observation: str,
+                     seed: SeedLike) -> MLPPolicy:
+        """The policy this trainer trains, from its own seed stream (a subclass may train
+        another network; ConsistentEE's per-layer one reads the env's depth)."""
         cfg = self.policy_config(observation_space, action_space, self.config, observation)
-        return MLPPolicy(cfg, seed=self.config.seed)
+        return make_policy(cfg, seed)
 
     # ----- rollouts ------------------------------------------------------------------------
     def _rollout(self, ids: np.ndarray, deterministic: bool) -> Rollout:
         seed = None
         if not self._seeded_env:
-            seed, self._seeded_env = self.config.seed, True
+            seed, self._seeded_env = self._env_seed, True
         self.policy.eval()
         blocks = run_episodes(
             self.env, lambda o, i: self.policy.act(o, i, deterministic=deterministic), ids, seed
@@ -242,6 +271,7 @@ class Reinforce:
     def update(self) -> dict[str, float]:
         """Sample a batch, compute advantages, take one optimizer step; returns the metrics."""
         cfg = self.config
+        drawn = {} if self.conditioning is None else {"alpha": self.conditioning.draw()}
         ids = self._draw_ids()
         sampled = self._rollout(ids, deterministic=False)
         greedy = self._rollout(ids, deterministic=True) if cfg.baseline == "self-critical" else None
@@ -263,7 +293,9 @@ class Reinforce:
         self.moving_average = (cfg.ma_decay * self.moving_average
                                + (1 - cfg.ma_decay) * float(returns.mean()))
         mean_cost = float(np.nanmean(sampled.info_array("cost")))
-        budget = self._adapt_cost_weight(mean_cost)
+        budget = self._adapt_cost_weight(mean_cost) if self.conditioning is None else drawn
+        if self.conditioning is not None:
+            self.conditioning.restore()
         self.updates += 1
         metrics = {
             "update": float(self.updates), "return": float(returns.mean()),
@@ -292,16 +324,11 @@ class Reinforce:
     def _adapt_cost_weight(self, mean_cost: float) -> dict[str, float]:
         """Budget-targeted mode: one multiplier step on the env's cost weight α (docstring of
         :attr:`ReinforceConfig.target_cost`); the new α for the metrics (empty when off)."""
-        target = self.config.target_cost
-        if target is None:
+        if self.multiplier is None:
             return {}
-        shape = env_attr(self.env, "reward_shape")
-        if shape is None or not hasattr(shape, "alpha"):
-            raise ValueError("target_cost needs an env whose reward shape has a cost weight "
-                             "alpha (vanilla, hardness, accuracy)")
-        step = self.config.multiplier_lr * (mean_cost - target)
-        shape.alpha = max(0.0, float(shape.alpha) + step)
-        return {"alpha": float(shape.alpha)}
+        alpha = self.multiplier.step(mean_cost)
+        env_attr(self.env, "reward_shape").alpha = alpha
+        return {"alpha": float(alpha)}
 
     def _clip_norm(self) -> float:
         """Gradient-norm clip of the step (0: none); the lexicographic plain step has none."""
@@ -338,8 +365,11 @@ class Reinforce:
         meta = {"updates": self.updates, "moving_average": float(self.moving_average),
                 "param_groups": param_groups, "trainer_rng": self.rng.bit_generator.state,
                 "policy_rng": self.policy.rng_state, **self._constraint_state()}
-        if self.config.target_cost is not None:  # the multiplier is state too
+        if self.multiplier is not None:  # the multiplier is state too
             meta["cost_weight"] = float(env_attr(self.env, "reward_shape").alpha)
+            meta["multiplier"] = self.multiplier.state()
+        if self.conditioning is not None:
+            meta["conditioning_rng"] = self.conditioning.rng_state
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -352,6 +382,10 @@ class Reinforce:
         self.policy.rng_state = meta["policy_rng"]
         if meta.get("cost_weight") is not None:
             env_attr(self.env, "reward_shape").alpha = float(meta["cost_weight"])
+        if self.multiplier is not None:  # checkpoints before the PID rule held α alone
+            self.multiplier.load_state(meta.get("multiplier", {"alpha": meta["cost_weight"]}))
+        if self.conditioning is not None:
+            self.conditioning.rng_state = meta["conditioning_rng"]
 
     def _constraint_state(self) -> dict[str, Any]:
         """The lexicographic multiplier's state; plain REINFORCE has none (stored as zeros so

@@ -86,6 +86,20 @@ def env_attr(env: Any, name: str) -> Any:
     return None
 
 
+def cost_weighted_shape(env: Any, mode: str) -> Any:
+    """The env's reward shape, whose cost weight ``alpha`` a trainer sets at run time (the
+    budget-targeted multiplier, cost-conditioned draws).
+
+    Raises:
+        ValueError: the env's reward has no cost weight; ``mode`` names what needed one.
+    """
+    shape = env_attr(env, "reward_shape")
+    if shape is None or not hasattr(shape, "alpha"):
+        raise ValueError(f"{mode} needs an env whose reward shape has a cost weight alpha "
+                         "(vanilla, hardness, accuracy)")
+    return shape
+
+
 def _size_of(env: Any, name: str, unknown: str) -> int:
     """``name`` of the env (``num_samples``, ``num_layers``), else of its cache.
 
@@ -213,6 +227,24 @@ def _take(ro: Rollout, cols: slice) -> Rollout:
 
 def _to_action(a: np.ndarray) -> Any:
     return tuple(int(x) for x in a) if np.ndim(a) else int(a)
+
+
+def concat_rollouts(blocks: list[Rollout]) -> Rollout:
+    """Join blocks along the episode axis, padding shorter ones in time (``alive`` = False)."""
+    steps = max(b.obs.shape[0] for b in blocks)
+
+    def pad(x: np.ndarray, fill: Any = 0) -> np.ndarray:
+        width = [(0, steps - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        return np.pad(x, width, constant_values=fill)
+
+    return Rollout(
+        obs=np.concatenate([pad(b.obs) for b in blocks], 1),
+        actions=np.concatenate([pad(b.actions) for b in blocks], 1),
+        rewards=np.concatenate([pad(b.rewards) for b in blocks], 1),
+        alive=np.concatenate([pad(b.alive, False) for b in blocks], 1),
+        sample_ids=np.concatenate([b.sample_ids for b in blocks]),
+        final_infos=[i for b in blocks for i in b.final_infos],
+    )
 
 
 def records_from(ro: Rollout, seed: int | None) -> list[EpisodeRecord]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exitgym.agents.base import ADVANTAGE_BASELINES
+from exitgym.agents.multiplier import MULTIPLIERS
 from exitgym.agents.registry import describe, lookup, names, train_agents
 from exitgym.data.config import POLICY_SPLIT, SPLITS, DataConfig
 from exitgym.envs.settings import KV_MODES
@@ -113,6 +114,13 @@ class TrainConfig:
     target_cost: float | None = option(None, minimum=0)
     """Budget-targeted mode (REINFORCE family): adapt α during training until the mean cost
     meets this FLOPs fraction (``ReinforceConfig.target_cost``)."""
+    multiplier: str | None = option(None, choices=MULTIPLIERS)
+    """Multiplier rule of --target-cost: ``pid`` or ``plain`` (``ReinforceConfig.multiplier``);
+    None: the trainer's default (``pid``)."""
+    cost_conditioned: bool = False
+    """REINFORCE family: train one policy for every cost weight, α an extra policy input drawn
+    log-uniformly per update (``ReinforceConfig.cost_conditioned``); the run is evaluated at
+    --alpha (clamped into the training range), ``policy.at(α)`` reads any other."""
     observation: str = "features"
     """Observation view the policy reads, e.g. features, logits, hidden+prev."""
     dense: bool = False
@@ -157,6 +165,9 @@ class TrainConfig:
         if self.env in TOKEN_ENVS and self.dense:
             raise ValueError(f"--dense is not available on {self.env} (it pays each token's "
                              "reward at the token's exit); leave it off")
+        if self.cost_conditioned and self.target_cost is not None:
+            raise ValueError("--cost-conditioned trains for every cost weight and --target-cost "
+                             "for one budget: pass one of them")
         if self.allowed_drop is not None and self.agent != LEXICOGRAPHIC:
             raise ValueError(f"--allowed-drop is the {LEXICOGRAPHIC!r} agent's knob; agent "
                              f"{self.agent!r} has none")

@@ -66,9 +66,9 @@ def load_policy(run: RunDir | str | Path, cache: Any | None = None) -> Any:
         if cache is None and spec.uses_cache:
             cache = bound_cache(run.path, spec)
         return load_sb3(run.path, env=spec.make(cache=cache))
-    from exitgym.agents.mlp_policy import MLPPolicy
+    from exitgym.agents.conditioned import load_exit_policy
 
-    return MLPPolicy.load(run.path)
+    return load_exit_policy(run.path)  # an MLPPolicy, or cost-conditioned (ConditionedPolicy)
 
 
 def run_env_spec(run: RunDir) -> EnvSpec:

@@ -73,7 +73,8 @@ def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, 
     assert method.policy_flops is not None, f"{method.name} is not a trainer"
     knobs: dict[str, Any] = {"baseline": cfg.baseline, "batch_size": cfg.batch_size,
                              "seed": cfg.seed}
-    optional = {"lr": cfg.lr, "target_cost": cfg.target_cost, "allowed_drop": cfg.allowed_drop}
+    optional = {"lr": cfg.lr, "target_cost": cfg.target_cost, "allowed_drop": cfg.allowed_drop,
+                "multiplier": cfg.multiplier, "cost_conditioned": cfg.cost_conditioned or None}
     knobs.update({k: v for k, v in optional.items() if v is not None})  # else: the trainer's
     spaces_env = cfg.env_spec().make(None, cache)
     try:
@@ -151,9 +152,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
             write_config(run, jsonable(cfg.flat()), caches=bound, extra=extra)
             run.record_checksums(CONFIG_FILE)  # config.json is the run's one source of truth
         if method.kind == "sb3":
-            if cfg.target_cost is not None:
-                raise RunError("--target-cost (the budget-targeted mode) is a REINFORCE-family "
-                               f"option; {cfg.agent!r} is an SB3 algorithm")
+            if cfg.target_cost is not None or cfg.cost_conditioned:
+                raise RunError("--target-cost and --cost-conditioned are REINFORCE-family "
+                               f"options; {cfg.agent!r} is an SB3 algorithm")
             if cfg.n_steps is not None and cfg.agent not in ON_POLICY_SB3:
                 raise RunError(f"--n-steps sets the rollout of the on-policy SB3 agents "
                                f"{list(ON_POLICY_SB3)}; {cfg.agent!r} does not take it")
