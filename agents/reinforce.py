@@ -90,18 +90,16 @@ class ReinforceConfig:
     max_grad_norm: float = 5.0
     """Gradient clipping (0 = off)."""
     seed: int = 0
-    """Seeds initialisation, sample choice, action sampling and env resets (each its own
-    independent stream, :func:`~exitgym.agents.seeding.trainer_streams`)."""
+    """Seeds initialisation, sample choice, action sampling and env resets (independent streams)."""
     target_cost: float | None = None
     """Budget-targeted mode: the mean cost (FLOPs fraction) the policy must meet. The reward's
     cost weight α becomes a Lagrange multiplier updated after every update from the batch's mean
     sampled cost ``c̄`` (rule: ``multiplier``), so a user asks for a budget instead of guessing
     an α. None: α stays as the env was made."""
     multiplier: str = "pid"
-    """Multiplier rule of the budget-targeted mode (:data:`~exitgym.agents.multiplier.
-    MULTIPLIERS`): ``pid`` (default: it lands, see below) or ``plain``
-    (``α ← max(0, α + multiplier_lr·(c̄ − target))``, the rule of earlier runs, kept so they
-    reproduce). Measured: :class:`~exitgym.agents.multiplier.PIDGains`."""
+    """Multiplier rule of the budget-targeted mode: ``pid`` (default: it lands, measured in
+    :class:`~exitgym.agents.multiplier.PIDGains`) or ``plain`` (``α ← max(0, α +
+    multiplier_lr·(c̄ − target))``, the rule of earlier runs, kept so they reproduce)."""
     multiplier_lr: float = 2.0
     """Step of the ``plain`` multiplier rule."""
     pid: PIDGains = field(default_factory=PIDGains)
@@ -120,10 +118,8 @@ class ReinforceConfig:
         if self.batch_size < 1 or self.k < 1:
             raise ValueError("batch_size and k must be >= 1")
         if self.baseline == "mean-of-k" and (self.k < 2 or self.batch_size % self.k):
-            raise ValueError(
-                f"mean-of-k needs k >= 2 dividing batch_size (got k={self.k}, "
-                f"batch_size={self.batch_size})"
-            )
+            raise ValueError(f"mean-of-k needs k >= 2 dividing batch_size (got k={self.k}, "
+                             f"batch_size={self.batch_size})")
         if not 0.0 <= self.epsilon <= 1.0:
             raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
         if self.target_cost is not None and not self.target_cost > 0:

@@ -32,17 +32,16 @@ DEMO_ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2)
 """Cost weights of the demo. On rt-polarity the heads' cross-entropy changes by only a few
 hundredths of a nat across layers, so every α >= 0.2 already exits at layer 1 (measured); this
 grid spreads the agents' operating points over the whole cost range."""
-DEMO_TARGETS = (0.28, 0.38, 0.48, 0.58, 0.68, 0.78)
-"""Target costs of the budget-targeted agents: on the fine-tuned default no fixed α grid spans
-the cost range (α <= 0.2 keeps every input past cost 0.8, measured), so each agent is trained to
-meet a budget. Each sits 0.02 below a budget of the table so a run landing on its target still
-fits that budget on validation."""
-DEMO_DROPS = (0.02, 0.05, 0.1, 0.15)
+DEMO_TARGETS = (0.28, 0.48, 0.68)
+"""Target costs of the budget-targeted agents (PID multiplier). Three, not six: every agent is
+now read as a curve over its threshold τ (``experiments.readings``), so one agent covers the
+budgets around its target, and the time goes to the readings and the cost-conditioned agents."""
+DEMO_DROPS = (0.02, 0.05, 0.1)
 """Allowed quality drops (nats of cross-entropy above full depth's) of the lexicographic agents:
 with its plain step at γ = 0.1 drops of 0.02-0.15 traced validation costs of about 0.25-0.70 on
-rt-polarity and 0.28-0.68 on trec6 (two-stage heads, seed 0, measured); four of them keep the
-demo within its 10 minutes."""
-DEMO_FIXED_ALPHAS = (0.1, 0.14, 0.17, 0.2, 0.22, 0.25)
+rt-polarity and 0.28-0.68 on trec6 (two-stage heads, seed 0, measured); each is read as a
+curve over τ, so three of them cover the budgets."""
+DEMO_FIXED_ALPHAS = (0.1, 0.17, 0.22)
 """Fixed-α REINFORCE-vanilla agents: the fixed-λ arm that the lexicographic agents are compared
 with (finding 4: the same ``−CE − α·cost`` objective, α fixed instead of adapted). Calibrated on
 rt-polarity's held-out policy split (two-stage heads, 200 updates, seed 0, validation cost):
@@ -51,6 +50,9 @@ DEMO_CONSISTENTEE = (0.38, 0.68)
 """Target costs of the ConsistentEE agents (full schedule, budget-targeted policy phases): two,
 not six, to keep the demo within its 10 minutes (a cold demo with six lexicographic drops and
 three ConsistentEE targets took 595 s, measured)."""
+DEMO_CONDITIONED = ("hardness",)
+"""Rewards of the cost-conditioned REINFORCE agents (one policy for every budget, α an input,
+read at 12 α × 4 τ)."""
 DEMO_STEPS = 200
 """REINFORCE updates per agent (64 episodes each)."""
 DEMO_SEEDS = (0, 1, 2)
@@ -79,6 +81,8 @@ class DemoArgs:
     """Fixed α of the REINFORCE-vanilla agents compared with lexicographic (with --targets)."""
     consistentee: tuple[float, ...] = option(DEMO_CONSISTENTEE, minimum=0)
     """Target costs of the ConsistentEE agents (empty: none)."""
+    conditioned: tuple[str, ...] = DEMO_CONDITIONED
+    """Rewards of the cost-conditioned REINFORCE agents (empty: none)."""
     seeds: tuple[int, ...] = DEMO_SEEDS
     """Seeds of every trained method (the budget table reports mean ± std over them)."""
     steps: int = option(DEMO_STEPS, minimum=1)
@@ -132,10 +136,12 @@ def run(args: DemoArgs) -> int:
         config = CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=args.alphas,
                                targets=args.targets, fixed_alphas=args.fixed_alphas,
                                drops=args.drops, consistentee=args.consistentee,
+                               conditioned=args.conditioned,
                                rules=DEMO_RULES, seeds=seeds, steps=args.steps)
         knobs = "target costs" if args.targets else "alphas"
         print(f"[2/4] train REINFORCE x {len(config.rewards)} rewards x "
-              f"{len(config.agent_knobs)} {knobs} (+ {len(config.fixed_alphas)} fixed α), "
+              f"{len(config.agent_knobs)} {knobs} (+ {len(config.fixed_alphas)} fixed α, "
+              f"{len(config.conditioned)} cost-conditioned), "
               f"lexicographic x {len(config.drops)} drops, ConsistentEE x "
               f"{len(config.consistentee)} targets, each x {len(seeds)} seeds; sweep "
               f"{', '.join(DEMO_RULES)}; write the report")

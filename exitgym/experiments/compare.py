@@ -176,7 +176,7 @@ def _selection_env(config: CompareConfig, out: Path, caches: dict[str, Any],
 
 def _collect_readings(config: CompareConfig, out: Path, caches: dict[str, Any],
                       found: _Collected, policy: Any, spec: EnvSpec, method: str,
-                      knob: float, seed: int, name: str, greedy: Any) -> None:
+                      knob: float | None, seed: int, name: str, greedy: Any) -> None:
     """The greedy reading as ``<method>-greedy`` and every calibrated reading (τ chosen on the
     selection split like a rule's knob, :mod:`exitgym.experiments.readings`) as ``method``."""
     _select_and_collect(config, out, caches, found, policy, spec, method + GREEDY_SUFFIX, knob,
@@ -201,8 +201,9 @@ class TrainJob:
     """Run directory name under ``runs/``."""
     method: str
     """Row label, ``<agent>-<reward>`` (``-budget`` when budget-targeted)."""
-    knob: float
-    """The row's knob: α, or the target cost."""
+    knob: float | None
+    """The row's knob: α, or the target cost (None: a cost-conditioned agent, read at every
+    α)."""
     seed: int
     """Seed."""
     config: TrainConfig
@@ -220,6 +221,9 @@ def train_jobs(config: CompareConfig) -> list[TrainJob]:
         jobs += [TrainJob(f"{config.agent}-vanilla-a{a:g}-s{s}", f"{config.agent}-vanilla", a, s,
                           config.train_config("vanilla", a, s))
                  for a in config.fixed_alphas for s in config.seeds]
+    jobs += [TrainJob(f"{config.agent}-{r}-cond-s{s}", f"{config.agent}-{r}-conditioned", None,
+                      s, config.conditioned_config(r, s))
+             for r in config.conditioned for s in config.seeds]
     jobs += [TrainJob(f"{LEXICOGRAPHIC}-d{d:g}-s{s}", LEXICOGRAPHIC, d, s,
                       config.lexico_config(d, s)) for d in config.drops for s in config.seeds]
     return jobs

@@ -248,6 +248,10 @@ class CompareConfig:
     """With --targets: REINFORCE-vanilla agents at these fixed α as well (the fixed-λ arm of
     the lexicographic comparison; rows ``<agent>-vanilla``). Without --targets --alphas is
     that arm."""
+    conditioned: tuple[str, ...] = option((), choices=reward_names)
+    """Cost-conditioned REINFORCE agents (one policy for every budget, α an input drawn per
+    update; rows ``<agent>-<reward>-conditioned``, read at every α of its grid), one per reward
+    listed and seed. Empty: none."""
     consistentee: tuple[float, ...] = option((), minimum=0)
     """ConsistentEE agents (its full schedule: heads retrained at the exits, the official
     per-layer policy nets on the hidden state, mean-of-K baseline with K = 8 or the largest
@@ -312,6 +316,11 @@ class CompareConfig:
         if self.targets:
             return replace(self.train_config(reward, 0.0, seed), target_cost=knob)
         return self.train_config(reward, knob, seed)
+
+    def conditioned_config(self, reward: str, seed: int) -> TrainConfig:
+        """The training run of one cost-conditioned agent (evaluated at α = 0.2 by ``train``;
+        ``compare`` reads it at every α of its grid)."""
+        return replace(self.train_config(reward, 0.2, seed), cost_conditioned=True)
 
     def lexico_config(self, drop: float, seed: int) -> TrainConfig:
         """The training run of one lexicographic agent (allowed drop ``drop``)."""

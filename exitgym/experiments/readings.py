@@ -58,8 +58,11 @@ def readings(policy: Any, probe_env: Callable[[Any], Any], seed: int = 0) -> lis
         probe_env: ``policy -> env`` on the selection split, for the calibration probe.
         seed: seed of the probe's first reset.
     """
-    alphas = getattr(policy, "alphas", None)
-    if alphas is not None and callable(getattr(policy, "at", None)):
+    from exitgym.agents.conditioned import CONDITIONED_ALPHAS, ConditionedPolicy
+
+    if isinstance(policy, ConditionedPolicy):
+        lo, hi = policy.config.alpha_range
+        alphas = [a for a in CONDITIONED_ALPHAS if lo <= a <= hi]
         out = []
         for alpha in alphas:
             fixed = policy.at(alpha)
