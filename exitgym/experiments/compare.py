@@ -37,7 +37,7 @@ from exitgym.experiments.readings import GREEDY_SUFFIX, readings, record_name, s
 from exitgym.experiments.runs import RunDir, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
-from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable
+from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable, target_costs
 from exitgym.reports.categories import categories
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
 from exitgym.reports.findings import findings
@@ -117,7 +117,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         extra = {**_heads_summary(config, caches, progress),
                  "selection_split": config.selection_split, "seeds": list(config.seeds),
                  "budget_table": table, "smallest_detectable": smallest_detectable(table),
-                 "findings": paired,
+                 "findings": paired, "target_costs": target_costs(found.selection_rows),
                  "selection_rows": found.selection_rows}
         summary = write_report(out, found.rows, title, meta, sections, extra)
         timings["report"] = time.perf_counter() - tic

@@ -282,6 +282,22 @@ def budget_table(evals: Sequence[Evaluation], seeds: Sequence[int],
     return rows
 
 
+def target_costs(selection_rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Budget-targeted agents (``*-budget-greedy`` rows): target cost against the achieved
+    validation cost of the greedy reading, per seed, with the median over seeds and its miss."""
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for row in selection_rows:
+        if row["method"].endswith("-budget-greedy") and row["knob"] is not None:
+            groups[(row["method"].removesuffix("-greedy"), float(row["knob"]))].append(row)
+    out = []
+    for (method, target), rows in sorted(groups.items()):
+        costs = [r["cost"] for r in sorted(rows, key=lambda r: r["seed"])]
+        median = float(np.median(costs))
+        out.append({"method": method, "target": target, "val_costs": costs,
+                    "median": median, "median_miss": median - target})
+    return out
+
+
 def smallest_detectable(rows: Sequence[dict[str, Any]]) -> float | None:
     """Half the median CI width over the non-reference rows: differences smaller than this are
     not separable from static truncation by this design (None without such rows)."""
@@ -291,4 +307,4 @@ def smallest_detectable(rows: Sequence[dict[str, Any]]) -> float | None:
 
 __all__ = ["BUDGETS", "RESAMPLES", "STATIC", "Draws", "Evaluation", "Operating",
            "bootstrap_draws", "bootstrap_indices", "budget_table", "outcomes", "paired_ci",
-           "select_per_seed", "smallest_detectable", "two_level_ci"]
+           "select_per_seed", "smallest_detectable", "target_costs", "two_level_ci"]

@@ -25,13 +25,17 @@ from exitgym.utils.atomic import write_json
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "results"
 """``results/`` at the repository root."""
 KEPT = ("budget_table", "findings", "references", "smallest_detectable", "meta", "seeds",
-        "selection_split", "per_layer_accuracy", "heads")
+        "selection_split", "per_layer_accuracy", "heads", "target_costs")
 """The ``summary.json`` keys a result file keeps (rows and curves stay in the run)."""
 
 
 def trim(summary: dict[str, Any], command: str, date: str | None = None) -> dict[str, Any]:
     """The kept part of a comparison's summary, with the command and date that made it."""
+    from exitgym.reports.budget import target_costs
+
     out = {k: summary[k] for k in KEPT if k in summary}
+    if "target_costs" not in out and "selection_rows" in summary:
+        out["target_costs"] = target_costs(summary["selection_rows"])
     out["command"] = command
     out["date"] = date or time.strftime("%Y-%m-%d")
     return out
