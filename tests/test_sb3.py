@@ -89,3 +89,34 @@ def test_default_flags_give_each_sb3_family_many_updates(agent: str) -> None:
     assert TrainConfig(agent=agent, steps=1234).with_agent_defaults().steps == 1234
     assert TrainConfig(agent=agent).with_agent_defaults("rllib").steps == 300  # iterations
     assert TrainConfig().with_agent_defaults().steps == 300  # REINFORCE updates
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn"])
+def test_sb3_policies_read_as_curves_with_greedy_at_one_half(algo: str) -> None:
+    """``exit_probability`` is what CalibratedExit thresholds: τ = 0.5 takes SB3's own greedy
+    actions (PPO: the argmax of its action distribution; DQN: the sign of the Q-difference),
+    and the number of exits falls as τ rises, from every row at τ = 0 to none above the max."""
+    from exitgym.agents.calibrated import CalibratedExit
+
+    env = gym.make("exitgym/EarlyExit-v0", cache=synthetic_cache(num_samples=16))
+    extra = {"n_steps": 64, "batch_size": 64, "n_epochs": 1} if algo == "ppo" else {}
+    policy = train_sb3(algo, env, total_timesteps=128, seed=0, **extra)
+    with torch.no_grad():  # spread the outputs so the thresholds tell rows apart
+        for p in policy.model.policy.parameters():
+            p.mul_(5.0)
+    obs = np.random.default_rng(0).uniform(0.0, 1.0, size=(400, 6)).astype(np.float32)
+    prob = policy.exit_probability(obs)
+    assert prob.shape == (400,) and ((0.0 <= prob) & (prob <= 1.0)).all()
+    greedy = policy.act(obs, deterministic=True)
+    assert np.array_equal(CalibratedExit(policy, 0.5).act(obs)[prob != 0.5], greedy[prob != 0.5])
+    exits = [int(CalibratedExit(policy, t).act(obs).sum()) for t in (0.0, 0.25, 0.5, 0.75)]
+    assert exits[0] == 400 and exits == sorted(exits, reverse=True)
+    assert int(CalibratedExit(policy, min(1.0, float(prob.max()) + 1e-9)).act(obs).sum()) == 0
+    from types import SimpleNamespace
+
+    from exitgym.agents.sb3 import SB3Policy
+
+    three = SB3Policy(SimpleNamespace(action_space=gym.spaces.Discrete(3), policy=None), algo,
+                      "features")
+    with pytest.raises(ValueError, match="Discrete\\(2\\) exit policy"):
+        three.exit_probability(obs)
