@@ -225,3 +225,17 @@ def test_train_and_verify_a_live_skip_env(tiny, tmp_path: Path, capsys) -> None:
     assert all(len(r.actions) >= 1 for r in ts.records)
     capsys.readouterr()
     assert main(["replay", str(run), "--verify"]) == 0, capsys.readouterr().err
+
+
+def test_negated_flags_say_that_they_turn_the_described_setting_off(capsys) -> None:
+    """``--no-cached`` turns off what the field's help describes (precomputed tables); its help
+    must say so instead of reading as if the flag itself precomputed them (issue 23, item 9)."""
+    parser = build_parser()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for flag in ("--no-cached", "--no-teacher-forcing"):
+        after = text.split(flag, 2)[2] if text.count(flag) > 1 else text.split(flag, 1)[1]
+        assert after.strip().startswith("Turn this off (on by default):"), flag
+    args = parser.parse_args(["train", "--no-cached"])
+    assert (args.cached, args.teacher_forcing) == (False, True)

@@ -51,3 +51,19 @@ def test_trim_keeps_the_tables_and_records_the_command() -> None:
     assert kept == {"budget_table": [1], "findings": [2], "meta": {"task": "t"},
                     "command": "exitgym demo", "date": "2026-12-04"}
     assert RESULTS_DIR == ROOT / "results"
+
+
+def test_readme_bench_inference_table_equals_its_result_file() -> None:
+    """The deployed operating points (trained policy and best rule) and their speed-ups."""
+    import json
+
+    from exitgym.bench.report import inference_markdown
+
+    result = json.loads((RESULTS_DIR / "bench-inference.json").read_text())
+    assert result["command"].startswith("exitgym bench") and result["date"].startswith("2026-")
+    categories = [e["category"] for e in result["inference"]["policies"]]
+    assert categories == ["rl", "rule"]
+    readme = README.read_text(encoding="utf-8")
+    rows = [line for line in inference_markdown(result) if line.startswith("| ")]
+    missing = [line for line in rows if line not in readme]
+    assert rows and not missing, f"README bench rows not generated from the file: {missing}"

@@ -29,7 +29,7 @@ def _loss(policies: list[dict[str, Any]]) -> float | None:
     return point.get("max_loss")
 
 
-def _inference(result: dict[str, Any]) -> list[str]:
+def inference_markdown(result: dict[str, Any]) -> list[str]:
     policies = result["inference"]["policies"]
     lines = [
         "## Early-exit inference on the live backbone",
@@ -133,7 +133,7 @@ def _ray(result: dict[str, Any]) -> list[str]:
     return ray_markdown(result)
 
 
-PARTS = (("inference", _inference), ("env_throughput", _envs), ("flops_check", _flops),
+PARTS = (("inference", inference_markdown), ("env_throughput", _envs), ("flops_check", _flops),
          ("finetune", _finetune), ("generation", _generation), ("timings", _timings),
          ("ray", _ray))
 """Section -> its part of ``bench.md``, in order; a section not measured (``--only``) has none."""

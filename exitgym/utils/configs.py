@@ -159,6 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         text = _plain(spec.help).replace("%", "%%")
         if spec.kind is bool:
             negate = bool(spec.default)
+            if negate:  # the help describes the field; the flag turns it off
+                text = f"Turn this off (on by default): {text}"
             parser.add_argument(f"--no-{spec.flag[2:]}" if negate else spec.flag,
                                 dest=spec.name, default=spec.default,
                                 action="store_false" if negate else "store_true", help=text)
