@@ -60,7 +60,10 @@ def run(args: EvaluateArgs) -> int:
                                      method=cfg["agent"], knob=cfg.get("alpha"),
                                      seed=int(cfg["seed"]), num_envs=args.num_envs, cache=cache,
                                      meta={"operating_point": point} if point else None)
-        run_dir.write_json(f"{name}.json", {**result.summary(), "operating_point": point})
+        summary = result.summary()
+        if point:  # a reading of the policy: say which (the greedy reading writes as before)
+            summary["operating_point"] = point
+        run_dir.write_json(f"{name}.json", summary)
     print(f"{args.split}: {len(result.records)} episodes, accuracy {result.accuracy:.4f}, cost "
           f"{result.mean_cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "
           f"{result.mean_exit_layer:.2f}")
