@@ -7,6 +7,8 @@
    empty trains per α instead), with the native vector env; REINFORCE-vanilla at fixed α and
    the lexicographic agents (one per allowed quality drop) for the lexicographic-vs-fixed-λ
    finding; ConsistentEE's full schedule (one per target cost, its own heads saved with it);
+   one cost-conditioned REINFORCE policy per seed; every trained policy is then read as a curve
+   (thresholds τ on its exit probability, ``experiments.readings``);
 3. sweep the exit rules (entropy, patience, max-probability, PALBERT Q-exit, BERxiT, static
    truncation, random exit, oracle); every method is evaluated on validation (knob selection) and
    on test (reported), over 3 seeds;
@@ -15,7 +17,9 @@
 5. ``replay --verify`` every recorded test episode (thousands) against a fresh environment;
 6. print the ranking and where the report is.
 
-Budget: under 10 minutes on a 2-core CPU including the first prepare.
+Budget: 10 minutes on a 2-core CPU including the first prepare; measured 2026-12-04 with the
+cache prepared, 641 s (readings 386 s with training, replay-verify of 751 files 245 s), so an
+empty cache (about 300 s of prepare) now exceeds it.
 """
 
 from __future__ import annotations
