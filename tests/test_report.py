@@ -162,3 +162,14 @@ def test_pareto_points_are_labelled_with_their_knob(tmp_path: Path,
     labels = {t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts}
     assert {"θ=0.4", "patience=2", "α=0.05", "target cost=0.3", "q=0.5", "drop=0.02",
             "target cost=0.4"} <= labels
+
+
+def test_readings_of_trained_policies_are_not_labelled_one_by_one(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A trained agent read at a dozen thresholds would pile a dozen labels on its curve; its
+    reading points are drawn without labels while rule points keep theirs."""
+    rows = [make_row("entropy", 0.2, 0, 0.75, 0.5, 3.0),
+            *[make_row("reinforce-hardness-budget", 0.48, 0, 0.7 + t / 10, 0.3 + t / 2, 2.0,
+                       tau=t) for t in (0.1, 0.3, 0.5)]]
+    labels = [t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts]
+    assert "θ=0.2" in labels and not any("target cost" in t for t in labels)

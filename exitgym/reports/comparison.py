@@ -168,8 +168,8 @@ def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: st
         pts = info["points"]
         ax.scatter([p["cost"] for p in pts], [p["accuracy"] for p in pts], color=color,
                    marker=marker, s=28, alpha=0.45, zorder=2)
-        for p in pts:
-            if p["knob"] is not None:
+        for p in pts:  # readings of trained policies (τ) stay unlabelled: a dozen per agent
+            if p["knob"] is not None and "tau" not in p:
                 ax.annotate(knob_label(method, p["knob"]), (p["cost"], p["accuracy"]),
                             xytext=(3, 3), textcoords="offset points", fontsize=6,
                             color=color, alpha=0.9, zorder=4)
