@@ -139,3 +139,23 @@ def test_the_bench_deploys_the_policy_and_the_best_rule_at_their_validation_poin
     assert recorded["loss<=0.2"]["tau"] == rl["operating_point"]["tau"]
     # no rule reading of the candidates is cheaper while within the loss
     assert rule["operating_point"]["readings"] > 3
+
+
+def test_a_cost_conditioned_run_is_deployed_at_a_cost_weight_and_threshold(
+        trained, tmp_path: Path, capsys) -> None:
+    """One conditioned policy serves every budget: the point records the α (and τ) it reads,
+    evaluate at that budget records it, and replay --verify --policy re-runs the policy at that
+    α and τ on every recorded episode."""
+    run = tmp_path / "cond"
+    assert main(["train", "--task", trained["task"], "--backbone", trained["backbone"],
+                 "--max-length", "16", "--steps", "4", "--batch-size", "8", "--num-envs", "8",
+                 "--reward", "hardness", "--alpha", "0.2", "--cost-conditioned",
+                 "--out", str(run)]) == 0
+    point = operating_point(run, budget=1.2, num_envs=8)
+    assert point.record["alpha"] is not None and point.record["val_cost"] <= 1.2
+    assert point.policy.policy.alpha == pytest.approx(point.record["alpha"])
+    assert main(["evaluate", str(run), "--budget", "1.2", "--num-envs", "8"]) == 0
+    chosen = json.loads((run / "eval-test-b1.2.json").read_text())["operating_point"]
+    assert (chosen["alpha"], chosen["tau"]) == (point.record["alpha"], point.record["tau"])
+    capsys.readouterr()
+    assert main(["replay", str(run), "--verify", "--policy"]) == 0
