@@ -12,6 +12,26 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory: pytest.TempPathFactory):
+    """``$EXITGYM_CACHE`` for the whole session, set before any module-scoped fixture runs.
+
+    Why: fixtures of wider scope are set up before the per-test ``_isolated_cache``; a module
+    fixture that prepares a tiny project (and the subprocesses and Ray workers it starts)
+    otherwise wrote into the user's ``~/.cache/exitgym`` (issue 26: ``prepared/tmp_pytest-...``
+    and ``toy.csv__tinylm__distilled-...`` appeared there after a test run).
+    """
+    root = tmp_path_factory.getbasetemp() / "exitgym-cache"
+    root.mkdir(exist_ok=True)
+    before = os.environ.get("EXITGYM_CACHE")
+    os.environ["EXITGYM_CACHE"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("EXITGYM_CACHE", None)
+    else:
+        os.environ["EXITGYM_CACHE"] = before
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """Point ``$EXITGYM_CACHE`` at a per-session tmp dir unless a test overrides it.
