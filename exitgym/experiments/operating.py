@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exitgym.agents.calibrated import CalibratedExit
 from exitgym.experiments.binding import bound_cache
 from exitgym.experiments.policies import load_exit_run, open_training_run
-from exitgym.experiments.readings import readings, spec_for
+from exitgym.experiments.readings import reading, readings, spec_for
 
 OPERATING_FILE = "operating_points.json"
 """Where a run records the operating points chosen for it."""
@@ -61,7 +60,7 @@ def operating_point(run_dir: str | Path, budget: float | None = None,
     policy, spec = load_exit_run(run_dir)
     run = open_training_run(run_dir)
     if tau is not None:
-        return OperatingPoint(CalibratedExit(policy, tau), {"tau": float(tau)})
+        return OperatingPoint(reading(policy, tau).policy, {"tau": float(tau)})
     for name, value in (("budget", budget), ("max_loss", max_loss)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not (value > 0 if name == "budget" else value >= 0)):
@@ -69,7 +68,11 @@ def operating_point(run_dir: str | Path, budget: float | None = None,
                                                    if name == "budget" else "an accuracy >= 0")
                              + f", got {value!r}")
     key = f"{float(budget):g}" if budget is not None else f"loss<={float(max_loss):g}"
-    recorded = _recorded(run.path).get(key)
+    table = run.read_json(OPERATING_FILE) if run.file(OPERATING_FILE).is_file() else {}
+    if key in table:  # chosen before: deploy the recorded point, nothing is re-evaluated
+        recorded = table[key]
+        return OperatingPoint(reading(policy, recorded["tau"], recorded.get("alpha")).policy,
+                              recorded)
     val = spec.with_split(SELECTION_SPLIT)
     cache = bound_cache(run.path, val)
     seed = int(run.config["config"].get("seed", 0))
@@ -77,16 +80,12 @@ def operating_point(run_dir: str | Path, budget: float | None = None,
     if not options:
         raise ValueError(f"{run.path}: its policy is not a single exit decision; it has no "
                          f"threshold to choose")
-    if recorded is not None:  # the same point as before (the choice is deterministic)
-        for reading in options:
-            if (reading.tau, reading.alpha) == (recorded["tau"], recorded.get("alpha")):
-                return OperatingPoint(reading.policy, recorded)
     candidates = [(r, spec_for(val, r)) for r in options]
-    reading, record = choose(candidates, cache, num_envs, seed, budget=budget,
-                             max_loss=max_loss, what=str(run.path))
-    record.update({"tau": reading.tau, "alpha": reading.alpha})
-    run.write_json(OPERATING_FILE, {**_recorded(run.path), key: record})
-    return OperatingPoint(reading.policy, record)
+    chosen, record = choose(candidates, cache, num_envs, seed, budget=budget,
+                            max_loss=max_loss, what=str(run.path))
+    record.update({"tau": chosen.tau, "alpha": chosen.alpha})
+    run.write_json(OPERATING_FILE, {**table, key: record})
+    return OperatingPoint(chosen.policy, record)
 
 
 def choose(candidates: list[tuple[Any, Any]], cache: Any, num_envs: int, seed: int, *,
@@ -134,15 +133,6 @@ def choose(candidates: list[tuple[Any, Any]], cache: Any, num_envs: int, seed: i
     return pick[0], {**criterion, "val_cost": pick[1], "val_accuracy": pick[2],
                      "split": SELECTION_SPLIT, "readings": len(scored),
                      "chosen_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-
-
-def _recorded(path: Path) -> dict[str, Any]:
-    file = Path(path) / OPERATING_FILE
-    if not file.is_file():
-        return {}
-    import json
-
-    return json.loads(file.read_text())
 
 
 __all__ = ["OPERATING_FILE", "OperatingPoint", "choose", "operating_point"]

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exitgym.agents.calibrated import GREEDY_TAU, CalibratedExit, calibration_grid, is_exit_policy
+from exitgym.agents.calibrated import CalibratedExit, calibration_grid, is_exit_policy
 from exitgym.experiments.env_spec import EnvSpec
 
 GREEDY_SUFFIX = "-greedy"
@@ -50,6 +50,23 @@ class Reading:
         return f"{alpha}-t{self.tau:.6g}"
 
 
+def reading(policy: Any, tau: float, alpha: float | None = None) -> Reading:
+    """``policy`` read at threshold ``tau`` (a cost-conditioned one at cost weight ``alpha``):
+    the one way ``compare``, deployment and ``replay --verify --policy`` rebuild a reading."""
+    fixed = policy if alpha is None else policy.at(alpha)
+    return Reading(CalibratedExit(fixed, tau), float(tau), None if alpha is None else float(alpha))
+
+
+def _grid(policy: Any, probe_env: Callable[[Any], Any], size: int,
+          seed: int) -> tuple[float, ...]:
+    """:func:`calibration_grid` of ``policy`` on a probe env made for it (closed after)."""
+    env = probe_env(policy)
+    try:
+        return calibration_grid(policy, env, size, seed)
+    finally:
+        env.close()
+
+
 def readings(policy: Any, probe_env: Callable[[Any], Any], seed: int = 0) -> list[Reading]:
     """The readings of ``policy`` (empty when it is not a single exit decision).
 
@@ -62,31 +79,11 @@ def readings(policy: Any, probe_env: Callable[[Any], Any], seed: int = 0) -> lis
 
     if isinstance(policy, ConditionedPolicy):
         lo, hi = policy.config.alpha_range
-        alphas = [a for a in CONDITIONED_ALPHAS if lo <= a <= hi]
-        out = []
-        for alpha in alphas:
-            fixed = policy.at(alpha)
-            env = probe_env(fixed)
-            try:
-                taus = calibration_grid(fixed, env, TAUS_PER_ALPHA, seed)
-            finally:
-                env.close()
-            out += [Reading(CalibratedExit(fixed, t), t, float(alpha)) for t in taus]
-        return out
+        return [reading(policy, t, a) for a in CONDITIONED_ALPHAS if lo <= a <= hi
+                for t in _grid(policy.at(a), probe_env, TAUS_PER_ALPHA, seed)]
     if not is_exit_policy(policy):
         return []
-    env = probe_env(policy)
-    try:
-        taus = calibration_grid(policy, env, TAUS_PER_POLICY, seed)
-    finally:
-        env.close()
-    return [Reading(CalibratedExit(policy, t), t) for t in taus]
-
-
-def is_greedy(reading: Reading) -> bool:
-    """The reading that equals the policy's greedy act (``τ = 0.5``, unconditioned or at the
-    conditioned policy's default α)."""
-    return reading.tau == GREEDY_TAU
+    return [reading(policy, t) for t in _grid(policy, probe_env, TAUS_PER_POLICY, seed)]
 
 
 def record_name(run: str, reading: Reading) -> str:
@@ -102,4 +99,4 @@ def spec_for(spec: EnvSpec, reading: Reading) -> EnvSpec:
     return spec.with_kwargs(alpha=reading.alpha)
 
 
-__all__ = ["GREEDY_SUFFIX", "Reading", "is_greedy", "readings", "record_name", "spec_for"]
+__all__ = ["GREEDY_SUFFIX", "Reading", "reading", "readings", "record_name", "spec_for"]

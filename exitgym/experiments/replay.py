@@ -202,7 +202,6 @@ def saved_policy(path: str | Path, meta: dict[str, Any] | None = None) -> Any | 
     or a comparison's calibrated reading of one of its training runs (``meta["run"]`` and
     ``meta["tau"]``). None for files of rules and baselines, which have no saved policy.
     """
-    from exitgym.agents.calibrated import CalibratedExit
     from exitgym.experiments.binding import recorded
     from exitgym.experiments.policies import load_policy
     from exitgym.experiments.runs import RunDir
@@ -218,9 +217,9 @@ def saved_policy(path: str | Path, meta: dict[str, Any] | None = None) -> Any | 
     policy = load_policy(RunDir.open(root).require_complete())
     if reading.get("tau") is None:
         return policy
-    if reading.get("alpha") is not None:
-        policy = policy.at(reading["alpha"])
-    return CalibratedExit(policy, reading["tau"])
+    from exitgym.experiments.readings import reading as read_at
+
+    return read_at(policy, reading["tau"], reading.get("alpha")).policy
 
 
 # ---- analysis -------------------------------------------------------------------------------

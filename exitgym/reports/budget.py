@@ -194,11 +194,6 @@ def bootstrap_draws(num_seeds: int, num_samples: int, resamples: int = RESAMPLES
                  rng.integers(0, num_samples, size=(resamples, num_samples)))
 
 
-def bootstrap_indices(num_samples: int, resamples: int = RESAMPLES, seed: int = 0) -> np.ndarray:
-    """``[resamples, num_samples]`` test-sample indices drawn with replacement (seeded)."""
-    return np.random.default_rng(seed).integers(0, num_samples, size=(resamples, num_samples))
-
-
 def paired_ci(diff: np.ndarray, indices: np.ndarray) -> tuple[float, float]:
     """2.5 / 97.5 percentiles of ``mean(diff[idx])`` over the rows ``idx`` of ``indices`` (one
     level: test samples only)."""
@@ -306,5 +301,5 @@ def smallest_detectable(rows: Sequence[dict[str, Any]]) -> float | None:
 
 
 __all__ = ["BUDGETS", "RESAMPLES", "STATIC", "Draws", "Evaluation", "Operating",
-           "bootstrap_draws", "bootstrap_indices", "budget_table", "outcomes", "paired_ci",
+           "bootstrap_draws", "budget_table", "outcomes", "paired_ci",
            "select_per_seed", "smallest_detectable", "target_costs", "two_level_ci"]
