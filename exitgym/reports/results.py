@@ -51,13 +51,22 @@ def _pts(x: float) -> str:
 
 
 def findings_table(result: dict[str, Any], finding: str = "0",
-                   reference: str = "best-non-rl") -> list[str]:
+                   reference: str = "best-non-rl", method: str | None = None) -> list[str]:
     """Markdown rows of one finding against one reference: budget, the two chosen methods,
-    accuracies, Δ in points with its two-level 95 % CI."""
-    lines = ["| budget | best RL (validation) | accuracy | best non-RL (validation) | accuracy "
-             "| Δ (points) | 95 % CI |", "|---:|---|---:|---|---:|---:|---|"]
+    accuracies, Δ in points with its two-level 95 % CI.
+
+    ``method`` keeps only that method's rows (a finding may compare several methods with one
+    reference); finding 0's columns say *best RL / best non-RL (validation)*, the others name the
+    method and the reference as chosen on validation.
+    """
+    left, right = (("best RL (validation)", "best non-RL (validation)") if finding == "0"
+                   else ("method", "reference"))
+    lines = [f"| budget | {left} | accuracy | {right} | accuracy | Δ (points) | 95 % CI |",
+             "|---:|---|---:|---|---:|---:|---|"]
     for r in result.get("findings", []):
         if r["finding"] != finding or r["reference"] != reference:
+            continue
+        if method is not None and r["method"] != method:
             continue
         lo, hi = r["ci95"]
         lines.append(f"| {r['budget']:.1f} | {r.get('method_chosen') or r['method']} | "
@@ -65,6 +74,16 @@ def findings_table(result: dict[str, Any], finding: str = "0",
                      f"{r['reference_accuracy']:.3f} | {_pts(r['delta'])} | "
                      f"[{_pts(lo)}, {_pts(hi)}] |")
     return lines
+
+
+def meta_line(result: dict[str, Any]) -> str:
+    """One sentence on what a result file measured: task, backbone, heads, test size, seeds,
+    the smallest detectable difference, and the command and date that made it."""
+    m = result["meta"]
+    return (f"{m['task']} × {m['backbone']}, {m['heads']} heads, {m['samples']:,} {m['split']} "
+            f"samples, seeds {', '.join(map(str, result['seeds']))}; smallest detectable "
+            f"difference {100 * result['smallest_detectable']:.1f} points. Made by "
+            f"`{result['command']}` on {result['date']}.")
 
 
 def headline_table(result: dict[str, Any], methods: Sequence[str]) -> list[str]:
@@ -108,4 +127,5 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["KEPT", "RESULTS_DIR", "findings_table", "headline_table", "load", "main", "trim"]
+__all__ = ["KEPT", "RESULTS_DIR", "findings_table", "headline_table", "load", "main",
+           "meta_line", "trim"]
