@@ -90,7 +90,8 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
     gym.make("exitgym/EarlyExit-v0", task="rt-polarity", backbone="minilm-l6", split="policy",
              heads="two-stage", text_column="text", label_column="label", text_pair_column=None,
              reward="vanilla", alpha=None, observation="features", dense=False, live=False,
-             cache=None, policy_flops=0.0, render_mode=None, **reward_kwargs)
+             cache=None, prepare_options=None, policy_flops=0.0, render_mode=None,
+             **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.ExitSettings` (each
@@ -107,6 +108,9 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
       (``None``: :data:`exitgym.envs.rewards.DEFAULT_ALPHA` = 0.2).
     - ``observation``: view spec; ``dense``: reward delivery; ``live``: run the backbone.
     - ``cache``: a ``LayerCache`` to use directly (tests, agents, synthetic caches).
+    - ``prepare_options``: further ``prepare`` options of the named cache (``max_length``,
+      ``max_samples``), so that JSON keyword arguments alone (``env.spec.kwargs``, a Minari
+      dataset's env spec) rebuild any prepared cache.
     - ``policy_flops``: FLOPs of one policy evaluation, charged at every layer visited.
     - ``render_mode``: ``None`` or ``"ansi"`` (one line per call).
 
@@ -114,6 +118,8 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
 
     - v0: initial version. Since 2026-11-29 the default ``split`` is ``policy`` (training rows
       the exit heads were not fitted on) instead of ``train``; rewards and observations unchanged.
+      Since 2026-12-04 ``prepare_options`` names caches prepared with non-default options
+      (a new keyword; rewards and observations unchanged).
 
     ## Examples
 
@@ -168,7 +174,7 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
             from exitgym.envs.live import LiveRunner
 
             self._runner = LiveRunner(self.cache, settings.backbone, settings.heads, settings.task,
-                                      prepare_options=settings.column_options())
+                                      prepare_options=settings.cache_options())
         self._l = -1  # 0-based index of the current layer; -1 when no episode runs
         self._finished = False
         self._sid = -1

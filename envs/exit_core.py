@@ -55,7 +55,7 @@ def resolve_cache(settings: ExitSettings) -> LayerCache:
     from exitgym.data.prepare import get_cache
 
     return get_cache(task=settings.task, backbone=settings.backbone, split=settings.split,
-                     heads=settings.heads, **settings.column_options())
+                     heads=settings.heads, **settings.cache_options())
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

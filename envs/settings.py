@@ -233,6 +233,14 @@ class ExitSettings(EnvSettings):
     """Run the backbone one layer per step instead of reading the cache (single env only)."""
     cache: LayerCache | None = None
     """A ``LayerCache`` to use directly (tests, agents, synthetic caches), not the named one."""
+    prepare_options: Mapping[str, Any] | None = None
+    """Further options of the named cache's ``prepare`` (``max_length``, ``max_samples``) as
+    ``exitgym prepare`` takes them; None: its defaults. JSON values only, so the env's spec
+    (``env.spec.kwargs``, a Minari dataset's) rebuilds exactly this cache."""
+
+    def cache_options(self) -> dict[str, Any]:
+        """Every option of the named cache beyond task / backbone / split / heads."""
+        return {**self.column_options(), **dict(self.prepare_options or {})}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "exitgym.cli.evaluate",
     "compare": "exitgym.cli.compare",
     "replay": "exitgym.cli.replay",
+    "export": "exitgym.cli.export",
     "demo": "exitgym.cli.demo",
     "bench": "exitgym.cli.bench",
 }

@@ -8,11 +8,11 @@ Format: Apache Parquet (via pyarrow), one row per episode, with the fields of
 the environment id and keyword arguments that reproduce the episodes (what ``replay --verify``
 re-executes), the method and knob, and the format version.
 
-Why not Farama Minari: creating a Minari dataset needs ``jax`` (``minari[create]``) plus h5py or
-pyarrow, and its recorder serialises the env spec, which fails for environments made from an
-in-memory cache; our episodes are also short (1..L steps) with rich per-episode outcomes, which a
-flat table holds directly. Parquet opens in pandas, polars, DuckDB and ``datasets`` with no
-exitgym code.
+Why Parquet, and Minari as an export: our episodes are short (1..L steps) with rich per-episode
+outcomes, which a flat table holds directly, and Parquet opens in pandas, polars, DuckDB and
+``datasets`` with no exitgym code. ``exitgym export RUN --format minari``
+(:mod:`exitgym.experiments.minari_export`) writes the same episodes as Farama Minari datasets,
+with observations, for the offline-RL libraries that read Minari.
 """
 
 from __future__ import annotations
