@@ -117,24 +117,37 @@ def test_training_curves_are_smoothed_with_a_trailing_mean() -> None:
     assert smooth([2.0, 4.0], 1) == [2.0, 4.0]
 
 
-def _drawn_pareto(tmp_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The axes ``plot_pareto`` drew (``plt.close`` is kept from discarding the figure)."""
+def _drawn(tmp_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch,
+           meta: dict | None = None) -> list[Any]:
+    """The figures ``plot_pareto`` drew: the overview, then every method (``plt.close`` is kept
+    from discarding them)."""
     import matplotlib.pyplot as plt
 
     from exitgym.reports.comparison import plot_pareto
 
     kept: list[Any] = []
     monkeypatch.setattr(plt, "close", kept.append)
-    plot_pareto(summarize(rows), tmp_path / "pareto.png")
-    return kept[-1].axes[0]
+    plot_pareto(summarize(rows, meta), tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").is_file() and (tmp_path / "pareto-all.png").is_file()
+    return kept[-2:]
 
 
-def _colour_of(ax: Any, method: str) -> tuple[float, ...]:
+def _drawn_pareto(tmp_path: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The detail figure (every method, one panel per category)."""
+    return _drawn(tmp_path, rows, monkeypatch)[1]
+
+
+def _colour_of(fig: Any, method: str) -> tuple[float, ...]:
     from matplotlib.colors import to_rgba
 
-    lines = [ln for ln in ax.get_lines() if f"] {method} (AUC" in str(ln.get_label())]
-    assert len(lines) == 1, [ln.get_label() for ln in ax.get_lines()]
+    lines = [ln for ax in fig.axes for ln in ax.get_lines()
+             if f"] {method} (AUC" in str(ln.get_label())]
+    assert len(lines) == 1, [ln.get_label() for ax in fig.axes for ln in ax.get_lines()]
     return tuple(to_rgba(lines[0].get_color()))
+
+
+def _texts(fig: Any) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
 
 
 def test_method_colours_do_not_depend_on_the_other_methods(tmp_path: Path,
@@ -159,7 +172,7 @@ def test_pareto_points_are_labelled_with_their_knob(tmp_path: Path,
             make_row("qexit", 0.5, 0, 0.71, 0.45, 2.5),
             make_row("lexicographic", 0.02, 0, 0.8, 0.7, 4.0),
             make_row("consistentee", 0.4, 0, 0.78, 0.42, 2.6)]
-    labels = {t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts}
+    labels = set(_texts(_drawn_pareto(tmp_path, rows, monkeypatch)))
     assert {"θ=0.4", "patience=2", "α=0.05", "target cost=0.3", "q=0.5", "drop=0.02",
             "target cost=0.4"} <= labels
 
@@ -171,5 +184,60 @@ def test_readings_of_trained_policies_are_not_labelled_one_by_one(tmp_path: Path
     rows = [make_row("entropy", 0.2, 0, 0.75, 0.5, 3.0),
             *[make_row("reinforce-hardness-budget", 0.48, 0, 0.7 + t / 10, 0.3 + t / 2, 2.0,
                        tau=t) for t in (0.1, 0.3, 0.5)]]
-    labels = [t.get_text() for t in _drawn_pareto(tmp_path, rows, monkeypatch).texts]
+    labels = _texts(_drawn_pareto(tmp_path, rows, monkeypatch))
     assert "θ=0.2" in labels and not any("target cost" in t for t in labels)
+
+
+def _comparison_rows() -> list[dict]:
+    rows = [make_row("full-depth", None, 0, 0.83, 1.0, 6.0),
+            make_row("oracle", None, 0, 0.97, 0.3, 2.0)]
+    for name, shift in (("entropy", 0.0), ("maxprob", 0.01), ("patience", -0.02),
+                        ("static", -0.04), ("random", -0.05), ("berxit", 0.005),
+                        ("reinforce-hardness-budget", 0.012), ("lexicographic", -0.01)):
+        rows += [make_row(name, k, 0, 0.76 + shift + 0.07 * c, c, 3.0)
+                 for k, c in ((0.2, 0.3), (0.5, 0.6), (0.8, 0.9))]
+    return rows
+
+
+def test_overview_draws_the_best_method_per_category_and_the_baselines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    overview, detail = _drawn(tmp_path, _comparison_rows(), monkeypatch)
+    ax = overview.axes[0]
+    drawn = {str(ln.get_label()).split("] ")[1].split(" (")[0] for ln in ax.get_lines()
+             if str(ln.get_label()).startswith("[")}
+    assert drawn == {"reinforce-hardness-budget", "maxprob", "berxit", "static", "random"}
+    # the oracle (0.97) is annotated at the edge; it does not stretch the axes to 0.97
+    low, high = ax.get_ylim()
+    assert high < 0.90 and any("oracle: 0.970 at cost 0.30" in t for t in _texts(overview))
+    # the legend sits below the axes: it covers no line
+    overview.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 <= ax.get_window_extent().y0
+    # the detail figure has every method, rules / supervised / RL in their own panels
+    assert len(detail.axes) == 3
+    everything = {str(ln.get_label()).split("] ")[1].split(" (")[0]
+                  for a in detail.axes for ln in a.get_lines() if str(ln.get_label())[:1] == "["}
+    assert everything == {"entropy", "maxprob", "patience", "static", "random", "berxit",
+                          "reinforce-hardness-budget", "lexicographic"}
+
+
+def test_colliding_knob_labels_are_left_out(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [make_row("entropy", 0.4, 0, 0.70, 0.500, 3.0),
+            make_row("entropy", 0.41, 0, 0.7001, 0.501, 3.0),  # on top of the first
+            make_row("entropy", 0.9, 0, 0.80, 0.900, 3.0)]
+    labels = _texts(_drawn_pareto(tmp_path, rows, monkeypatch))
+    assert "θ=0.4" in labels and "θ=0.9" in labels and "θ=0.41" not in labels
+
+
+def test_generation_plots_say_agreement_and_keep_the_cost_axis_readable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = [make_row("full-depth", None, 0, 1.0, 1.0, 30.0),
+            make_row("entropy", 0.5, 0, 0.3, 0.4, 3.0),
+            make_row("entropy", 0.99, 0, 0.6, 5.5, 23.0),
+            make_row("static", 10, 0, 0.2, 0.35, 10.0), make_row("static", 20, 0, 0.4, 0.7, 20.0)]
+    overview, _ = _drawn(tmp_path, rows, monkeypatch, meta={"quality": "agreement with full depth"})
+    ax = overview.axes[0]
+    assert ax.get_ylabel() == "agreement with full depth"
+    assert ax.get_xlim()[1] <= 1.05
+    assert any("1 point(s) beyond cost 1.05" in t for t in _texts(overview))

@@ -38,22 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from exitgym.reports.budget import STATIC
 from exitgym.reports.categories import CATEGORIES, category
 from exitgym.reports.curves import (
     AUC_RANGE,
     auc,
-    auc_label,
     coverage,
     covered_range,
     pareto_front,
 )
 from exitgym.reports.findings import findings_markdown
-from exitgym.reports.styles import knob_label, method_style
+from exitgym.reports.plots import plot_pareto
 from exitgym.utils.atomic import atomic_write_text, write_json
 
-CATEGORY_LINES = {"rule": "-", "supervised": "--", "rl": "-."}
-"""Line style per method category in the plots (colour and marker stay per method)."""
 ROW_KEYS = ("method", "knob", "seed", "accuracy", "cost", "speedup", "mean_exit_layer")
 FULL_DEPTH, ORACLE = "full-depth", "oracle"
 REFERENCE_METHODS = (FULL_DEPTH, ORACLE)
@@ -146,94 +142,6 @@ def summarize(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None
 
 
 # ---- outputs --------------------------------------------------------------------------------
-def plot_pareto(summary: dict[str, Any], path: str | os.PathLike[str], title: str = "") -> Path:
-    """``pareto.png``: every method's points and Pareto curve, the full-depth point, the oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = summary.get("budget_table") or []
-    if table:
-        fig, (ax, bax) = plt.subplots(1, 2, figsize=(17, 6.2), dpi=120,
-                                      gridspec_kw={"width_ratios": [1.6, 1]})
-    else:
-        fig, ax = plt.subplots(figsize=(11.5, 6.2), dpi=120)
-    lo, hi = summary["auc_range"]
-    ax.axvspan(lo, hi, color="0.95", zorder=0, label=f"AUC range [{lo:g}, {hi:g}]")
-    ranked = ranked_methods(summary["methods"])
-    style = {method: method_style(method) for method, _ in ranked}
-    for method, info in ranked:
-        color, marker = style[method]
-        pts = info["points"]
-        ax.scatter([p["cost"] for p in pts], [p["accuracy"] for p in pts], color=color,
-                   marker=marker, s=28, alpha=0.45, zorder=2)
-        for p in pts:  # readings of trained policies (τ) stay unlabelled: a dozen per agent
-            if p["knob"] is not None and "tau" not in p:
-                ax.annotate(knob_label(method, p["knob"]), (p["cost"], p["accuracy"]),
-                            xytext=(3, 3), textcoords="offset points", fontsize=6,
-                            color=color, alpha=0.9, zorder=4)
-        front = info["pareto"]
-        ax.plot([c for c, _ in front], [a for _, a in front], color=color, marker=marker,
-                ms=6, lw=2, zorder=3, ls=CATEGORY_LINES.get(info.get("category", "rl"), "-"),
-                label=f"[{info.get('category', 'rl')}] {method} ({auc_label(info)})")
-        if front and front[-1][0] < hi:  # the flat continuation the AUC integrates
-            ax.plot([front[-1][0], hi], [front[-1][1]] * 2, color=color, lw=1, ls=":",
-                    alpha=0.7, zorder=2)
-    ref_size = {FULL_DEPTH: 260, ORACLE: 200}
-    for method, point in summary["references"].items():
-        (color, marker), size = method_style(method), ref_size[method]
-        ax.scatter([point["cost"]], [point["accuracy"]], color=color, marker=marker, s=size,
-                   edgecolor="white", zorder=5,
-                   label=f"{method} (acc {point['accuracy']:.3f}, cost {point['cost']:.2f})")
-    ax.set_xlabel("cost: FLOPs fraction of the full model (lower is faster)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(title or "accuracy vs cost (Pareto front per method)")
-    ax.text(0.01, 0.01, "points labelled with their knob value; faint: dominated; dotted: flat "
-            "continuation counted by the AUC", transform=ax.transAxes, fontsize=7.5,
-            color="0.35")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8.5, framealpha=0.9,
-              title="Pareto front per method")
-    if table:
-        _plot_budget_table(bax, table, summary.get("selection_split", "validation"))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def save(tmp: Path) -> None:
-        fig.savefig(tmp, format="png")
-
-    from exitgym.utils.atomic import atomic_write
-
-    atomic_write(path, save)
-    plt.close(fig)
-    return path
-
-
-def _plot_budget_table(ax: Any, table: Sequence[dict[str, Any]], selection: str) -> None:
-    """The budget table as curves: test accuracy (mean ± std over seeds) of each method's point
-    chosen on ``selection`` within each budget, in the methods' colours and markers;
-    static truncation thick."""
-    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in table:
-        by_method[row["method"]].append(row)
-    for method, rows in sorted(by_method.items()):
-        rows = sorted(rows, key=lambda r: r["budget"])
-        static = method == STATIC
-        color, marker = method_style(method)
-        kind = rows[0].get("category", "rl")
-        ax.errorbar([r["budget"] for r in rows], [r["accuracy"] for r in rows],
-                    yerr=[r["accuracy_std"] for r in rows], marker=marker, ms=5, capsize=3,
-                    lw=3 if static else 1.2, color=color, label=f"[{kind}] {method}",
-                    ls=CATEGORY_LINES.get(kind, "-"), zorder=4 if static else 3)
-    ax.set_xlabel("FLOPs budget (selected on " + selection + ")")
-    ax.set_ylabel("test accuracy, mean ± std over seeds")
-    ax.set_title("budget table: best point within budget")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7.5, framealpha=0.9)
-
-
 def _budget_markdown(summary: dict[str, Any]) -> list[str]:
     """The budget table section of ``report.md`` (empty without a table)."""
     table = summary.get("budget_table") or []
@@ -310,7 +218,10 @@ def report_markdown(summary: dict[str, Any], title: str, plot_name: str = "paret
         lines += [", ".join(f"**{k}**: {v}" for k, v in meta.items() if not isinstance(v, dict)),
                   ""]
     lines += _heads_table(summary)
-    lines += [f"![accuracy vs cost]({plot_name})", "", *_budget_markdown(summary),
+    detail = plot_name.replace(".png", "-all.png")
+    lines += [f"![accuracy vs cost]({plot_name})", "",
+              f"Every method and its operating points, by category: [{detail}]({detail}).", "",
+              *_budget_markdown(summary),
               *findings_markdown(summary.get("findings") or []), *_targets_markdown(summary),
               f"## Methods by category, ranked by AUC over the part of [{lo:g}, {hi:g}] each "
               "covers", "",
@@ -351,7 +262,8 @@ def write_report(out: str | os.PathLike[str], rows: Sequence[dict[str, Any]], ti
                  meta: dict[str, Any] | None = None,
                  sections: Sequence[str] = (), extra: dict[str, Any] | None = None,
                  ) -> dict[str, Any]:
-    """Write ``summary.json``, ``pareto.png`` and ``report.md`` into ``out``; return the summary.
+    """Write ``summary.json``, ``pareto.png`` (with ``pareto-all.png``) and ``report.md`` into
+    ``out``; return the summary.
 
     ``extra`` adds top-level keys to the summary (``heads``, ``per_layer_accuracy``; from
     ``compare`` also ``selection_split``, ``seeds``, ``budget_table``, ...); a ``budget_table``
