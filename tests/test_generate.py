@@ -53,3 +53,24 @@ def test_a_rule_exits_early_and_batching_with_refill_changes_nothing(bb) -> None
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         exitgym.generate(None, [[1, 2]], batch_size=0)
+
+
+def test_every_decoder_pass_shows_progress(bb, capsys: pytest.CaptureFixture[str]) -> None:
+    """A first generation used to run for minutes without a word: generate, the teacher-forced
+    tables of the cached TokenExit env and the distilled heads' state collection show a bar."""
+    import gymnasium as gym
+
+    from exitgym.data.decoder_heads import collect_states
+
+    exitgym.generate(None, PROMPTS, max_new_tokens=3, backbone=bb)
+    assert f"generate ({len(PROMPTS)} prompts)" in capsys.readouterr().err
+    exitgym.generate(None, PROMPTS, max_new_tokens=3, backbone=bb, progress=False)
+    assert "generate (" not in capsys.readouterr().err
+    gym.make("exitgym/TokenExit-v0", backbone=bb, prompts=PROMPTS, max_new_tokens=2, kv="full",
+             teacher_forcing=True, cached=True)
+    err = capsys.readouterr().err
+    assert f"teacher-forced decoder pass ({len(PROMPTS)} prompts)" in err
+    assert f"0/{len(PROMPTS) * 2} " in err  # one step per generated token of every prompt
+    states = collect_states(bb, PROMPTS, desc="distilled heads: decoder pass")
+    assert "distilled heads: decoder pass" in capsys.readouterr().err
+    assert states.shape == (sum(map(len, PROMPTS)), bb.num_layers, bb.hidden_size)

@@ -184,7 +184,8 @@ def generation_section(cfg: Any) -> dict[str, Any]:
     plain = {}
     for batch in (1, min(8, len(prompts))):
         secs, result = _best(lambda b=batch: exitgym.generate(
-            None, prompts, max_new_tokens=tokens, batch_size=b, backbone=bb), repeats)
+            None, prompts, max_new_tokens=tokens, batch_size=b, backbone=bb, progress=False),
+            repeats)
         plain[batch] = secs
         row("generate, exits off", batch, secs,
             same_tokens_as_hf=result.generated_ids == hf_ids)
@@ -208,11 +209,12 @@ def generation_section(cfg: Any) -> dict[str, Any]:
         changes none of them (``tests/test_generate.py``)."""
         batches = (1, min(8, len(prompts)))
         result = exitgym.generate(policy, prompts, max_new_tokens=tokens, batch_size=batches[-1],
-                                  backbone=bb, reference=True, **kwargs)
+                                  backbone=bb, reference=True, progress=False, **kwargs)
         cost = float(result.cost.mean())
         for batch in batches:
             secs, _ = _best(lambda b=batch: exitgym.generate(
-                policy, prompts, max_new_tokens=tokens, batch_size=b, backbone=bb, **kwargs),
+                policy, prompts, max_new_tokens=tokens, batch_size=b, backbone=bb,
+                progress=False, **kwargs),
                 repeats)
             row(name, batch, secs, mean_cost=cost, flops_speedup=1.0 / cost,
                 wall_speedup=plain[batch] / secs, agreement=float(result.agreement.mean()),

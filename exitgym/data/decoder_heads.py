@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,12 +41,19 @@ class DistillConfig:
     """Tikhonov weight of the least-squares fit (relative to the mean squared input)."""
 
 
-def collect_states(backbone: Any, prompts: list[list[int]], batch: int = 16) -> Any:
-    """``[positions, L, H]``: every layer's state at every position of the prompts."""
+def collect_states(backbone: Any, prompts: list[list[int]], batch: int = 16,
+                   desc: str | None = None) -> Any:
+    """``[positions, L, H]``: every layer's state at every position of the prompts.
+
+    ``desc``: show a progress bar over the prompts with this title (a decoder pass over dozens
+    of prompts takes minutes on a CPU, which a user should see moving).
+    """
     import torch
+    from tqdm.auto import tqdm
 
     out = []
-    with torch.no_grad():
+    bar = tqdm(total=len(prompts), desc=desc, unit="prompt", disable=desc is None, leave=False)
+    with torch.no_grad(), bar:
         for first in range(0, len(prompts), batch):
             chunk = prompts[first: first + batch]
             lengths = torch.tensor([len(p) for p in chunk])
@@ -60,6 +68,7 @@ def collect_states(backbone: Any, prompts: list[list[int]], batch: int = 16) -> 
                 hidden = backbone.layer(i, hidden, cache, valid=valid)
                 layers.append(hidden)
             out.append(torch.stack(layers, dim=2)[valid])  # [positions, L, H]
+            bar.update(len(chunk))
     return torch.cat(out)
 
 
@@ -110,11 +119,16 @@ def prepare_distilled(backbone: Any, task: str, config: DistillConfig | None = N
             return LayerMaps.load(directory / WEIGHTS_FILE), meta
     tic = time.perf_counter()
     cut = [ids[: config.max_tokens] for ids in backbone.encode(train)]
-    maps = fit_layer_maps(collect_states(backbone, cut), config.ridge)
+    if progress:
+        print(f"exitgym: first use: fitting distilled exit heads of {backbone.name} on {task} "
+              f"({len(cut)} train texts, then {config.validation_texts} validation texts); "
+              "saved for every later use", file=sys.stderr)
+    desc = f"distilled heads: decoder pass over {task} train" if progress else None
+    maps = fit_layer_maps(collect_states(backbone, cut, desc=desc), config.ridge)
     fit_s = time.perf_counter() - tic
     val = [ids[: config.max_tokens] for ids in backbone.encode(
         _texts(task, "validation", config.validation_texts, column_options))]
-    states = collect_states(backbone, val)
+    states = collect_states(backbone, val, desc=desc and desc.replace("train", "validation"))
     before, after = head_agreement(backbone, states), head_agreement(backbone, states, maps)
     directory.mkdir(parents=True, exist_ok=True)
     maps.save(directory / WEIGHTS_FILE)

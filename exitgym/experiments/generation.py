@@ -85,6 +85,7 @@ def generate(
     observation: str | None = None,
     reference: bool = False,
     max_prompt_tokens: int = 512,
+    progress: bool = True,
 ) -> GenerationResult:
     """Generate from every prompt, exiting where ``policy`` says.
 
@@ -104,6 +105,8 @@ def generate(
             ``hidden``, which runs no head before an exit; a run's: the one it was trained on).
         reference: also run the full-depth model to report agreement (a second pass).
         max_prompt_tokens: prompts are cut to this many tokens.
+        progress: show a bar over the generated tokens (the first call also converts the
+            embedded decoder once and says so).
 
     Raises:
         ValueError: bad arguments (the message says what is allowed).
@@ -138,12 +141,15 @@ def generate(
         return _generate(policy, prompts, max_new_tokens, batch_size,
                          DEFAULT_DECODER if backbone is None else backbone,
                          "lm-head" if heads is None else heads, kv, observation, reference,
-                         max_prompt_tokens, policy_flops)
+                         max_prompt_tokens, policy_flops, progress)
 
 
 def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
               backbone: Any, heads: Any, kv: str, observation: str, reference: bool,
-              max_prompt_tokens: int, policy_flops: float) -> GenerationResult:
+              max_prompt_tokens: int, policy_flops: float,
+              progress: bool = False) -> GenerationResult:
+    from tqdm.auto import tqdm
+
     settings = TokenExitSettings(backbone=backbone, heads=heads, prompts=list(prompts),
                                  max_prompts=None,
                                  max_prompt_tokens=max_prompt_tokens,
@@ -160,6 +166,8 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
         policy.reset(len(rows))
     results: dict[int, dict[str, Any]] = {}
     active = list(rows)
+    bar = tqdm(total=len(prompts) * max_new_tokens, unit="token", disable=not progress,
+               desc=f"generate ({len(prompts)} prompts)", leave=False)
     while active:
         if policy is None:
             actions = np.zeros(len(rows), dtype=np.int64)
@@ -171,6 +179,7 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
                    if actions[r] == 1 or core._layer[r] == core.num_layers - 1]
         core._advance([r for r in active if r not in exiting])
         if exiting:
+            bar.update(len(exiting))
             _, done, infos_out = core._exit(exiting)
             finished = [r for r, d in zip(exiting, done, strict=True) if d]
             for row, info in zip(exiting, infos_out, strict=True):
@@ -187,6 +196,7 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
                     refill.append(row)
             if refill:
                 core._begin(refill, [prompt_of[r] for r in refill])
+    bar.close()
     seconds = time.perf_counter() - t0
     ordered = [results[k] for k in range(len(prompts))]
     agreement = np.array([i["agreement"] if reference else np.nan for i in ordered])
