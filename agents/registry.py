@@ -41,7 +41,7 @@ from exitgym.agents.rules import (
     StaticExit,
 )
 from exitgym.backbones.layer_cache import LayerCache
-from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
+from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points, require_type
 
 KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
 """Every kind of method, in the order listings show them."""
@@ -237,7 +237,8 @@ def lookup(name: str, *kinds: str, what: str = "method",
             load_agent_plugins()
         allowed = names(*kinds)
     if name not in allowed:
-        raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}")
+        raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}"
+                                 f"{failed_note(GROUPS['agents'], [name])}")
     return METHODS[name]
 
 
