@@ -163,7 +163,7 @@ def _select_and_collect(config: CompareConfig, out: Path, caches: dict[str, Any]
     found.rows.append(row_from_eval(method, knob, seed, test_result, tau, alpha))
     found.selection_rows.append(row_from_eval(method, knob, seed, val, tau, alpha))
     found.evaluations.append(Evaluation(
-        method, knob, seed, val.mean_cost, val.accuracy, test_result.mean_cost,
+        method, knob, seed, val.cost, val.accuracy, test_result.cost,
         test_result.correctness, tau, alpha))
 
 

@@ -183,7 +183,7 @@ def score(result: Any, tables: Any) -> Scored:
         agree.append(float(np.mean(tables.emitted[r.sample_id, tokens, exits]
                                    == tables.reference[r.sample_id, tokens])))
         layers += exits
-    return Scored(np.array(agree), float(result.mean_cost), float(np.mean(layers)) + 1.0)
+    return Scored(np.array(agree), float(result.cost), float(np.mean(layers)) + 1.0)
 
 
 class _Study:
