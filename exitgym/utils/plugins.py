@@ -39,8 +39,8 @@ GROUPS: dict[str, str] = {
     "tasks": "exitgym.tasks",
 }
 """Registry -> entry-point group: reward shapes (``RewardShape`` subclasses), agents
-(``agents.registry.Method`` entries), observation views (``ObservationView`` subclasses) and
-tasks (``data.tasks.TaskSpec`` entries)."""
+(``agents.registry.Method`` entries, ``ExitRule`` subclasses or trainer classes), observation
+views (``ObservationView`` subclasses) and tasks (``data.tasks.TaskSpec`` entries)."""
 
 _LOADED: dict[tuple[str, str], dict[str, Any]] = {}
 """(group, name) -> record of every entry point loaded in this process."""
