@@ -201,3 +201,21 @@ def test_the_suspect_label_rules() -> None:
     assert [(s.label, s.rows, s.likely) for s in lonely] == [("eggs", ("298", "299"), None)]
     assert lonely[0].describe(300) == ("'eggs' (2 rows: 298, 299) is a rare class: fewer than "
                                        "3 rows (1% of the 300 rows, at least 2, at most 10)")
+
+
+def test_a_wrong_label_column_is_refused_in_a_few_lines(tmp_path) -> None:
+    """An id column passed as --label-column makes every row a class: named in 13 lines, at
+    once (look-alikes are not searched among thousands of labels)."""
+    from exitgym.data.labels import SuspectLabelsError, check_labels
+
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"text": [f"t{i}" for i in range(3000)], "id": [f"row-{i}" for i in range(3000)]
+                  }).to_csv(path, index=False)
+    with pytest.raises(SuspectLabelsError) as err:
+        check_labels(str(path), label_column="id")
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("3000 label(s) of column 'id' look like mistakes; each would "
+                             "become a class of the exit heads:")
+    assert lines[1] == ("  'row-0' (1 row: 0) is a rare class: fewer than 10 rows (1% of the "
+                        "3000 rows, at least 2, at most 10)")
+    assert lines[-2] == "  ... and 2990 more" and len(lines) == 13

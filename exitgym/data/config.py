@@ -4,8 +4,9 @@ Training runs, comparisons, the benchmark, the demo and ``prepare`` itself all n
 prepared cache: a task, a backbone, the heads mode and the tokenisation. They nest (or, for
 :class:`~exitgym.data.prepare.PrepareConfig`, extend) this one dataclass, so the fields, their
 defaults, their checks and the ``--task`` / ``--backbone`` / ``--heads`` / ``--max-samples`` /
-``--max-length`` / ``--text-column`` / ``--label-column`` / ``--text-pair-column`` flags generated
-from them (:mod:`exitgym.utils.configs`) are the same everywhere.
+``--max-length`` / ``--text-column`` / ``--label-column`` / ``--text-pair-column`` /
+``--allow-suspect-labels`` flags generated from them (:mod:`exitgym.utils.configs`) are the
+same everywhere.
 Kept free of heavy imports: the command line reads it before any data is loaded.
 """
 

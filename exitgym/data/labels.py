@@ -36,6 +36,11 @@ MIN_EDIT_LENGTH = 4
 """Labels shorter than this are never one-edit look-alikes (``cat`` / ``car`` may both be real)."""
 SHOWN_ROWS = 5
 """Row numbers named per suspect label."""
+SHOWN_LABELS = 10
+"""Suspect labels named in a refusal (a wrong ``--label-column`` may make thousands)."""
+MAX_COMPARED = 1000
+"""Look-alikes are searched among at most this many labels (pairs grow as its square; a column
+of more distinct values is no class label, and its rare classes are named anyway)."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,11 @@ def suspect_labels(raw: RawTask) -> list[SuspectLabel]:
             rows.setdefault(_name(value, raw.label_names), []).append(f"{prefix}{index}")
     total = sum(len(r) for r in rows.values())
     by_count = sorted(rows, key=lambda label: (-len(rows[label]), label))
+    compared = by_count if len(by_count) <= MAX_COMPARED else []
     out = []
     for i, label in enumerate(by_count):
         # its look-alike with the most rows, counted before it (more rows, or as many and first)
-        match = next(((other, case) for other in by_count[:i]
+        match = next(((other, case) for other in compared[:i]
                       for alike, case in [look_alike(label, other)] if alike), None)
         if match is not None:
             out.append(SuspectLabel(label, tuple(rows[label]), match[0], len(rows[match[0]]),
@@ -159,7 +165,9 @@ def check_labels(task: str, *, allow: bool = False, text_column: str = "text",
     if not suspects:
         return
     total = sum(len(f) for f in raw.frames.values())
-    lines = "\n".join(f"  {s.describe(total)}" for s in suspects)
+    lines = "\n".join(f"  {s.describe(total)}" for s in suspects[:SHOWN_LABELS])
+    if len(suspects) > SHOWN_LABELS:
+        lines += f"\n  ... and {len(suspects) - SHOWN_LABELS} more"
     raise SuspectLabelsError(
         f"{task}: {len(suspects)} label(s) of column {label_column!r} look like mistakes; "
         f"each would become a class of the exit heads:\n{lines}\n"
