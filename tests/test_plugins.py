@@ -18,7 +18,7 @@ import pytest
 from exitgym.cli import main
 from exitgym.data.config import SPLITS
 from exitgym.envs.observations import OBSERVATIONS, make_observation
-from exitgym.envs.rewards import REWARDS, make_reward
+from exitgym.envs.rewards import REWARDS, load_reward_plugins, make_reward
 from exitgym.utils import plugins
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project
 
@@ -314,6 +314,14 @@ def test_a_broken_plugin_is_skipped_with_one_warning(broken, tmp_path, capsys) -
     named = f"unknown reward 'broken-reward'.*; {re.escape(BROKEN_WHY)}$"
     with pytest.raises(ValueError, match=named):
         make_reward("broken-reward")
+    recorded = {"entry_points": [{"group": "exitgym.rewards", "name": "broken-reward",
+                                  "value": "broken_plugin:Reward",
+                                  "distribution": "broken-plugin", "version": "1.0"}]}
+    with pytest.raises(plugins.PluginError) as err:  # a run that used it says why it cannot
+        plugins.load_recorded(recorded, load_reward_plugins)
+    assert str(err.value) == ("this run used plug-in 'broken-reward' (entry-point group "
+                              "'exitgym.rewards', broken_plugin:Reward) from broken-plugin==1.0, "
+                              f"which fails to load now ({BROKEN_WHY})")
 
     plugins._BROKEN.clear()  # a new process
     project = make_tiny_project(tmp_path / "project")
