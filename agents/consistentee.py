@@ -246,7 +246,7 @@ class ConsistentEE:
                 shape.alpha = old.alpha  # the budget multiplier carries over, not restarts
         self.agent.learn(self.config.policy_updates)
         result = evaluate(self.agent.policy, env)
-        self._record("policy", round=r, accuracy=result.accuracy, cost=result.mean_cost)
+        self._record("policy", round=r, accuracy=result.accuracy, cost=result.cost)
         return np.array([rec.exit_layer for rec in result.records], dtype=np.int64)
 
     def cache_for(self, other: LayerCache) -> LayerCache:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,20 @@ class EpisodeRecord:
 
 @dataclass(frozen=True)
 class EvalResult:
-    """Summary of one greedy evaluation over a set of samples (docs/design.md "Metrics")."""
+    """Summary of one greedy evaluation over a set of samples (docs/design.md "Metrics").
+
+    It names the split it ran on (:attr:`split`, first in its ``repr`` and ``str``): an env made
+    without ``split=`` reads the ``policy`` split, rows a learned policy trains on, whose
+    numbers are not the test numbers a paper or the CLI reports.
+    """
 
     accuracy: float
     """Fraction of episodes whose prediction is correct."""
-    mean_cost: float
-    """Mean FLOPs fraction (overheads included); 1.0 = full depth without overhead."""
+    cost: float
+    """Mean FLOPs fraction (overheads included); 1.0 = full depth without overhead. The name
+    the CLI, ``summary.json`` and the env's ``info`` use."""
     speedup: float
-    """``1 / mean_cost``."""
+    """``1 / cost``."""
     mean_exit_layer: float
     """Mean 1-based exit layer."""
     exit_histogram: tuple[int, ...]
@@ -112,8 +119,18 @@ class EvalResult:
     """Mean undiscounted episode return under the env's reward."""
     records: tuple[EpisodeRecord, ...] = field(repr=False)
     """Every episode, in the order of the evaluated sample ids."""
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
-    """Provenance: policy name and knobs, env id, split, seed, wall time."""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Provenance: policy name and knobs, seed, wall time."""
+    split: str | None = None
+    """The data split the episodes came from (``train``, ``policy``, ``validation``, ``test``);
+    None when the env does not say (e.g. a cache without a recorded split)."""
+
+    @property
+    def mean_cost(self) -> float:
+        """Deprecated name of :attr:`cost` (kept so code written against it runs)."""
+        warnings.warn("EvalResult.mean_cost is deprecated; use EvalResult.cost (the name the "
+                      "CLI, summary.json and info use)", DeprecationWarning, stacklevel=2)
+        return self.cost
 
     @property
     def num_layers(self) -> int:
@@ -128,13 +145,28 @@ class EvalResult:
 
     @property
     def flops_saved(self) -> float:
-        """``1 - mean_cost``: fraction of the full model's FLOPs saved."""
-        return 1.0 - self.mean_cost
+        """``1 - cost``: fraction of the full model's FLOPs saved."""
+        return 1.0 - self.cost
+
+    def __repr__(self) -> str:
+        return (f"EvalResult(split={self.split!r}, accuracy={self.accuracy:.4f}, "
+                f"cost={self.cost:.4f}, speedup={self.speedup:.2f}, "
+                f"mean_exit_layer={self.mean_exit_layer:.2f}, episodes={len(self.records)})")
+
+    def __str__(self) -> str:
+        """One line naming the split; a split other than ``test`` says where test numbers are."""
+        where = "an unnamed split" if self.split is None else f"the {self.split!r} split"
+        line = (f"accuracy {self.accuracy:.4f}, cost {self.cost:.4f} (speed-up "
+                f"{self.speedup:.2f}x), mean exit layer {self.mean_exit_layer:.2f} on {where} "
+                f"({len(self.records)} episodes)")
+        if self.split != "test":
+            line += "; test numbers come from an env made with split='test'"
+        return line
 
     @classmethod
     def from_records(
         cls, records: list[EpisodeRecord] | tuple[EpisodeRecord, ...], num_layers: int,
-        meta: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None, split: str | None = None,
     ) -> EvalResult:
         """Compute every metric from the records (the single definition of the metrics)."""
         if not records:
@@ -148,19 +180,21 @@ class EvalResult:
         hist = np.bincount(exits - 1, minlength=num_layers)
         return cls(
             accuracy=float(np.mean([r.correct for r in records])),
-            mean_cost=cost,
+            cost=cost,
             speedup=1.0 / cost if cost > 0 else math.inf,
             mean_exit_layer=float(exits.mean()),
             exit_histogram=tuple(int(h) for h in hist),
             mean_return=float(np.mean([r.episode_return for r in records])),
             records=tuple(records),
             meta=dict(meta or {}),
+            split=split,
         )
 
     def summary(self) -> dict[str, Any]:
         """The scalar metrics and histogram as a JSON-friendly dict (no records)."""
         return _jsonable({
-            "accuracy": self.accuracy, "mean_cost": self.mean_cost, "speedup": self.speedup,
+            "split": self.split, "accuracy": self.accuracy, "cost": self.cost,
+            "speedup": self.speedup,
             "flops_saved": self.flops_saved, "mean_exit_layer": self.mean_exit_layer,
             "exit_histogram": list(self.exit_histogram), "mean_return": self.mean_return,
             "num_episodes": len(self.records), "meta": self.meta,
@@ -179,7 +213,8 @@ class EvalResult:
         """Read a file written by :meth:`save`; metrics are recomputed from the records."""
         data = json.loads(Path(path).read_text())
         records = [EpisodeRecord.from_dict(r) for r in data["records"]]
-        return cls.from_records(records, len(data["exit_histogram"]), data.get("meta"))
+        return cls.from_records(records, len(data["exit_histogram"]), data.get("meta"),
+                                data.get("split"))
 
 
 def _tupled(value: Any) -> Any:

@@ -20,12 +20,19 @@ error message ("unknown agent 'x'; allowed: [...]") follows. Kinds:
 Rules and fitted baselines carry a ``sweep`` tracing their accuracy-cost curve over their knob.
 Torch-based implementations are imported only when an entry is used, so importing the registry
 stays light.
+
+Users add rules and trainers the way they add rewards: :func:`register_rule` and
+:func:`register_agent` decorate a class in a module given to ``--import`` (or named by an entry
+point of group ``exitgym.agents``). A plug-in is used only where it is named (``--rules
+my-rule``, ``--agent my-agent``): listings that choose methods by default (``demo
+--generation``'s rules) leave plug-ins out (:func:`names` with ``plugins=False``).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -41,7 +48,8 @@ from exitgym.agents.rules import (
     StaticExit,
 )
 from exitgym.backbones.layer_cache import LayerCache
-from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
+from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points, require_type
+from exitgym.utils.registry import check_name, qualified_name
 
 KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
 """Every kind of method, in the order listings show them."""
@@ -79,6 +87,9 @@ class Method:
     (lexicographic: the allowed drop; ConsistentEE: the target cost). Trained
     ``<agent>-<reward>`` methods sweep the reward's α (or the target cost). Plots label
     operating points with it."""
+    plugin: str | None = None
+    """The plug-in's class or factory (``module.QualName``) that registered it; None for
+    built-ins. Plug-ins are used only where named (see :func:`names`)."""
 
 
 class UnknownMethodError(KeyError, ValueError):
@@ -92,11 +103,17 @@ class UnknownMethodError(KeyError, ValueError):
 
 
 def _trainer(name: str, description: str, module: str, trainer: str, config: str) -> Method:
-    """A trainer entry: ``module.trainer(env, module.config(**knobs))``."""
+    """A trainer entry: ``module.trainer(env, module.config(**knobs))`` (imported on first use)."""
 
     def classes() -> tuple[Any, Any]:
         mod = importlib.import_module(module)
         return getattr(mod, trainer), getattr(mod, config)
+
+    return _trainer_of(name, description, classes)
+
+
+def _trainer_of(name: str, description: str, classes: Callable[[], tuple[Any, Any]]) -> Method:
+    """A trainer entry of the ``(trainer class, config class)`` that ``classes()`` returns."""
 
     def build(env: Any, **knobs: Any) -> Any:
         cls, config_cls = classes()
@@ -215,9 +232,14 @@ METHODS: dict[str, Method] = {m.name: m for m in (
 """Every method by name."""
 
 
-def names(*kinds: str) -> tuple[str, ...]:
-    """Names of the methods of the given kinds (all kinds when none), in registry order."""
-    return tuple(n for n, m in METHODS.items() if not kinds or m.kind in kinds)
+def names(*kinds: str, plugins: bool = True) -> tuple[str, ...]:
+    """Names of the methods of the given kinds (all kinds when none), in registry order.
+
+    ``plugins=False`` leaves plug-ins out: what a listing that picks methods unasked uses, since
+    an installed plug-in must not join a comparison nobody asked it into.
+    """
+    return tuple(n for n, m in METHODS.items()
+                 if (not kinds or m.kind in kinds) and (plugins or m.plugin is None))
 
 
 def train_agents() -> tuple[str, ...]:
@@ -237,7 +259,8 @@ def lookup(name: str, *kinds: str, what: str = "method",
             load_agent_plugins()
         allowed = names(*kinds)
     if name not in allowed:
-        raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}")
+        raise UnknownMethodError(f"unknown {what} {name!r}; allowed: {sorted(allowed)}"
+                                 f"{failed_note(GROUPS['agents'], [name])}")
     return METHODS[name]
 
 
@@ -249,16 +272,108 @@ def train_agent(name: str) -> Method:
 
 
 def load_agent_plugins() -> None:
-    """Add the :class:`Method` entries of installed plug-ins (entry-point group
-    ``exitgym.agents``), each under its entry point's name."""
+    """Add the methods of installed plug-ins (entry-point group ``exitgym.agents``), each under
+    its entry point's name: a :class:`Method`, an :class:`ExitRule` subclass
+    (:func:`register_rule`) or a trainer class (:func:`register_agent` with its default
+    config); an entry point naming a module registers what its decorators do."""
 
-    def register(name: str, method: Any) -> None:
-        require_type("agent", name, method, Method)
-        if name in METHODS and METHODS[name].factory is not method.factory:
-            raise ValueError(f"agent plug-in {name!r} clashes with the registered method {name!r}")
-        METHODS[name] = replace(method, name=name)
+    def register(name: str, obj: Any) -> None:
+        if isinstance(obj, type) and issubclass(obj, ExitRule):
+            register_rule(name)(obj)
+        elif isinstance(obj, type):
+            register_agent(name)(obj)
+        else:
+            require_type("agent", name, obj, Method)
+            _add_plugin(replace(obj, name=name), qualified_name(obj.factory))
 
     load_entry_points(GROUPS["agents"], register)
+
+
+def _add_plugin(method: Method, origin: str) -> None:
+    """Add a plug-in's ``method``; ``origin`` names what registered it.
+
+    Raises:
+        ValueError: the name is taken by a built-in or by another plug-in (the same plug-in
+            registered again, e.g. by a module imported twice, is allowed).
+    """
+    check_name(method.kind, method.name)
+    existing = METHODS.get(method.name)
+    if existing is not None and existing.plugin != origin:
+        taken = existing.plugin or f"the built-in {existing.kind}"
+        raise ValueError(f"{method.kind} {method.name!r} is already registered as {taken}; "
+                         f"register yours under another name")
+    METHODS[method.name] = replace(method, plugin=origin)
+
+
+def _summary(cls: type) -> str:
+    """The first line of a class's docstring (a plug-in's description when it gives none)."""
+    return (inspect.getdoc(cls) or cls.__name__).strip().splitlines()[0]
+
+
+def register_rule(name: str, *, description: str | None = None) -> Callable[[type], type]:
+    """Class decorator adding an :class:`ExitRule` subclass as the ``rule`` method ``name``.
+
+    The rule is swept over its :meth:`~ExitRule.default_grid` and evaluated by the code that
+    evaluates the built-in rules (``exitgym compare --rules name``, :func:`make_rule`); a rule
+    whose constructor takes ``seed`` is seeded (run once per seed). Example::
+
+        @register_rule("falling-maxprob")
+        class FallingMaxProb(ExitRule):
+            knob = "theta"
+            ...
+
+    Raises:
+        ValueError: the name is empty or taken. TypeError: not an ``ExitRule`` subclass.
+    """
+    check_name("rule", name)
+
+    def decorator(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, ExitRule)):
+            raise TypeError(f"register_rule({name!r}) needs an ExitRule subclass, got {cls!r}")
+        seeded = "seed" in inspect.signature(cls).parameters
+        method = _rule(cls, description or _summary(cls), seeded=seeded)
+        _add_plugin(replace(method, name=name), qualified_name(cls))
+        cls.name = name  # after the checks: a refused class keeps its name
+        return cls
+
+    return decorator
+
+
+def register_agent(name: str, *, config: type | None = None,
+                   description: str | None = None) -> Callable[[type], type]:
+    """Class decorator adding a trainer as the ``trainer`` method ``name`` (``exitgym train
+    --agent name``, ``compare --agent name``).
+
+    The class is built as ``cls(env, config(**knobs))`` with the knobs ``exitgym train`` passes
+    (``seed``, ``batch_size``, ``baseline``, ``lr``, ...), and its static
+    ``policy_config(observation_space, action_space, config, observation)`` gives the policy's
+    FLOPs before any env exists: a :class:`~exitgym.agents.reinforce.Reinforce` subclass has
+    both. Its ``policy`` must save as an ``MLPPolicy`` does, so runs load it back.
+
+    Args:
+        name: The registry key.
+        config: Its config dataclass (default :class:`~exitgym.agents.reinforce.ReinforceConfig`).
+        description: One line for ``--help`` (default: the class docstring's first line).
+    """
+    check_name("agent", name)
+
+    def decorator(cls: type) -> type:
+        if not isinstance(cls, type) or not callable(getattr(cls, "policy_config", None)):
+            raise TypeError(f"register_agent({name!r}) needs a trainer class with a static "
+                            f"policy_config (e.g. a Reinforce subclass), got {cls!r}")
+
+        def classes() -> tuple[type, type]:
+            if config is not None:
+                return cls, config
+            from exitgym.agents.reinforce import ReinforceConfig
+
+            return cls, ReinforceConfig
+
+        method = _trainer_of(name, description or _summary(cls), classes)
+        _add_plugin(method, qualified_name(cls))
+        return cls
+
+    return decorator
 
 
 def describe(names: tuple[str, ...]) -> dict[str, str]:
@@ -272,4 +387,5 @@ def make_rule(name: str, **kwargs: Any) -> ExitRule:
 
 
 __all__ = ["KINDS", "METHODS", "Method", "Sweep", "UnknownMethodError", "describe", "lookup",
-           "make_rule", "names", "train_agent", "train_agents"]
+           "make_rule", "names", "register_agent", "register_rule", "train_agent",
+           "train_agents"]

@@ -86,6 +86,22 @@ def env_attr(env: Any, name: str) -> Any:
     return None
 
 
+def env_split(env: Any) -> str | None:
+    """The data split an env's episodes come from (None: the env does not say).
+
+    An env that loaded its data itself reads the ``split`` of its settings; one made with
+    ``cache=`` reads that cache whatever its ``split`` setting says (then left at its default),
+    so the cache's recorded split is the answer.
+    """
+    settings = env_attr(env, "settings")
+    split = getattr(settings, "split", None)
+    if getattr(settings, "cache", None) is None and isinstance(split, str):
+        return split
+    meta = getattr(env_cache(env), "meta", None)
+    recorded = meta.get("split") if isinstance(meta, dict) else None
+    return recorded if isinstance(recorded, str) else None
+
+
 def cost_weighted_shape(env: Any, mode: str) -> Any:
     """The env's reward shape, whose cost weight ``alpha`` a trainer sets at run time (the
     budget-targeted multiplier, cost-conditioned draws).
@@ -338,8 +354,9 @@ def evaluate(
         deterministic: Greedy actions (True, the evaluation protocol) or sampled ones.
 
     Returns:
-        :class:`EvalResult` with accuracy, mean cost, speed-up, exit-layer histogram and one
-        :class:`EpisodeRecord` per sample in the order of ``sample_ids``.
+        :class:`EvalResult` with accuracy, cost, speed-up, exit-layer histogram, the split it
+        ran on (:func:`env_split`) and one :class:`EpisodeRecord` per sample in the order of
+        ``sample_ids``.
     """
     policy = as_policy(policy, env)
     check_observation(policy, env)
@@ -360,4 +377,4 @@ def evaluate(
         "policy": describe() if callable(describe) else {"method": type(policy).__name__},
         "seed": seed, "num_episodes": len(records), "wall_s": time.perf_counter() - t0,
     }
-    return EvalResult.from_records(records, num_layers_of(env), meta)
+    return EvalResult.from_records(records, num_layers_of(env), meta, env_split(env))

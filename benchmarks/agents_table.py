@@ -43,7 +43,7 @@ def make_env(cache: Any, observation: str, num_envs: int = 256, **kw: Any) -> An
 
 
 def point(method: str, knob: Any, res: Any, **extra: Any) -> dict[str, Any]:
-    return {"method": method, "knob": knob, "accuracy": res.accuracy, "cost": res.mean_cost,
+    return {"method": method, "knob": knob, "accuracy": res.accuracy, "cost": res.cost,
             "exit_layer": res.mean_exit_layer, **extra}
 
 
@@ -80,7 +80,7 @@ def run_reinforce(train: Any, test: Any, reward: str, alphas: list[float], seeds
             out.append(point(f"reinforce-{reward}", alpha, res, seed=seed,
                              train_s=round(time.perf_counter() - t0, 1)))
             print(f"  {reward} alpha={alpha} seed={seed}: acc={res.accuracy:.4f} "
-                  f"cost={res.mean_cost:.3f} ({out[-1]['train_s']} s)", flush=True)
+                  f"cost={res.cost:.3f} ({out[-1]['train_s']} s)", flush=True)
     return out
 
 

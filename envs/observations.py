@@ -29,7 +29,7 @@ from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from exitgym.utils.plugins import GROUPS, load_entry_points
+from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points
 from exitgym.utils.registry import registering
 
 __all__ = [
@@ -320,6 +320,7 @@ def make_observation(spec: str | CombinedView) -> CombinedView:
         raise ValueError(
             f"unknown observation view(s) {unknown} in {spec!r}; registered views: "
             f"{sorted(OBSERVATIONS)} (combine them with '+')"
+            f"{failed_note(GROUPS['observations'], unknown)}"
         )
     if len(set(names)) != len(names):
         raise ValueError(f"observation {spec!r} repeats a view; use each view at most once")

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from exitgym.utils.plugins import GROUPS, load_entry_points
+from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points
 from exitgym.utils.registry import registering
 
 __all__ = [
@@ -172,7 +172,8 @@ def make_reward(name: str | RewardShape, alpha: float | None = None, **kwargs: A
     if name not in REWARDS:
         load_reward_plugins()
     if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}")
+        raise ValueError(f"unknown reward {name!r}; registered rewards: {sorted(REWARDS)}"
+                         f"{failed_note(GROUPS['rewards'], [name])}")
     if alpha is not None:
         kwargs["alpha"] = alpha
     try:

@@ -8,6 +8,7 @@ only when they are needed.
 
 - environments: :data:`ENVS`, :func:`register_envs`, :func:`register_reward`,
   :func:`register_observation`
+- methods: :func:`register_rule`, :func:`register_agent` (plug-in exit rules and trainers)
 - data: :func:`load_task`, :func:`prepare`, :func:`get_cache`, :class:`PrepareConfig`,
   :class:`DataConfig` (the prepared cache that every config names)
 - training: :class:`TrainConfig`, :func:`train`, :func:`load_policy`
@@ -32,6 +33,9 @@ _PUBLIC: dict[str, str] = {
     # environments
     "register_reward": "exitgym.envs.rewards",
     "register_observation": "exitgym.envs.observations",
+    # methods
+    "register_rule": "exitgym.agents.registry",
+    "register_agent": "exitgym.agents.registry",
     # data
     "load_task": "exitgym.data.tasks",
     "prepare": "exitgym.data.prepare",

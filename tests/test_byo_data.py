@@ -128,3 +128,94 @@ def test_thousands_of_words_embed_at_the_model_limit(byo) -> None:
     long_rows = [i for i, t in enumerate(cache.texts) if len(t.split()) > 100]
     assert long_rows and set(cache.lengths[long_rows].tolist()) == {64}
     assert np.isfinite(cache.pooled).all()
+
+
+def _typo_csv(path: Path) -> Path:
+    """82 reviews, ``fresh`` / ``rotten`` but for one ``frseh`` (row 7) and one ``Rotten``
+    (row 30)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(82):
+        label = {7: "frseh", 30: "Rotten"}.get(i, "fresh" if i % 2 else "rotten")
+        words = rng.choice(["good", "great"] if i % 2 else ["bad", "dull"], size=2).tolist()
+        rows.append((" ".join([*words, f"x{i}"]), label))
+    pd.DataFrame(rows, columns=["review", "verdict"]).to_csv(path, index=False)
+    return path
+
+
+def test_label_typos_are_refused_naming_rows_and_the_label_meant(tmp_path, monkeypatch,
+                                                                 capsys) -> None:
+    """A CSV with one ``frseh`` and one ``Rotten`` row trained a 4-class head without a word."""
+    from exitgym.data.labels import SuspectLabelsError
+
+    names = make_tiny_project(tmp_path / "project")
+    csv = str(_typo_csv(tmp_path / "reviews.csv"))
+    data = ["--task", csv, "--backbone", names["backbone"], "--text-column", "review",
+            "--label-column", "verdict", "--max-length", "16"]
+    assert main(["prepare", *data, "--epochs", "1"]) == 2
+    assert (f"exitgym prepare: error: {csv}: 2 label(s) of column 'verdict' look like mistakes; "
+            "each would become a class of the exit heads:\n"
+            "  'Rotten' (1 row: 30) differs from 'rotten' (40 rows) only in case or spaces\n"
+            "  'frseh' (1 row: 7) differs from 'fresh' (40 rows) by one edit\n"
+            "Fix the labels (rows count from 0 after the header), or keep them as classes with "
+            "--allow-suspect-labels (allow_suspect_labels=True)") in capsys.readouterr().err
+    columns = {"text_column": "review", "label_column": "verdict"}
+    with pytest.raises(SuspectLabelsError, match="'frseh' .1 row: 7. differs from 'fresh'"):
+        prepare(task=csv, backbone=names["backbone"], max_length=16, splits=(), **columns)
+    prepared = prepare(task=csv, backbone=names["backbone"], max_length=16, splits=("test",),
+                       allow_suspect_labels=True, progress=False, verbose=False, **columns)
+    from exitgym.backbones.heads import ExitHeads
+
+    assert ExitHeads.load(prepared.directory).config.num_labels == 4  # the user kept them all
+    assert load_task(csv, **columns).label_names == ("Rotten", "fresh", "frseh", "rotten")
+
+    # The flag flows from every command's data options to the env that prepares the heads.
+    monkeypatch.setenv("EXITGYM_CACHE", str(tmp_path / "fresh-cache"))
+    run = tmp_path / "run"
+    fast = ["--steps", "2", "--batch-size", "8", "--num-envs", "8", "--reward", "vanilla"]
+    assert main(["train", *data, *fast, "--out", str(tmp_path / "refused")]) == 2
+    assert "'frseh' (1 row: 7) differs from 'fresh'" in capsys.readouterr().err
+    assert main(["train", *data, *fast, "--allow-suspect-labels", "--out", str(run)]) == 0
+    spec = json.loads((run / "env_spec.json").read_text())
+    assert spec["prepare"]["allow_suspect_labels"] is True
+    assert main(["evaluate", str(run), "--num-envs", "8"]) == 0
+
+
+def test_the_suspect_label_rules() -> None:
+    from exitgym.data.labels import look_alike, one_edit, rare_below, suspect_labels
+    from exitgym.data.sources import RawTask
+
+    assert [rare_below(n) for n in (50, 150, 250, 999, 5000)] == [2, 2, 3, 10, 10]
+    assert one_edit("frseh", "fresh") and one_edit("fresh", "frsh") and one_edit("fresh", "fres")
+    assert not one_edit("fresh", "rfehs") and not one_edit("fresh", "fresh")
+    assert look_alike("Rotten", " rotten") == (True, True)
+    assert look_alike("spam", "spa") == (False, False)  # short labels need more than one edit
+    assert look_alike("1000", "1001") == (False, False)  # numbers are ids, not words
+
+    def raw(labels: list) -> RawTask:
+        return RawTask({"all": pd.DataFrame({"text": [f"t{i}" for i in range(len(labels))],
+                                             "label": labels})})
+
+    assert suspect_labels(raw(list(range(10)) * 30)) == []  # digits one edit apart: fine
+    lonely = suspect_labels(raw(["ham"] * 150 + ["spam"] * 148 + ["eggs"] * 2))
+    assert [(s.label, s.rows, s.likely) for s in lonely] == [("eggs", ("298", "299"), None)]
+    assert lonely[0].describe(300) == ("'eggs' (2 rows: 298, 299) is a rare class: fewer than "
+                                       "3 rows (1% of the 300 rows, at least 2, at most 10)")
+
+
+def test_a_wrong_label_column_is_refused_in_a_few_lines(tmp_path) -> None:
+    """An id column passed as --label-column makes every row a class: named in 13 lines, at
+    once (look-alikes are not searched among thousands of labels)."""
+    from exitgym.data.labels import SuspectLabelsError, check_labels
+
+    path = tmp_path / "ids.csv"
+    pd.DataFrame({"text": [f"t{i}" for i in range(3000)], "id": [f"row-{i}" for i in range(3000)]
+                  }).to_csv(path, index=False)
+    with pytest.raises(SuspectLabelsError) as err:
+        check_labels(str(path), label_column="id")
+    lines = str(err.value).splitlines()
+    assert lines[0].endswith("3000 label(s) of column 'id' look like mistakes; each would "
+                             "become a class of the exit heads:")
+    assert lines[1] == ("  'row-0' (1 row: 0) is a rare class: fewer than 10 rows (1% of the "
+                        "3000 rows, at least 2, at most 10)")
+    assert lines[-2] == "  ... and 2990 more" and len(lines) == 13

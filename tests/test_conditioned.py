@@ -85,10 +85,10 @@ def test_one_policy_exits_earlier_at_a_higher_cost_weight() -> None:
     drawn = [h["alpha"] for h in agent.history]
     assert min(drawn) >= RANGE[0] and max(drawn) <= RANGE[1] and np.std(np.log(drawn)) > 0.5
     assert env.unwrapped.reward_shape.alpha == 0.5 and agent.policy.alpha == 0.5
-    costs = [evaluate(agent.policy.at(a), env).mean_cost for a in (0.05, 0.5, 5.0)]
+    costs = [evaluate(agent.policy.at(a), env).cost for a in (0.05, 0.5, 5.0)]
     assert costs[0] >= 0.4 and costs[2] < 0.2 and costs[0] >= costs[1] >= costs[2], costs
     # read at a threshold too (the calibrated reading of budget tables): τ moves the cost
-    calibrated = [evaluate(CalibratedExit(agent.policy.at(0.5), tau), env).mean_cost
+    calibrated = [evaluate(CalibratedExit(agent.policy.at(0.5), tau), env).cost
                   for tau in (1e-4, 0.9999)]
     assert calibrated[0] < calibrated[1]
 

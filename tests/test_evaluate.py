@@ -37,7 +37,7 @@ def test_metrics_match_the_cache() -> None:
     _, vector = envs(cache)
     res = evaluate(StaticExit(3), vector)
     assert res.accuracy == pytest.approx(cache.correct[:, 2].mean())
-    assert res.mean_cost == pytest.approx(cache.cost()[:, 2].mean())
+    assert res.cost == pytest.approx(cache.cost()[:, 2].mean())
     assert res.mean_exit_layer == 3.0 and res.exit_histogram == (0, 0, 20, 0, 0, 0)
     rec = res.records[4]
     assert rec.actions == (0, 0, 1) and rec.memorized_layer == cache.memorized[4]
@@ -82,7 +82,36 @@ def test_speedup_and_flops_saved_by_hand() -> None:
                              rewards=(0.0,) * exit_layer, cost=cost, flops=cost * 100)
 
     res = EvalResult.from_records([record(0, 1, 0.25), record(1, 2, 0.5)], num_layers=2)
-    assert res.mean_cost == pytest.approx(0.375)
+    assert res.cost == pytest.approx(0.375)
     assert res.speedup == pytest.approx(8 / 3)
     assert res.flops_saved == pytest.approx(0.625)
     assert EvalResult.from_records([record(0, 1, 0.0)], num_layers=2).speedup == float("inf")
+
+
+def test_a_result_names_its_split_and_calls_its_mean_cost_cost(tmp_path) -> None:
+    """``gym.make`` without ``split=`` reads the ``policy`` rows: ``exitgym.evaluate`` reported
+    them (0.856 on rt-polarity where test says 0.833) without saying so, and called the cost
+    ``mean_cost`` where the CLI, ``summary.json`` and ``info`` say ``cost``."""
+    from tests.tiny_project import make_tiny_project
+
+    names = {**make_tiny_project(tmp_path / "project"), "observation": "features+logits"}
+    default = exitgym.evaluate(StaticExit(2), gym.make("exitgym/EarlyExit-v0", **names))
+    assert default.split == "policy"
+    assert repr(default).startswith(f"EvalResult(split='policy', accuracy={default.accuracy:.4f}"
+                                    f", cost={default.cost:.4f}, ")
+    assert str(default).endswith("on the 'policy' split (14 episodes); test numbers come from "
+                                 "an env made with split='test'")
+    test = exitgym.evaluate(StaticExit(2), gym.make("exitgym/EarlyExit-v0", **names,
+                                                    split="test"))
+    assert test.split == "test" and str(test).endswith("on the 'test' split (10 episodes)")
+    summary = test.summary()
+    assert (summary["split"], summary["cost"]) == ("test", test.cost)
+    assert "mean_cost" not in summary
+    with pytest.warns(DeprecationWarning, match="mean_cost is deprecated; use EvalResult.cost"):
+        assert test.mean_cost == test.cost
+    # an env made with cache= reads that cache, whatever its split setting says
+    cache = synthetic_cache(num_samples=5)
+    env = gym.make("exitgym/EarlyExit-v0", cache=cache, observation="features+logits")
+    assert evaluate(StaticExit(1), env).split == cache.meta["split"] == "train"
+    path = test.save(tmp_path / "eval.json")
+    assert EvalResult.load(path).split == "test"

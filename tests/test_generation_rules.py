@@ -32,14 +32,14 @@ def test_rules_trace_a_cost_agreement_trade_off_and_the_oracle_bounds_it() -> No
     assert all(r.correct for r in never.records)  # full depth agrees with itself
     assert all(r.exit_layer == 3 for r in never.records)
     always = evaluate(EntropyExit(theta=1.0), env)  # exits at layer 1 whenever entropy < 1
-    assert always.mean_cost < never.mean_cost
+    assert always.cost < never.cost
     depth = token_env("depth")
     oracle = evaluate(TokenOracleExit(depth.unwrapped.tables), depth)
     assert all(r.correct for r in oracle.records)  # exits only where the head agrees
-    assert oracle.mean_cost <= never.mean_cost
+    assert oracle.cost <= never.cost
     for rule in (MarginExit(theta=0.0), PatienceExit(t=1)):
         result = evaluate(rule, env)
-        assert oracle.mean_cost <= result.mean_cost + 1e-12 or not all(
+        assert oracle.cost <= result.cost + 1e-12 or not all(
             r.correct for r in result.records)
 
 
@@ -57,7 +57,7 @@ def test_saturation_exits_when_consecutive_states_align() -> None:
     loose = evaluate(SaturationExit(theta=-1.0), env)  # any cos > −1: exit at layer 2
     assert all(r.exit_layer == 3 for r in tight.records)
     assert all(r.exit_layer == 2 for r in loose.records)  # never at layer 1 (prev = 0)
-    assert loose.mean_cost < tight.mean_cost
+    assert loose.cost < tight.cost
 
 
 def test_rules_reading_the_features_decide_as_the_rules_reading_the_logits() -> None:
@@ -81,7 +81,7 @@ def test_head_free_rules_are_not_charged_a_head_per_layer() -> None:
     on_features = evaluate(rule.reading("features"), token_env("features"))
     on_depth = evaluate(rule.reading("depth"), token_env("depth"))
     assert [r.actions for r in on_features.records] == [r.actions for r in on_depth.records]
-    assert on_depth.mean_cost < on_features.mean_cost
+    assert on_depth.cost < on_features.cost
 
 
 def test_registry_builds_the_generation_rules_with_the_same_decisions() -> None:

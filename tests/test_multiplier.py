@@ -83,7 +83,7 @@ def test_pid_multiplier_meets_the_budget_from_zero(seed: int) -> None:
     both land. The comparison is measured on real data: ``PIDGains``.)"""
     agent, env = budget_agent("pid", seed, lr=3e-3)
     result = evaluate(agent.learn(150).policy, env, deterministic=False)
-    assert 0.4 < result.mean_cost <= 0.5 and result.accuracy > 0.95, result.summary()
+    assert 0.4 < result.cost <= 0.5 and result.accuracy > 0.95, result.summary()
 
 
 @pytest.mark.parametrize("multiplier", ["pid", "plain"])

@@ -43,7 +43,7 @@ def _all_readings(run: Path) -> list[tuple[float, float, float]]:
     out = []
     for tau in np.linspace(0.0, 1.0, 101):
         result = evaluate(CalibratedExit(policy, float(tau)), env)
-        out.append((float(tau), result.mean_cost, result.accuracy))
+        out.append((float(tau), result.cost, result.accuracy))
     return out
 
 
@@ -84,7 +84,7 @@ def test_evaluate_at_a_budget_records_the_point_and_replays_with_the_policy(trai
     assert main(["evaluate", str(run), "--num-envs", "8"]) == 0
     half = json.loads((run / "eval-test-t0.5.json").read_text())
     greedy = json.loads((run / "eval-test.json").read_text())
-    assert (half["accuracy"], half["mean_cost"]) == (greedy["accuracy"], greedy["mean_cost"])
+    assert (half["accuracy"], half["cost"]) == (greedy["accuracy"], greedy["cost"])
     assert main(["evaluate", str(run), "--budget", "0.9", "--num-envs", "8"]) == 0
     assert "operating point" in capsys.readouterr().out
     chosen = json.loads((run / "eval-test-b0.9.json").read_text())

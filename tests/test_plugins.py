@@ -8,6 +8,7 @@ folder with ``entry_points.txt`` on ``sys.path`` (what ``pip install`` leaves be
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 from exitgym.cli import main
 from exitgym.data.config import SPLITS
 from exitgym.envs.observations import OBSERVATIONS, make_observation
-from exitgym.envs.rewards import REWARDS, make_reward
+from exitgym.envs.rewards import REWARDS, load_reward_plugins, make_reward
 from exitgym.utils import plugins
 from tests.tiny_project import PREPARE_OPTIONS, make_tiny_project
 
@@ -275,3 +276,61 @@ def test_a_plugin_cannot_replace_a_built_in_of_the_same_name(tmp_path, monkeypat
         assert registry[name] is before
     finally:
         sys.modules.pop("shadow_plugin", None)
+
+
+@pytest.fixture()
+def broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``broken-plugin 1.0`` installed: its reward entry point fails to import (a missing
+    dependency), as a half-installed plug-in does."""
+    site = tmp_path / "broken-site"
+    info = site / "broken_plugin-1.0.dist-info"
+    info.mkdir(parents=True)
+    (site / "broken_plugin.py").write_text("import exitgym_missing_dependency  # noqa: F401\n")
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[exitgym.rewards]\nbroken-reward = "
+                                           "broken_plugin:Reward\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    monkeypatch.setattr(plugins, "_BROKEN", {})
+    yield site
+    sys.modules.pop("broken_plugin", None)
+
+
+BROKEN_WHY = ("plug-in 'broken-reward' of entry-point group 'exitgym.rewards' "
+              "(broken_plugin:Reward, from broken-plugin 1.0) failed to load: "
+              "ModuleNotFoundError: No module named 'exitgym_missing_dependency'")
+
+
+def test_a_broken_plugin_is_skipped_with_one_warning(broken, tmp_path, capsys) -> None:
+    """A plug-in that fails to import used to fail every command, also ``train --reward
+    vanilla`` and ``replay --verify`` of a run without plug-ins, and ``--reward vanila`` showed
+    its error instead of "unknown value"."""
+    with pytest.warns(plugins.PluginWarning) as caught:
+        with pytest.raises(ValueError, match="unknown reward 'vanila'; registered rewards: "):
+            make_reward("vanila")
+    assert [str(w.message) for w in caught] == [
+        f"{BROKEN_WHY}; skipped (reinstall or uninstall broken-plugin to silence this)"]
+    assert make_reward("vanilla", alpha=0.3).alpha == 0.3  # warned once: nothing more
+    named = f"unknown reward 'broken-reward'.*; {re.escape(BROKEN_WHY)}$"
+    with pytest.raises(ValueError, match=named):
+        make_reward("broken-reward")
+    recorded = {"entry_points": [{"group": "exitgym.rewards", "name": "broken-reward",
+                                  "value": "broken_plugin:Reward",
+                                  "distribution": "broken-plugin", "version": "1.0"}]}
+    with pytest.raises(plugins.PluginError) as err:  # a run that used it says why it cannot
+        plugins.load_recorded(recorded, load_reward_plugins)
+    assert str(err.value) == ("this run used plug-in 'broken-reward' (entry-point group "
+                              "'exitgym.rewards', broken_plugin:Reward) from broken-plugin==1.0, "
+                              f"which fails to load now ({BROKEN_WHY})")
+
+    plugins._BROKEN.clear()  # a new process
+    project = make_tiny_project(tmp_path / "project")
+    data = ["--task", project["task"], "--backbone", project["backbone"]]
+    run = tmp_path / "run"
+    assert main(["train", *data, *FAST, "--reward", "vanila", "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and f"exitgym train: warning: {BROKEN_WHY}" in err
+    assert "--reward: unknown value 'vanila'; allowed: accuracy, flops, hardness, vanilla" in err
+    assert main(["train", *data, *FAST, "--reward", "vanilla", "--out", str(run)]) == 0
+    assert main(["replay", str(run), "--verify"]) == 0
+    assert "warning:" not in capsys.readouterr().err  # once per process

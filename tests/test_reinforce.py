@@ -358,10 +358,10 @@ def test_budget_targeted_mode_meets_the_budget_the_user_gives(target: float) -> 
         return Reinforce(env, cfg).learn(150), env
 
     free, env = trained(None)
-    assert evaluate(free.policy, env).mean_cost > 0.6
+    assert evaluate(free.policy, env).cost > 0.6
     agent, env = trained(target)
     result = evaluate(agent.policy, env)
-    assert result.mean_cost <= target + 0.01
+    assert result.cost <= target + 0.01
     assert max(h["alpha"] for h in agent.history) > 0.5  # the multiplier did the work
     if target == 0.3:  # only exiting every input at layer 1 fits (at 0.5 the plain rule may
         assert result.accuracy == 0.5  # overshoot to it too: test_multiplier.py)

@@ -136,7 +136,7 @@ def test_analysis_frames_match_hand_counts(tmp_path: Path) -> None:
     acc = analysis.accuracy_by_exit
     assert acc.loc[2, "episodes"] == 40
     assert acc.loc[2, "accuracy"] == pytest.approx(CACHE.correct[:, 1].mean())
-    assert acc.loc[2, "mean_cost"] == pytest.approx(CACHE.cost()[:, 1].mean())
+    assert acc.loc[2, "cost"] == pytest.approx(CACHE.cost()[:, 1].mean())
     assert analysis.cost_distribution["count"].sum() == 40
     assert (analysis.easiest["memorized_layer"] == CACHE.memorized.min()).all()
     assert (analysis.hardest["memorized_layer"] == CACHE.memorized.max()).all()

@@ -166,7 +166,7 @@ def test_rules_on_synthetic_env_match_cache() -> None:
     assert mp.accuracy == 1.0
     static = evaluate(StaticExit(3), env)
     assert static.exit_histogram == (0, 0, 32, 0, 0, 0)
-    assert static.mean_cost == pytest.approx(cache.cost()[:, 2].mean())
+    assert static.cost == pytest.approx(cache.cost()[:, 2].mean())
 
 
 def test_observation_mismatch_is_reported() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 COMMANDS: dict[str, str] = {
@@ -46,21 +47,31 @@ def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_plugins(argv: Sequence[str]) -> None:
+def _load_plugins(argv: Sequence[str], command: str) -> None:
     """Import the ``--import`` modules and load installed plug-ins before the parser is built.
 
     Why before: flag values are checked against the registries while parsing, so a plug-in's
-    reward must be registered by then.
+    reward must be registered by then. An installed plug-in that fails to load is skipped with
+    one ``exitgym <command>: warning:`` line: the command may not need it.
     """
+    from exitgym.utils.plugins import PluginWarning, import_modules
+
     modules = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--import"]
     modules += [a.split("=", 1)[1] for a in argv if a.startswith("--import=")]
     if modules:
-        from exitgym.utils.plugins import import_modules
-
         import_modules(modules)
     from exitgym.experiments.plugins import load_all_plugins
 
-    load_all_plugins()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginWarning)
+        load_all_plugins()
+    for warning in caught:
+        if issubclass(warning.category, PluginWarning):
+            print(f"{f'exitgym {command}'.strip()}: warning: {warning.message}",
+                  file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Register only the chosen subcommand when it is known: keeps start-up light.
     chosen = next((a for a in argv if not a.startswith("-")), None)
     try:
-        _load_plugins(argv)
+        _load_plugins(argv, chosen or "")
     except ImportError as err:  # a plug-in that cannot be imported: say which, no traceback
         print(f"exitgym {chosen or ''}: error: {err}".replace("  ", " "), file=sys.stderr)
         return 2

@@ -20,7 +20,8 @@ from exitgym.cli import CliError
 from exitgym.utils.configs import add_arguments, from_args
 
 IMPORT_HELP = ("Import MODULE first (repeatable): its @register_reward / @register_observation "
-               "/ ... plug-ins become valid names; runs record it and load it again.")
+               "/ @register_rule / @register_agent plug-ins become valid names; runs record it "
+               "and load it again.")
 """Help of ``--import``, the one option every command has that no config field generates: it
 acts before the flags are parsed (:func:`exitgym.cli.main` imports the modules first)."""
 

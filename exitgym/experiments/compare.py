@@ -16,7 +16,7 @@ by the same code (:func:`~exitgym.agents.rollout.evaluate`) on the **selection**
 re-executes the whole reported comparison). The budget table (:mod:`exitgym.reports.budget`)
 picks each method's point per FLOPs budget on validation and reports it on test, against static
 truncation with a paired bootstrap CI. Static truncation and random exit are always evaluated.
-Rules whose outcome does not depend on a seed (``SEEDLESS_RULES``, e.g. entropy or patience) are
+Rules whose outcome does not depend on a seed (``Method.seeded`` False, e.g. entropy, patience) are
 evaluated once, with the first seed; the others (random exits, the fitted baselines PALBERT
 Q-exit and BERxiT) once per seed. Every policy is charged its own decision FLOPs
 (``policy_flops``: the RL policies' and fitted baselines' networks; rules 0).
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import lookup
-from exitgym.experiments.configs import LEXICOGRAPHIC, SEEDLESS_RULES, CompareConfig, TrainConfig
+from exitgym.experiments.configs import LEXICOGRAPHIC, CompareConfig, TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.readings import GREEDY_SUFFIX, readings, record_name, spec_for
 from exitgym.experiments.runs import RunDir, write_config
@@ -163,7 +163,7 @@ def _select_and_collect(config: CompareConfig, out: Path, caches: dict[str, Any]
     found.rows.append(row_from_eval(method, knob, seed, test_result, tau, alpha))
     found.selection_rows.append(row_from_eval(method, knob, seed, val, tau, alpha))
     found.evaluations.append(Evaluation(
-        method, knob, seed, val.mean_cost, val.accuracy, test_result.mean_cost,
+        method, knob, seed, val.cost, val.accuracy, test_result.cost,
         test_result.correctness, tau, alpha))
 
 
@@ -303,7 +303,7 @@ def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progres
     for name in config.all_rules:
         if name == "oracle":
             continue
-        seeds = config.seeds[:1] if name in SEEDLESS_RULES else config.seeds
+        seeds = config.seeds if lookup(name).seeded else config.seeds[:1]
         jobs += [(name, s) for s in seeds]
     with _bar(len(jobs) + 1, "baselines", progress) as bar:
         for name, seed in jobs:

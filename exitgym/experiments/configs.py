@@ -214,12 +214,15 @@ class TrainConfig:
         return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)
 
 
-RULE_CHOICES: tuple[str, ...] = names("rule", "fitted")
-"""What ``--rules`` accepts: the exit rules and fitted baselines of the registry
-(:mod:`exitgym.agents.registry`), each swept over its knob. ``oracle`` is always evaluated (it is
-a reference row)."""
-SEEDLESS_RULES: tuple[str, ...] = tuple(n for n in RULE_CHOICES if not lookup(n).seeded)
-"""Rules whose decisions do not depend on a seed: evaluated once."""
+def rule_choices() -> tuple[str, ...]:
+    """What ``--rules`` accepts: the exit rules and fitted baselines of the registry
+    (:mod:`exitgym.agents.registry`), plug-ins registered so far included, each swept over its
+    knob. ``oracle`` is always evaluated (it is a reference row).
+
+    A function, not a constant: a plug-in rule registered by ``--import`` after this module was
+    imported must be a valid choice.
+    """
+    return names("rule", "fitted")
 BASELINE_RULES: tuple[str, ...] = ("static", "random")
 """Evaluated in every comparison whatever ``rules`` says: static truncation is the budget
 table's reference and random exit the no-information floor."""
@@ -258,8 +261,9 @@ class CompareConfig:
     power of two dividing an even --batch-size), one per target cost of its budget-targeted
     policy phases (the knob); each gets ``steps`` policy updates in all. Empty: none."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
-                                    choices=lambda: describe(RULE_CHOICES))
-    """Exit rules and trained baselines swept over their default knob grids."""
+                                    choices=lambda: describe(rule_choices()))
+    """Exit rules and trained baselines swept over their default knob grids (plug-in rules only
+    when listed here)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of every trained method (the budget table reports mean ± std over them)."""
     steps: int = option(300, minimum=1)
@@ -283,9 +287,8 @@ class CompareConfig:
     """FLOPs budgets of the budget table (fractions of the full model)."""
 
     def __post_init__(self) -> None:
-        bad = [r for r in self.rules if r not in RULE_CHOICES]
-        if bad:
-            raise ValueError(f"unknown rules {bad}; allowed: {list(RULE_CHOICES)}")
+        for rule in self.rules:  # a plug-in's rule is looked up among installed plug-ins too
+            lookup(rule, "rule", "fitted", what="rule")
         if not self.seeds:
             raise ValueError("compare needs at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
@@ -304,7 +307,7 @@ class CompareConfig:
     def all_rules(self) -> tuple[str, ...]:
         """``rules`` plus :data:`BASELINE_RULES` (in registry order, each once)."""
         wanted = set(self.rules) | set(BASELINE_RULES)
-        return tuple(n for n in RULE_CHOICES if n in wanted)
+        return tuple(n for n in rule_choices() if n in wanted)
 
     @property
     def agent_knobs(self) -> tuple[float, ...]:

@@ -53,9 +53,10 @@ view, which runs one head, at the exit."""
 
 
 def rule_views() -> dict[str, str]:
-    """Each exit rule of the comparison and the observation it reads: every ``rule`` of the
-    method registry (:mod:`exitgym.agents.registry`) but the encoder oracle, which reads a
-    ``LayerCache`` (the token oracle is the comparison's reference row instead).
+    """Each exit rule of the comparison and the observation it reads: every built-in ``rule`` of
+    the method registry (:mod:`exitgym.agents.registry`) but the encoder oracle, which reads a
+    ``LayerCache`` (the token oracle is the comparison's reference row instead). Installed
+    plug-in rules are left out: nobody asked for them here.
 
     Views (see the module docstring): :data:`DEPTH_RULES` ``depth``; a rule whose required view
     reads no head (saturation's ``depth+hidden+prev``) that view; the confidence rules
@@ -65,7 +66,7 @@ def rule_views() -> dict[str, str]:
     from exitgym.envs.token_core import STATELESS_VIEWS
 
     views = {}
-    for name in names("rule"):
+    for name in names("rule", plugins=False):
         if name == ORACLE:
             continue
         need = make_rule(name).required_observation
@@ -183,7 +184,7 @@ def score(result: Any, tables: Any) -> Scored:
         agree.append(float(np.mean(tables.emitted[r.sample_id, tokens, exits]
                                    == tables.reference[r.sample_id, tokens])))
         layers += exits
-    return Scored(np.array(agree), float(result.mean_cost), float(np.mean(layers)) + 1.0)
+    return Scored(np.array(agree), float(result.cost), float(np.mean(layers)) + 1.0)
 
 
 class _Study:

@@ -111,7 +111,7 @@ def choose(candidates: list[tuple[Any, Any]], cache: Any, num_envs: int, seed: i
             result = evaluate(getattr(candidate, "policy", candidate), env, seed=seed)
         finally:
             env.close()
-        scored.append((candidate, float(result.mean_cost), float(result.accuracy)))
+        scored.append((candidate, float(result.cost), float(result.accuracy)))
     full = float(cache.correct[:, -1].mean())
     if budget is not None:
         fits = [s for s in scored if s[1] <= budget + 1e-12]

@@ -57,6 +57,7 @@ def load_policy(run: RunDir | str | Path, cache: Any | None = None) -> Any:
     if not isinstance(run, RunDir):
         run = open_training_run(run)
     run.verify_checksums(*[n for n in run.state.get("sha256", {}) if n.endswith(".safetensors")])
+    load_run_plugins(run.path)  # its agent may be a plug-in's (``register_agent``)
     # RLlib runs (``config.json`` ``engine: rllib``) export their actor as an MLPPolicy.
     engine = run.config.get("engine", "local")
     if engine == "local" and train_agent(run.config["config"]["agent"]).kind == "sb3":

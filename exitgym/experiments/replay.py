@@ -261,7 +261,7 @@ def analyze(ts: TrajectorySet, k: int = 5, cost_bins: int = 10) -> Analysis:
         return table
 
     acc = df.groupby("exit_layer").agg(episodes=("correct", "size"),
-                                       accuracy=("correct", "mean"), mean_cost=("cost", "mean"))
+                                       accuracy=("correct", "mean"), cost=("cost", "mean"))
     acc = acc.reindex(layers)
     acc["episodes"] = acc["episodes"].fillna(0).astype(int)
     edges = np.linspace(0.0, max(1.0, float(np.nanmax(df["cost"]))), cost_bins + 1)

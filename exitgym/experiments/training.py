@@ -188,7 +188,7 @@ def finish_run(cfg: TrainConfig, run: RunDir, policy: Any, spec: EnvSpec,
 
     write_run_report(run.path, cfg, result, metrics, plot=plots, settings=settings)
     run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
-                      cost=result.mean_cost)
+                      cost=result.cost)
     return TrainResult(run, result, metrics, policy, spec)
 
 

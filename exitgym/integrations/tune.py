@@ -142,7 +142,7 @@ def _trial(params: dict[str, Any]) -> None:
         result = train(cfg, run_dir, resume=resume, caches=caches, progress=False, plots=False)
     from ray import tune
 
-    tune.report({"accuracy": float(result.eval.accuracy), "cost": float(result.eval.mean_cost)})
+    tune.report({"accuracy": float(result.eval.accuracy), "cost": float(result.eval.cost)})
 
 
 __all__ = ["compare_tune"]

@@ -75,7 +75,7 @@ def make_row(method: str, knob: float | None, seed: int, accuracy: float, cost: 
 def row_from_eval(method: str, knob: float | None, seed: int, result: Any,
                   tau: float | None = None, alpha: float | None = None) -> dict[str, Any]:
     """Row from an :class:`~exitgym.agents.records.EvalResult`."""
-    return make_row(method, knob, seed, result.accuracy, result.mean_cost, result.mean_exit_layer,
+    return make_row(method, knob, seed, result.accuracy, result.cost, result.mean_exit_layer,
                     tau, alpha)
 
 

@@ -76,7 +76,7 @@ def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, 
              f"re-executes them).", "",
              "| accuracy | cost (FLOPs fraction) | speed-up | mean exit layer | mean return |",
              "|---:|---:|---:|---:|---:|",
-             f"| {result.accuracy:.4f} | {result.mean_cost:.4f} | {result.speedup:.2f}x | "
+             f"| {result.accuracy:.4f} | {result.cost:.4f} | {result.speedup:.2f}x | "
              f"{result.mean_exit_layer:.2f} | {result.mean_return:.4f} |", "",
              "| exit layer | " + " | ".join(str(i + 1) for i in range(len(hist))) + " |",
              "|---|" + "---:|" * len(hist),

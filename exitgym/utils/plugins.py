@@ -10,7 +10,9 @@ Two ways in, both recorded so a run can load what it used again:
   in the groups of :data:`GROUPS`. The object is registered under the entry point's name; an
   entry point naming a module is imported (its decorators register what it defines).
   Registries load their group when a name is missing, and the CLI loads every group first, so
-  ``--reward cheap-depth`` is a valid choice.
+  ``--reward cheap-depth`` is a valid choice. An entry point that fails to load is skipped with
+  one :class:`PluginWarning` naming it and its error: a broken plug-in must not break commands
+  that never use it (it made ``exitgym train --reward vanilla`` fail).
 - **Imports**: ``--import MODULE`` on every command (or :func:`import_modules`) imports a module
   whose ``@register_reward(...)`` etc. run on import.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
@@ -36,17 +39,23 @@ GROUPS: dict[str, str] = {
     "tasks": "exitgym.tasks",
 }
 """Registry -> entry-point group: reward shapes (``RewardShape`` subclasses), agents
-(``agents.registry.Method`` entries), observation views (``ObservationView`` subclasses) and
-tasks (``data.tasks.TaskSpec`` entries)."""
+(``agents.registry.Method`` entries, ``ExitRule`` subclasses or trainer classes), observation
+views (``ObservationView`` subclasses) and tasks (``data.tasks.TaskSpec`` entries)."""
 
 _LOADED: dict[tuple[str, str], dict[str, Any]] = {}
 """(group, name) -> record of every entry point loaded in this process."""
 _IMPORTED: dict[str, dict[str, Any]] = {}
 """Module -> record of every module imported with :func:`import_modules`."""
+_BROKEN: dict[tuple[str, str], str] = {}
+"""(group, name) -> why the entry point failed to load: warned about once, then skipped."""
 
 
 class PluginError(ImportError, ValueError):
     """A plug-in cannot be loaded (the message names it and what to install)."""
+
+
+class PluginWarning(UserWarning):
+    """An installed plug-in failed to load and was skipped (the message names it and why)."""
 
 
 def _dist_of(module: str) -> tuple[str | None, str | None]:
@@ -70,23 +79,29 @@ def require_type(kind: str, name: str, obj: Any, cls: type) -> None:
 def load_entry_points(group: str, register: Callable[[str, Any], None]) -> list[str]:
     """Load the group's entry points not loaded yet; ``register(name, obj)`` each non-module.
 
+    An entry point that fails to import is skipped with a :class:`PluginWarning` (once per
+    process) naming it, its distribution and the error; :func:`failed_note` tells a registry's
+    "unknown name" error about it.
+
     Returns:
         The names loaded by this call.
-
-    Raises:
-        PluginError: an entry point fails to import (named, with its distribution).
     """
     loaded = []
     for ep in metadata.entry_points(group=group):
-        if (group, ep.name) in _LOADED:
+        if (group, ep.name) in _LOADED or (group, ep.name) in _BROKEN:
             continue
         dist = getattr(ep, "dist", None)
         where = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
         try:
             obj = ep.load()
         except Exception as err:
-            raise PluginError(f"plug-in {ep.name!r} of entry-point group {group!r} ({ep.value}, "
-                              f"from {where}) failed to load: {type(err).__name__}: {err}") from err
+            why = (f"plug-in {ep.name!r} of entry-point group {group!r} ({ep.value}, from "
+                   f"{where}) failed to load: {type(err).__name__}: {err}")
+            _BROKEN[(group, ep.name)] = why
+            fix = f"reinstall or uninstall {dist.name}" if dist is not None else "fix it"
+            warnings.warn(f"{why}; skipped ({fix} to silence this)", PluginWarning,
+                          stacklevel=2)
+            continue
         if not isinstance(obj, types.ModuleType):
             register(ep.name, obj)
         _LOADED[(group, ep.name)] = {
@@ -95,6 +110,13 @@ def load_entry_points(group: str, register: Callable[[str, Any], None]) -> list[
             "version": dist.version if dist is not None else None}
         loaded.append(ep.name)
     return loaded
+
+
+def failed_note(group: str, names: Iterable[str]) -> str:
+    """``"; plug-in 'x' ... failed to load: ..."`` for each of ``names`` that is a broken entry
+    point of ``group`` (``""`` when none is): what an "unknown name" error adds, so a user who
+    named the broken plug-in learns why it is missing."""
+    return "".join(f"; {_BROKEN[(group, n)]}" for n in names if (group, n) in _BROKEN)
 
 
 def import_modules(modules: Iterable[str]) -> None:
@@ -144,6 +166,9 @@ def load_recorded(record: dict[str, Any], load_groups: Callable[[], None]) -> No
     for entry in record.get("entry_points", []):
         what = (f"plug-in {entry['name']!r} (entry-point group {entry['group']!r}, "
                 f"{entry['value']})")
+        if (entry["group"], entry["name"]) in _BROKEN:
+            raise PluginError(f"this run used {what}{_installed_as(entry)}, which fails to load "
+                              f"now ({_BROKEN[(entry['group'], entry['name'])]})")
         if (entry["group"], entry["name"]) not in _LOADED:
             raise PluginError(f"this run used {what}{_installed_as(entry)}, which is not "
                               f"installed; install it to use this run")

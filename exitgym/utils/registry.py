@@ -30,9 +30,7 @@ def registering(registry: dict[str, T], base: type, kind: str, name: str,
         ValueError: ``name`` is empty, contains a forbidden character, or names another class.
         TypeError: the decorated object is not a ``base`` subclass.
     """
-    if not isinstance(name, str) or not name or any(c in name for c in forbidden):
-        without = f" without {forbidden!r}" if forbidden else ""
-        raise ValueError(f"{kind} name must be a non-empty string{without}, got {name!r}")
+    check_name(kind, name, forbidden)
 
     def decorator(cls: T) -> T:
         if not (isinstance(cls, type) and issubclass(cls, base)):
@@ -47,6 +45,17 @@ def registering(registry: dict[str, T], base: type, kind: str, name: str,
         return cls
 
     return decorator
+
+
+def check_name(kind: str, name: Any, forbidden: str = "") -> None:
+    """Refuse a registry name that is not a non-empty string free of ``forbidden`` characters.
+
+    Raises:
+        ValueError: naming the kind and the name given.
+    """
+    if not isinstance(name, str) or not name or any(c in name for c in forbidden):
+        without = f" without {forbidden!r}" if forbidden else ""
+        raise ValueError(f"{kind} name must be a non-empty string{without}, got {name!r}")
 
 
 def qualified_name(obj: Any) -> str:
