@@ -42,6 +42,7 @@ from exitgym.backbones.heads import (
     weighted_exit_loss,
 )
 from exitgym.utils.atomic import atomic_write
+from exitgym.utils.devices import autocast
 from exitgym.utils.threads import torch_threads
 from exitgym.utils.torch_state import load_optimizer_tensors, optimizer_tensors
 
@@ -240,6 +241,8 @@ def finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextSe
 def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextSet | None,
               config: FinetuneConfig, checkpoint_dir: Path | None, progress: bool) -> dict:
     num_layers = backbone.num_layers
+    device = backbone.device  # the heads train where the backbone is; back on the CPU at the end
+    heads.to(device)
     weights = exit_weights(config.loss, num_layers)
     layers = [i for i in range(num_layers) if weights[i] > 0]
     weights = weights[layers]
@@ -251,7 +254,7 @@ def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextS
     total = config.epochs * per_epoch
     evals = sorted({min(per_epoch, math.ceil(per_epoch * (k + 1) / config.evals_per_epoch))
                     for k in range(config.evals_per_epoch)})
-    y_train = torch.as_tensor(np.asarray(train.labels), dtype=torch.long)
+    y_train = torch.as_tensor(np.asarray(train.labels), dtype=torch.long, device=device)
     run = _Run()
     key = _checkpoint_key(config, backbone, heads, train, validation)
     if checkpoint_dir is not None:
@@ -278,11 +281,12 @@ def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextS
             gen = torch.Generator().manual_seed(config.seed * 1_000_003 + run.step)
             attn = torch.rand(num_layers, len(batch_idx), generator=gen) < config.skip_prob
             ffn = torch.rand(num_layers, len(batch_idx), generator=gen) < config.skip_prob
-        with torch.enable_grad():
+        with torch.enable_grad(), autocast(device):  # bfloat16 on CUDA only
             logits, _ = multi_exit_forward(
                 backbone, heads, _tokenize(backbone, train, batch_idx, config.max_length),
                 layers, attn, ffn)
-            loss = weighted_exit_loss(logits, y_train[torch.as_tensor(batch_idx)], weights)
+            loss = weighted_exit_loss(logits.float(), y_train[torch.as_tensor(batch_idx)],
+                                      weights.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
         torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], max_norm=1.0)
@@ -321,7 +325,7 @@ def _finetune(backbone: Any, heads: ExitHeads, train: TextSet, validation: TextS
         _load_state(backbone, heads, run.best)
         last_eval = None
     backbone.model.eval()
-    heads.eval()
+    heads.eval().cpu()  # head logits of the caches are computed on the CPU
     return {"history": run.history, "best_step": run.best_step if run.best_step >= 0 else run.step,
             "steps": run.step, "validation": last_eval if final_is_best else None}
 

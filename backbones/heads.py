@@ -187,9 +187,13 @@ def evaluate_heads(
     heads: ExitHeads, pooled: torch.Tensor, labels: torch.Tensor, batch_size: int = 4096
 ) -> tuple[list[float], list[float]]:
     """Per-layer mean cross-entropy and accuracy of the heads on pooled states ``[N, L, H]``
-    (how the frozen trainer and the fine-tuning trainer both score validation)."""
+    (how the frozen trainer and the fine-tuning trainer both score validation). The states move to
+    the heads' device batch by batch (the fine-tuning trainer's heads may be on a GPU)."""
     heads.eval()
-    logits = torch.cat([heads(pooled[i:i + batch_size]) for i in range(0, len(pooled), batch_size)])
+    device = next(heads.parameters()).device
+    labels = labels.to(device)
+    logits = torch.cat([heads(pooled[i:i + batch_size].to(device))
+                        for i in range(0, len(pooled), batch_size)])
     num_layers = logits.shape[1]
     ce = nn.functional.cross_entropy(
         logits.flatten(0, 1), labels.repeat_interleave(num_layers), reduction="none"

@@ -16,10 +16,12 @@ from exitgym.backbones.fingerprint import files_key, remember_fingerprint, remem
 
 
 class LazyBackbone:
-    """The backbone ``name`` (with fine-tuned weights once :meth:`use_weights` is called)."""
+    """The backbone ``name`` (with fine-tuned weights once :meth:`use_weights` is called), moved
+    to ``device`` (a :func:`~exitgym.utils.devices.resolve_device` spec) when loaded."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, device: str = "auto") -> None:
         self.name = name
+        self.device = device
         self.weights: Path | None = None
         self._backbone: Any = None
 
@@ -38,10 +40,12 @@ class LazyBackbone:
         """The loaded :class:`~exitgym.backbones.base.Backbone` (loaded on first call)."""
         if self._backbone is None:
             from exitgym.backbones.registry import load_backbone
+            from exitgym.utils.devices import resolve_device
 
             backbone = load_backbone(self.name)
             if self.weights is not None:
                 self._load_weights(backbone)
+            backbone.model.to(resolve_device(self.device))
             self._backbone = backbone
             self.remember()
         return self._backbone

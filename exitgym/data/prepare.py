@@ -26,6 +26,7 @@ from exitgym.data.recipes import CHECKPOINT_DIR, texts_of, train_heads
 from exitgym.data.tasks import SPLITS, Task, load_task
 from exitgym.utils.atomic import atomic_write_text
 from exitgym.utils.configs import option
+from exitgym.utils.devices import check_device, device_record
 from exitgym.utils.paths import cache_dir
 
 BACKBONE_WEIGHTS = "backbone.safetensors"
@@ -66,9 +67,14 @@ class PrepareConfig(DataConfig):
     """Training minibatch; None = 32 when fine-tuning, 256 for ``frozen`` heads."""
     seed: int = 0
     """Seed of the splits, head initialisation, batch order and skip masks."""
+    device: str = "auto"
+    """Where the backbone is fine-tuned and the caches computed (``auto``, ``cpu``, ``cuda``,
+    ``cuda:N``; :mod:`exitgym.utils.devices`). Not part of the key: caches are float32 arrays
+    read on any device; the device used is recorded as ``prepared_on``."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_device(self.device)
         if not 0.0 <= self.skip_prob < 1.0:
             raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
         if self.skip_prob > 0 and self.heads not in FINETUNED:
@@ -76,11 +82,11 @@ class PrepareConfig(DataConfig):
                              f"a frozen backbone cannot adapt to skips")
 
     def key(self) -> dict[str, Any]:
-        """The fields that change the trained heads (the inference batch size and accepting
-        suspect labels do not; default column names are left out so directories prepared before
-        they were options stay valid)."""
+        """The fields that change the trained heads (the inference batch size, the device and
+        accepting suspect labels do not; default column names are left out so directories
+        prepared before they were options stay valid)."""
         return {k: v for k, v in asdict(self).items()
-                if k not in ("batch_size", "allow_suspect_labels")
+                if k not in ("batch_size", "allow_suspect_labels", "device")
                 and (k not in COLUMN_DEFAULTS or v != COLUMN_DEFAULTS[k])}
 
 
@@ -231,7 +237,7 @@ def prepare(
     task = load_task(config.task, seed=config.seed, max_samples=config.max_samples,
                      **config.column_options())
     # loaded only to train heads or build a cache: existing caches are found by fingerprints
-    lazy = LazyBackbone(config.backbone)
+    lazy = LazyBackbone(config.backbone, device=config.device)
     directory = prepared_dir(config, task)
     timings["load"] = time.perf_counter() - tic
     pooled: dict[str, Any] = {}
@@ -263,7 +269,8 @@ def prepare(
         _write_json(directory / "history.json", history)
         _write_json(directory / "prepare_config.json", {
             "config": asdict(config), "backbone_fingerprint": bb.fingerprint(),
-            "heads_fingerprint": heads.fingerprint(), "task_description": task.description})
+            "heads_fingerprint": heads.fingerprint(), "task_description": task.description,
+            "prepared_on": device_record(bb.device)})
         heads.save(directory)  # last: heads.json marks the directory complete
         shutil.rmtree(directory / CHECKPOINT_DIR, ignore_errors=True)
     timings["heads"] = time.perf_counter() - tic
@@ -290,7 +297,8 @@ def prepare(
                     lazy.get(), texts, pairs, max_length=config.max_length,
                     batch_size=config.batch_size, progress=progress, desc=f"{split}: pooled states")
             meta = {**expect, "task": config.task, "split": split, "heads_mode": config.heads,
-                    "backbone": config.backbone, "prepared_dir": str(directory)}
+                    "backbone": config.backbone, "prepared_dir": str(directory),
+                    "prepared_on": device_record(lazy.get().device)}
             built = assemble_cache(lazy.get(), heads, *pooled[split], labels,
                                    label_names=task.label_names, texts=texts, meta=meta)
             save_cache(built, path)

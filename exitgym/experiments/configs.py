@@ -19,6 +19,7 @@ from exitgym.envs.token_core import HEADS as TOKEN_HEADS
 from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec, env_ids, reward_names
 from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import flatten, option
+from exitgym.utils.devices import check_device
 
 RLLIB_AGENTS: dict[str, str] = {
     "ppo": "RLlib PPO (new API stack)",
@@ -155,8 +156,13 @@ class TrainConfig:
     """Split evaluated (and recorded) at the end."""
     token: TokenEnvConfig = field(default_factory=TokenEnvConfig)
     """``exitgym/TokenExit-v0`` only: the decoder, its heads and the generation settings."""
+    device: str = "auto"
+    """Where SB3 agents' networks train (``auto``, ``cpu``, ``cuda``, ``cuda:N``); recorded as
+    ``trained_on`` in ``config.json``. REINFORCE-family policies are small MLPs on host-side
+    observations and train on the CPU."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         if self.env not in TOKEN_ENVS and self.token != TokenEnvConfig():
             changed = sorted(k for k, v in flatten(self.token).items()
                              if v != getattr(TokenEnvConfig(), k))

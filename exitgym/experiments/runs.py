@@ -270,7 +270,8 @@ class RunDir:
 def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None) -> Path:
     """``config.json``: the resolved config plus everything the numbers depend on (the caches'
-    fingerprints, and where the data came from: a local file's sha256, to say how to restore it)."""
+    fingerprints and the device each was prepared on, and where the data came from: a local file's
+    sha256, to say how to restore it)."""
     from exitgym.data.sources import data_source
 
     tasks = {getattr(c, "meta", {}).get("task") for c in (caches or {}).values()} - {None}
@@ -279,6 +280,9 @@ def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] 
         "versions": package_versions(),
         "git_commit": git_commit(),
         "fingerprints": {k: cache_fingerprints(c) for k, c in (caches or {}).items()},
+        # where each cache was computed (None: built before devices were recorded)
+        "prepared_on": {k: getattr(c, "meta", {}).get("prepared_on")
+                        for k, c in (caches or {}).items()},
         **({"data_source": data_source(str(next(iter(tasks))))} if len(tasks) == 1 else {}),
         "plugins": plugin_record(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

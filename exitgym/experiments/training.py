@@ -41,6 +41,7 @@ from exitgym.experiments.runs import (
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import from_dict
+from exitgym.utils.devices import device_record, resolve_device
 from exitgym.utils.threads import one_torch_thread
 
 
@@ -143,7 +144,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
             elif resume and split in bound:
                 check_cache(run.path, split, bound[split])
         if not resume:
-            extra: dict[str, Any] = {"command": "train"}
+            extra: dict[str, Any] = {"command": "train", "trained_on": device_record(
+                resolve_device(cfg.device) if method.kind == "sb3" else "cpu")}
             if cfg.env in TOKEN_ENVS:  # bound to the decoder and heads, as caches are
                 from exitgym.experiments.token_runs import token_fingerprints
 
@@ -325,7 +327,7 @@ def _train_sb3(cfg: TrainConfig, run: RunDir, cache: Any, progress: bool,
                                progress=progress,
                                logger=lambda row: log.log(row, step=int(row["update"])),
                                checkpoint_every=cfg.checkpoint_every, save=save, resume=resume,
-                               after_update=after_update,
+                               after_update=after_update, device=str(resolve_device(cfg.device)),
                                **({"n_steps": cfg.n_steps} if cfg.n_steps is not None else {}))
     finally:
         log.close()
