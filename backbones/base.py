@@ -41,14 +41,16 @@ class State:
     def batch_size(self) -> int:
         return int(self.hidden.shape[0])
 
-    def select(self, rows: torch.Tensor) -> State:
+    def select(self, rows: torch.Tensor, width: int | None = None) -> State:
         """The sub-batch of the given rows (bool mask or indices), trimmed to its longest sample.
 
         Used to compact a batch when samples leave it (early exit), so later layers run on fewer
-        rows and columns.
+        rows and columns. A caller that knows the rows' longest length passes ``width``, which
+        spares reading it back from the device (a host synchronisation on a GPU).
         """
         hidden, mask = self.hidden[rows], self.mask[rows]
-        width = int(mask.sum(dim=1).max()) if mask.shape[0] else 0
+        if width is None:
+            width = int(mask.sum(dim=1).max()) if mask.shape[0] else 0
         return State(hidden[:, :width], mask[:, :width])
 
 
@@ -320,6 +322,16 @@ class Backbone:
             state = self.layer(i, state)
             pooled.append(self.pool(state))
         return pooled
+
+    def plain_pooled(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[B, H]`` pooled last state of the model's own forward (no layer stepping): the
+        full-depth baseline deployments compare early exit with. Inputs move to the model."""
+        ids = torch.as_tensor(batch["input_ids"], device=self.device)
+        mask = torch.as_tensor(batch["attention_mask"], device=self.device)
+        types = batch.get("token_type_ids")
+        hidden = hf_compat.plain_forward(self.model, ids, mask, None if types is None
+                                         else torch.as_tensor(types, device=self.device))
+        return self.pool(State(hidden, mask.to(torch.bool)))
 
     def layer_flops(self, state: State) -> torch.Tensor:
         """FLOPs of one full layer for each sample at its current real length ``[B]``."""

@@ -27,6 +27,7 @@ import torch
 
 from exitgym.backbones.base import check_texts
 from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
+from exitgym.utils.devices import resolve_device
 
 __all__ = ["ExitInference", "InferenceResult", "infer"]
 
@@ -104,6 +105,8 @@ class ExitInference:
         policy_flops: FLOPs charged per policy evaluation, exactly as the training env charged
             them (``policy_flops=`` of ``gym.make``); they enter the ``cost`` feature.
         max_length: Tokenizer truncation; use the cache's (128 by default) so tokens match.
+        device: Where backbone and heads run (:func:`~exitgym.utils.devices.resolve_device`);
+            None: where the backbone already is.
     """
 
     def __init__(
@@ -115,6 +118,7 @@ class ExitInference:
         observation: str | None = None,
         policy_flops: float = 0.0,
         max_length: int = 128,
+        device: str | None = None,
     ) -> None:
         if not callable(getattr(policy, "act", None)):
             raise TypeError(f"policy must have act(obs, infos) (the Policy protocol), got "
@@ -144,8 +148,11 @@ class ExitInference:
                              f"{self.obs_dim} entries for this backbone and heads")
         self.head_flops = float(heads.flops(backbone.flops))
         self._needs_pooled = any(p.name in ("hidden", "prev") for p in self.view.parts)
+        if device is not None:
+            backbone.model.to(resolve_device(device))
+        self.device = backbone.device
         backbone.model.eval()
-        heads.eval()
+        heads.eval().to(self.device)
 
     # ---- FLOPs (the cache's formulas, docs/design.md) --------------------------------------
     def flops_table(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,8 +224,8 @@ class ExitInference:
         bb, heads, view, num_layers = self.backbone, self.heads, self.view, self.num_layers
         size = len(idx)
         index = torch.from_numpy(idx)
-        width = int(encoded["attention_mask"][index].sum(dim=1).max())
-        state = bb.embed({k: v[index, :width] for k, v in encoded.items()})
+        lengths = encoded["attention_mask"][index].sum(dim=1).numpy()  # host copy: no syncs
+        state = bb.embed({k: v[index, :int(lengths.max())] for k, v in encoded.items()})
         logits_buf = np.zeros((size, num_layers, self.num_labels), dtype=np.float32)
         pooled_buf = (np.zeros((size, num_layers, bb.hidden_size), dtype=np.float32)
                       if self._needs_pooled else np.zeros((size, num_layers, 0), dtype=np.float32))
@@ -230,9 +237,14 @@ class ExitInference:
         for i in range(num_layers):
             state = bb.layer(i, state)
             pooled = bb.pool(state)
-            logits_buf[rows, i] = heads.head(i, pooled).float().numpy()
+            # One device-to-host copy per layer (logits, and pooled states when the view reads
+            # them); the decisions are host-side and compaction indexes on the device.
+            logits = heads.head(i, pooled).float()
+            read = (torch.cat([logits, pooled.float()], dim=1) if self._needs_pooled
+                    else logits).cpu().numpy()
+            logits_buf[rows, i] = read[:, :self.num_labels]
             if self._needs_pooled:
-                pooled_buf[rows, i] = pooled.float().numpy()
+                pooled_buf[rows, i] = read[:, self.num_labels:]
             last = i == num_layers - 1
             if not last or observed is not None:  # the last layer needs no decision
                 inputs = ViewInputs(pooled=pooled_buf[rows, :i + 1],
@@ -254,9 +266,10 @@ class ExitInference:
                 prediction[idx[gone]] = logits_buf[gone, i].argmax(axis=-1)
                 if leaving.all():
                     return
-                keep = ~leaving
-                state = state.select(torch.from_numpy(keep))
+                keep = np.flatnonzero(~leaving)
                 alive = rows = alive[keep]
+                state = state.select(torch.from_numpy(keep).to(self.device),
+                                     width=int(lengths[alive].max()))
 
     def full_depth(
         self,
@@ -270,9 +283,6 @@ class ExitInference:
         Same tokenization and batching (longest first) as :meth:`__call__`, so the wall-clock
         ratio of the two measures what early exit saves.
         """
-        from exitgym.backbones import hf_compat
-        from exitgym.backbones.base import State
-
         texts = check_texts(texts)
         batch_size = _check_batch_size(batch_size)
         start = time.perf_counter()
@@ -284,14 +294,9 @@ class ExitInference:
             for lo in range(0, n, batch_size):
                 idx = order[lo:lo + batch_size]
                 index = torch.from_numpy(idx)
-                mask = encoded["attention_mask"][index]
-                width = int(mask.sum(dim=1).max())
-                types_ = encoded.get("token_type_ids")
-                hidden = hf_compat.plain_forward(
-                    bb.model, encoded["input_ids"][index, :width], mask[:, :width],
-                    None if types_ is None else types_[index, :width])
-                pooled = bb.pool(State(hidden, mask[:, :width].to(torch.bool)))
-                prediction[idx] = self.heads.head(last, pooled).argmax(dim=-1).numpy()
+                width = int(encoded["attention_mask"][index].sum(dim=1).max())
+                pooled = bb.plain_pooled({k: v[index, :width] for k, v in encoded.items()})
+                prediction[idx] = self.heads.head(last, pooled).argmax(dim=-1).cpu().numpy()
         _, full = self.flops_table(lengths)  # embeddings + L layers + the final head
         return InferenceResult(
             predictions=prediction, exit_layers=np.full(n, self.num_layers, dtype=np.int64),
@@ -304,7 +309,7 @@ class ExitInference:
     @classmethod
     def from_run(
         cls, run_dir: str | Path, *, backbone: Any | None = None, heads: Any | None = None,
-        policy: Any | None = None,
+        policy: Any | None = None, device: str | None = None,
     ) -> ExitInference:
         """Load a complete run directory of ``exitgym train`` (safetensors + JSON; no pickle).
 
@@ -333,7 +338,7 @@ class ExitInference:
                 check_fingerprints(run_dir, None, {"heads_fingerprint": heads.fingerprint()})
         return cls(policy, backbone, heads, observation=spec.kwargs.get("observation"),
                    policy_flops=float(spec.kwargs.get("policy_flops") or 0.0),
-                   max_length=int(prepare_options.get("max_length", 128)))
+                   max_length=int(prepare_options.get("max_length", 128)), device=device)
 
 
 def infer(
@@ -349,6 +354,7 @@ def infer(
     max_length: int = 128,
     budget: float | None = None,
     tau: float | None = None,
+    device: str = "auto",
 ) -> InferenceResult:
     """Predict ``texts`` with early exit: one call from a trained run (or a policy) to answers.
 
@@ -364,6 +370,7 @@ def infer(
         budget, tau: For a run: deploy its policy's reading chosen on validation for this FLOPs
             budget, or at this threshold on ``P(exit)`` (:mod:`exitgym.experiments.operating`;
             recorded in the run). Neither: the greedy reading.
+        device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
 
     Returns:
         :class:`InferenceResult` with predictions, exit layers and cost per text (and the
@@ -377,7 +384,7 @@ def infer(
             point = operating_point(run_or_policy, budget=budget, tau=tau)
             reading, chosen = point.policy, point.record
         engine = ExitInference.from_run(run_or_policy, backbone=backbone, heads=heads,
-                                        policy=reading)
+                                        policy=reading, device=device)
         result = engine(texts, text_pairs=text_pairs, batch_size=batch_size)
         return replace(result, operating_point=chosen) if chosen else result
     if budget is not None or tau is not None:
@@ -386,6 +393,6 @@ def infer(
         raise ValueError("infer(policy, texts) needs backbone= and heads= (or pass a run "
                          "directory instead of a policy)")
     engine = ExitInference(run_or_policy, backbone, heads, observation=observation,
-                           policy_flops=policy_flops, max_length=max_length)
+                           policy_flops=policy_flops, max_length=max_length, device=device)
     return engine(texts, text_pairs=text_pairs, batch_size=batch_size)
 
