@@ -136,3 +136,16 @@ def test_infer_on_the_cpu_equals_the_default(models: dict[str, Any], batch_size:
     if not torch.cuda.is_available():  # this machine: CUDA is refused before anything runs
         with pytest.raises(ValueError, match="device 'cuda' asked for"):
             infer(MaxProbPolicy(0.8), models["texts"], device="cuda", **kwargs)
+
+
+def test_the_bench_gpu_section_says_it_was_skipped_without_cuda(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from exitgym.bench import SECTIONS, selected
+    from exitgym.bench.gpu import gpu_markdown
+
+    _cuda(monkeypatch, False)
+    assert list(SECTIONS)[-1] == "gpu" and selected(("gpu",)) == ("machine", "gpu")
+    entry = SECTIONS["gpu"](None, {})  # type: ignore[arg-type]
+    assert entry == {"skipped": "no CUDA device"}
+    text = "\n".join(gpu_markdown({"gpu": entry}))
+    assert "## GPU" in text and "Skipped: no CUDA device" in text

@@ -146,6 +146,13 @@ def _ray(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
     return ray_section(cfg)
 
 
+@section("gpu")  # last: the CPU sections' figures come first and stay as they were
+def _gpu(cfg: BenchConfig, done: dict[str, Any]) -> dict[str, Any]:
+    from exitgym.bench.gpu import gpu_section
+
+    return gpu_section(cfg)
+
+
 def run_bench(cfg: BenchConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every section, write ``bench.json`` and ``bench.md`` into ``cfg.out``."""
     import torch

@@ -127,6 +127,12 @@ def _generation(result: dict[str, Any]) -> list[str]:
     return generation_markdown(result["generation"])
 
 
+def gpu_markdown(result: dict[str, Any]) -> list[str]:
+    from exitgym.bench.gpu import gpu_markdown as markdown
+
+    return markdown(result)
+
+
 def _ray(result: dict[str, Any]) -> list[str]:
     from exitgym.bench.ray import ray_markdown
 
@@ -135,7 +141,7 @@ def _ray(result: dict[str, Any]) -> list[str]:
 
 PARTS = (("inference", inference_markdown), ("env_throughput", _envs), ("flops_check", _flops),
          ("finetune", _finetune), ("generation", _generation), ("timings", _timings),
-         ("ray", _ray))
+         ("ray", _ray), ("gpu", gpu_markdown))
 """Section -> its part of ``bench.md``, in order; a section not measured (``--only``) has none."""
 
 
