@@ -259,6 +259,19 @@ class DecoderBackbone:
         last = hidden[torch.arange(len(prompts)), (lengths - 1).to(hidden.device)]
         return cache, last
 
+    def fill_row(self, ids: Sequence[int], cache: KVCache, row: int) -> torch.Tensor:
+        """Run one row's new tokens through every layer at full depth (a prompt prefilled into a
+        row of a shared cache, where other rows are mid-generation: continuous batching).
+
+        Returns:
+            the last layer's states of those tokens ``[T, H]``.
+        """
+        rows = torch.tensor([row])
+        hidden = self.embed(torch.tensor([list(ids)]), cache, rows)
+        for i in range(self.num_layers):
+            hidden = self.layer(i, hidden, cache, rows)
+        return hidden[0]
+
     def greedy(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> torch.Tensor:
         """Full-depth greedy generation by stepping every layer (``[B, max_new_tokens]``)."""
         longest = max(len(p) for p in prompts)

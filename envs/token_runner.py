@@ -62,6 +62,13 @@ def head_flops(backbone: Any, maps: Any, i: int) -> float:
     return float(backbone.flops.head(1)) + (0.0 if maps is None else maps.flops(i))
 
 
+def exit_head(backbone: Any, maps: Any, i: int, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits of the exit head at layer ``i`` (0-based) on ``hidden`` (``[..., H]`` ->
+    ``[..., V]``): the layer's distilled map when there are ``maps``, then the final norm and the
+    LM head (what :func:`head_flops` charges)."""
+    return backbone.logits(hidden if maps is None else maps.apply(i, hidden))
+
+
 class TokenRunner:
     """``num_rows`` generation episodes stepped layer by layer (see the module docstring).
 
@@ -118,12 +125,9 @@ class TokenRunner:
         self.start([int(r) for r in rows], [int(p[-1]) for p in prompts])
 
     def _prefill(self, cache, row: int, ids: list[int]) -> None:  # noqa: ANN001
-        rows = torch.tensor([row])
-        hidden = self.bb.embed(torch.tensor([ids]), cache, rows)
-        for i in range(self.L):
-            hidden = self.bb.layer(i, hidden, cache, rows)
+        hidden = self.bb.fill_row(ids, cache, row)
         if self.states is not None:  # prompt positions are never pending, but keep them exact
-            self.states[row, : len(ids)] = hidden[0]
+            self.states[row, : len(ids)] = hidden
 
     @torch.no_grad()
     def start(self, rows: Sequence[int], input_ids: Sequence[int]) -> None:
@@ -182,7 +186,7 @@ class TokenRunner:
 
     def head(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Layer ``i``'s exit head on ``hidden`` (``[..., H]`` -> ``[..., V]``)."""
-        return self.bb.logits(hidden if self.maps is None else self.maps.apply(i, hidden))
+        return exit_head(self.bb, self.maps, i, hidden)
 
     def head_flops(self, i: int) -> float:
         """What one exit head at layer ``i`` is charged."""

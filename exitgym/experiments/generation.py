@@ -14,6 +14,10 @@ then the run's policy, decoder, exit heads (distilled maps included), observatio
 FLOPs are loaded, and a decoder or heads whose fingerprint differs from the run's is refused
 (:mod:`exitgym.experiments.token_runs`).
 
+``mode="speculative"`` is the lossless mode (:mod:`exitgym.experiments.speculative`): drafts from
+the first ``draft_layer`` layers verified by the rest in one chunk, output identical to greedy
+``generate``, every FLOP charged and the draft acceptance reported.
+
 It lives in ``experiments`` (not ``inference``) because the layers contract gives ``inference``
 one module; it only uses layers below.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,7 @@ import numpy as np
 from exitgym.envs.settings import TokenExitSettings
 from exitgym.envs.token_core import TokenCore
 
-__all__ = ["DEFAULT_DECODER", "GenerationResult", "generate"]
+__all__ = ["DEFAULT_DECODER", "MODES", "GenerationResult", "generate"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,11 @@ class GenerationResult:
     num_layers: int
     """``L``."""
     seconds: float
-    """Wall-clock seconds of the generation loop (prompt prefill included)."""
+    """Wall-clock seconds of the generation loop (prompt prefill included; the reference pass
+    of ``mode="speculative"`` excluded)."""
+    acceptance: np.ndarray = field(default_factory=lambda: np.array([]))
+    """float64 ``[N]`` accepted draft tokens / drafted tokens of ``mode="speculative"`` (NaN in
+    exit mode)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -71,6 +79,8 @@ class _Generator(TokenCore):
 
 DEFAULT_DECODER = "smollm2-135m"
 """The decoder :func:`generate` uses for a policy object when ``backbone`` is not given."""
+MODES = ("exit", "speculative")
+"""``exit``: the policy's exits decide each token; ``speculative``: lossless self-speculation."""
 
 
 def generate(
@@ -86,6 +96,9 @@ def generate(
     reference: bool = False,
     max_prompt_tokens: int = 512,
     progress: bool = True,
+    mode: str = "exit",
+    draft_layer: int | None = None,
+    draft_tokens: int = 4,
 ) -> GenerationResult:
     """Generate from every prompt, exiting where ``policy`` says.
 
@@ -107,6 +120,10 @@ def generate(
         max_prompt_tokens: prompts are cut to this many tokens.
         progress: show a bar over the generated tokens (the first call also converts the
             embedded decoder once and says so).
+        mode: ``exit`` (the policy exits) or ``speculative`` (lossless: ``policy`` must be None;
+            ``heads`` are the draft's; ``kv`` and ``observation`` do not apply).
+        draft_layer: speculative mode's draft layer ``k`` in ``[1, L]`` (required there).
+        draft_tokens: speculative mode's longest draft ``n`` (>= 1).
 
     Raises:
         ValueError: bad arguments (the message says what is allowed).
@@ -114,6 +131,14 @@ def generate(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; allowed: {list(MODES)}")
+    if mode == "speculative":
+        return _speculative(policy, prompts, max_new_tokens, batch_size, backbone, heads, kv,
+                            observation, reference, max_prompt_tokens, progress, draft_layer,
+                            draft_tokens)
+    if draft_layer is not None or draft_tokens != 4:
+        raise ValueError("draft_layer and draft_tokens are options of mode='speculative'")
     policy_flops = 0.0
     if isinstance(policy, (str, Path)):
         from exitgym.experiments.token_runs import load_generation_run
@@ -205,4 +230,48 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
         texts=[i["generated_text"] for i in ordered],
         exit_layers=[i["exit_layers"] for i in ordered],
         agreement=agreement, cost=np.array([i["episode_cost"] for i in ordered]),
-        num_layers=core.num_layers, seconds=seconds)
+        num_layers=core.num_layers, seconds=seconds, acceptance=np.full(len(ordered), np.nan))
+
+
+def _speculative(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
+                 backbone: Any, heads: Any, kv: str, observation: str | None, reference: bool,
+                 max_prompt_tokens: int, progress: bool, draft_layer: int | None,
+                 draft_tokens: int) -> GenerationResult:
+    """``mode="speculative"`` (:mod:`exitgym.experiments.speculative`)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from exitgym.envs.token_core import TokenWorld
+    from exitgym.experiments.speculative import speculative_rows
+
+    if policy is not None:
+        raise ValueError("mode='speculative' takes no policy (pass None): the draft layer and "
+                         "length are the arguments draft_layer and draft_tokens")
+    if kv != "copy" or observation is not None:
+        raise ValueError("kv= and observation= are options of mode='exit'; leave them out")
+    if draft_layer is None:
+        raise ValueError("mode='speculative' needs draft_layer (the layer the drafts exit at)")
+    world = TokenWorld.build(TokenExitSettings(
+        backbone=DEFAULT_DECODER if backbone is None else backbone,
+        heads="lm-head" if heads is None else heads, prompts=list(prompts), max_prompts=None,
+        max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens))
+    bb = world.backbone
+    bar = tqdm(total=len(world.prompt_ids) * max_new_tokens, unit="token", disable=not progress,
+               desc=f"generate speculative ({len(world.prompt_ids)} prompts)", leave=False)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        rows = speculative_rows(bb, world.maps, world.prompt_ids, max_new_tokens, batch_size,
+                                draft_layer, draft_tokens, on_tokens=bar.update)
+        seconds = time.perf_counter() - t0
+        bar.close()
+        agreement = np.full(len(rows), np.nan)
+        if reference:  # the full-depth greedy continuation, one prompt at a time
+            for k, (row, ids) in enumerate(zip(rows, world.prompt_ids, strict=True)):
+                expected = bb.greedy([ids], max_new_tokens)[0].tolist()
+                agreement[k] = np.mean(np.array(row.generated) == np.array(expected))
+    generated = [r.generated for r in rows]
+    return GenerationResult(
+        generated_ids=generated, texts=[world.decode(g) for g in generated],
+        exit_layers=[[bb.num_layers] * len(g) for g in generated], agreement=agreement,
+        cost=np.array([r.flops / r.full_flops for r in rows]), num_layers=bb.num_layers,
+        seconds=seconds, acceptance=np.array([r.accepted / r.drafted for r in rows]))
