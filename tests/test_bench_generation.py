@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from exitgym.bench.config import BenchConfig
 from exitgym.bench.generation import generation_section, to_markdown
 
 
-def test_generation_rows_compare_with_hf_generate_and_report_exits() -> None:
-    section = generation_section(BenchConfig(quick=True))
+@pytest.fixture(scope="module")
+def section() -> dict[str, Any]:
+    """The quick section, measured once for the tests that read it."""
+    return generation_section(BenchConfig(quick=True))
+
+
+def test_generation_rows_compare_with_hf_generate_and_report_exits(
+    section: dict[str, Any],
+) -> None:
     rows = {(r["name"], r["batch_size"]): r for r in section["rows"]}
     off = rows[("generate, exits off", 1)]
     assert off["same_tokens_as_hf"] is True  # exits off is greedy generate, token for token
@@ -23,6 +34,30 @@ def test_generation_rows_compare_with_hf_generate_and_report_exits() -> None:
     assert 0 < section["learned_train_s"] < section["learned_s"]
     table = "\n".join(to_markdown(section))
     assert "| generate, exits off | 1 |" in table
+
+
+def test_speculative_rows_are_lossless_and_charge_their_drafts(section: dict[str, Any]) -> None:
+    """The lossless rows at batch 1: HF's tokens, acceptance in [0, 1] and a FLOPs cost of at
+    least 1 (every emitted token runs every layer once; rejected drafts and heads on top)."""
+    import exitgym
+    from exitgym.bench.generation import QUICK_PROMPTS, SPECULATIVE_DRAFTS, _setup
+
+    spec = [r for r in section["rows"] if r["name"].startswith("generate, speculative")]
+    assert [r["name"] for r in spec] == ["generate, speculative (draft layer 2, 4 tokens)",
+                                         "generate, speculative (draft layer 2, 2 tokens)"]
+    assert len(spec) == len(SPECULATIVE_DRAFTS)
+    for r, (_, n) in zip(spec, SPECULATIVE_DRAFTS, strict=True):
+        assert r["batch_size"] == 1 and r["same_tokens_as_hf"] is True
+        assert r["agreement"] == 1.0 and 0 <= r["acceptance"] <= 1
+        assert r["flops_speedup"] == 1.0 / r["mean_cost"] and r["mean_cost"] > 1.0
+        assert r["wall_speedup"] > 0
+        bb = _setup(BenchConfig(quick=True))[0]  # the same seeded tiny Llama
+        direct = exitgym.generate(None, QUICK_PROMPTS, max_new_tokens=4, batch_size=1,
+                                  backbone=bb, mode="speculative", draft_layer=2, draft_tokens=n)
+        assert r["acceptance"] == float(direct.acceptance.mean())
+        assert r["mean_cost"] == float(direct.cost.mean())
+    table = "\n".join(to_markdown(section))
+    assert f"| {spec[0]['acceptance']:.3f} |" in table
 
 
 def test_the_learned_row_deploys_a_token_exit_run_as_generate_does(tmp_path) -> None:

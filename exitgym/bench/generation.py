@@ -18,7 +18,12 @@ Rows (each on the same prompts, ``max_new_tokens`` greedy tokens per prompt, bes
   (:func:`train_generation_run`: REINFORCE, hardness reward, budget-targeted at
   ``generation_target``, ``generation_steps`` updates on the cached ``kv="full"`` env of the
   task's ``policy`` prompts with distilled heads), its training time in ``learned_train_s`` and
-  the time of everything the learned rows cost (training included) in ``learned_s``.
+  the time of everything the learned rows cost (training included) in ``learned_s``;
+- ``generate, speculative (draft layer k, n tokens)``: the lossless mode at batch 1 for the
+  choices of :data:`SPECULATIVE_DRAFTS`, with ``same_tokens_as_hf`` (must be True),
+  ``acceptance`` (accepted / drafted), ``mean_cost`` and ``flops_speedup`` (at most 1: every
+  emitted token runs all layers once, rejected drafts come on top), ``wall_speedup`` against
+  exits off at batch 1 and ``agreement`` with HF (1.0 when the tokens are the same).
 
 ``quick`` uses a tiny random Llama (numbers not meaningful; the learned policy is a few in-memory
 REINFORCE updates, unless ``generation_run`` names a run); otherwise the embedded SmolLM2-135M on
@@ -45,6 +50,12 @@ prompts x 16 tokens): 2.8 tokens/s at batch 1, wall speed-up 0.20 against FLOPs 
 agreement 0.594, and its rows alone took about 400 s of the section. (Before each head's softmax
 statistics were computed once, the live features view recomputed them over every layer so far on
 every step, O(L²·V) per token: 0.9 tokens/s.)"""
+
+
+SPECULATIVE_DRAFTS = ((0.8, 4), (0.5, 2))
+"""Lossless rows: (draft layer as a share of ``L``, rounded, at least 1; draft tokens). On an
+off-the-shelf model the drafts of early layers are rarely the full model's, so the gain, if any,
+is wall time from fewer, wider layer calls (the verify chunk), not FLOPs."""
 
 
 def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -149,6 +160,7 @@ def _quick_policy(bb: Any, prompts: list[list[int]], tokens: int) -> Learned:
 def generation_section(cfg: Any) -> dict[str, Any]:
     """Measure the rows described in the module docstring."""
     import gymnasium as gym
+    import numpy as np
     import torch
 
     import exitgym
@@ -228,16 +240,28 @@ def generation_section(cfg: Any) -> dict[str, Any]:
                    else train_generation_run(cfg))
     exits(f"generate, learned {learned.label}", learned.policy, heads=learned.heads,
           observation=learned.observation)
+    learned_s = time.perf_counter() - tic
+    for share, n in SPECULATIVE_DRAFTS:
+        k = max(1, round(share * bb.num_layers))
+        secs, result = _best(lambda k=k, n=n: exitgym.generate(
+            None, prompts, max_new_tokens=tokens, batch_size=1, backbone=bb, progress=False,
+            mode="speculative", draft_layer=k, draft_tokens=n), repeats)
+        cost = float(result.cost.mean())
+        row(f"generate, speculative (draft layer {k}, {n} tokens)", 1, secs,
+            same_tokens_as_hf=result.generated_ids == hf_ids,
+            agreement=float(np.mean(np.array(result.generated_ids) == np.array(hf_ids))),
+            acceptance=float(result.acceptance.mean()), mean_cost=cost,
+            flops_speedup=1.0 / cost, wall_speedup=plain[1] / secs)
     return {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s,
-            "learned_s": time.perf_counter() - tic}
+            "learned_s": learned_s}
 
 
 def to_markdown(section: dict[str, Any]) -> list[str]:
     """The section's table for ``bench.md``."""
     lines = [f"## Generation ({section['backbone']})", "",
              "| setting | batch | tokens/s | HF generate tokens/s | × HF | FLOPs speed-up | "
-             "wall speed-up | agreement | mean exit layer |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "wall speed-up | agreement | mean exit layer | acceptance |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def fmt(value: Any, spec: str) -> str:
         return "" if value is None else format(value, spec)
@@ -247,5 +271,6 @@ def to_markdown(section: dict[str, Any]) -> list[str]:
                      f"{r['hf_generate_tokens_per_s']:.1f} | {r['ratio_to_hf_generate']:.2f} | "
                      f"{fmt(r.get('flops_speedup'), '.2f')} | {fmt(r.get('wall_speedup'), '.2f')}"
                      f" | {fmt(r.get('agreement'), '.3f')} | "
-                     f"{fmt(r.get('mean_exit_layer'), '.1f')} |")
+                     f"{fmt(r.get('mean_exit_layer'), '.1f')} | "
+                     f"{fmt(r.get('acceptance'), '.3f')} |")
     return [*lines, ""]
