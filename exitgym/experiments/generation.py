@@ -47,7 +47,8 @@ class GenerationResult:
     texts: list[str | None]
     """Their decoded texts (None without a tokenizer)."""
     exit_layers: list[list[int]]
-    """The 1-based exit layer of every generated token."""
+    """The 1-based exit layer of every generated token (``L`` for every token of
+    ``mode="speculative"``: each is the full model's)."""
     agreement: np.ndarray
     """float64 ``[N]`` share of tokens equal to the full-depth model's (NaN without reference)."""
     cost: np.ndarray
