@@ -165,3 +165,11 @@ def run_harness(job: str, args: dict[str, Any], cache: Path, kill_at: int,
     return subprocess.run([sys.executable, str(script), job, json.dumps(args)], env=env,
                           capture_output=True, text=True, timeout=600,
                           cwd=str(Path(__file__).resolve().parent.parent))
+
+
+def dead_pid() -> int:
+    """The id of a process of this host that has exited (and been reaped): what a run killed
+    by SIGKILL or a scheduler leaves in its ``run_state.json``."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

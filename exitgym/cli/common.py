@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from exitgym.cli import CliError
@@ -74,3 +77,37 @@ def user_errors(context: str = "") -> Iterator[None]:
             TaskUnavailableError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(f"{context}{message}") from err
+
+
+def rerun_command(out: str | os.PathLike[str]) -> str:
+    """The command being run, as a shell line naming ``--out`` (so running it again resumes in
+    the same directory, not in a new default one)."""
+    from exitgym.cli import INVOCATION
+
+    argv = list(INVOCATION.get())
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(out)]
+    return shlex.join(["exitgym", *argv])
+
+
+def previous_kept(out: str | os.PathLike[str], what: str = "run") -> str | None:
+    """What an interrupted ``--overwrite`` left: the complete run it was to replace (None when
+    ``out`` holds no complete run, i.e. the interrupted run itself is there)."""
+    from exitgym.experiments.runs import RunDir
+
+    if RunDir(Path(out)).status != "complete":
+        return None
+    return (f"interrupted: {out} still holds the previous complete {what}; --overwrite replaces "
+            f"it only once the new one is complete")
+
+
+def comparison_interrupted(out: str | os.PathLike[str], agents: int) -> str:
+    """What Ctrl-C or SIGTERM left of a comparison, and the command that resumes it."""
+    from exitgym.experiments.compare_runs import run_complete
+
+    kept = previous_kept(out, "comparison")
+    if kept is not None:
+        return kept
+    done = sum(run_complete(p) for p in Path(out, "runs").glob("*"))
+    return (f"interrupted: {done} of {agents} trained agents are complete in {out}; resume "
+            f"with:\n  {rerun_command(out)}")
