@@ -40,6 +40,8 @@ def open_comparison(config: CompareConfig, out: Path, *, overwrite: bool = False
     existing.refuse_if_live()
     previous = existing.describe()
     if existing.status == "complete":
+        if resume:
+            raise RunError(f"--resume: {out} is already complete; nothing to resume")
         raise RunError(f"{out} already holds a run ({previous}); choose another --out or "
                        f"--overwrite to replace it")
     if existing.file(CONFIG_FILE).is_file():  # else killed before it: nothing done yet

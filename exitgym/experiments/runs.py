@@ -41,7 +41,12 @@ from exitgym.utils.atomic import atomic_write_text, sha256_file, write_json
 from exitgym.utils.manifest import MANIFEST_FILE, build_manifest
 from exitgym.utils.plugins import plugin_record
 from exitgym.utils.processes import process_alive, this_process
-from exitgym.utils.staging import new_staging_dir, replace_directory, staged_target
+from exitgym.utils.staging import (
+    clear_abandoned,
+    new_staging_dir,
+    replace_directory,
+    staged_target,
+)
 
 STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.json"
@@ -166,6 +171,8 @@ class RunDir:
         run = cls(Path(path))
         if overwrite and resume:
             raise RunError("--overwrite replaces the run in --out; --resume continues it: pass one")
+        if run.path.parent.is_dir():
+            clear_abandoned(run.path)  # e.g. puts back a run set aside by a swap killed midway
         if run.state_path.is_file():
             run.refuse_if_live()
             if overwrite:
