@@ -27,9 +27,10 @@ from tests.tiny_project import dead_pid
 CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
           "test": synthetic_cache(60, hidden_size=8, seed=2)}
 CFG = TrainConfig(steps=4, batch_size=12, num_envs=12, checkpoint_every=2, alpha=0.5,
-                  reward="hardness")
+                  reward="hardness", train_split="train")
+"""A tiny run on the synthetic caches (its own train split: no prepared data is needed)."""
 OTHER = TrainConfig(steps=4, batch_size=12, num_envs=12, checkpoint_every=2, alpha=0.9,
-                    reward="vanilla")
+                    reward="vanilla", train_split="train")
 
 
 def hidden_siblings(out: Path) -> list[str]:
