@@ -64,6 +64,9 @@ def test_an_interrupted_comparison_resumes_skipping_finished_agents(
     monkeypatch.setattr(compare_module, "train", counting)
     names = [job.name for job in train_jobs(CONFIG)]
     out = tmp_path / "cmp"
+    with pytest.raises(RunError, match=r"--resume: .*cmp holds no run to resume"):
+        compare(CONFIG, out, caches=make_caches(), progress=False, resume=True)
+    assert not out.exists()
     interrupt = True
     with pytest.raises(KeyboardInterrupt):
         compare(CONFIG, out, caches=make_caches(), progress=False)
@@ -98,12 +101,6 @@ def test_an_interrupted_comparison_resumes_skipping_finished_agents(
         compare(CONFIG, out, caches=make_caches(), progress=False)
     with pytest.raises(RunError, match="--resume: .* is already complete"):
         compare(CONFIG, out, caches=make_caches(), progress=False, resume=True)
-
-
-def test_resume_with_nothing_to_resume_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(RunError, match=r"--resume: .*cmp holds no run to resume"):
-        compare(CONFIG, tmp_path / "cmp", caches=make_caches(), progress=False, resume=True)
-    assert not (tmp_path / "cmp").exists()
 
 
 @pytest.mark.parametrize("how, code", [("ctrl-c", 130), ("sigterm", 143)])
