@@ -111,3 +111,22 @@ def test_copies_left_by_a_killed_overwrite_are_cleared(old_run: Path) -> None:
         train(CFG, old_run, caches=CACHES, progress=False, plots=False)
     assert snapshot(old_run) == before  # put back
     assert hidden_siblings(old_run) == []
+
+
+def test_an_interrupted_overwrite_says_the_old_run_is_kept(old_run: Path, monkeypatch,
+                                                          capsys) -> None:
+    """Not "resume with ...": the partial new run is gone, the old one is what --out holds."""
+    from exitgym.experiments import training
+
+    def interrupted(cfg, out, *, overwrite, **kwargs):
+        run = RunDir.create(out, overwrite=overwrite)
+        with run.status_on_error():
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train", interrupted)
+    before = snapshot(old_run)
+    assert main(["train", "--out", str(old_run), "--overwrite"]) == 130
+    assert capsys.readouterr().err.endswith(
+        f"interrupted: {old_run} still holds the run it was to replace (status 'complete'); "
+        f"--overwrite replaces it only once the new one is complete\n")
+    assert snapshot(old_run) == before and hidden_siblings(old_run) == []

@@ -90,24 +90,30 @@ def rerun_command(out: str | os.PathLike[str]) -> str:
     return shlex.join(["exitgym", *argv])
 
 
-def previous_kept(out: str | os.PathLike[str], what: str = "run") -> str | None:
-    """What an interrupted ``--overwrite`` left: the complete run it was to replace (None when
-    ``out`` holds no complete run, i.e. the interrupted run itself is there)."""
+def holds_run(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` holds a run already (so ``--overwrite`` writes the new one beside it)."""
+    from exitgym.experiments.runs import STATE_FILE
+
+    return Path(out, STATE_FILE).is_file()
+
+
+def previous_kept(out: str | os.PathLike[str], what: str = "run") -> str:
+    """What an interrupted ``--overwrite`` left: the run it was to replace, untouched (the new
+    one, written beside it, is deleted)."""
     from exitgym.experiments.runs import RunDir
 
-    if RunDir(Path(out)).status != "complete":
-        return None
-    return (f"interrupted: {out} still holds the previous complete {what}; --overwrite replaces "
-            f"it only once the new one is complete")
+    return (f"interrupted: {out} still holds the {what} it was to replace "
+            f"({RunDir(Path(out)).describe()}); --overwrite replaces it only once the new one "
+            f"is complete")
 
 
-def comparison_interrupted(out: str | os.PathLike[str], agents: int) -> str:
-    """What Ctrl-C or SIGTERM left of a comparison, and the command that resumes it."""
+def comparison_interrupted(out: str | os.PathLike[str], agents: int, replacing: bool) -> str:
+    """What Ctrl-C or SIGTERM left of a comparison, and the command that resumes it
+    (``replacing``: it was an ``--overwrite`` of a comparison already in ``out``)."""
     from exitgym.experiments.compare_runs import run_complete
 
-    kept = previous_kept(out, "comparison")
-    if kept is not None:
-        return kept
+    if replacing:
+        return previous_kept(out, "comparison")
     done = sum(run_complete(p) for p in Path(out, "runs").glob("*"))
     return (f"interrupted: {done} of {agents} trained agents are complete in {out}; resume "
             f"with:\n  {rerun_command(out)}")

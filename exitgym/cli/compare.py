@@ -52,10 +52,11 @@ def run(args: CompareArgs) -> int:
     from pathlib import Path
 
     from exitgym.cli import interrupt_code
-    from exitgym.cli.common import comparison_interrupted
+    from exitgym.cli.common import comparison_interrupted, holds_run
     from exitgym.experiments.compare import compare, train_jobs
 
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
+    replacing = args.overwrite and holds_run(out)
     try:
         with user_errors():
             if args.engine == "tune":
@@ -67,7 +68,8 @@ def run(args: CompareArgs) -> int:
             else:
                 result = compare(args.config, out, overwrite=args.overwrite, resume=args.resume)
     except KeyboardInterrupt as err:
-        print(comparison_interrupted(out, len(train_jobs(args.config))), file=sys.stderr)
+        print(comparison_interrupted(out, len(train_jobs(args.config)), replacing),
+              file=sys.stderr)
         return interrupt_code(err)
     print_ranking(result.summary)
     print(f"report: {out / 'report.md'}")

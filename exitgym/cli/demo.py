@@ -121,7 +121,7 @@ def run(args: DemoArgs) -> int:
     from pathlib import Path
 
     from exitgym.cli import interrupt_code
-    from exitgym.cli.common import comparison_interrupted, user_errors
+    from exitgym.cli.common import comparison_interrupted, holds_run, user_errors
     from exitgym.cli.compare import print_ranking
     from exitgym.data.prepare import PrepareConfig, prepare
     from exitgym.experiments.compare import compare, train_jobs
@@ -132,8 +132,13 @@ def run(args: DemoArgs) -> int:
     from exitgym.reports.comparison import report_markdown
 
     if args.generation:
+        from exitgym.cli import CliError
         from exitgym.cli.demo_generation import run_generation
 
+        if args.resume:
+            raise CliError("--resume continues an unfinished classification demo; demo "
+                           "--generation has none to continue (run it again, --overwrite to "
+                           "replace a finished one)")
         return run_generation(args)
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
@@ -155,10 +160,12 @@ def run(args: DemoArgs) -> int:
               f"lexicographic x {len(config.drops)} drops, ConsistentEE x "
               f"{len(config.consistentee)} targets, each x {len(seeds)} seeds; sweep "
               f"{', '.join(DEMO_RULES)}; write the report")
+        replacing = args.overwrite and holds_run(out)
         try:
             result = compare(config, out, overwrite=args.overwrite, resume=args.resume)
         except KeyboardInterrupt as err:
-            print(comparison_interrupted(out, len(train_jobs(config))), file=sys.stderr)
+            print(comparison_interrupted(out, len(train_jobs(config)), replacing),
+                  file=sys.stderr)
             return interrupt_code(err)
         t_compare = time.perf_counter() - start - t_prepare
         sections = []

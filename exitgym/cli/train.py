@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exitgym.cli import CliError, interrupt_code
-from exitgym.cli.common import add_command, previous_kept, user_errors
+from exitgym.cli.common import add_command, holds_run, previous_kept, user_errors
 from exitgym.experiments.configs import TrainConfig
 from exitgym.utils.configs import option
 
@@ -46,14 +46,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return add_command(sub, "train", run, TrainArgs)
 
 
-def interrupted(out: str | Path, steps: int) -> str:
+def interrupted(out: str | Path, steps: int, replacing: bool = False) -> str:
     """What Ctrl-C or SIGTERM left behind: the last checkpoint and the command that continues
-    from it (or, for an --overwrite run, the run it was to replace, untouched)."""
+    from it (``replacing``: an --overwrite, whose old run is left untouched)."""
     from exitgym.experiments.runs import RunDir
 
-    kept = previous_kept(out)
-    if kept is not None:
-        return kept
+    if replacing:
+        return previous_kept(out)
     state = RunDir(Path(out)).state
     if state.get("checkpoint"):
         return (f"interrupted: last checkpoint {Path(out) / state['checkpoint']} (update "
@@ -88,10 +87,11 @@ def run(args: TrainArgs) -> int:
             result = train_rllib(cfg, out, overwrite=args.overwrite, options=RLlibOptions(
                 num_env_runners=args.num_env_runners, address=args.address))
         else:
+            replacing = args.overwrite and holds_run(out)
             try:
                 result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
             except KeyboardInterrupt as err:
-                print(interrupted(out, cfg.steps), file=sys.stderr)
+                print(interrupted(out, cfg.steps, replacing), file=sys.stderr)
                 return interrupt_code(err)
     ev = result.eval
     print(f"run: {result.run.path}")

@@ -4,12 +4,13 @@ An ``--overwrite`` run is written in a hidden sibling of its target, ``.<name>.n
 swapped in when it completes (:func:`replace_directory`): the old run is renamed aside to
 ``.<name>.old-<pid>``, the new one renamed in, the old one deleted. Until then the target is
 untouched, so a failure, Ctrl-C or kill of the new run leaves the old one as it was. Siblings
-left by killed processes are cleared by the next ``--overwrite`` of the same target
+left by killed processes are cleared by the next run written to the same target
 (:func:`clear_abandoned`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -74,7 +75,7 @@ def clear_abandoned(target: str | os.PathLike[str]) -> None:
     directory set aside by a swap killed half-way is put back instead."""
     target = Path(target)
     host = this_process()["host"]
-    for sibling in target.parent.glob(f".{target.name}.*-*"):
+    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
         match = STAGING.fullmatch(sibling.name)
         if (not match or match["name"] != target.name or not sibling.is_dir()
                 or process_alive(int(match["pid"]), host) is not False):
