@@ -74,6 +74,17 @@ def test_a_run_whose_process_is_alive_is_refused(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="start times read from /proc")
+def test_a_recycled_process_id_is_not_taken_for_the_writer(tmp_path: Path) -> None:
+    """The id is alive, but its process started at another time than the run's writer did."""
+    run = interrupted_run(tmp_path / "run")
+    assert isinstance(run.state["started"], int)  # recorded at start
+    run.update_state(status="running", pid=os.getpid(), started=run.state["started"] + 1)
+    assert run.stale
+    assert train(CFG, run.path, resume=True, caches=CACHES, progress=False,
+                 plots=False).run.status == "complete"
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return make_tiny_project(tmp_path_factory.mktemp("sigterm"))

@@ -220,8 +220,8 @@ class RunDir:
     def stale(self) -> bool:
         """``running``, but its process (on this host) is gone: killed, so safe to resume."""
         state = self.state
-        return (state.get("status") == "running"
-                and process_alive(state.get("pid"), state.get("host")) is False)
+        return (state.get("status") == "running" and process_alive(
+            state.get("pid"), state.get("host"), state.get("started")) is False)
 
     def describe(self) -> str:
         """``status 'failed'``, or for a stale run what makes it stale (for messages)."""
@@ -237,7 +237,7 @@ class RunDir:
         or replacing it would write under it)."""
         state = self.state
         pid, host = state.get("pid"), state.get("host")
-        if state.get("status") == "running" and process_alive(pid, host):
+        if state.get("status") == "running" and process_alive(pid, host, state.get("started")):
             raise RunError(f"{self.path} already holds a run that is still running (pid {pid} "
                            f"on {host}); wait for it to end or stop it (kill {pid}) first")
 
