@@ -17,6 +17,8 @@ import pytest
 
 from exitgym.cli import COMMANDS, build_parser, main
 from exitgym.data.prepare import prepare
+from exitgym.experiments.manifests import verify_manifest
+from exitgym.experiments.runs import RunDir
 from exitgym.experiments.trajectories import load_trajectories, trajectory_files
 from exitgym.reports.budget import smallest_detectable
 from exitgym.reports.comparison import ROW_KEYS
@@ -186,6 +188,10 @@ def test_compare_then_verify_then_tamper(tiny, tmp_path: Path, capsys) -> None:
     pq.write_table(table.set_column(idx, table.schema.field(idx),
                                     pa.array(actions, table.schema.field(idx).type)), target)
     assert main(["replay", str(out), "--verify"]) == 1
+    err = capsys.readouterr().err  # the manifest names the edited file first
+    assert "FAILED: 1 file(s) differ from what the run wrote" in err and target.name in err
+    RunDir(out).add_to_manifest(target.relative_to(out).as_posix())  # edited with its checksum
+    assert main(["replay", str(out), "--verify"]) == 1
     err = capsys.readouterr().err
     assert f"episode {episode} (sample_id" in err and "step 0" in err and target.name in err
 
@@ -198,6 +204,7 @@ def test_demo_runs_end_to_end_on_the_tiny_task(tiny, tmp_path: Path, capsys) -> 
     assert f"report: {out / 'report.md'}" in printed and "budget table" in printed
     md = (out / "report.md").read_text()
     assert "## Replay verification" in md and "every reward, exit layer" in md
+    assert verify_manifest(out) == f"every file of {out} matches its manifest"  # report.md too
     assert "## Wall time" in md and "## Budget table" in md
     summary = json.loads((out / "summary.json").read_text())
     assert {"reinforce-hardness-budget", "reinforce-vanilla-budget", "entropy", "patience",

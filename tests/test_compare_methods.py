@@ -16,6 +16,7 @@ from safetensors.numpy import load_file, save_file
 
 from exitgym.cli import main
 from exitgym.data.prepare import get_cache
+from exitgym.experiments.runs import RunDir
 from exitgym.experiments.trajectories import load_trajectories, trajectory_files
 from tests.tiny_project import make_tiny_project
 
@@ -171,11 +172,17 @@ def test_replay_verifies_consistentee_and_catches_other_heads(compared, capsys) 
     state["bias"] = state["bias"][:, ::-1].copy()  # swap the labels' biases
     state["weight"] = state["weight"][:, :, ::-1].copy()  # and weights: predictions flip
     save_file(state, str(heads))
+    name = heads.relative_to(out).as_posix()
     try:
         assert main(["replay", str(out), "--verify"]) == 1
-        assert "consistentee-b0.5-s0" in capsys.readouterr().err
+        assert f"{heads} differs from what the run wrote" in capsys.readouterr().err
+        RunDir(out).add_to_manifest(name)  # edited with its checksum: the replay must see it
+        assert main(["replay", str(out), "--verify"]) == 1
+        err = capsys.readouterr().err
+        assert "replay mismatch" in err and "consistentee-b0.5-s0" in err
     finally:
         heads.write_bytes(original)
+        RunDir(out).add_to_manifest(name)
 
 
 def test_consistentee_fits_heads_on_their_rows_and_the_policy_on_held_out_rows() -> None:

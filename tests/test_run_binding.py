@@ -125,9 +125,13 @@ def test_replay_verify_policy_reruns_the_saved_policy(project, tmp_path, capsys)
         capsys.readouterr().out
     moved = tmp_path / "policy.safetensors"
     shutil.move(run / "policy.safetensors", moved)
-    assert main(["replay", str(run), "--verify"]) == 0  # recorded actions need no policy
+    assert main(["replay", str(run), "--verify"]) == 1  # the run's manifest misses it
+    assert f"{run / 'policy.safetensors'} is missing (the run wrote it)" in \
+        capsys.readouterr().err
+    episodes = str(run / "trajectories" / "eval-test.parquet")
+    assert main(["replay", episodes, "--verify"]) == 0  # recorded actions need no policy
     capsys.readouterr()
-    assert main(["replay", str(run), "--verify", "--policy"]) == 2
+    assert main(["replay", episodes, "--verify", "--policy"]) == 2
     assert (f"{run / 'policy.safetensors'} is missing (it was written by the run and recorded)"
             in capsys.readouterr().err)
     assert main(["replay", str(run), "--policy"]) == 2

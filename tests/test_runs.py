@@ -20,6 +20,7 @@ from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import load_trajectories
 from exitgym.utils.atomic import atomic_write
 from exitgym.utils.configs import from_dict
+from tests.tiny_project import dead_pid
 
 CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
           "test": synthetic_cache(60, hidden_size=8, seed=2)}
@@ -198,7 +199,8 @@ def test_resume_of_a_run_killed_before_its_config_starts_afresh(tmp_path: Path) 
     """A kill between creating run_state.json and writing config.json left nothing trained:
     --resume must train from scratch in place and end equal to an uninterrupted run."""
     full = train(CFG, tmp_path / "full", caches=CACHES, progress=False, plots=False)
-    RunDir.create(tmp_path / "cut")  # state file only, as a kill at that moment leaves it
+    cut = RunDir.create(tmp_path / "cut")  # state file only, as a kill at that moment leaves it
+    cut.update_state(pid=dead_pid())  # ... by a process that is gone
     assert not (tmp_path / "cut" / "config.json").exists()
     resumed = train(CFG, tmp_path / "cut", resume=True, caches=CACHES, progress=False,
                     plots=False)

@@ -160,8 +160,20 @@ def run_harness(job: str, args: dict[str, Any], cache: Path, kill_at: int,
     script = script_dir / "kill_harness.py"
     if not script.is_file():
         script.write_text(HARNESS)
+    root = str(Path(__file__).resolve().parent.parent)
+    # the script lives in script_dir, so without this `import exitgym` found whichever copy is
+    # installed (another checkout's, in a git worktree) instead of the one under test
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "EXITGYM_CACHE": str(cache), "EXITGYM_KILL_AT": str(kill_at),
-           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1",
+           "PYTHONPATH": path}
     return subprocess.run([sys.executable, str(script), job, json.dumps(args)], env=env,
-                          capture_output=True, text=True, timeout=600,
-                          cwd=str(Path(__file__).resolve().parent.parent))
+                          capture_output=True, text=True, timeout=600, cwd=root)
+
+
+def dead_pid() -> int:
+    """The id of a process of this host that has exited (and been reaped): what a run killed
+    by SIGKILL or a scheduler leaves in its ``run_state.json``."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

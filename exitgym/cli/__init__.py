@@ -5,15 +5,23 @@ function), so the CLI module never grows into an if-chain. Every command's flags
 its arguments dataclass (:func:`exitgym.cli.common.add_command`), and a bad flag value fails while
 parsing, before any work starts, with exit code 2 and a message naming the flag. Modules are
 imported lazily: ``exitgym --help`` and ``exitgym envs`` stay fast and never load torch.
+
+Ctrl-C and SIGTERM (what schedulers and ``kill`` send) end a command the same way: the run being
+written records ``interrupted`` and the command prints how to continue; the exit code is 130
+after Ctrl-C and 143 after SIGTERM (128 + the signal number, as shells report them).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 COMMANDS: dict[str, str] = {
     "envs": "exitgym.cli.envs",
@@ -30,8 +38,43 @@ COMMANDS: dict[str, str] = {
 ``func`` (a callable taking the parsed args and returning an exit code)."""
 
 
+INVOCATION: ContextVar[tuple[str, ...]] = ContextVar("exitgym_invocation", default=())
+"""The arguments of the running ``exitgym`` command (to print the command that resumes it)."""
+
+
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C's ``KeyboardInterrupt``.
+
+    Why a ``KeyboardInterrupt``: every run already records ``interrupted`` and cleans up for
+    one; before, SIGTERM killed the process outright and left ``"status": "running"``.
+    """
+
+
+def interrupt_code(err: KeyboardInterrupt) -> int:
+    """The exit code of an interrupted command: 143 after SIGTERM, 130 after Ctrl-C."""
+    return 128 + (signal.SIGTERM if isinstance(err, Terminated) else signal.SIGINT)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while a command runs (main thread only: Python
+    delivers signals there); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -91,14 +134,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not exit_.code:  # --help
             raise
         return int(exit_.code)  # argparse printed the usage and the error naming the flag
+    token = INVOCATION.set(tuple(argv))
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.func(args) or 0)
     except CliError as err:
         print(f"exitgym {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print("interrupted" + (" (SIGTERM)" if isinstance(err, Terminated) else ""),
+              file=sys.stderr)
+        return interrupt_code(err)
+    finally:
+        INVOCATION.reset(token)
 
 
 if __name__ == "__main__":  # pragma: no cover

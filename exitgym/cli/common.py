@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from exitgym.cli import CliError
@@ -75,3 +78,43 @@ def user_errors(context: str = "") -> Iterator[None]:
             TaskUnavailableError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise CliError(f"{context}{message}") from err
+
+
+def rerun_command(out: str | os.PathLike[str]) -> str:
+    """The command being run, as a shell line naming ``--out`` (so running it again resumes in
+    the same directory, not in a new default one)."""
+    from exitgym.cli import INVOCATION
+
+    argv = list(INVOCATION.get())
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", str(out)]
+    return shlex.join(["exitgym", *argv])
+
+
+def holds_run(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` holds a run already (so ``--overwrite`` writes the new one beside it)."""
+    from exitgym.experiments.runs import STATE_FILE
+
+    return Path(out, STATE_FILE).is_file()
+
+
+def previous_kept(out: str | os.PathLike[str], what: str = "run") -> str:
+    """What an interrupted ``--overwrite`` left: the run it was to replace, untouched (the new
+    one, written beside it, is deleted)."""
+    from exitgym.experiments.runs import RunDir
+
+    return (f"interrupted: {out} still holds the {what} it was to replace "
+            f"({RunDir(Path(out)).describe()}); --overwrite replaces it only once the new one "
+            f"is complete")
+
+
+def comparison_interrupted(out: str | os.PathLike[str], agents: int, replacing: bool) -> str:
+    """What Ctrl-C or SIGTERM left of a comparison, and the command that resumes it
+    (``replacing``: it was an ``--overwrite`` of a comparison already in ``out``)."""
+    from exitgym.experiments.compare_runs import run_complete
+
+    if replacing:
+        return previous_kept(out, "comparison")
+    done = sum(run_complete(p) for p in Path(out, "runs").glob("*"))
+    return (f"interrupted: {done} of {agents} trained agents are complete in {out}; resume "
+            f"with:\n  {rerun_command(out)}")

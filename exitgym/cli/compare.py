@@ -18,7 +18,9 @@ class CompareArgs:
     """Train and evaluate every reward shape, α, seed and exit rule; report.
 
     Writes summary.json, pareto.png and report.md (plus one run directory per trained agent and
-    every evaluation episode as Parquet) into --out.
+    every evaluation episode as Parquet) into --out. The same command on an unfinished --out
+    (interrupted, failed, or left running by a process that is gone) resumes it: finished agents
+    are skipped.
     """
 
     config: CompareConfig = field(default_factory=CompareConfig)
@@ -26,7 +28,11 @@ class CompareArgs:
     out: str | None = None
     """Output directory (default: runs/<time>-compare)."""
     overwrite: bool = False
-    """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
+    """Replace the run (or comparison) already in --out once the new one is complete: a failed
+    one, or one to redo."""
+    resume: bool = False
+    """Continue the unfinished comparison in --out (refused when there is none); the same
+    command without it continues one too, as long as the flags are the stored ones."""
     engine: str = option("local", choices=ENGINES)
     """local: train the agents one after another; tune: one Ray Tune trial each (needs
     exitgym[ray]); the same command on the same --out resumes a killed tune sweep."""
@@ -41,20 +47,30 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: CompareArgs) -> int:
+    import sys
     import time
     from pathlib import Path
 
-    from exitgym.experiments.compare import compare
+    from exitgym.cli import interrupt_code
+    from exitgym.cli.common import comparison_interrupted, holds_run
+    from exitgym.experiments.compare import compare, train_jobs
 
-    with user_errors():
-        out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
-        if args.engine == "tune":
-            from exitgym.integrations.tune import compare_tune
+    out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-compare")
+    replacing = args.overwrite and holds_run(out)
+    try:
+        with user_errors():
+            if args.engine == "tune":
+                from exitgym.integrations.tune import compare_tune
 
-            result = compare_tune(args.config, out, address=args.address,
-                                  max_concurrent=args.max_concurrent)
-        else:
-            result = compare(args.config, out, overwrite=args.overwrite)
+                result = compare_tune(args.config, out, address=args.address,
+                                      max_concurrent=args.max_concurrent,
+                                      overwrite=args.overwrite, resume=args.resume)
+            else:
+                result = compare(args.config, out, overwrite=args.overwrite, resume=args.resume)
+    except KeyboardInterrupt as err:
+        print(comparison_interrupted(out, len(train_jobs(args.config)), replacing),
+              file=sys.stderr)
+        return interrupt_code(err)
     print_ranking(result.summary)
     print(f"report: {out / 'report.md'}")
     return 0

@@ -94,7 +94,11 @@ class DemoArgs:
     out: str | None = None
     """Output directory (default: runs/<time>-demo)."""
     overwrite: bool = False
-    """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
+    """Replace the run (or comparison) already in --out once the new one is complete: a failed
+    one, or one to redo."""
+    resume: bool = False
+    """Continue the unfinished demo in --out (refused when there is none); the same command
+    without it continues one too (finished agents are skipped)."""
     verify: bool = True
     """Replay --verify every recorded episode (--no-verify skips it)."""
     generation: bool = False
@@ -112,22 +116,29 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: DemoArgs) -> int:
+    import sys
     from dataclasses import asdict
     from pathlib import Path
 
-    from exitgym.cli.common import user_errors
+    from exitgym.cli import interrupt_code
+    from exitgym.cli.common import comparison_interrupted, holds_run, user_errors
     from exitgym.cli.compare import print_ranking
     from exitgym.data.prepare import PrepareConfig, prepare
-    from exitgym.experiments.compare import compare
+    from exitgym.experiments.compare import compare, train_jobs
     from exitgym.experiments.configs import CompareConfig
     from exitgym.experiments.replay import verify
+    from exitgym.experiments.runs import RunDir
     from exitgym.experiments.trajectories import trajectory_files
     from exitgym.reports.comparison import report_markdown
-    from exitgym.utils.atomic import atomic_write_text
 
     if args.generation:
+        from exitgym.cli import CliError
         from exitgym.cli.demo_generation import run_generation
 
+        if args.resume:
+            raise CliError("--resume continues an unfinished classification demo; demo "
+                           "--generation has none to continue (run it again, --overwrite to "
+                           "replace a finished one)")
         return run_generation(args)
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
@@ -149,7 +160,13 @@ def run(args: DemoArgs) -> int:
               f"lexicographic x {len(config.drops)} drops, ConsistentEE x "
               f"{len(config.consistentee)} targets, each x {len(seeds)} seeds; sweep "
               f"{', '.join(DEMO_RULES)}; write the report")
-        result = compare(config, out, overwrite=args.overwrite)
+        replacing = args.overwrite and holds_run(out)
+        try:
+            result = compare(config, out, overwrite=args.overwrite, resume=args.resume)
+        except KeyboardInterrupt as err:
+            print(comparison_interrupted(out, len(train_jobs(config)), replacing),
+                  file=sys.stderr)
+            return interrupt_code(err)
         t_compare = time.perf_counter() - start - t_prepare
         sections = []
         if args.verify:
@@ -170,8 +187,9 @@ def run(args: DemoArgs) -> int:
         sections.append(timing)
         title = (f"exitgym demo: {data.task} x {data.backbone}, REINFORCE (hardness / vanilla "
                  f"rewards), lexicographic, ConsistentEE vs exit rules")
-        atomic_write_text(out / "report.md", report_markdown(result.summary, title, "pareto.png",
-                                                      sections))
+        # through the run, so its manifest records the new report
+        RunDir(out).write_text("report.md", report_markdown(result.summary, title, "pareto.png",
+                                                            sections))
     print("[4/4] done")
     print_ranking(result.summary)
     print(f"total wall time {total:.1f} s")

@@ -25,13 +25,15 @@ def run_generation(args: Any) -> int:
     )
     from exitgym.reports.comparison import report_markdown
     from exitgym.utils.atomic import atomic_write_text
+    from exitgym.utils.staging import staged
 
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo-generation")
     if (out / "summary.json").exists() and not args.overwrite:
         print(f"error: {out} already holds a comparison; pass --overwrite to replace it")
         return 2
-    with user_errors():
+    # --overwrite: written beside the old comparison, which it replaces only once complete
+    with user_errors(), staged(out, (out / "summary.json").exists()) as into:
         config = replace(GenerationCompareConfig(), seeds=tuple(args.seeds),
                          heads=args.generation_heads)
         print(f"[1/2] {config.backbone} ({config.heads} heads): decoder passes over "
@@ -39,15 +41,15 @@ def run_generation(args: Any) -> int:
               f"{config.max_new_tokens} tokens, REINFORCE x "
               f"{len(config.rewards)} rewards x {len(config.targets)} targets x "
               f"{len(config.seeds)} seeds, rules, report")
-        summary = generation_compare(config, out)
+        summary = generation_compare(config, into)
         total = time.perf_counter() - start
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in summary["timings"].items())
         section = (f"## Wall time\n\n{phases}; total {total:.1f} s on this machine (the first "
                    "run also converts the embedded GGUF once, ~21 s).")
         title = (f"exitgym demo --generation: {config.backbone}, token-level early exit, "
                  "REINFORCE (hardness / vanilla) vs exit rules")
-        atomic_write_text(out / "report.md", report_markdown(summary, title, "pareto.png",
-                                                          [section]))
+        atomic_write_text(into / "report.md", report_markdown(summary, title, "pareto.png",
+                                                           [section]))
     print("[2/2] done")
     print_ranking(summary)
     print(f"total wall time {total:.1f} s")

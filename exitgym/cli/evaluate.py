@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: EvaluateArgs) -> int:
     from exitgym.experiments.binding import bound_cache
     from exitgym.experiments.policies import load_policy, open_training_run, run_env_spec
+    from exitgym.experiments.runs import TRAJECTORY_DIR
     from exitgym.experiments.trajectories import evaluate_and_record
 
     with user_errors():
@@ -63,7 +64,8 @@ def run(args: EvaluateArgs) -> int:
         summary = result.summary()
         if point:  # a reading of the policy: say which (the greedy reading writes as before)
             summary["operating_point"] = point
-        run_dir.write_json(f"{name}.json", summary)
+        run_dir.write_json(f"{name}.json", summary)  # the manifest records it, and:
+        run_dir.add_to_manifest(f"{TRAJECTORY_DIR}/{name}.parquet")
     print(f"{args.split}: {len(result.records)} episodes, accuracy {result.accuracy:.4f}, cost "
           f"{result.cost:.4f} (speed-up {result.speedup:.2f}x), mean exit layer "
           f"{result.mean_exit_layer:.2f}")

@@ -20,7 +20,9 @@ class ReplayArgs:
     run: str
     """Run or compare directory, or one .parquet trajectory file."""
     verify: bool = False
-    """Re-execute every episode; exit 1 naming episode, step and field at the first difference."""
+    """Check every file against the run's manifest (sha256 written when it completed), then
+    re-execute every episode; exit 1 naming the file, or the episode, step and field, at the
+    first difference."""
     policy: bool = False
     """With --verify: also re-run each training run's saved policy on its recorded episodes and
     check it takes the recorded actions (rules and baselines: recorded actions only)."""
@@ -38,6 +40,7 @@ def run(args: ReplayArgs) -> int:
     import sys
 
     from exitgym.cli import CliError
+    from exitgym.experiments.manifests import ManifestMismatch, verify_manifest
     from exitgym.experiments.replay import ReplayMismatch, analyze_file, format_analysis, verify
     from exitgym.experiments.trajectories import load_trajectories, trajectory_files
 
@@ -50,13 +53,14 @@ def run(args: ReplayArgs) -> int:
                            + (f" matching --select {args.select!r}" if args.select else ""))
         if args.verify:
             try:
+                print(verify_manifest(args.run))
                 report = verify(files, progress=True, policy=args.policy)
-            except ReplayMismatch as err:
+            except (ManifestMismatch, ReplayMismatch) as err:
                 print(f"exitgym replay: FAILED: {err}", file=sys.stderr)
                 return 1
             print(f"verified {report.episodes} episodes ({report.steps} steps) in "
                   f"{len(report.files)} trajectory files: every reward, exit layer, prediction "
-                  f"and cost matches")
+                  f"and cost matches, and every input text its source data")
             if args.policy:
                 print(f"the saved policy took every recorded action in "
                       f"{len(report.policy_files)} of {len(report.files)} files (the others "

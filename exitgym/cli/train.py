@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exitgym.cli import CliError
-from exitgym.cli.common import add_command, user_errors
+from exitgym.cli import CliError, interrupt_code
+from exitgym.cli.common import add_command, holds_run, previous_kept, user_errors
 from exitgym.experiments.configs import TrainConfig
 from exitgym.utils.configs import option
 
@@ -31,8 +31,8 @@ class TrainArgs:
     overwrite: bool = False
     """Replace the run (or comparison) already in --out: a failed one, or one to redo."""
     resume: bool = False
-    """Continue the interrupted run in --out from its last checkpoint (its config.json is used;
-    other flags are ignored)."""
+    """Continue the interrupted (or stale: left running by a process that is gone) run in --out
+    from its last checkpoint (its config.json is used; other flags are ignored)."""
     engine: str = option("local", choices=ENGINES)
     """local: exitgym's trainers and SB3; rllib: an RLlib algorithm on Ray (needs exitgym[ray];
     --agent ppo|appo, --steps = training iterations)."""
@@ -46,10 +46,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return add_command(sub, "train", run, TrainArgs)
 
 
-def interrupted(out: str | Path, steps: int) -> str:
-    """What Ctrl-C left behind: the last checkpoint and the command that continues from it."""
+def interrupted(out: str | Path, steps: int, replacing: bool = False) -> str:
+    """What Ctrl-C or SIGTERM left behind: the last checkpoint and the command that continues
+    from it (``replacing``: an --overwrite, whose old run is left untouched)."""
     from exitgym.experiments.runs import RunDir
 
+    if replacing:
+        return previous_kept(out)
     state = RunDir(Path(out)).state
     if state.get("checkpoint"):
         return (f"interrupted: last checkpoint {Path(out) / state['checkpoint']} (update "
@@ -69,7 +72,10 @@ def run(args: TrainArgs) -> int:
         if args.resume:
             if args.out is None:
                 raise CliError("--resume needs --out DIR (the run to continue)")
-            cfg = from_dict(TrainConfig, RunDir.open(args.out).config["config"])
+            previous = RunDir.open(args.out)
+            previous.refuse_if_live()
+            print(f"resuming {args.out} ({previous.describe()})")
+            cfg = from_dict(TrainConfig, previous.config["config"])
         cfg = cfg.with_agent_defaults(args.engine)
         out = args.out or default_run_dir(cfg.env, cfg.agent, cfg.seed)
         if args.engine == "rllib":
@@ -78,14 +84,15 @@ def run(args: TrainArgs) -> int:
                                "checkpoints are pickles, which exitgym never loads)")
             from exitgym.integrations.rllib import RLlibOptions, train_rllib
 
-            result = train_rllib(cfg, out, options=RLlibOptions(
+            result = train_rllib(cfg, out, overwrite=args.overwrite, options=RLlibOptions(
                 num_env_runners=args.num_env_runners, address=args.address))
         else:
+            replacing = args.overwrite and holds_run(out)
             try:
                 result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
-            except KeyboardInterrupt:
-                print(interrupted(out, cfg.steps), file=sys.stderr)
-                return 130
+            except KeyboardInterrupt as err:
+                print(interrupted(out, cfg.steps, replacing), file=sys.stderr)
+                return interrupt_code(err)
     ev = result.eval
     print(f"run: {result.run.path}")
     print(f"{cfg.eval_split}: accuracy {ev.accuracy:.4f}, cost {ev.cost:.4f} "

@@ -7,7 +7,10 @@ Layout of the output directory::
                                           b<target> for budget-targeted agents, ``--targets``)
     trajectories/<method>-k<knob>-s<seed>.parquet   every rule / baseline evaluation episode
     summary.json  pareto.png  report.md    (exitgym.reports.comparison)
-    run_state.json                        status; ``complete`` only when everything is written
+    run_state.json  manifest.json         status; ``complete`` only when everything is written
+
+An unfinished comparison in ``out`` is resumed by the same call (its finished training runs are
+skipped; :mod:`exitgym.experiments.compare_runs`).
 
 Protocol (docs/design.md §5): every method, at every knob value and seed, is evaluated greedily
 by the same code (:func:`~exitgym.agents.rollout.evaluate`) on the **selection** split
@@ -31,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.agents.registry import lookup
+from exitgym.experiments.binding import check_cache
+from exitgym.experiments.compare_runs import open_comparison, read_back, resume_note, run_complete
 from exitgym.experiments.configs import LEXICOGRAPHIC, CompareConfig, TrainConfig
 from exitgym.experiments.env_spec import EnvSpec
 from exitgym.experiments.readings import GREEDY_SUFFIX, readings, record_name, spec_for
-from exitgym.experiments.runs import RunDir, write_config
+from exitgym.experiments.runs import CONFIG_FILE, STATE_FILE, write_config
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable, target_costs
@@ -75,14 +80,14 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
             progress: bool = True, sections: tuple[str, ...] = (),
             overwrite: bool = False, train_all: TrainAll | None = None,
             resume: bool = False) -> CompareResult:
-    """Train and evaluate everything in ``config``; write the report into ``out`` (``overwrite``
-    replaces a comparison already there).
+    """Train and evaluate everything in ``config``; write the report into ``out``.
 
-    ``train_all`` replaces the local training loop (Tune); ``resume`` continues an interrupted
-    comparison in ``out`` (used by the Tune engine, whose finished runs are kept).
+    An unfinished comparison of the same config in ``out`` is continued (its finished training
+    runs skipped); ``resume`` insists on one. ``overwrite`` replaces a comparison already there,
+    once the new one is complete. ``train_all`` replaces the local training loop (Tune).
     """
-    out = Path(out)
-    state = RunDir.create(out, overwrite=overwrite, resume=resume, resumable=False)
+    state, previous = open_comparison(config, Path(out), overwrite=overwrite, resume=resume)
+    out = state.path  # an --overwrite comparison is written beside the one it replaces
     timings: dict[str, float] = {}
     tic = time.perf_counter()
     with state.status_on_error():
@@ -90,9 +95,17 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         for split in (config.train_split, config.selection_split, config.eval_split):
             if split not in caches:
                 caches[split] = _split_cache(config, split, progress)
-        write_config(state, jsonable(flatten(config)), caches=caches, extra={"command": "compare"})
+        if previous is not None and state.file(CONFIG_FILE).is_file():
+            for split, cache in caches.items():  # resumed on the data it started on
+                check_cache(out, split, cache)
+        else:
+            write_config(state, jsonable(flatten(config)), caches=caches,
+                         extra={"command": "compare"})
         timings["caches"] = time.perf_counter() - tic
         found = _Collected([], [], [])
+        if previous is not None and progress:
+            print(resume_note(out, previous, [job.name for job in train_jobs(config)]),
+                  flush=True)
         with one_torch_thread():  # small MLPs: one thread is faster on a busy CPU
             _train_agents(config, out, caches, progress, timings, found, train_all)
             _consistentee(config, out, caches, progress, timings, found)
@@ -122,7 +135,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         summary = write_report(out, found.rows, title, meta, sections, extra)
         timings["report"] = time.perf_counter() - tic
         state.mark_complete(timings=timings)
-        return CompareResult(out, summary, timings)
+        return CompareResult(state.path, summary, timings)
 
 
 def _split_cache(config: CompareConfig, split: str, progress: bool) -> Any:
@@ -231,7 +244,8 @@ def train_jobs(config: CompareConfig) -> list[TrainJob]:
 
 TrainAll = Callable[[list[TrainJob], Path, dict[str, Any], bool], list[Any]]
 """``(jobs, out, caches, progress) -> [TrainResult per job]``: trains every job into
-``out/runs/<name>`` (one after another here; as Tune trials in ``exitgym.integrations.tune``)."""
+``out/runs/<name>`` (one after another here; as Tune trials in ``exitgym.integrations.tune``),
+reading back the runs already complete and resuming the begun ones."""
 
 
 def _train_locally(jobs: list[TrainJob], out: Path, caches: dict[str, Any],
@@ -240,8 +254,10 @@ def _train_locally(jobs: list[TrainJob], out: Path, caches: dict[str, Any],
     with _bar(len(jobs), "train agents", progress) as bar:
         for job in jobs:
             bar.set_postfix_str(job.name)
-            results.append(train(job.config, out / "runs" / job.name, caches=caches,
-                                 progress=False, plots=False))
+            path = out / "runs" / job.name
+            results.append(read_back(path, job.config, caches) if run_complete(path) else
+                           train(job.config, path, resume=(path / STATE_FILE).is_file(),
+                                 caches=caches, progress=False, plots=False))
             bar.update(1)
     return results
 

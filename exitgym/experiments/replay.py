@@ -3,8 +3,11 @@
 ``verify`` re-executes every recorded episode through a freshly made environment with the same
 sample id, seed and actions, and raises :class:`ReplayMismatch` naming the file, episode, step and
 field at the first difference (reward, early or late termination, exit layer, prediction, label,
-correctness, memorized / oracle layer, cost, FLOPs). Floats are compared with a relative tolerance
-of 1e-6 (an exact cache replay matches bit for bit; live backbones differ by float noise).
+correctness, memorized / oracle layer, cost, FLOPs), and checks the columns no step produces
+against their source: the episode number, the evaluation seed and the input text (the replaying
+env's cache, what the text was copied from). Floats are compared with a relative tolerance of
+1e-6 (an exact cache replay matches bit for bit; live backbones differ by float noise). The CLI
+checks the run's ``manifest.json`` first (:mod:`exitgym.experiments.manifests`).
 
 ``analyze`` turns a :class:`~exitgym.experiments.trajectories.TrajectorySet` into pandas
 DataFrames: exit-layer histograms by label and by memorized layer, accuracy per exit layer, the
@@ -88,17 +91,33 @@ def _same(a: Any, b: Any, rtol: float) -> bool:
     return a == b
 
 
+def source_texts(env: Any) -> Any:
+    """The input texts of the cache ``env`` reads (None when it reads none: live and decoder
+    envs, or a cache without texts)."""
+    cache = getattr(getattr(env, "unwrapped", env), "cache", None)
+    return getattr(cache, "texts", None)
+
+
 def verify_set(ts: TrajectorySet, env: Any, source: str = "<memory>", rtol: float = 1e-6) -> int:
     """Re-execute every episode of ``ts`` in ``env``; returns the number of steps run."""
     steps = 0
+    texts = source_texts(env) if ts.texts is not None else None
     for i, rec in enumerate(ts.records):
         def fail(step: int, field: str, recorded: Any, replayed: Any, i: int = i,
                  sid: int = rec.sample_id) -> None:
             raise ReplayMismatch(source, i, sid, step, field, recorded, replayed)
 
+        if ts.episodes is not None and ts.episodes[i] != i:
+            fail(0, "episode", ts.episodes[i], i)
+        if "seed" in ts.meta and rec.seed != ts.meta["seed"]:
+            fail(0, "seed", rec.seed, ts.meta["seed"])
         _, info = env.reset(seed=rec.seed, options={"sample_id": rec.sample_id})
         if int(info.get("sample_id", rec.sample_id)) != rec.sample_id:
             fail(0, "sample_id", rec.sample_id, int(info["sample_id"]))
+        if ts.texts is not None:  # the input the episode ran on, as the source data has it
+            want = texts[rec.sample_id] if texts is not None else None
+            if ts.texts[i] != want:
+                fail(0, "text", ts.texts[i], want)
         if len(rec.rewards) != len(rec.actions):
             fail(len(rec.rewards), "rewards", f"{len(rec.actions)} entries",
                  f"{len(rec.rewards)} recorded")

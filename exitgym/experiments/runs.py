@@ -3,7 +3,9 @@
 A run directory (``runs/<time>-<env>-<agent>-<seed>/`` or ``--out``) holds::
 
     config.json          resolved config, package versions, fingerprints, git commit
-    run_state.json       {"status": "running" | "interrupted" | "failed" | "complete", ...}
+    run_state.json       {"status": "running" | "interrupted" | "failed" | "complete", "pid",
+                         "host", ...}
+    manifest.json        sha256 of every other file, written when the run completes
     metrics.csv          one row per logged training step (rewritten atomically)
     tb/                  TensorBoard events of the same metrics
     checkpoint-*/        the latest training checkpoint (``--resume`` continues from it)
@@ -14,6 +16,10 @@ A run directory (``runs/<time>-<env>-<agent>-<seed>/`` or ``--out``) holds::
 Every file is written to a temporary name and moved into place with ``os.replace``, so a reader
 never sees half a file; ``run_state.json`` says ``complete`` only after everything else is written,
 so an interrupted run never looks finished (``require_complete`` refuses it with a clear message).
+A ``running`` run whose process (``pid`` on ``host``) is gone is *stale*: it may be resumed; one
+whose process is alive is refused. ``--overwrite`` writes the new run in a hidden sibling
+(``.<name>.new-<pid>``) and swaps it in only when it completes, so the old run survives any
+failure, Ctrl-C or kill of the new one.
 """
 
 from __future__ import annotations
@@ -23,9 +29,8 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -33,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.utils.atomic import atomic_write_text, sha256_file, write_json
+from exitgym.utils.manifest import MANIFEST_FILE, build_manifest
 from exitgym.utils.plugins import plugin_record
+from exitgym.utils.processes import process_alive, this_process
+from exitgym.utils.staging import (
+    clear_abandoned,
+    new_staging_dir,
+    replace_directory,
+    staged_target,
+)
 
 STATE_FILE = "run_state.json"
 CONFIG_FILE = "config.json"
@@ -46,6 +59,10 @@ TRACKED_PACKAGES = (
     "datasets", "pandas", "pyarrow", "safetensors",
 )
 """Packages whose versions go into ``config.json`` (what a number depends on)."""
+
+
+UNTRACKED = (STATE_FILE, MANIFEST_FILE)
+"""Files a run's manifest leaves out: they change after it (status, added files)."""
 
 
 class RunError(RuntimeError):
@@ -143,31 +160,40 @@ class RunDir:
     @classmethod
     def create(cls, path: str | os.PathLike[str], *, resume: bool = False,
                overwrite: bool = False, resumable: bool = True) -> RunDir:
-        """Open ``path`` for a new run (or, with ``resume``, an interrupted one).
+        """Open ``path`` for a new run (or, with ``resume``, an unfinished one); record this
+        process (pid, host) as its writer.
 
-        Refuses to overwrite a run or to silently mix into a directory that holds another run:
-        the caller must pick a new ``--out``, pass ``--resume`` (``resumable`` commands) or
-        ``--overwrite``, which deletes the old run first (only an exitgym run directory is ever
-        deleted).
+        Refuses to overwrite a run, to touch one whose process is still alive, or to silently
+        mix into a directory that holds another run: the caller must pick a new ``--out``, pass
+        ``--resume`` (``resumable`` commands) or ``--overwrite``, which writes the new run in a
+        hidden sibling that replaces the old one only when it completes (:meth:`mark_complete`).
         """
         run = cls(Path(path))
         if overwrite and resume:
             raise RunError("--overwrite replaces the run in --out; --resume continues it: pass one")
-        if overwrite and run.state_path.is_file():
-            shutil.rmtree(run.path)
-        if resume:
-            if not run.state_path.is_file():
-                raise RunError(f"--resume: {run.path} holds no run to resume (no {STATE_FILE})")
+        if run.path.parent.is_dir():
+            clear_abandoned(run.path)  # e.g. puts back a run set aside by a swap killed midway
+        if run.state_path.is_file():
+            run.refuse_if_live()
+            if overwrite:
+                return cls._staged(run.path)
+            if not resume:
+                resume_hint = ", --resume to continue an interrupted one" if resumable else ""
+                raise RunError(f"{run.path} already holds a run ({run.describe()}); choose "
+                               f"another --out{resume_hint} or --overwrite to replace it")
             if run.status == "complete":
                 raise RunError(f"--resume: {run.path} is already complete; nothing to resume")
-        elif run.state_path.is_file():
-            resume_hint = ", --resume to continue an interrupted one" if resumable else ""
-            raise RunError(
-                f"{run.path} already holds a run (status {run.status!r}); choose another --out"
-                f"{resume_hint} or --overwrite to replace it"
-            )
+        elif resume:
+            raise RunError(f"--resume: {run.path} holds no run to resume (no {STATE_FILE})")
         run.path.mkdir(parents=True, exist_ok=True)
-        run.set_status("running")
+        run.set_status("running", **this_process())
+        return run
+
+    @classmethod
+    def _staged(cls, target: Path) -> RunDir:
+        """A new run beside ``target``, to replace it when complete (``--overwrite``)."""
+        run = cls(new_staging_dir(target))
+        run.set_status("running", **this_process())
         return run
 
     @classmethod
@@ -190,6 +216,31 @@ class RunDir:
     def status(self) -> str | None:
         return self.state.get("status")
 
+    @property
+    def stale(self) -> bool:
+        """``running``, but its process (on this host) is gone: killed, so safe to resume."""
+        state = self.state
+        return (state.get("status") == "running" and process_alive(
+            state.get("pid"), state.get("host"), state.get("started")) is False)
+
+    def describe(self) -> str:
+        """``status 'failed'``, or for a stale run what makes it stale (for messages)."""
+        state = self.state
+        text = f"status {state.get('status')!r}"
+        if self.stale:
+            text += (f", stale: its process {state['pid']} on {state['host']} is gone, so it "
+                     f"can be resumed")
+        return text
+
+    def refuse_if_live(self) -> None:
+        """Raise :class:`RunError` when the process writing this run is still alive (resuming
+        or replacing it would write under it)."""
+        state = self.state
+        pid, host = state.get("pid"), state.get("host")
+        if state.get("status") == "running" and process_alive(pid, host, state.get("started")):
+            raise RunError(f"{self.path} already holds a run that is still running (pid {pid} "
+                           f"on {host}); wait for it to end or stop it (kill {pid}) first")
+
     def update_state(self, **entries: Any) -> dict[str, Any]:
         """Merge ``entries`` into ``run_state.json`` (atomically) and return the new state."""
         state = {**self.state, **entries, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -203,26 +254,43 @@ class RunDir:
 
     @contextmanager
     def status_on_error(self) -> Iterator[RunDir]:
-        """Record ``interrupted`` (Ctrl-C) or ``failed`` with the error if the block raises."""
+        """Record ``interrupted`` (Ctrl-C, SIGTERM) or ``failed`` with the error if the block
+        raises; an ``--overwrite`` run is deleted instead (the run it was to replace stays)."""
         try:
             yield self
         except KeyboardInterrupt:
-            self.set_status("interrupted")
+            self._ended("interrupted")
             raise
         except Exception as err:
-            self.set_status("failed", error=f"{type(err).__name__}: {err}")
+            self._ended("failed", error=f"{type(err).__name__}: {err}")
             raise
 
+    def _ended(self, status: str, **entries: Any) -> None:
+        if staged_target(self.path) is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        else:
+            self.set_status(status, **entries)
+
     def mark_complete(self, **entries: Any) -> dict[str, Any]:
-        """Declare every output final: call last, after all other files are written."""
-        return self.set_status("complete", **entries)
+        """Declare every output final: call last, after all other files are written.
+
+        Writes the manifest, then the status; an ``--overwrite`` run then takes the place of
+        the run it replaces (and :attr:`path` follows it).
+        """
+        write_json(self.manifest_path, build_manifest(self.path, UNTRACKED, STATE_FILE))
+        state = self.set_status("complete", **entries)
+        target = staged_target(self.path)
+        if target is not None:
+            replace_directory(self.path, target)
+            self.path = target
+        return state
 
     def require_complete(self) -> RunDir:
         """Raise a clear :class:`RunError` unless the run finished."""
         status = self.status
         if status != "complete":
             raise RunError(
-                f"run {self.path} is not complete (status {status!r}); resume it with "
+                f"run {self.path} is not complete ({self.describe()}); resume it with "
                 f"`exitgym train --resume --out {self.path}` or start a new one"
             )
         return self
@@ -231,13 +299,31 @@ class RunDir:
         return self.path.joinpath(*parts)
 
     def write_json(self, name: str, obj: Any) -> Path:
-        return write_json(self.path / name, obj)
+        """Write ``name`` (atomically); a complete run's manifest records its new content."""
+        path = write_json(self.path / name, obj)
+        self.add_to_manifest(name)
+        return path
 
     def read_json(self, name: str) -> Any:
         return read_json(self.path / name)
 
     def write_text(self, name: str, text: str) -> Path:
-        return atomic_write_text(self.path / name, text)
+        """Write ``name`` (atomically); a complete run's manifest records its new content."""
+        path = atomic_write_text(self.path / name, text)
+        self.add_to_manifest(name)
+        return path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    def add_to_manifest(self, *names: str) -> None:
+        """Record files a command adds to a complete run (``evaluate``, operating points), so
+        ``replay --verify`` tells them from files edited by hand; no-op before completion."""
+        if self.manifest_path.is_file():
+            manifest = read_json(self.manifest_path)
+            manifest["files"].update({n: sha256_file(self.path / n) for n in names})
+            write_json(self.manifest_path, manifest)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -264,7 +350,7 @@ class RunDir:
         for name in names or tuple(recorded):
             if name not in recorded:
                 raise RunError(f"{self.path / name} has no recorded checksum in {STATE_FILE}")
-            _verify_file(self.path / name, recorded[name])
+            verify_file(self.path / name, recorded[name])
 
 
 def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] | None = None,
@@ -291,47 +377,8 @@ def write_config(run: RunDir, config: dict[str, Any], *, caches: dict[str, Any] 
     return run.write_json(CONFIG_FILE, payload)
 
 
-# ---- checkpoints ----------------------------------------------------------------------------
-def save_checkpoint(run: RunDir, step: int, write: Callable[[Path], None], keep: int = 1) -> Path:
-    """Write a checkpoint directory atomically and point ``run_state.json`` at it.
-
-    ``write(tmp_dir)`` fills a temporary directory, which is renamed to ``checkpoint-<step>``;
-    only then does the state file name it, so a kill at any moment leaves the previous checkpoint
-    in force. Older checkpoints beyond ``keep`` are deleted afterwards.
-    """
-    name = f"checkpoint-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=run.path, prefix=f".{name}.tmp-"))
-    try:
-        write(tmp)
-        sums = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        target = run.path / name
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    run.update_state(checkpoint=name, checkpoint_step=step, checkpoint_sha256=sums)
-    old = sorted(p for p in run.path.glob("checkpoint-*") if p.is_dir() and p.name != name)
-    for stale in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
-    return target
-
-
-def latest_checkpoint(run: RunDir) -> tuple[Path, int] | None:
-    """The checkpoint ``run_state.json`` names, with its step (None when there is none)."""
-    state = run.state
-    name = state.get("checkpoint")
-    if not name:
-        return None
-    path = run.path / name
-    if not path.is_dir():
-        raise RunError(f"{run.state_path} names checkpoint {name!r} but {path} is missing")
-    for file_name, expected in state.get("checkpoint_sha256", {}).items():
-        _verify_file(path / file_name, expected)
-    return path, int(state.get("checkpoint_step", 0))
-
-
-def _verify_file(path: Path, expected: str) -> None:
+def verify_file(path: Path, expected: str) -> None:
+    """Raise :class:`RunError` unless ``path`` exists with sha256 ``expected``."""
     if not path.is_file():
         raise RunError(f"{path} is missing (it was written by the run and recorded)")
     got = sha256_file(path)

@@ -20,8 +20,10 @@ from typing import Any
 from exitgym.agents.registry import Method, train_agent
 from exitgym.experiments.binding import check_cache, check_data, prepared_cache
 from exitgym.experiments.checkpoint import (
+    latest_checkpoint,
     read_state,
     restore_trainer,
+    save_checkpoint,
     state_writer,
     trainer_writer,
 )
@@ -30,18 +32,12 @@ from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec
 from exitgym.experiments.metrics import MetricsLog
 from exitgym.experiments.plugins import load_run_plugins
 from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
-from exitgym.experiments.runs import (
-    CONFIG_FILE,
-    RunDir,
-    RunError,
-    latest_checkpoint,
-    save_checkpoint,
-    write_config,
-)
+from exitgym.experiments.runs import CONFIG_FILE, RunDir, RunError, write_config
 from exitgym.experiments.trajectories import evaluate_and_record
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import from_dict
 from exitgym.utils.devices import device_record, resolve_device
+from exitgym.utils.staging import published_path
 from exitgym.utils.threads import one_torch_thread
 
 
@@ -110,6 +106,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, overwrite:
     cfg = cfg.with_agent_defaults()  # steps=None: the agent's default, recorded as resolved
     method = train_agent(cfg.agent)
     check_names(cfg, task=not caches)  # before a run directory exists or a model loads
+    if resume:
+        RunDir.open(out).refuse_if_live()
     if resume and _killed_before_config(RunDir.open(out)):
         # Nothing was trained before the kill: start afresh in the same directory.
         RunDir.open(out).state_path.unlink()
@@ -188,7 +186,8 @@ def finish_run(cfg: TrainConfig, run: RunDir, policy: Any, spec: EnvSpec,
     run.write_json(f"eval-{cfg.eval_split}.json", result.summary())
     from exitgym.reports.run import write_run_report
 
-    write_run_report(run.path, cfg, result, metrics, plot=plots, settings=settings)
+    write_run_report(run.path, cfg, result, metrics, plot=plots, settings=settings,
+                     shown=published_path(run.path))
     run.mark_complete(eval_split=cfg.eval_split, accuracy=result.accuracy,
                       cost=result.cost)
     return TrainResult(run, result, metrics, policy, spec)

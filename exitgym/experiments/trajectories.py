@@ -50,6 +50,8 @@ class TrajectorySet:
     """Method, knob, policy seed, split, num_layers, label names, ... (free-form, JSON)."""
     texts: tuple[str | None, ...] | None = None
     """Input text of each episode (None when the cache had no texts)."""
+    episodes: tuple[int, ...] | None = None
+    """The ``episode`` column as read (row numbers; ``replay --verify`` checks them)."""
 
     @property
     def num_layers(self) -> int | None:
@@ -153,7 +155,8 @@ def load_trajectories(path: str | os.PathLike[str]) -> TrajectorySet:
         ))
     texts = tuple(cols["text"]) if info.get("has_text") else None
     return TrajectorySet(tuple(records), info["env_id"], dict(info["env_kwargs"]),
-                         dict(info.get("meta", {})), texts)
+                         dict(info.get("meta", {})), texts,
+                         tuple(-1 if e is None else int(e) for e in cols["episode"]))
 
 
 def _float(value: Any) -> float:

@@ -72,8 +72,10 @@ def algorithm_config(name: str) -> Any:
 
 
 def train_rllib(cfg: TrainConfig, out: str | Path, *, options: RLlibOptions | None = None,
-                caches: dict[str, Any] | None = None, plots: bool = True) -> TrainResult:
-    """Train ``cfg.agent`` with RLlib into run directory ``out`` (see the module docstring)."""
+                caches: dict[str, Any] | None = None, plots: bool = True,
+                overwrite: bool = False) -> TrainResult:
+    """Train ``cfg.agent`` with RLlib into run directory ``out`` (see the module docstring);
+    ``overwrite`` replaces the run there once the new one is complete."""
     import ray
 
     from exitgym.agents.mlp_policy import MLPPolicy, MLPPolicyConfig
@@ -86,7 +88,7 @@ def train_rllib(cfg: TrainConfig, out: str | Path, *, options: RLlibOptions | No
     if cfg.env not in CACHE_ENVS:
         raise RunError(f"--engine rllib trains on the cached envs {list(CACHE_ENVS)}; "
                        f"got {cfg.env}")
-    run = RunDir.create(out)
+    run = RunDir.create(out, overwrite=overwrite)
     with run.status_on_error():
         caches = dict(caches or {})
         for split in (cfg.train_split, cfg.eval_split):

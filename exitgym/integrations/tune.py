@@ -6,10 +6,11 @@ trial that runs the very same :func:`exitgym.experiments.training.train` into
 the worker. REINFORCE is deterministic per seed, so the rows, ``summary.json`` and report equal
 the local engine's for the same seeds; the exit rules and the report run in the driver as before.
 
-Resuming. A comparison killed midway is continued by running the same command again: trials
-whose run directory is complete are not submitted again; a trial killed mid-training resumes from
-its checkpoint (``train(resume=True)``), bit-identical to an uninterrupted run. The stored
-``config.json`` must equal the new flags.
+Resuming. A comparison killed midway is continued by running the same command again, as with the
+local engine (:mod:`exitgym.experiments.compare_runs`): trials whose run directory is complete
+are not submitted again; a trial killed mid-training resumes from its checkpoint
+(``train(resume=True)``), bit-identical to an uninterrupted run. The stored ``config.json`` must
+equal the new flags.
 
 Where trials run: a local Ray (``num_cpus``, no dashboard) or the cluster at ``address``. Every
 node must see ``out`` and the prepared caches at the same paths (a shared filesystem; see the
@@ -25,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from exitgym.experiments.compare import CompareResult, TrainJob, compare
+from exitgym.experiments.compare_runs import read_back, run_complete
 from exitgym.experiments.configs import CompareConfig, TrainConfig
-from exitgym.experiments.policies import load_policy, run_env_spec
-from exitgym.experiments.runs import STATE_FILE, RunDir, RunError
+from exitgym.experiments.runs import STATE_FILE, RunError
 from exitgym.experiments.training import TrainResult
 from exitgym.integrations.ray import ray_session, worker_cache_path
 from exitgym.utils.atomic import jsonable
@@ -40,7 +41,8 @@ CACHE_COPY_DIR = "tune-cache"
 def compare_tune(config: CompareConfig, out: str | Path, *, address: str | None = None,
                  num_cpus: int = 2, max_concurrent: int = 2,
                  caches: dict[str, Any] | None = None, progress: bool = True,
-                 sections: tuple[str, ...] = ()) -> CompareResult:
+                 sections: tuple[str, ...] = (), overwrite: bool = False,
+                 resume: bool = False) -> CompareResult:
     """:func:`~exitgym.experiments.compare.compare` with the agents trained as Tune trials.
 
     Args:
@@ -52,21 +54,14 @@ def compare_tune(config: CompareConfig, out: str | Path, *, address: str | None 
         caches: split -> LayerCache instead of the prepared ones (tests).
         progress: progress bars in the driver.
         sections: optional report sections, as for ``compare``.
+        overwrite: replace the comparison in ``out`` once the new one is complete.
+        resume: insist on continuing an unfinished comparison in ``out`` (the same call without
+            it continues one too).
     """
-    out = Path(out).absolute()
-    resume = (out / STATE_FILE).is_file()
-    if resume:
-        run = RunDir.open(out)
-        if run.status == "complete":
-            raise RunError(f"{out} is already a complete comparison; choose another --out")
-        stored = run.config.get("config") if (out / "config.json").is_file() else None
-        if stored is not None and stored != jsonable(flatten(config)):
-            raise RunError(f"{out} holds an interrupted comparison of other flags; stored "
-                           f"{stored}")
     trainer = functools.partial(_tune_train_all, address=address, num_cpus=num_cpus,
                                 max_concurrent=max_concurrent)
-    return compare(config, out, caches=caches, progress=progress, sections=sections,
-                   train_all=trainer, resume=resume)
+    return compare(config, Path(out).absolute(), caches=caches, progress=progress,
+                   sections=sections, train_all=trainer, overwrite=overwrite, resume=resume)
 
 
 def _tune_train_all(jobs: list[TrainJob], out: Path, caches: dict[str, Any], progress: bool,
@@ -76,35 +71,13 @@ def _tune_train_all(jobs: list[TrainJob], out: Path, caches: dict[str, Any], pro
     first = jobs[0].config
     paths = {split: worker_cache_path(caches[split], out / CACHE_COPY_DIR / split)
              for split in (first.train_split, first.eval_split)}
-    pending = [j for j in jobs if not _complete(out / "runs" / j.name)]
+    pending = [j for j in jobs if not run_complete(out / "runs" / j.name)]
     if pending:
         _run_trials([{"name": j.name, "config": jsonable(flatten(j.config)),
                       "out": str(out / "runs" / j.name), "caches": paths,
                       "cache_dir": os.environ.get("EXITGYM_CACHE")} for j in pending],
                     out, address, num_cpus, max_concurrent, progress)
-    return [_read_back(out / "runs" / j.name, j, caches) for j in jobs]
-
-
-def _read_back(path: Path, job: TrainJob, caches: dict[str, Any]) -> TrainResult:
-    """A finished trial's policy, env spec and evaluation, as :func:`train` returns them.
-
-    The evaluation is the run's greedy evaluation repeated in the driver (same policy weights,
-    env, seed and cache: the same episodes), since ``compare`` needs the per-episode outcomes.
-    """
-    from exitgym.agents.rollout import evaluate
-
-    run = RunDir.open(path).require_complete()
-    policy, spec, cfg = load_policy(run), run_env_spec(run), job.config
-    env = spec.with_split(cfg.eval_split).make(cfg.num_envs, caches[cfg.eval_split])
-    try:
-        result = evaluate(policy, env, seed=cfg.seed)
-    finally:
-        env.close()
-    return TrainResult(run, result, [], policy, spec)
-
-
-def _complete(path: Path) -> bool:
-    return (path / STATE_FILE).is_file() and RunDir.open(path).status == "complete"
+    return [read_back(out / "runs" / j.name, j.config, caches) for j in jobs]
 
 
 def _run_trials(params: list[dict[str, Any]], out: Path, address: str | None, num_cpus: int,

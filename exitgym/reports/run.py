@@ -60,11 +60,13 @@ def plot_training(rows: list[dict[str, float]], path: Path, title: str) -> Path 
 
 
 def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, float]],
-                     plot: bool = True, settings: dict[str, Any] | None = None) -> Path:
+                     plot: bool = True, settings: dict[str, Any] | None = None,
+                     shown: Path | None = None) -> Path:
     """Write ``report.md`` (+ ``training.png`` unless ``plot`` is False) into the run directory.
 
     ``settings``: the configuration table (default: every field of ``cfg``); a run passes only
-    the settings its agent used, with the values it used.
+    the settings its agent used, with the values it used. ``shown``: the directory the report
+    names (an ``--overwrite`` run is written beside the one it replaces; default ``run_dir``).
     """
     title = (f"{cfg.agent} on {cfg.env} ({cfg.data.task}, {cfg.data.backbone}), reward "
              f"{cfg.reward}, α={cfg.alpha}, seed {cfg.seed}")
@@ -72,8 +74,8 @@ def write_run_report(run_dir: Path, cfg: Any, result: Any, rows: list[dict[str, 
     hist = result.exit_histogram
     lines = [f"# {title}", "", "## Evaluation", "",
              f"Split **{cfg.eval_split}**, {len(result.records)} episodes (every one recorded in "
-             f"`trajectories/eval-{cfg.eval_split}.parquet`; `exitgym replay {run_dir} --verify` "
-             f"re-executes them).", "",
+             f"`trajectories/eval-{cfg.eval_split}.parquet`; `exitgym replay "
+             f"{shown or run_dir} --verify` re-executes them).", "",
              "| accuracy | cost (FLOPs fraction) | speed-up | mean exit layer | mean return |",
              "|---:|---:|---:|---:|---:|",
              f"| {result.accuracy:.4f} | {result.cost:.4f} | {result.speedup:.2f}x | "
