@@ -214,9 +214,10 @@ def test_runs_recorded_with_the_flat_layout_resume_and_rebuild_their_env(tmp_pat
         train(CFG, run, after_update=_stop_after(4), **options)
     stored = RunDir.open(run).config["config"]
     # written flat, as before (plus target_cost, allowed_drop, n_steps, multiplier,
-    # cost_conditioned, the data columns and allow_suspect_labels, options since)
+    # cost_conditioned, the data columns, allow_suspect_labels and device, options since)
     assert set(stored) == LEGACY_KEYS | {"target_cost", "allowed_drop", "n_steps", "multiplier",
-                                         "cost_conditioned", "allow_suspect_labels"} | set(
+                                         "cost_conditioned", "allow_suspect_labels",
+                                         "device"} | set(
                                              COLUMN_DEFAULTS)
     # a run recorded before target_cost existed resumes too (the field takes its default)
     config_file = run / "config.json"

@@ -25,7 +25,10 @@ from tests.tiny_project import dead_pid
 CACHES = {"train": synthetic_cache(120, hidden_size=8, seed=1),
           "test": synthetic_cache(60, hidden_size=8, seed=2)}
 CFG = TrainConfig(steps=8, batch_size=12, num_envs=12, checkpoint_every=3, alpha=0.5,
-                  reward="hardness")
+                  reward="hardness", train_split="train")
+"""A tiny run on the synthetic caches. Its own ``train`` split: with the default ``policy``
+split, which ``CACHES`` does not hold, every test session prepared rt-polarity × MiniLM for real
+(5-10 minutes of each suite run)."""
 
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class BenchConfig:
     """Training steps timed for exitgym's fine-tuning and for the plain HF step."""
     repeats_finetune: int = option(2, minimum=1)
     """Timed runs of each (best-of)."""
-    prepare_fresh_rows: int = option(300, minimum=0)
+    prepare_fresh_rows: int = option(200, minimum=0)
     """Rows per split of the from-scratch ``prepare`` (0 skips it)."""
     generation_run: str | None = None
     """An ``exitgym train --env exitgym/TokenExit-v0`` run whose policy the generation section

@@ -52,10 +52,15 @@ statistics were computed once, the live features view recomputed them over every
 every step, O(L²·V) per token: 0.9 tokens/s.)"""
 
 
-SPECULATIVE_DRAFTS = ((0.8, 4), (0.5, 2))
+SPECULATIVE_DRAFTS = ((0.8, 4),)
 """Lossless rows: (draft layer as a share of ``L``, rounded, at least 1; draft tokens). On an
 off-the-shelf model the drafts of early layers are rarely the full model's, so the gain, if any,
-is wall time from fewer, wider layer calls (the verify chunk), not FLOPs."""
+is wall time from fewer, wider layer calls (the verify chunk), not FLOPs. One row: a second one
+(draft layer 0.5·L, 2 tokens; acceptance 0.13 against 0.20, 0.51× exits off) cost the bench
+about a minute and showed the same limit (2026-12-05)."""
+GENERATION_RUN_PROMPTS = 16
+"""``policy`` prompts of the generation run's cached env: building its teacher-forced tables for
+the training and evaluation splits took 96 of the 102 s of that run with 32 prompts."""
 
 
 def _best(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -131,7 +136,7 @@ def train_generation_run(cfg: Any) -> Learned:
         alpha=0.0, target_cost=cfg.generation_target, observation=LEARNED_OBSERVATION,
         steps=cfg.generation_steps, batch_size=16, num_envs=16,
         checkpoint_every=cfg.generation_steps, seed=0,
-        token=TokenEnvConfig(max_prompts=32))
+        token=TokenEnvConfig(max_prompts=GENERATION_RUN_PROMPTS))
     out = Path(cfg.out) / "generation-run"
     tic = time.perf_counter()
     train(train_cfg, out, overwrite=True, progress=False, plots=False)
@@ -212,7 +217,7 @@ def generation_section(cfg: Any) -> dict[str, Any]:
             while not done:
                 done = env.step(0)[2]
 
-    secs, _ = _best(env_run, repeats)
+    secs, _ = _best(env_run, 1)  # one repeat: a coarse ratio (0.4x), a minute at best-of-3
     row("TokenExit-v0 live, exits off", 1, secs)
 
     def exits(name: str, policy: Any, **kwargs: Any) -> None:
