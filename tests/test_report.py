@@ -18,6 +18,7 @@ from exitgym.reports.curves import (
     envelope,
     pareto_front,
 )
+from exitgym.reports.plots import overview_methods
 
 
 def test_pareto_front_drops_dominated_points_and_sorts_by_cost() -> None:
@@ -206,6 +207,10 @@ def test_overview_draws_the_best_method_per_category_and_the_baselines(
     drawn = {str(ln.get_label()).split("] ")[1].split(" (")[0] for ln in ax.get_lines()
              if str(ln.get_label()).startswith("[")}
     assert drawn == {"reinforce-hardness-budget", "maxprob", "berxit", "static", "random"}
+    # a reading that covers only the expensive end does not win the RL slot on its one point
+    narrow = [*_comparison_rows(), make_row("reinforce-hardness-budget-greedy", 0.48, 0, 0.99,
+                                            0.8, 5.0)]
+    assert "reinforce-hardness-budget" in overview_methods(summarize(narrow))
     # the oracle (0.97) is annotated at the edge; it does not stretch the axes to 0.97
     low, high = ax.get_ylim()
     assert high < 0.90 and any("oracle: 0.970 at cost 0.30" in t for t in _texts(overview))
