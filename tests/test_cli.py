@@ -246,3 +246,14 @@ def test_negated_flags_say_that_they_turn_the_described_setting_off(capsys) -> N
         assert after.strip().startswith("Turn this off (on by default):"), flag
     args = parser.parse_args(["train", "--no-cached"])
     assert (args.cached, args.teacher_forcing) == (False, True)
+
+
+def test_python_dash_m_runs_the_command() -> None:
+    """``python -m exitgym.cli`` is the ``exitgym`` command (it had no ``__main__``)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "exitgym.cli", "envs"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "exitgym/EarlyExit-v0" in proc.stdout
