@@ -10,13 +10,10 @@ Then ``python docs/_ext/exitgym_docs.py --write`` regenerates the tables.
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from exitgym.reports.results import RESULTS_DIR
-from exitgym.utils.atomic import write_json
+from exitgym.reports.results import keep_main
 
 
 def keep(bench: dict[str, Any], command: str) -> dict[str, Any]:
@@ -28,16 +25,11 @@ def keep(bench: dict[str, Any], command: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exitgym.bench.results",
-                                     description="Keep a bench.json under results/.")
-    parser.add_argument("bench", help="the bench.json an exitgym bench run wrote")
-    parser.add_argument("name", help="results/<name>.json")
-    parser.add_argument("--command", required=True, help="the command that made it")
-    args = parser.parse_args(argv)
-    kept = keep(json.loads(Path(args.bench).read_text()), args.command)
-    write_json(RESULTS_DIR / f"{args.name}.json", kept)
-    print(f"wrote {RESULTS_DIR / f'{args.name}.json'}")
-    return 0
+    return keep_main(
+        argv, prog="python -m exitgym.bench.results",
+        description="Keep a bench.json under results/.",
+        source_help="the bench.json an exitgym bench run wrote",
+        make=lambda path, command: keep(json.loads(path.read_text()), command))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,22 +110,33 @@ def headline_table(result: dict[str, Any], methods: Sequence[str]) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m exitgym.reports.results",
-                                     description="Keep a comparison's findings in results/.")
-    parser.add_argument("run", help="a complete compare / demo directory")
+def keep_main(argv: list[str] | None, *, prog: str, description: str, source_help: str,
+              make: Callable[[Path, str], dict[str, Any]]) -> int:
+    """The command line that keeps a result file: ``SOURCE NAME --command CMD`` writes
+    ``make(SOURCE, CMD)`` to ``results/<NAME>.json`` (comparisons here, ``bench.json`` in
+    :mod:`exitgym.bench.results`)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("source", help=source_help)
     parser.add_argument("name", help="results/<name>.json")
-    parser.add_argument("--command", required=True, help="the command that made the run")
+    parser.add_argument("--command", required=True, help="the command that made it")
     args = parser.parse_args(argv)
-    summary = json.loads((Path(args.run) / "summary.json").read_text())
-    write_json(RESULTS_DIR / f"{args.name}.json", trim(summary, args.command))
-    print(f"wrote {RESULTS_DIR / f'{args.name}.json'}")
+    target = RESULTS_DIR / f"{args.name}.json"
+    write_json(target, make(Path(args.source), args.command))
+    print(f"wrote {target}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return keep_main(
+        argv, prog="python -m exitgym.reports.results",
+        description="Keep a comparison's findings in results/.",
+        source_help="a complete compare / demo directory",
+        make=lambda run, command: trim(json.loads((run / "summary.json").read_text()), command))
 
 
 if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["KEPT", "RESULTS_DIR", "findings_table", "headline_table", "load", "main",
-           "meta_line", "trim"]
+__all__ = ["KEPT", "RESULTS_DIR", "findings_table", "headline_table", "keep_main", "load",
+           "main", "meta_line", "trim"]
