@@ -138,6 +138,20 @@ def _flat(params: list[torch.Tensor]) -> np.ndarray:
     return torch.cat([p.detach().reshape(-1) for p in params]).double().numpy()
 
 
+def full_depth_quality(cache: Any, constraint: str = "loss") -> float:
+    """Full depth's mean loss (cross-entropy of the last head) or error on a prepared cache.
+
+    Why: the live skip environments keep no per-layer tables, but their full model (nothing
+    skipped) is the cache's last layer, same backbone and heads, so its quality is read here and
+    given as :attr:`LexicoConfig.full_quality`.
+    """
+    from exitgym.envs.rewards import cross_entropy
+
+    if constraint == "loss":
+        return float(cross_entropy(cache.logits[:, -1:, :], cache.labels)[:, 0].mean())
+    return float(1.0 - cache.correct[:, -1].mean())
+
+
 class Lexicographic(Reinforce):
     """REINFORCE whose step is the lexicographic direction of (computation, quality constraint)."""
 

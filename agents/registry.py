@@ -15,7 +15,9 @@ error message ("unknown agent 'x'; allowed: [...]") follows. Kinds:
   generation is not an entry: it is built from the cached ``TokenTables`` of the env it is
   evaluated on, which neither ``make_rule(**knobs)`` nor a rule's ``sweep(train_cache,
   eval_cache, seed)`` (encoder ``LayerCache`` objects) can hand it;
-- ``fitted``: baselines fitted on the training cache (PALBERT's Q-exit, BERxiT).
+- ``fitted``: baselines fitted on the training cache (PALBERT's Q-exit, BERxiT);
+- ``skip``: baselines of the skip environments (:mod:`exitgym.agents.skip_baselines`: static
+  patterns, every other layer, random skipping); their sweep takes a ``SkipTarget``.
 
 Rules and fitted baselines carry a ``sweep`` tracing their accuracy-cost curve over their knob.
 Torch-based implementations are imported only when an entry is used, so importing the registry
@@ -47,11 +49,12 @@ from exitgym.agents.rules import (
     RandomExit,
     StaticExit,
 )
+from exitgym.agents.skip_baselines import SKIP_BASELINES
 from exitgym.backbones.layer_cache import LayerCache
 from exitgym.utils.plugins import GROUPS, failed_note, load_entry_points, require_type
 from exitgym.utils.registry import check_name, qualified_name
 
-KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted")
+KINDS: tuple[str, ...] = ("trainer", "sb3", "schedule", "rule", "fitted", "skip")
 """Every kind of method, in the order listings show them."""
 
 Sweep = Callable[[LayerCache, LayerCache, int], list[tuple[Any, float | None]]]
@@ -228,6 +231,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
             "theta"),
     _rule(OracleExit, "exit at the earliest correct layer (reads the labels: the bound)",
           on_eval_cache=True),
+    *(Method(n, "skip", d, sweep, sweep=sweep, seeded=seeded, knob=knob)
+      for n, d, sweep, seeded, knob in SKIP_BASELINES),
 )}
 """Every method by name."""
 

@@ -45,7 +45,7 @@ tolerates the skips an agent makes; 64 tokens cover rt-polarity's snippets."""
 DEFAULT_MAX_LENGTH: int = 128
 """Tokenizer truncation for injected texts (named worlds use the prepared ``max_length``)."""
 
-TERMINAL_KEYS = ("exit_layer", "prediction", "label", "correct", "flops", "memorized_layer",
+TERMINAL_KEYS = ("exit_layer", "prediction", "label", "correct", "loss", "flops", "memorized_layer",
                  "attention_skip_rate", "ffn_skip_rate", "token_skip_rate", "token_strategy")
 """Keys added to ``info`` when an episode ends (besides ``layer``, ``cost``, ``sample_id``)."""
 
@@ -58,6 +58,9 @@ class SkipWorld:
     """Batched live execution over the backbone, heads and tokenized inputs."""
     memorized: np.ndarray
     """int64 ``[N]``: memorized layer of each input under the full model (hardness reward)."""
+    texts: Sequence[str] | None = None
+    """Input texts as the prepared cache keeps them (named worlds; None when injected): what
+    trajectories record and ``replay --verify`` compares."""
 
     @property
     def num_samples(self) -> int:
@@ -242,7 +245,8 @@ def _named_world(task: str, backbone: str, split: str, heads: str,
             or not np.array_equal(bank.lengths, cache.lengths):
         raise RuntimeError(f"the prepared cache of {task}/{split} does not match the task data; "
                            "rebuild it with exitgym prepare --force")
-    return SkipWorld(SkipExecutor(bb, exit_heads, bank), np.asarray(cache.memorized, np.int64))
+    return SkipWorld(SkipExecutor(bb, exit_heads, bank), np.asarray(cache.memorized, np.int64),
+                     cache.texts)
 
 
 def full_depth_memorized(executor: SkipExecutor, batch_size: int = 64) -> np.ndarray:
@@ -310,6 +314,7 @@ def finish_rows(
         "prediction": prediction,
         "label": labels.copy(),
         "correct": correct,
+        "loss": ce,
         "flops": cohort.flops[rows].copy(),
         "memorized_layer": memorized.copy(),
         "attention_skip_rate": cohort.attention_skipped[rows] / denom,

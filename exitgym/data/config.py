@@ -58,6 +58,10 @@ class DataConfig:
     """Keep only the first n rows of every split (deterministic subsample for quick runs)."""
     max_length: int = option(128, minimum=1)
     """Tokenizer truncation length (64 suffices for sentence snippets); longer inputs are cut."""
+    skip_prob: float = option(0.0, minimum=0)
+    """Fine-tuned recipes (``joint``): per-sample probability of skipping each attention / FFN
+    block while fine-tuning, so the backbone tolerates the skips of the skip environments
+    (their ``gym.make`` default is 0.15); 0: no skipping."""
     text_column: str = "text"
     """Text column of a local data file (bring your own data; registry tasks use their own)."""
     label_column: str = "label"
@@ -73,6 +77,11 @@ class DataConfig:
         object.__setattr__(self, "heads", HEADS_ALIASES.get(self.heads, self.heads))
         if self.heads not in HEADS_MODES:
             raise ValueError(f"unknown heads mode {self.heads!r}; allowed: {list(HEADS_MODES)}")
+        if not 0.0 <= self.skip_prob < 1.0:
+            raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
+        if self.skip_prob > 0 and self.heads not in FINETUNED:
+            raise ValueError(f"skip_prob needs a fine-tuned recipe (heads in {list(FINETUNED)}); "
+                             f"a frozen backbone cannot adapt to skips")
 
     def prepare_options(self) -> dict[str, Any]:
         """The prepare options beyond task / backbone / heads, as an ``EnvSpec`` stores them
@@ -81,6 +90,8 @@ class DataConfig:
         options: dict[str, Any] = {"max_length": self.max_length}
         if self.max_samples is not None:
             options["max_samples"] = self.max_samples
+        if self.skip_prob:
+            options["skip_prob"] = self.skip_prob
         if self.allow_suspect_labels:  # so an env of this data prepares with it
             options["allow_suspect_labels"] = True
         return {**options, **self.column_options()}

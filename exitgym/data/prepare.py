@@ -53,9 +53,6 @@ class PrepareConfig(DataConfig):
     """Learning rate; None = 5e-5 for a fine-tuned backbone, 3e-3 for ``frozen`` heads."""
     head_lr: float = 1e-3
     """Fine-tuned recipes: learning rate of the (freshly initialised) heads."""
-    skip_prob: float = 0.0
-    """Fine-tuned recipes: per-sample probability of skipping each attention / FFN block (the
-    skip environments' skip-tolerant variant)."""
     evals_per_epoch: int = option(2, minimum=1)
     """Fine-tuned recipes: validation evaluations per epoch (best state kept, early stopping)."""
     patience: int | None = option(None, minimum=1)
@@ -75,11 +72,6 @@ class PrepareConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_device(self.device)
-        if not 0.0 <= self.skip_prob < 1.0:
-            raise ValueError(f"skip_prob must be in [0, 1), got {self.skip_prob}")
-        if self.skip_prob > 0 and self.heads not in FINETUNED:
-            raise ValueError(f"skip_prob needs a fine-tuned recipe (heads in {list(FINETUNED)}); "
-                             f"a frozen backbone cannot adapt to skips")
 
     def key(self) -> dict[str, Any]:
         """The fields that change the trained heads (the inference batch size, the device and

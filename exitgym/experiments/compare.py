@@ -35,17 +35,19 @@ from typing import Any
 
 from exitgym.agents.registry import lookup
 from exitgym.experiments.binding import check_cache
+from exitgym.experiments.collect import Collected, select_and_collect, selection_env
 from exitgym.experiments.compare_runs import open_comparison, read_back, resume_note, run_complete
 from exitgym.experiments.configs import LEXICOGRAPHIC, CompareConfig, TrainConfig
-from exitgym.experiments.env_spec import EnvSpec
+from exitgym.experiments.env_spec import SKIP_ENVS, EnvSpec
 from exitgym.experiments.readings import GREEDY_SUFFIX, readings, record_name, spec_for
 from exitgym.experiments.runs import CONFIG_FILE, STATE_FILE, write_config
+from exitgym.experiments.skip_compare import skip_baselines, skip_readings
 from exitgym.experiments.training import train
 from exitgym.experiments.trajectories import evaluate_and_record
-from exitgym.reports.budget import Evaluation, budget_table, smallest_detectable, target_costs
+from exitgym.reports.budget import budget_table, smallest_detectable, target_costs
 from exitgym.reports.categories import categories
 from exitgym.reports.comparison import FULL_DEPTH, ORACLE, make_row, row_from_eval, write_report
-from exitgym.reports.findings import findings
+from exitgym.reports.findings import FINDINGS, SKIP_FINDINGS, findings
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import flatten
 from exitgym.utils.threads import one_torch_thread
@@ -61,15 +63,6 @@ class CompareResult:
     """The ``summary.json`` payload."""
     timings: dict[str, float]
     """Seconds per phase."""
-
-
-@dataclass
-class _Collected:
-    """Test rows (reported), selection rows and per-sample outcomes (for the budget table)."""
-
-    rows: list[dict[str, Any]]
-    selection_rows: list[dict[str, Any]]
-    evaluations: list[Evaluation]
 
 
 def _slug_knob(knob: float | None) -> str:
@@ -102,7 +95,7 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
             write_config(state, jsonable(flatten(config)), caches=caches,
                          extra={"command": "compare"})
         timings["caches"] = time.perf_counter() - tic
-        found = _Collected([], [], [])
+        found = Collected([], [], [])
         if previous is not None and progress:
             print(resume_note(out, previous, [job.name for job in train_jobs(config)]),
                   flush=True)
@@ -110,6 +103,8 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
             _train_agents(config, out, caches, progress, timings, found, train_all)
             _consistentee(config, out, caches, progress, timings, found)
             _baselines(config, out, caches, progress, timings, found)
+            if config.env in SKIP_ENVS:
+                skip_baselines(config, out, caches, found, progress, timings)
         test = caches[config.eval_split]
         found.rows.append(make_row(FULL_DEPTH, None, config.seeds[0],
                                    float(test.correct[:, -1].mean()), 1.0,
@@ -117,14 +112,17 @@ def compare(config: CompareConfig, out: str | Path, *, caches: dict[str, Any] | 
         tic = time.perf_counter()
         table = budget_table(found.evaluations, config.seeds, config.budgets,
                              categories=categories({e.method for e in found.evaluations}))
-        paired = findings(found.evaluations, config.seeds, config.budgets)
+        paired = findings(found.evaluations, config.seeds, config.budgets,
+                          table=SKIP_FINDINGS if config.env in SKIP_ENVS else FINDINGS)
         timings["budget_table"] = time.perf_counter() - tic
         tic = time.perf_counter()
         data = config.data
         title = (f"{data.task} × {data.backbone} ({data.heads} heads): "
                  f"accuracy vs cost on {config.eval_split}")
-        meta = {"task": data.task, "backbone": data.backbone, "heads": data.heads,
-                "split": config.eval_split, "samples": test.num_samples,
+        if config.env in SKIP_ENVS:
+            title = f"{config.env}: {title} (exit methods: EarlyExit-v0, same heads)"
+        meta = {"env": config.env, "task": data.task, "backbone": data.backbone,
+                "heads": data.heads, "split": config.eval_split, "samples": test.num_samples,
                 "layers": test.num_layers, "seeds": list(config.seeds),
                 "updates_per_agent": config.steps}
         extra = {**_heads_summary(config, caches, progress),
@@ -159,50 +157,27 @@ def _bar(total: int, desc: str, progress: bool) -> Any:
     return tqdm(total=total, desc=desc, disable=not progress)
 
 
-def _select_and_collect(config: CompareConfig, out: Path, caches: dict[str, Any],
-                        found: _Collected, policy: Any, spec: EnvSpec, method: str,
-                        knob: float | None, seed: int, test_result: Any,
-                        tau: float | None = None, alpha: float | None = None) -> None:
-    """Evaluate ``policy`` on the selection split (with the spec's own heads, if any, from
-    ``out``); keep both splits' outcomes (``tau`` / ``alpha``: the reading of a trained
-    policy)."""
-    from exitgym.agents.rollout import evaluate
-
-    env = _selection_env(config, out, caches, spec)
-    try:
-        val = evaluate(policy, env, seed=seed)
-    finally:
-        env.close()
-    found.rows.append(row_from_eval(method, knob, seed, test_result, tau, alpha))
-    found.selection_rows.append(row_from_eval(method, knob, seed, val, tau, alpha))
-    found.evaluations.append(Evaluation(
-        method, knob, seed, val.cost, val.accuracy, test_result.cost,
-        test_result.correctness, tau, alpha))
-
-
-def _selection_env(config: CompareConfig, out: Path, caches: dict[str, Any],
-                   spec: EnvSpec) -> Any:
-    split = config.selection_split
-    spec = spec.with_split(split)
-    return spec.make(config.num_envs, spec.own_heads(caches[split], out))
-
-
 def _collect_readings(config: CompareConfig, out: Path, caches: dict[str, Any],
-                      found: _Collected, policy: Any, spec: EnvSpec, method: str,
+                      found: Collected, policy: Any, spec: EnvSpec, method: str,
                       knob: float | None, seed: int, name: str, greedy: Any) -> None:
     """The greedy reading as ``<method>-greedy`` and every calibrated reading (τ chosen on the
-    selection split like a rule's knob, :mod:`exitgym.experiments.readings`) as ``method``."""
-    _select_and_collect(config, out, caches, found, policy, spec, method + GREEDY_SUFFIX, knob,
+    selection split like a rule's knob, :mod:`exitgym.experiments.readings`) as ``method``; a
+    skip policy's greedy reading as ``method`` (:func:`~exitgym.experiments.skip_compare.
+    skip_readings`)."""
+    if spec.env_id in SKIP_ENVS:
+        skip_readings(config, out, caches, found, policy, spec, method, knob, seed, name, greedy)
+        return
+    select_and_collect(config, out, caches, found, policy, spec, method + GREEDY_SUFFIX, knob,
                         seed, greedy)
     test_cache = caches[config.eval_split]
-    for reading in readings(policy, lambda p: _selection_env(config, out, caches, spec), seed):
+    for reading in readings(policy, lambda p: selection_env(config, out, caches, spec), seed):
         acting = spec_for(spec, reading)
         test = acting.with_split(config.eval_split)
         result = evaluate_and_record(
             reading.policy, test, out, record_name(name, reading), method=method, knob=knob,
             seed=seed, num_envs=config.num_envs, cache=test.own_heads(test_cache, out),
             meta={"tau": reading.tau, "alpha": reading.alpha, "run": f"runs/{name}"})
-        _select_and_collect(config, out, caches, found, reading.policy, acting, method, knob,
+        select_and_collect(config, out, caches, found, reading.policy, acting, method, knob,
                             seed, result, reading.tau, reading.alpha)
 
 
@@ -263,7 +238,7 @@ def _train_locally(jobs: list[TrainJob], out: Path, caches: dict[str, Any],
 
 
 def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-                  timings: dict[str, float], found: _Collected,
+                  timings: dict[str, float], found: Collected,
                   train_all: TrainAll | None = None) -> None:
     tic = time.perf_counter()
     jobs = train_jobs(config)
@@ -275,7 +250,7 @@ def _train_agents(config: CompareConfig, out: Path, caches: dict[str, Any], prog
 
 
 def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-                  timings: dict[str, float], found: _Collected) -> None:
+                  timings: dict[str, float], found: Collected) -> None:
     """Train every ConsistentEE agent; evaluate each on its own heads (saved with it)."""
     from exitgym.experiments.consistentee_runs import (
         CONSISTENTEE,
@@ -312,7 +287,7 @@ def _consistentee(config: CompareConfig, out: Path, caches: dict[str, Any], prog
 
 
 def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progress: bool,
-               timings: dict[str, float], found: _Collected) -> None:
+               timings: dict[str, float], found: Collected) -> None:
     tic = time.perf_counter()
     train_cache, test = caches[config.train_split], caches[config.eval_split]
     jobs: list[tuple[str, int]] = []
@@ -332,7 +307,7 @@ def _baselines(config: CompareConfig, out: Path, caches: dict[str, Any], progres
                 result = evaluate_and_record(
                     policy, spec, out, f"{name}-k{_slug_knob(knob)}-s{seed}", method=name,
                     knob=knob, seed=seed, num_envs=config.num_envs, cache=test)
-                _select_and_collect(config, out, caches, found, policy, spec, name, knob, seed,
+                select_and_collect(config, out, caches, found, policy, spec, name, knob, seed,
                                     result)
             bar.update(1)
         # The oracle reads the evaluated split's labels: a reference row, never selected.

@@ -16,7 +16,14 @@ from exitgym.agents.registry import describe, lookup, names, train_agents
 from exitgym.data.config import POLICY_SPLIT, SPLITS, DataConfig
 from exitgym.envs.settings import KV_MODES
 from exitgym.envs.token_core import HEADS as TOKEN_HEADS
-from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec, env_ids, reward_names
+from exitgym.experiments.env_spec import (
+    CACHE_ENVS,
+    SKIP_ENVS,
+    TOKEN_ENVS,
+    EnvSpec,
+    env_ids,
+    reward_names,
+)
 from exitgym.reports.budget import BUDGETS
 from exitgym.utils.configs import flatten, option
 from exitgym.utils.devices import check_device
@@ -29,6 +36,8 @@ RLLIB_AGENTS: dict[str, str] = {
 maps each name to its algorithm; Ray is imported there only)."""
 
 
+ONE_STEP_ENV = "exitgym/SwitchableDecision-v0"
+"""The skip environment whose episodes are one decision (it takes no ``dense``)."""
 DEFAULT_LR = 3e-3
 """Learning rate of every agent but the lexicographic one when ``--lr`` is not given."""
 LEXICOGRAPHIC = "lexicographic"
@@ -171,6 +180,9 @@ class TrainConfig:
         if self.env in TOKEN_ENVS and self.dense:
             raise ValueError(f"--dense is not available on {self.env} (it pays each token's "
                              "reward at the token's exit); leave it off")
+        if self.env == ONE_STEP_ENV and self.dense:
+            raise ValueError(f"--dense is not available on {self.env}: its episodes are one "
+                             "decision long, so every reward is terminal; leave it off")
         if self.cost_conditioned and self.target_cost is not None:
             raise ValueError("--cost-conditioned trains for every cost weight and --target-cost "
                              "for one budget: pass one of them")
@@ -217,6 +229,8 @@ class TrainConfig:
                             **self.token.env_kwargs()})
         if self.env in CACHE_ENVS:  # live skip envs have a fixed observation
             kwargs["observation"] = self.observation
+        if self.env == ONE_STEP_ENV:  # one decision per episode: nothing to deliver densely
+            del kwargs["dense"]
         return EnvSpec.of(self.env, self.data, split or self.train_split, kwargs)
 
 
@@ -238,6 +252,12 @@ table's reference and random exit the no-information floor."""
 class CompareConfig:
     """What ``exitgym compare`` trains and evaluates."""
 
+    env: str = option(CACHE_ENVS[0], choices=(*CACHE_ENVS, *SKIP_ENVS))
+    """Environment compared: the exit env, or a skip env (``SkipBlock-v0``,
+    ``SwitchableDecision-v0``, encoder backbones), whose learned policies meet static skip
+    patterns, every-other-layer and random skipping, with the exit methods of ``rules`` on the
+    same heads as references (:mod:`exitgym.experiments.skip_compare`; ``--skip-prob 0.15`` gives
+    the skip-tolerant heads the skip envs default to)."""
     data: DataConfig = field(default_factory=DataConfig)
     """The prepared cache every method is trained and evaluated on."""
     agent: str = option("reinforce", choices=lambda: describe(names("trainer")))
@@ -303,6 +323,9 @@ class CompareConfig:
             from exitgym.agents.consistentee_policy import rollouts_per_sample
 
             rollouts_per_sample(self.batch_size)
+        if self.env in SKIP_ENVS and self.consistentee:
+            raise ValueError(f"--consistentee trains exit heads and exit policies; it has no "
+                             f"skip decisions to make on {self.env} (use --env {CACHE_ENVS[0]})")
         if self.selection_split in (self.eval_split, self.train_split):
             raise ValueError(f"selection_split {self.selection_split!r} must differ from the "
                              f"train split ({self.train_split!r}) and the evaluation split "
@@ -337,13 +360,13 @@ class CompareConfig:
                        allowed_drop=drop)
 
     def train_config(self, reward: str, alpha: float | None, seed: int) -> TrainConfig:
-        return TrainConfig(agent=self.agent, data=self.data, reward=reward, alpha=alpha,
-                           observation=self.observation, seed=seed, steps=self.steps,
+        return TrainConfig(env=self.env, agent=self.agent, data=self.data, reward=reward,
+                           alpha=alpha, observation=self.observation, seed=seed, steps=self.steps,
                            batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,
                            checkpoint_every=max(1, self.steps), train_split=self.train_split,
                            eval_split=self.eval_split)
 
     def rule_spec(self, observation: str) -> EnvSpec:
         """Env of the rules: evaluation split, the observation the rule reads, no policy cost."""
-        base = self.train_config("vanilla", 0.2, 0).env_spec(self.eval_split)
-        return base.with_kwargs(observation=observation, alpha=None)
+        base = replace(self.train_config("vanilla", 0.2, 0), env=CACHE_ENVS[0])
+        return base.env_spec(self.eval_split).with_kwargs(observation=observation, alpha=None)

@@ -8,6 +8,8 @@ the names that rebuild it (the cache checks its own fingerprints when loaded).
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,10 @@ PREPARED_ENVS = (*CACHE_ENVS, "exitgym/SkipBlock-v0", "exitgym/SwitchableDecisio
 """Environments built from a prepared split cache: the cached ones, and the live skip envs, which
 run the prepared backbone and heads on that cache's inputs (its texts, labels, memorized layers).
 A run in one of them is bound to the cache's data, backbone and heads fingerprints."""
+SKIP_ENVS = ("exitgym/SkipBlock-v0", "exitgym/SwitchableDecision-v0")
+"""The live skip environments (encoder or decoder backbones)."""
+WORLD_KWARGS = ("inputs", "labels", "text_pairs", "world", "prompts", "max_length")
+"""Skip-env kwargs that change the world an env runs on (a spec with one is never shared)."""
 TOKEN_ENVS = ("exitgym/TokenExit-v0",)
 """Decoder environments: ``backbone`` names the decoder, ``heads`` its exit heads (``lm-head`` or
 ``distilled``), ``prepare`` the task's column options and ``kwargs`` the generation settings
@@ -144,6 +150,9 @@ class EnvSpec:
         else:
             kwargs.update(task=self.task, backbone=self.backbone, split=self.split,
                           heads=self.heads, prepare_options=dict(self.prepare))
+            world = shared_world(self)
+            if world is not None:
+                kwargs["world"] = world
         return kwargs
 
     def make(self, num_envs: int | None = None, cache: Any | None = None) -> Any:
@@ -163,3 +172,30 @@ class EnvSpec:
             # helpers look for ``env.num_samples`` (or a cache), so expose it there.
             env.num_samples = int(world.num_samples)
         return env
+
+
+def shared_world(spec: EnvSpec) -> Any | None:
+    """The process-wide ``SkipWorld`` of a named encoder skip spec (None for any other spec).
+
+    Why: every env of a comparison's split runs on the same backbone, heads and tokenized inputs
+    (read-only), and building them (prepare check, backbone load, tokenization) takes seconds, ten
+    times more than evaluating a static pattern on a small split. The world depends only on the
+    data, the split and the prepare options, never on the reward or the policy.
+    """
+    if spec.env_id not in SKIP_ENVS or any(k in spec.kwargs for k in WORLD_KWARGS):
+        return None
+    from exitgym.envs.skip_decoder import is_decoder
+
+    if is_decoder(spec.backbone):
+        return None
+    return _world(spec.task, spec.backbone, spec.heads, spec.split,
+                  json.dumps(spec.prepare, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=4)
+def _world(task: str, backbone: str, heads: str, split: str, prepare: str) -> Any:
+    """Built as ``SkipWorld.from_settings`` builds a named world from :meth:`EnvSpec.make_kwargs`
+    (explicit prepare options: no skip-tolerant default is added)."""
+    from exitgym.envs.skip_core import build_world
+
+    return build_world(task, backbone, split, heads, None, None, None, None, json.loads(prepare))

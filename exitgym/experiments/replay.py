@@ -92,9 +92,13 @@ def _same(a: Any, b: Any, rtol: float) -> bool:
 
 
 def source_texts(env: Any) -> Any:
-    """The input texts of the cache ``env`` reads (None when it reads none: live and decoder
-    envs, or a cache without texts)."""
-    cache = getattr(getattr(env, "unwrapped", env), "cache", None)
+    """The input texts of the cache ``env`` reads, or of the prepared cache a named skip env's
+    world was built from (None when it has none: decoder and injected envs, or a cache without
+    texts)."""
+    env = getattr(env, "unwrapped", env)
+    cache = getattr(env, "cache", None)
+    if cache is None:
+        return getattr(getattr(env, "world", None), "texts", None)
     return getattr(cache, "texts", None)
 
 

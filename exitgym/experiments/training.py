@@ -28,7 +28,7 @@ from exitgym.experiments.checkpoint import (
     trainer_writer,
 )
 from exitgym.experiments.configs import TrainConfig
-from exitgym.experiments.env_spec import CACHE_ENVS, TOKEN_ENVS, EnvSpec
+from exitgym.experiments.env_spec import CACHE_ENVS, SKIP_ENVS, TOKEN_ENVS, EnvSpec
 from exitgym.experiments.metrics import MetricsLog
 from exitgym.experiments.plugins import load_run_plugins
 from exitgym.experiments.policies import ENV_SPEC_FILE, record_policy_checksums
@@ -73,6 +73,11 @@ def _make_train_env(cfg: TrainConfig, cache: Any, method: Method) -> tuple[Any, 
     optional = {"lr": cfg.lr, "target_cost": cfg.target_cost, "allowed_drop": cfg.allowed_drop,
                 "multiplier": cfg.multiplier, "cost_conditioned": cfg.cost_conditioned or None}
     knobs.update({k: v for k, v in optional.items() if v is not None})  # else: the trainer's
+    if cfg.env in SKIP_ENVS and method.name == "lexicographic":  # live: no tables to read it from
+        from exitgym.agents.lexicographic import full_depth_quality
+
+        knobs["full_quality"] = full_depth_quality(cache if cache is not None
+                                                   else cfg.env_spec().cache(progress=False))
     spaces_env = cfg.env_spec().make(None, cache)
     try:
         flops = method.policy_flops(spaces_env.observation_space, spaces_env.action_space,

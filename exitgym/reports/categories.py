@@ -6,7 +6,8 @@ three categories, and the headline finding compares the best RL method with the 
 method (rules and supervised exits), both chosen on validation:
 
 - ``rule``: no training, a threshold on a statistic (entropy, max-probability, patience, CALM's
-  margin and saturation), static truncation, random exit;
+  margin and saturation), static truncation, random exit, and the skip environments' fixed
+  decisions (static skip patterns, every other layer, random skipping);
 - ``supervised``: exit predictors fitted with a supervised or likelihood loss on the training
   split (BERxiT, PALBERT's Q-exit and sampling criterion);
 - ``rl``: policies trained with reinforcement learning (REINFORCE with any reward, lexicographic,
@@ -24,7 +25,7 @@ NON_RL: tuple[str, ...] = ("rule", "supervised")
 """What "best non-RL" chooses among."""
 REFERENCES: tuple[str, ...] = ("full-depth", "oracle")
 _KIND_CATEGORY = {"rule": "rule", "fitted": "supervised", "trainer": "rl", "sb3": "rl",
-                  "schedule": "rl"}
+                  "schedule": "rl", "skip": "rule"}
 
 
 def category(method: str) -> str:

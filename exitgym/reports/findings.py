@@ -45,11 +45,19 @@ BEST_NON_RL = "best-non-rl"
 """Side name: the validation-best rule or supervised exit at each budget."""
 BEST_RL = "best-rl"
 """Side name: the validation-best RL method at each budget."""
+BEST_SKIP = "best-skip"
+"""Side name (skip comparisons): the validation-best skip method, learned or a fixed pattern."""
+BEST_EXIT = "best-exit"
+"""Side name (skip comparisons): the validation-best exit rule or supervised exit."""
+SKIP_PREFIX = "skip-"
+"""Names of the skip environments' fixed baselines (:mod:`exitgym.agents.skip_baselines`)."""
 BEST_OF: dict[str, tuple[str, ...]] = {BEST_RULE: ("rule",), BEST_NON_RL: NON_RL,
-                                       BEST_RL: ("rl",)}
+                                       BEST_RL: ("rl",), BEST_SKIP: ("rl", "rule"),
+                                       BEST_EXIT: NON_RL}
 """Category sides and the categories they choose among (static truncation and random exit are
-rules too, but never "the best" of a side: they are the references)."""
-EXCLUDED_FROM_BEST: tuple[str, ...] = (STATIC, "random", "oracle", "full-depth")
+rules too, but never "the best" of a side: they are the references). In a skip comparison every
+``rl`` method skips and every rule or supervised method but the ``skip-`` ones exits."""
+EXCLUDED_FROM_BEST: tuple[str, ...] = (STATIC, "random", "oracle", "full-depth", "skip-random")
 """Never a side's best: the references and the trivial baselines."""
 MATCHED = "matched"
 """Budget spec: the reference's own (largest per-seed) validation cost."""
@@ -69,6 +77,28 @@ FINDINGS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
 )
 """``(finding, methods, reference, budgets)``: each method present is compared with the
 reference, on the budget grid or at the reference's matched cost."""
+SKIP_FINDINGS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
+    ("S1", (BEST_RL,), "skip-pattern", "grid"),
+    ("S1", (BEST_RL,), "skip-random", "grid"),
+    ("S2", ("lexicographic",), "reinforce-vanilla", "grid"),
+    ("S3", (BEST_SKIP,), BEST_EXIT, "grid"),
+    ("S3", (BEST_SKIP, "skip-pattern"), STATIC, "grid"),
+)
+"""The skip comparison's findings (issue 26, Switchable Decision): S1 learned skipping against the
+best static pattern and random skipping; S2 the lexicographic constraint against a fixed weight;
+S3 skipping against exiting at matched budgets (the best of each, and static truncation)."""
+
+
+def _on_side(side: str, name: str) -> bool:
+    """``name`` may be ``side``'s best: its category is one of the side's, and a skip side takes
+    skip methods only, an exit side exit methods only."""
+    if category(name) not in BEST_OF[side]:
+        return False
+    if side == BEST_SKIP:
+        return category(name) == "rl" or name.startswith(SKIP_PREFIX)
+    if side == BEST_EXIT:
+        return not name.startswith(SKIP_PREFIX)
+    return True
 
 
 def _chosen(group: Sequence[Evaluation], budget: float,
@@ -84,7 +114,7 @@ def best_of(by_method: dict[str, list[Evaluation]], side: str, budget: float,
     for name, group in by_method.items():
         if name in EXCLUDED_FROM_BEST or name.endswith("-greedy"):
             continue
-        if category(name) not in BEST_OF[side]:
+        if not _on_side(side, name):
             continue
         chosen = _chosen(group, budget, seeds)
         if chosen is None:
@@ -138,13 +168,16 @@ def paired_rows(evals: Sequence[Evaluation], method: str, reference: str,
 
 
 def findings(evals: Sequence[Evaluation], seeds: Sequence[int], budgets: Sequence[float],
-             resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
-    """Every row of :data:`FINDINGS` whose methods were evaluated, ``finding`` added."""
+             resamples: int = 2000, seed: int = 0,
+             table: Sequence[tuple[str, tuple[str, ...], str, str]] = FINDINGS
+             ) -> list[dict[str, Any]]:
+    """Every row of ``table`` (:data:`FINDINGS`, or :data:`SKIP_FINDINGS` for a skip
+    comparison) whose methods were evaluated, ``finding`` added."""
     if not evals:
         return []
     draws = bootstrap_draws(len(seeds), len(evals[0].test_correct), resamples, seed)
     rows = []
-    for finding, methods, reference, grid in FINDINGS:
+    for finding, methods, reference, grid in table:
         for method in methods:
             for row in paired_rows(evals, method, reference, seeds,
                                    MATCHED if grid == MATCHED else budgets, draws):
@@ -166,7 +199,10 @@ def findings_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
            "samples). 0: the best RL method vs the best non-RL method (rules and supervised "
            "exits) and static truncation; 1: learned vs the best rule and static truncation; 2: "
            "hardness vs vanilla reward; 3: Q-exit vs PALBERT sampling at the latter's cost; "
-           "4: lexicographic λ vs fixed α; 5: calibrated vs greedy reading of the same agents.",
+           "4: lexicographic λ vs fixed α; 5: calibrated vs greedy reading of the same agents. "
+           "Skip environments: S1 learned skipping vs the best static pattern and random "
+           "skipping; S2 lexicographic λ vs fixed α; S3 the best skip method vs the best exit "
+           "method, and skipping vs static truncation.",
            "",
            "| finding | method | vs | budget | accuracy | vs accuracy | Δ (points) | 95 % CI |",
            "|---|---|---|---|---|---|---|---|"]
@@ -179,5 +215,6 @@ def findings_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
     return [*out, ""]
 
 
-__all__ = ["BEST_NON_RL", "BEST_OF", "BEST_RL", "BEST_RULE", "FINDINGS", "best_of", "findings",
+__all__ = ["BEST_EXIT", "BEST_NON_RL", "BEST_OF", "BEST_RL", "BEST_RULE", "BEST_SKIP",
+           "FINDINGS", "SKIP_FINDINGS", "best_of", "findings",
            "findings_markdown", "paired_rows"]
