@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from exitgym.cli.common import add_command
 from exitgym.data.config import DataConfig
@@ -63,6 +64,20 @@ DEMO_SEEDS = (0, 1, 2)
 """Seeds of every trained method (learned agents, Q-exit, BERxiT, random exit)."""
 DEMO_RULES = ("entropy", "patience", "maxprob", "qexit", "palbert-sample", "berxit", "static",
               "random", "oracle")
+SKIP_DATA: dict[str, object] = {"heads": "joint", "skip_prob": 0.15, "max_length": 64}
+"""``demo --skip``'s heads: the skip-tolerant joint recipe the skip environments default to
+(``exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS``), so skips hurt less and the exit references
+run on the very same backbone and heads."""
+SKIP_ALPHAS = (0.25, 0.5, 1.0)
+"""``demo --skip``'s cost weights of REINFORCE-vanilla (one agent each per seed)."""
+SKIP_DROPS = (0.05,)
+"""``demo --skip``'s allowed drops of the lexicographic agents (Switchable Decision's setting)."""
+SKIP_STEPS, SKIP_BATCH = 100, 32
+"""``demo --skip``'s REINFORCE updates per agent and episodes per update: every episode runs the
+backbone live (about 80 inputs/s on one core), so 100 × 32 (+ the greedy baseline) is about 40 s
+of training per agent."""
+SKIP_BUDGETS = (0.5, 0.6, 0.7, 0.8, 0.9)
+"""Budgets of the skip comparison (issue 26)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,12 @@ class DemoArgs:
     """Run the generation comparison instead: token-level early exit on the embedded decoder
     ``smollm2-135m`` (``exitgym.experiments.generation_compare``; --seeds, --out and
     --overwrite apply)."""
+    skip: str | None = option(None, choices=("exitgym/SkipBlock-v0",
+                                             "exitgym/SwitchableDecision-v0"))
+    """Run the skip comparison on this environment instead (``compare --env``: REINFORCE-vanilla
+    per α, lexicographic, static skip patterns, every other layer, random skipping, and the exit
+    rules on the same skip-tolerant joint heads; --seeds, --out, --overwrite and --resume
+    apply)."""
     generation_heads: str = option("distilled", choices=("lm-head", "distilled"))
     """Exit heads of --generation: per-layer maps distilled to the last layer (prepared once on
     the task's train texts; they raise the validation agreement of every intermediate layer,
@@ -125,7 +146,6 @@ def run(args: DemoArgs) -> int:
     from exitgym.cli.compare import print_ranking
     from exitgym.data.prepare import PrepareConfig, prepare
     from exitgym.experiments.compare import compare, train_jobs
-    from exitgym.experiments.configs import CompareConfig
     from exitgym.experiments.replay import verify
     from exitgym.experiments.runs import RunDir
     from exitgym.experiments.trajectories import trajectory_files
@@ -142,24 +162,14 @@ def run(args: DemoArgs) -> int:
         return run_generation(args)
     start = time.perf_counter()
     out = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}-demo")
-    data, seeds = args.data, args.seeds
+    data = replace(args.data, **SKIP_DATA) if args.skip else args.data
     with user_errors():
         print(f"[1/4] prepare {data.task} x {data.backbone} ({data.heads} heads; reused when "
               f"cached)")
         prepared = prepare(PrepareConfig(**asdict(data)))
         t_prepare = time.perf_counter() - start
-        config = CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=args.alphas,
-                               targets=args.targets, fixed_alphas=args.fixed_alphas,
-                               drops=args.drops, consistentee=args.consistentee,
-                               conditioned=args.conditioned,
-                               rules=DEMO_RULES, seeds=seeds, steps=args.steps)
-        knobs = "target costs" if args.targets else "alphas"
-        print(f"[2/4] train REINFORCE x {len(config.rewards)} rewards x "
-              f"{len(config.agent_knobs)} {knobs} (+ {len(config.fixed_alphas)} fixed α, "
-              f"{len(config.conditioned)} cost-conditioned), "
-              f"lexicographic x {len(config.drops)} drops, ConsistentEE x "
-              f"{len(config.consistentee)} targets, each x {len(seeds)} seeds; sweep "
-              f"{', '.join(DEMO_RULES)}; write the report")
+        config = _config(args, data)
+        print(f"[2/4] {_plan(config)}; write the report")
         replacing = args.overwrite and holds_run(out)
         try:
             result = compare(config, out, overwrite=args.overwrite, resume=args.resume)
@@ -187,6 +197,9 @@ def run(args: DemoArgs) -> int:
         sections.append(timing)
         title = (f"exitgym demo: {data.task} x {data.backbone}, REINFORCE (hardness / vanilla "
                  f"rewards), lexicographic, ConsistentEE vs exit rules")
+        if args.skip:
+            title = (f"exitgym demo --skip {args.skip}: {data.task} x {data.backbone}, learned "
+                     f"skipping vs static patterns, random skipping and exiting")
         # through the run, so its manifest records the new report
         RunDir(out).write_text("report.md", report_markdown(result.summary, title, "pareto.png",
                                                             sections))
@@ -195,3 +208,33 @@ def run(args: DemoArgs) -> int:
     print(f"total wall time {total:.1f} s")
     print(f"report: {out / 'report.md'}  (plot: {out / 'pareto.png'})")
     return 0
+
+
+def _config(args: DemoArgs, data: DataConfig) -> Any:
+    """The comparison the demo runs: the exit demo, or with ``--skip`` the skip one."""
+    from exitgym.experiments.configs import CompareConfig
+
+    if args.skip:
+        return CompareConfig(env=args.skip, data=data, rewards=("vanilla",), alphas=SKIP_ALPHAS,
+                             drops=SKIP_DROPS, seeds=args.seeds, steps=SKIP_STEPS,
+                             batch_size=SKIP_BATCH, num_envs=SKIP_BATCH, budgets=SKIP_BUDGETS)
+    return CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=args.alphas,
+                         targets=args.targets, fixed_alphas=args.fixed_alphas, drops=args.drops,
+                         consistentee=args.consistentee, conditioned=args.conditioned,
+                         rules=DEMO_RULES, seeds=args.seeds, steps=args.steps)
+
+
+def _plan(config: Any) -> str:
+    """One line saying what the comparison trains and sweeps."""
+    seeds = len(config.seeds)
+    if config.env != "exitgym/EarlyExit-v0":
+        return (f"{config.env}: train REINFORCE-vanilla x {len(config.alphas)} alphas, "
+                f"lexicographic x {len(config.drops)} drops, each x {seeds} seeds; search static "
+                f"skip patterns on {config.selection_split}; sweep every-other-layer and random "
+                f"skipping and the exit rules {', '.join(config.rules)} (same heads)")
+    knobs = "target costs" if config.targets else "alphas"
+    return (f"train REINFORCE x {len(config.rewards)} rewards x {len(config.agent_knobs)} "
+            f"{knobs} (+ {len(config.fixed_alphas)} fixed α, {len(config.conditioned)} "
+            f"cost-conditioned), lexicographic x {len(config.drops)} drops, ConsistentEE x "
+            f"{len(config.consistentee)} targets, each x {seeds} seeds; sweep "
+            f"{', '.join(config.rules)}")
