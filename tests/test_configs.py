@@ -216,7 +216,7 @@ def test_runs_recorded_with_the_flat_layout_resume_and_rebuild_their_env(tmp_pat
     # written flat, as before (plus target_cost, allowed_drop, n_steps, multiplier,
     # cost_conditioned, the data columns, allow_suspect_labels and device, options since)
     assert set(stored) == LEGACY_KEYS | {"target_cost", "allowed_drop", "n_steps", "multiplier",
-                                         "cost_conditioned", "allow_suspect_labels",
+                                         "cost_conditioned", "allow_suspect_labels", "skip_prob",
                                          "device"} | set(
                                              COLUMN_DEFAULTS)
     # a run recorded before target_cost existed resumes too (the field takes its default)

@@ -80,9 +80,11 @@ def meta_line(result: dict[str, Any]) -> str:
     """One sentence on what a result file measured: task, backbone, heads, test size, seeds,
     the smallest detectable difference, and the command and date that made it."""
     m = result["meta"]
-    return (f"{m['task']} × {m['backbone']}, {m['heads']} heads, {m['samples']:,} {m['split']} "
-            f"samples, seeds {', '.join(map(str, result['seeds']))}; smallest detectable "
-            f"difference {100 * result['smallest_detectable']:.1f} points. Made by "
+    env = m.get("env", "exitgym/EarlyExit-v0")
+    where = "" if env == "exitgym/EarlyExit-v0" else f"{env.split('/')[-1]} on "
+    return (f"{where}{m['task']} × {m['backbone']}, {m['heads']} heads, {m['samples']:,} "
+            f"{m['split']} samples, seeds {', '.join(map(str, result['seeds']))}; smallest "
+            f"detectable difference {100 * result['smallest_detectable']:.1f} points. Made by "
             f"`{result['command']}` on {result['date']}.")
 
 
