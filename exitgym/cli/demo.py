@@ -105,10 +105,11 @@ class DemoArgs:
     """Run the generation comparison instead: token-level early exit on the embedded decoder
     ``smollm2-135m`` (``exitgym.experiments.generation_compare``; --seeds, --out and
     --overwrite apply)."""
-    generation_heads: str = option("distilled", choices=("lm-head", "distilled"))
+    generation_heads: str = option("distilled", choices=("lm-head", "distilled", "trained"))
     """Exit heads of --generation: per-layer maps distilled to the last layer (prepared once on
     the task's train texts; they raise the validation agreement of every intermediate layer,
-    measured), or the model's own LM head at every layer."""
+    measured), per-layer low-rank adapters trained for the frozen decoder (prepared once), or
+    the model's own LM head at every layer."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
