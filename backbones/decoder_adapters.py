@@ -102,7 +102,7 @@ class AdapterTraining:
     """``r``, the adapters' inner width."""
     top_k: int = 16
     """Teacher tokens per position whose union over a batch is the softmax's support."""
-    epochs: int = 4
+    epochs: int = 12
     """Passes over the training positions."""
     batch: int = 256
     """Positions per Adam step."""
@@ -110,6 +110,9 @@ class AdapterTraining:
     """Adam's learning rate."""
     seed: int = 0
     """Seeds the init and the batch order (CPU training is then bit-for-bit repeatable)."""
+    warm_start: bool = True
+    """Start from the truncated ridge maps of the same states (:func:`init_adapters`) rather
+    than from the plain LM head."""
 
 
 def _head(backbone: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -125,12 +128,26 @@ def _candidate_logits(backbone: Any, hidden: torch.Tensor, support: torch.Tensor
     return out if bias is None else out + bias[support]
 
 
-def init_adapters(num_layers: int, hidden_size: int, rank: int, seed: int) -> LowRankMaps:
-    """``V`` random (scaled to keep ``V h`` at the size of ``h``), ``U`` zero: the head at init
-    is the plain LM head, so training can only move away from it where that lowers the KL."""
+def init_adapters(num_layers: int, hidden_size: int, rank: int, seed: int,
+                  warm: Any = None) -> LowRankMaps:
+    """The adapters training starts from.
+
+    Cold (``warm=None``): ``V`` random (scaled to keep ``V h`` at the size of ``h``), ``U`` zero,
+    so the head at init is the plain LM head. Warm (``warm``: ridge ``LayerMaps`` of the same
+    states): the rank-``r`` truncated SVD of each map's residual ``A_l − I``, the closest
+    adapter to the closed-form fit (its bias dropped), which the KL then refines.
+    """
     gen = torch.Generator().manual_seed(seed)
     down = torch.randn(num_layers - 1, rank, hidden_size, generator=gen) / hidden_size ** 0.5
-    return LowRankMaps(down, torch.zeros(num_layers - 1, hidden_size, rank))
+    if warm is None:
+        return LowRankMaps(down, torch.zeros(num_layers - 1, hidden_size, rank))
+    ups, downs = [], []
+    for i in range(num_layers - 1):
+        u, s, vh = torch.linalg.svd(warm.weight[i].double() - torch.eye(hidden_size,
+                                                                         dtype=torch.float64))
+        ups.append((u[:, :rank] * s[:rank]).float())
+        downs.append(vh[:rank].float())
+    return LowRankMaps(torch.stack(downs), torch.stack(ups))
 
 
 def adapter_kl(backbone: Any, maps: LowRankMaps, states: torch.Tensor, top_k: int = 16
@@ -153,10 +170,10 @@ def _teacher(backbone: Any, last: torch.Tensor, top_k: int) -> tuple[torch.Tenso
     return support, torch.log_softmax(_candidate_logits(backbone, last, support), dim=-1)
 
 
-def train_adapters(backbone: Any, states: torch.Tensor, config: AdapterTraining | None = None
-                   ) -> LowRankMaps:
+def train_adapters(backbone: Any, states: torch.Tensor, config: AdapterTraining | None = None,
+                   warm: Any = None) -> LowRankMaps:
     """Adapters of every layer but the last, trained on ``states`` (``[N, L, H]``) of a frozen
-    ``backbone`` (its weights get no gradient).
+    ``backbone`` (its weights get no gradient), from ``warm`` ridge maps when given.
 
     Raises:
         ValueError: states of another depth / width than the decoder's, or no positions.
@@ -169,7 +186,7 @@ def train_adapters(backbone: Any, states: torch.Tensor, config: AdapterTraining 
                          f"{tuple(states.shape)}")
     if config.rank < 1 or config.top_k < 1 or config.epochs < 0 or config.batch < 1:
         raise ValueError(f"rank, top_k and batch must be >= 1 and epochs >= 0, got {config}")
-    init = init_adapters(num_layers, hidden, config.rank, config.seed)
+    init = init_adapters(num_layers, hidden, config.rank, config.seed, warm)
     down = init.down.clone().requires_grad_(True)
     up = init.up.clone().requires_grad_(True)
     params = [down, up]

@@ -56,6 +56,19 @@ def test_training_lowers_the_kl_and_raises_agreement_over_the_plain_head(llama, 
     assert sum(trained[:-1]) > sum(plain[:-1]) + 0.1
 
 
+def test_warm_start_is_the_truncated_ridge_map(states) -> None:
+    from exitgym.backbones.decoder_heads import fit_layer_maps
+
+    ridge = fit_layer_maps(states)
+    full = init_adapters(3, 32, 32, seed=0, warm=ridge)  # rank H: the map's linear part exactly
+    h = states[:, 0]
+    assert torch.allclose(full.apply(0, h), h @ ridge.weight[0].T, atol=1e-3, rtol=1e-4)
+    low = init_adapters(3, 32, 4, seed=0, warm=ridge)
+    residual = ridge.weight[1] - torch.eye(32)
+    best = torch.linalg.matrix_norm(residual - low.up[1] @ low.down[1], ord=2)
+    assert best == pytest.approx(float(torch.linalg.svdvals(residual)[4]), rel=1e-4)
+
+
 def test_training_is_deterministic_and_round_trips(llama, states, tmp_path) -> None:
     config = AdapterTraining(rank=4, top_k=8, epochs=2, batch=32, seed=1)
     a, b = train_adapters(llama, states, config), train_adapters(llama, states, config)
@@ -78,9 +91,11 @@ def test_bad_states_and_settings_are_refused(llama) -> None:
 
 def test_prepare_caches_and_reuses_and_reports_agreement(llama, monkeypatch) -> None:
     config = recipe.TrainedHeadsConfig(new_tokens=4, training=TRAIN)
-    maps, meta = recipe.prepare_trained(llama, "tiny", config, progress=False, prompts=PROMPTS)
+    maps, predictor, meta = recipe.prepare_trained(llama, "tiny", config, progress=False,
+                                                   prompts=PROMPTS)
     directory = next((recipe.cache_dir() / "prepared").glob("tiny__*__trained-*"))
-    assert sorted(p.name for p in directory.iterdir()) == ["adapters.safetensors", "meta.json"]
+    assert sorted(p.name for p in directory.iterdir()) == ["adapters.safetensors", "meta.json",
+                                                           "predictor.safetensors"]
     assert json.loads((directory / "meta.json").read_text()) == json.loads(json.dumps(meta))
     assert meta["positions"] == {"train": 12 * 13, "validation": 4 * 11}
     agree = meta["agreement_validation"]
@@ -93,10 +108,15 @@ def test_prepare_caches_and_reuses_and_reports_agreement(llama, monkeypatch) -> 
     rows = recipe.agreement_rows(meta)
     assert rows[0] == {"layer": 1, "lm-head": agree["lm-head"][0],
                        "distilled": agree["distilled"][0], "trained": agree["trained"][0]}
+    report = meta["predictor_validation"]
+    assert report["agreement"] == pytest.approx(agree["trained"])
+    assert report["accuracy"][-1] == report["mean_p"][-1] == 1.0
+    assert meta["predictor_flops"] == 2 * 32 + 2
     monkeypatch.setattr(recipe, "train_adapters", lambda *a, **k: pytest.fail("retrained"))
-    again, meta2 = recipe.prepare_trained(llama, "tiny", config, progress=False,
-                                          prompts=PROMPTS)
+    again, pred2, meta2 = recipe.prepare_trained(llama, "tiny", config, progress=False,
+                                                 prompts=PROMPTS)
     assert meta2 == meta and again.fingerprint == maps.fingerprint
+    assert pred2.fingerprint == predictor.fingerprint
 
 
 def test_named_recipe_needs_a_tokenizer_or_prompts(llama) -> None:

@@ -67,7 +67,7 @@ def rule_views() -> dict[str, str]:
 
     views = {}
     for name in names("rule", plugins=False):
-        if name == ORACLE:
+        if name in (ORACLE, "predictor"):  # the predictor rule needs a fitted predictor
             continue
         need = make_rule(name).required_observation
         headless = all(part in STATELESS_VIEWS for part in need.split("+"))
@@ -334,7 +334,7 @@ def _generation_compare(config: GenerationCompareConfig, out: str | Path, progre
 
         tic = time.perf_counter()
         say("trained heads (prepared once, then reused)")
-        _, meta = prepare_trained(bb, config.task, progress=False)
+        *_, meta = prepare_trained(bb, config.task, progress=False)
         distill = {"trained_heads": {k: meta[k] for k in (
             "agreement_validation", "kl_train", "positions", "head_flops_extra", "train_s")}}
         timings["train_heads"] = time.perf_counter() - tic
