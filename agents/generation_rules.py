@@ -8,11 +8,15 @@ state restarts with every token. This module adds CALM's two confidence measures
 |-------------|-----------|---------------------------------------------------------------------|
 | margin      | ``theta`` | top-1 minus top-2 token probability > theta (CALM softmax response) |
 | saturation  | ``theta`` | cosine of the token's states after layers l and l − 1 > theta       |
+| predictor   | ``theta`` | a learned P(head's token == full-depth token) from the state >= theta|
 | token-oracle| (none)    | the head agrees with the full-depth token (reads the cached tables) |
 
 Saturation reads no head at all (observation ``depth+hidden+prev``: the layer fraction and two
 states), so it is the one confidence rule that does not pay an LM head per layer (a quarter of a
-token on SmolLM2-135M).
+token on SmolLM2-135M). The predictor rule reads no head either (``depth+hidden``): a logistic
+model per layer fitted on the decoder's states (:mod:`exitgym.backbones.exit_predictor`, prepared
+with the ``trained`` heads), ``2·H + 2`` FLOPs per decision, which the env charges as the policy's
+FLOPs (:attr:`PredictorExit.policy_flops`); the head runs only at the exit.
 """
 
 from __future__ import annotations
@@ -60,6 +64,57 @@ class SaturationExit(ExitRule):
         norms = np.linalg.norm(h, axis=-1) * np.linalg.norm(prev, axis=-1)
         cos = np.where(norms > 0, (h * prev).sum(axis=-1) / np.maximum(norms, 1e-30), -1.0)
         return self._actions(cos > self.theta, frac)
+
+
+class PredictorExit(ExitRule):
+    """Exit when a learned per-layer predictor says the head agrees with the full-depth token
+    with probability ``>= theta``.
+
+    Args:
+        theta: the probability threshold.
+        predictor: an :class:`~exitgym.backbones.exit_predictor.ExitPredictor` (e.g.
+            ``exitgym.data.trained_heads.trained_predictor``); required to act.
+    """
+
+    name = "predictor"
+    knob = "theta"
+    knob_bounds = (0.0, 1.0)
+    required_observation = "depth+hidden"
+    grid = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+
+    def __init__(self, theta: float = 0.9, predictor: Any = None) -> None:
+        self.predictor = predictor
+        super().__init__(theta)
+
+    @classmethod
+    def default_grid(cls, num_layers: int) -> tuple[float, ...]:
+        return cls.grid
+
+    @property
+    def policy_flops(self) -> float:
+        """FLOPs of one decision (what the env should charge per layer visited)."""
+        return 0.0 if self.predictor is None else float(self.predictor.flops())
+
+    def probabilities(self, obs: np.ndarray) -> np.ndarray:
+        """``[B]``: the predicted agreement of the current layer of each slot (call after
+        ``_track``)."""
+        if self.predictor is None:
+            raise ValueError("the predictor rule needs predictor= (an ExitPredictor, e.g. "
+                             "exitgym.data.trained_heads.trained_predictor(decoder, task))")
+        import torch
+
+        h = torch.from_numpy(np.asarray(self._part(obs, "hidden"), dtype=np.float64))
+        layer = self.tracker.layer
+        out = np.ones(len(layer))
+        for i in np.unique(layer):
+            rows = np.flatnonzero(layer == i)
+            out[rows] = self.predictor.probability(int(i) - 1, h[rows]).numpy()
+        return out
+
+    def act(self, obs: np.ndarray, infos: dict[str, Any] | None = None,
+            deterministic: bool = True) -> np.ndarray:
+        obs, frac, new = self._track(obs, np.float64)
+        return self._actions(self.probabilities(obs) >= self.theta, frac)
 
 
 class TokenOracleExit(ExitRule):

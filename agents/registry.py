@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from exitgym.agents.generation_rules import MarginExit, SaturationExit
+from exitgym.agents.generation_rules import MarginExit, PredictorExit, SaturationExit
 from exitgym.agents.rules import (
     EntropyExit,
     ExitRule,
@@ -223,6 +223,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _rule(MarginExit, "CALM softmax response: exit when top-1 minus top-2 probability > theta"),
     _rule(SaturationExit, "CALM state saturation: exit when cos(h_l, h_l-1) > theta (reads "
           "depth+hidden+prev, no head)"),
+    _rule(PredictorExit, "learned exit predictor: exit when a per-layer logistic model of the "
+          "state says P(head agrees with the full depth) >= theta (reads depth+hidden; needs "
+          "predictor=)"),
     _fitted("qexit", "PALBERT lambda heads with the Q-exit criterion (knob q)", _fit_qexit,
             "q"),
     _fitted("palbert-sample", "PALBERT lambda heads with PonderNet's sampling criterion (exit "

@@ -313,8 +313,9 @@ class TokenExitSettings(PromptFields, EnvSettings):
     """Decoder short name, Hugging Face id or local directory, or a ``DecoderBackbone``."""
     heads: Any = "lm-head"
     """Exit heads: ``"lm-head"``, the model's final norm and LM head at every layer;
-    ``"distilled"``, a per-layer map fitted to the last layer in front of it (prepared once on the
-    task's train texts); or a ``LayerMaps``."""
+    ``"distilled"``, a per-layer map fitted to the last layer in front of it; ``"trained"``, a
+    per-layer low-rank adapter trained for the frozen decoder (both prepared once on the task's
+    train texts); or a ``LayerMaps`` / ``LowRankMaps``."""
     kv: str = "copy"
     """Keys and values of the layers above an exit: ``copy``, ``recompute`` or ``full``."""
     teacher_forcing: bool = False

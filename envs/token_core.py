@@ -24,10 +24,12 @@ from exitgym.envs.observations import (
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
 
-HEADS = ("lm-head", "distilled")
-"""Exit heads TokenExit-v0 knows by name: the model's final norm + LM head at every layer, or
-per-layer maps distilled to the last layer in front of it (``exitgym.data.decoder_heads``,
-prepared once on the task's train texts); a ``LayerMaps`` object is accepted too."""
+HEADS = ("lm-head", "distilled", "trained")
+"""Exit heads TokenExit-v0 knows by name: the model's final norm + LM head at every layer,
+per-layer maps distilled to the last layer in front of it (``exitgym.data.decoder_heads``), or
+per-layer low-rank adapters trained for the frozen decoder on its own continuations
+(``exitgym.data.trained_heads``), both prepared once on the task's train texts; a
+``LayerMaps`` / ``LowRankMaps`` object is accepted too."""
 LOGIT_BOUND = 1.0e4
 """Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
 STATELESS_VIEWS = ("hidden", "prev", "depth")
@@ -66,7 +68,7 @@ def _prompt_texts(settings: Any) -> list[Any]:
 
 
 def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
-    """The distilled heads ``settings.heads`` names (None for the plain LM head).
+    """The per-layer maps ``settings.heads`` names (None for the plain LM head).
 
     Raises:
         ValueError: maps of another depth or width than the decoder's, or not maps at all.
@@ -78,6 +80,10 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
         from exitgym.data.decoder_heads import distilled_heads
 
         return distilled_heads(bb, settings.task, **settings.column_options())
+    if heads == "trained":
+        from exitgym.data.trained_heads import trained_heads
+
+        return trained_heads(bb, settings.task, **settings.column_options())
     if not hasattr(heads, "apply") or not hasattr(heads, "flops"):
         raise ValueError(f"heads must be one of {list(HEADS)} or a LayerMaps, got "
                          f"{type(heads).__name__}")

@@ -126,10 +126,11 @@ class DemoArgs:
     per α, lexicographic, static skip patterns, every other layer, random skipping, and the exit
     rules on the same skip-tolerant joint heads; --seeds, --out, --overwrite and --resume
     apply)."""
-    generation_heads: str = option("distilled", choices=("lm-head", "distilled"))
+    generation_heads: str = option("distilled", choices=("lm-head", "distilled", "trained"))
     """Exit heads of --generation: per-layer maps distilled to the last layer (prepared once on
     the task's train texts; they raise the validation agreement of every intermediate layer,
-    measured), or the model's own LM head at every layer."""
+    measured), per-layer low-rank adapters trained for the frozen decoder (prepared once), or
+    the model's own LM head at every layer."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

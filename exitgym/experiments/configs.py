@@ -79,8 +79,9 @@ class TokenEnvConfig:
     decoder: str = "smollm2-135m"
     """Decoder short name or local model directory."""
     decoder_heads: str = option("distilled", choices=TOKEN_HEADS)
-    """Exit heads: ``lm-head`` (the model's own head at every layer) or ``distilled`` (per-layer
-    maps fitted to the last layer on the task's train texts, prepared once)."""
+    """Exit heads: ``lm-head`` (the model's own head at every layer), ``distilled`` (per-layer
+    maps fitted to the last layer on the task's train texts) or ``trained`` (per-layer low-rank
+    adapters trained for the frozen decoder on its continuations of them); prepared once."""
     max_prompts: int = option(64, minimum=1)
     """First prompts of the split the episodes draw from."""
     max_prompt_tokens: int = option(24, minimum=1)

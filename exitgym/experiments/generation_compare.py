@@ -67,7 +67,7 @@ def rule_views() -> dict[str, str]:
 
     views = {}
     for name in names("rule", plugins=False):
-        if name == ORACLE:
+        if name in (ORACLE, "predictor"):  # the predictor rule needs a fitted predictor
             continue
         need = make_rule(name).required_observation
         headless = all(part in STATELESS_VIEWS for part in need.split("+"))
@@ -118,8 +118,9 @@ class GenerationCompareConfig:
     """Prompts run side by side when the cached tables are built (speed only)."""
     heads: Any = "distilled"
     """Exit heads: ``lm-head`` (the model's head at every layer), ``distilled`` (per-layer maps
-    fitted to the last layer on the task's train texts, :mod:`exitgym.data.decoder_heads`) or
-    ``LayerMaps``."""
+    fitted to the last layer on the task's train texts, :mod:`exitgym.data.decoder_heads`),
+    ``trained`` (low-rank adapters trained for the frozen decoder,
+    :mod:`exitgym.data.trained_heads`) or ``LayerMaps`` / ``LowRankMaps``."""
     prompt_ids: tuple[Any, ...] | None = None
     """Token-id prompts per split instead of the task's texts (tests, tokenizer-less decoders)."""
 
@@ -328,6 +329,15 @@ def _generation_compare(config: GenerationCompareConfig, out: str | Path, progre
         distill = {"distilled_heads": {k: meta[k] for k in (
             "agreement_validation", "positions", "head_flops_extra", "fit_s")}}
         timings["distill"] = time.perf_counter() - tic
+    elif config.heads == "trained":
+        from exitgym.data.trained_heads import prepare_trained
+
+        tic = time.perf_counter()
+        say("trained heads (prepared once, then reused)")
+        *_, meta = prepare_trained(bb, config.task, progress=False)
+        distill = {"trained_heads": {k: meta[k] for k in (
+            "agreement_validation", "kl_train", "positions", "head_flops_extra", "train_s")}}
+        timings["train_heads"] = time.perf_counter() - tic
     study = _Study(config, bb)
     tic = time.perf_counter()
     per_layer = {}
