@@ -162,7 +162,8 @@ def skip_compared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]
                      names["backbone"], "--heads", "joint", "--skip-prob", "0.15",
                      "--max-length", "16", "--steps", "4", "--batch-size", "8", "--num-envs",
                      "8", "--rewards", "vanilla", "--alphas", "0.1,1", "--drops", "0.1",
-                     "--rules", "entropy", "--seeds", "0,1", "--out", str(out)])
+                     "--rules", "entropy", "--sb3", "ppo", "--sb3-steps", "128",
+                     "--sb3-n-steps", "16", "--seeds", "0,1", "--out", str(out)])
     assert code == 0
     return {"out": out, "summary": json.loads((out / "summary.json").read_text())}
 
@@ -171,7 +172,7 @@ def test_skip_compare_reports_learned_fixed_and_exit_rows(skip_compared) -> None
     summary = skip_compared["summary"]
     assert summary["meta"]["env"] == SKIPBLOCK
     methods = {r["method"] for r in summary["rows"]}
-    assert {"reinforce-vanilla", "lexicographic", "skip-pattern", "skip-every-other",
+    assert {"reinforce-vanilla", "lexicographic", "ppo-vanilla", "skip-pattern", "skip-every-other",
             "skip-random", "static", "random", "entropy", "full-depth"} <= methods
     assert not any(m.endswith("-greedy") for m in methods)  # skip policies: greedy only
     pattern = {r["knob"]: r for r in summary["rows"] if r["method"] == "skip-pattern"}

@@ -212,6 +212,9 @@ def train_jobs(config: CompareConfig) -> list[TrainJob]:
     jobs += [TrainJob(f"{config.agent}-{r}-cond-s{s}", f"{config.agent}-{r}-conditioned", None,
                       s, config.conditioned_config(r, s))
              for r in config.conditioned for s in config.seeds]
+    jobs += [TrainJob(f"{a}-{r}-a{k:g}-s{s}", f"{a}-{r}", k, s, config.sb3_config(a, r, k, s))
+             for a in config.sb3 for r in config.rewards for k in config.alphas
+             for s in config.seeds]
     jobs += [TrainJob(f"{LEXICOGRAPHIC}-d{d:g}-s{s}", LEXICOGRAPHIC, d, s,
                       config.lexico_config(d, s)) for d in config.drops for s in config.seeds]
     return jobs

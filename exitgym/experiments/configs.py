@@ -287,6 +287,15 @@ class CompareConfig:
     per-layer policy nets on the hidden state, mean-of-K baseline with K = 8 or the largest
     power of two dividing an even --batch-size), one per target cost of its budget-targeted
     policy phases (the knob); each gets ``steps`` policy updates in all. Empty: none."""
+    sb3: tuple[str, ...] = option((), choices=lambda: describe(names("sb3")))
+    """stable-baselines3 algorithms trained besides ``agent``, one per reward, α and seed (rows
+    ``<algorithm>-<reward>``; ``MultiDiscrete`` actions on ``SwitchableDecision-v0``). Empty:
+    none."""
+    sb3_steps: int = option(20_000, minimum=1)
+    """Environment timesteps of each SB3 agent."""
+    sb3_n_steps: int = option(64, minimum=1)
+    """Rollout length per env of the on-policy SB3 agents (PPO, A2C): one update every
+    ``sb3_n_steps × min(num_envs, 8)`` timesteps."""
     rules: tuple[str, ...] = option(("entropy", "patience", "maxprob", "qexit", "oracle"),
                                     choices=lambda: describe(rule_choices()))
     """Exit rules and trained baselines swept over their default knob grids (plug-in rules only
@@ -354,6 +363,15 @@ class CompareConfig:
         """The training run of one cost-conditioned agent (evaluated at α = 0.2 by ``train``;
         ``compare`` reads it at every α of its grid)."""
         return replace(self.train_config(reward, 0.2, seed), cost_conditioned=True)
+
+    def sb3_config(self, algorithm: str, reward: str, alpha: float, seed: int) -> TrainConfig:
+        """The training run of one SB3 agent (``sb3_steps`` timesteps, rollouts of
+        ``sb3_n_steps`` for the on-policy ones)."""
+        on_policy = algorithm in ("ppo", "a2c", "maskable-ppo")
+        return replace(self.train_config(reward, alpha, seed), agent=algorithm,
+                       steps=self.sb3_steps, lr=None,
+                       n_steps=self.sb3_n_steps if on_policy else None,
+                       checkpoint_every=max(1, self.sb3_steps))
 
     def lexico_config(self, drop: float, seed: int) -> TrainConfig:
         """The training run of one lexicographic agent (allowed drop ``drop``)."""
