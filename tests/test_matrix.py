@@ -31,7 +31,7 @@ TEXTS = ["good fun x1", "bad dull awful x3 and more", "lovely great", "boring x7
 ENCODER = ["--max-length", "16", "--batch-size", "4", "--num-envs", "4", "--reward", "vanilla",
            "--alpha", "0.5", "--checkpoint-every", "1"]
 ENGINE_FLAGS = {"local": ["--steps", "2"],
-                "sb3": ["--agent", "ppo", "--steps", "32", "--n-steps", "8", "--num-envs", "2"]}
+                "sb3": ["--agent", "ppo", "--steps", "128", "--n-steps", "32", "--num-envs", "2"]}
 TOKEN_FLAGS = ["--max-prompts", "8", "--max-new-tokens", "4", "--max-prompt-tokens", "8",
                "--reward", "vanilla", "--alpha", "2.0", "--checkpoint-every", "1"]
 CELLS = sorted(k for k in MATRIX if k[2] in ("local", "sb3"))
@@ -171,5 +171,9 @@ def test_matrix_covers_every_combination_and_names_its_reasons() -> None:
         matrix.COMMANDS)
     assert all(v.works == (v.reason == "") for v in MATRIX.values())
     assert set(matrix.reasons()) == {v.reason for v in MATRIX.values() if not v.works}
+    assert set(matrix.reasons()) - {NO_RUN} <= set(matrix.WHY)
+    table = matrix.markdown_table("local")
+    assert len(table) == 2 + len(matrix.ENVS) * len(matrix.BACKBONES)
+    assert table[2] == ("| `EarlyExit-v0` | encoder | yes | yes | yes | yes | no (8) | yes |")
     with pytest.raises(KeyError, match="no matrix cell"):
         matrix.cell("exitgym/EarlyExit-v0", "encoder", "nope", "train")

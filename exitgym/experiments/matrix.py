@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BACKBONES", "COMMANDS", "ENGINES", "ENVS", "MATRIX", "Cell", "cell", "reasons"]
+__all__ = ["BACKBONES", "COMMANDS", "ENGINES", "ENVS", "MATRIX", "Cell", "cell", "markdown_table",
+           "reasons", "reasons_list"]
 
 ENVS = ("exitgym/EarlyExit-v0", "exitgym/SkipBlock-v0", "exitgym/SwitchableDecision-v0",
         "exitgym/TokenExit-v0")
@@ -53,6 +54,20 @@ SWITCH_DENSE = "exitgym/SwitchableDecision-v0: unknown keyword argument(s) ['den
 the one-step env, which refuses it."""
 NO_RUN = "no such run: train refuses this combination"
 """A command on a run that ``train`` cannot make."""
+
+WHY: dict[str, str] = {
+    DECODER_PREPARE: "encoder envs train on prepared encoder caches; a decoder trains with "
+                     "`--env exitgym/TokenExit-v0 --decoder`, and the skip envs take one through "
+                     "`gym.make` (no `train` runs of them yet)",
+    TOKEN_ENCODER: "TokenExit-v0 generates text: `--decoder` must be a decoder LM",
+    SWITCH_DENSE: "a bug being fixed (issue 26): `train` passes `dense=` to this one-step env",
+    RLLIB_ENV: "RLlib workers read a copied per-layer cache; live and decoder envs have none",
+    TUNE_ENV: "`compare` sweeps the early-exit methods only",
+    RLLIB_RESUME: "RLlib checkpoints are pickles, which exitgym never loads",
+    INFER_TOKEN: "`exitgym.infer` answers texts; a decoder's per-token exits are generated",
+    GENERATE_OTHER: "`exitgym.generate` deploys decoder runs; encoder runs use `exitgym.infer`",
+}
+"""Each refusal reason explained for the docs (the reason itself is the message's text)."""
 
 
 @dataclass(frozen=True)
@@ -122,9 +137,32 @@ def cell(env: str, backbone: str, engine: str, command: str) -> Cell:
 
 
 def reasons() -> list[str]:
-    """Every refusal reason, in first-use order (the docs number them)."""
-    seen: dict[str, None] = {}
-    for value in MATRIX.values():
-        if not value.works:
-            seen.setdefault(value.reason, None)
-    return list(seen)
+    """Every refusal reason a cell gives, in the docs' numbering order (train first)."""
+    used = {value.reason for value in MATRIX.values() if not value.works}
+    order = (DECODER_PREPARE, TOKEN_ENCODER, SWITCH_DENSE, RLLIB_ENV, TUNE_ENV, RLLIB_RESUME,
+             INFER_TOKEN, GENERATE_OTHER, NO_RUN)
+    return [reason for reason in order if reason in used]
+
+
+def markdown_table(engine: str) -> list[str]:
+    """The cells of one engine as a Markdown table: a row per environment and backbone, a
+    column per command; ``yes``, ``no (n)`` with ``n`` the number of :func:`reasons_list`, or
+    ``—`` where ``train`` makes no such run (:data:`NO_RUN`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; allowed: {list(ENGINES)}")
+    numbers = {reason: k for k, reason in enumerate(reasons(), start=1)}
+    lines = ["| environment | backbone | " + " | ".join(f"`{c}`" for c in COMMANDS) + " |",
+             "|---|---|" + "|".join(":---:" for _ in COMMANDS) + "|"]
+    for env in ENVS:
+        for backbone in BACKBONES:
+            cells = [MATRIX[env, backbone, engine, c] for c in COMMANDS]
+            text = ["yes" if v.works else "—" if v.reason == NO_RUN
+                    else f"no ({numbers[v.reason]})" for v in cells]
+            lines.append(f"| `{env.split('/')[-1]}` | {backbone} | " + " | ".join(text) + " |")
+    return lines
+
+
+def reasons_list() -> list[str]:
+    """The refusal reasons, numbered as :func:`markdown_table` cites them (Markdown list)."""
+    return [f"{k}. `{reason}`: {WHY[reason]}" for k, reason in enumerate(reasons(), start=1)
+            if reason != NO_RUN]
