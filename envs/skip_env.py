@@ -80,6 +80,11 @@ class SkipFamily(ABC):
     def _step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
         """One step of ``cohort``: ``actions`` holds one int64 action row per cohort row."""
 
+    def step_cohort(self, cohort: Cohort, actions: np.ndarray) -> CohortStep:
+        """One step of ``cohort`` outside an episode loop: what skip-policy deployment
+        (:mod:`exitgym.inference.skip`) runs, so its answers are this environment's outcomes."""
+        return self._step_cohort(cohort, actions)
+
 
 class SkipEnv(SkipFamily, gym.Env[np.ndarray, Any]):
     """Base of the single skip environments (a cohort of one episode); see the subclasses."""

@@ -24,6 +24,12 @@ Block kinds (``results/<name>.json``):
   command, date and a note on how it was measured;
 - ``bench NAME SECTION``: one section of a ``bench.json`` as ``bench.md`` shows it (its heading
   dropped).
+
+One kind is made from code instead of a result file, for the same reason (no typed copy):
+
+- ``matrix ENGINE``: which environment runs through which command with that engine, and
+  ``matrix reasons``: the numbered refusal reasons its cells cite, both from
+  :mod:`exitgym.experiments.matrix` (what ``tests/test_matrix.py`` runs cell by cell).
 """
 
 from __future__ import annotations
@@ -103,9 +109,15 @@ def _table(name: str) -> list[str]:
     return [*lines, "", f"*From `results/{name}.json` ({result['date']}): {result['note']}*"]
 
 
+def _matrix(engine: str) -> list[str]:
+    from exitgym.experiments.matrix import markdown_table, reasons_list
+
+    return reasons_list() if engine == "reasons" else markdown_table(engine)
+
+
 KINDS: dict[str, Callable[..., list[str]]] = {
     "source": _source, "meta": _meta, "findings": _findings, "headline": _headline,
-    "bench": _bench, "table": _table,
+    "bench": _bench, "table": _table, "matrix": _matrix,
 }
 """Block kind -> renderer of its lines from the arguments after the kind."""
 

@@ -126,3 +126,15 @@ def task_options(options: Any) -> dict[str, Any]:
     """The :data:`TASK_OPTIONS` among prepare ``options`` (a mapping): what ``load_task`` takes
     to load the very rows a prepared cache was built from."""
     return {k: options[k] for k in TASK_OPTIONS if k in options}
+
+
+def refuse_decoder(backbone: str) -> None:
+    """A decoder LM cannot be prepared: say where decoders go instead of failing on its type."""
+    from exitgym.backbones.decoder_registry import is_decoder
+
+    if is_decoder(backbone):
+        raise ValueError(
+            f"backbone {backbone!r} is a decoder LM; prepare builds encoder exit heads and caches "
+            "(what EarlyExit-v0 and the skip environments' runs read). A decoder trains with "
+            f"--env exitgym/TokenExit-v0 --decoder {backbone}; SkipBlock-v0 and "
+            "SwitchableDecision-v0 take it through gym.make(env_id, backbone=decoder)")

@@ -219,8 +219,10 @@ def prepare(
     )
     from exitgym.backbones.heads import ExitHeads, save_backbone_weights
     from exitgym.backbones.lazy import LazyBackbone
+    from exitgym.data.config import refuse_decoder
 
     config = _resolve(config, overrides)
+    refuse_decoder(config.backbone)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown splits {unknown}; allowed: {list(SPLITS)}")

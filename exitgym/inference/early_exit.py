@@ -1,4 +1,4 @@
-"""Deployment path: run the live backbone layer by layer and let a learned exit policy stop it.
+"""Early-exit deployment: the live backbone run layer by layer until a learned policy exits.
 
 This is what a user ships after training: texts in, predictions out, and the work saved is real
 time saved because later layers are really not run. After every layer the exit head answers, the
@@ -11,14 +11,14 @@ Two modes, one code path: ``batch_size=1`` (each text alone, stop at its exit) a
 ``batch_size>1`` with compaction (texts sorted by length, exited rows removed after each layer).
 Both give the decisions of the cached environment on the same texts (tested).
 
-:func:`infer` is re-exported as ``exitgym.infer`` (``exitgym.infer(run_dir, texts)``).
+:func:`exitgym.inference.infer` dispatches a run of this environment here.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from exitgym.backbones.base import check_texts
 from exitgym.envs.observations import CombinedView, ViewInputs, make_observation
 from exitgym.utils.devices import resolve_device
 
-__all__ = ["ExitInference", "InferenceResult", "infer"]
+__all__ = ["ExitInference", "InferenceResult", "check_batch_size"]
 
 EXIT = 1
 """The exit action of the early-exit environments (0 continues)."""
@@ -84,7 +84,7 @@ class InferenceResult:
         return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
 
 
-def _check_batch_size(batch_size: Any) -> int:
+def check_batch_size(batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
         raise TypeError(f"batch_size must be a positive int, got {batch_size!r}")
     if batch_size < 1:
@@ -179,7 +179,7 @@ class ExitInference:
     ) -> InferenceResult:
         """Answer ``texts`` with early exit; ``batch_size > 1`` batches with compaction."""
         texts = check_texts(texts)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         start = time.perf_counter()
         encoded, lengths, order = self._encode(texts, text_pairs)
         n, num_layers = len(texts), self.num_layers
@@ -284,7 +284,7 @@ class ExitInference:
         ratio of the two measures what early exit saves.
         """
         texts = check_texts(texts)
-        batch_size = _check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
         start = time.perf_counter()
         encoded, lengths, order = self._encode(texts, text_pairs)
         n, last = len(texts), self.num_layers - 1
@@ -339,60 +339,3 @@ class ExitInference:
         return cls(policy, backbone, heads, observation=spec.kwargs.get("observation"),
                    policy_flops=float(spec.kwargs.get("policy_flops") or 0.0),
                    max_length=int(prepare_options.get("max_length", 128)), device=device)
-
-
-def infer(
-    run_or_policy: str | Path | Any,
-    texts: Sequence[str],
-    *,
-    backbone: Any | None = None,
-    heads: Any | None = None,
-    batch_size: int = 1,
-    text_pairs: Sequence[str] | None = None,
-    observation: str | None = None,
-    policy_flops: float = 0.0,
-    max_length: int = 128,
-    budget: float | None = None,
-    tau: float | None = None,
-    device: str = "auto",
-) -> InferenceResult:
-    """Predict ``texts`` with early exit: one call from a trained run (or a policy) to answers.
-
-    Args:
-        run_or_policy: A trained run directory, or a policy object (then ``backbone`` and
-            ``heads`` are required).
-        texts: The inputs (a list of strings).
-        backbone, heads: Model objects; for a run they default to the run's prepared ones.
-        batch_size: 1 runs each text alone; larger batches drop exited rows after every layer.
-        text_pairs: Second segments for pair tasks.
-        observation, policy_flops, max_length: For a policy object: the env settings it was
-            trained with (a run directory records them).
-        budget, tau: For a run: deploy its policy's reading chosen on validation for this FLOPs
-            budget, or at this threshold on ``P(exit)`` (:mod:`exitgym.experiments.operating`;
-            recorded in the run). Neither: the greedy reading.
-        device: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``.
-
-    Returns:
-        :class:`InferenceResult` with predictions, exit layers and cost per text (and the
-        operating point deployed).
-    """
-    if isinstance(run_or_policy, (str, Path)):
-        chosen, reading = {}, None
-        if budget is not None or tau is not None:
-            from exitgym.experiments.operating import operating_point
-
-            point = operating_point(run_or_policy, budget=budget, tau=tau)
-            reading, chosen = point.policy, point.record
-        engine = ExitInference.from_run(run_or_policy, backbone=backbone, heads=heads,
-                                        policy=reading, device=device)
-        result = engine(texts, text_pairs=text_pairs, batch_size=batch_size)
-        return replace(result, operating_point=chosen) if chosen else result
-    if budget is not None or tau is not None:
-        raise ValueError("budget= and tau= read a run's policy: pass the run directory")
-    if backbone is None or heads is None:
-        raise ValueError("infer(policy, texts) needs backbone= and heads= (or pass a run "
-                         "directory instead of a policy)")
-    engine = ExitInference(run_or_policy, backbone, heads, observation=observation,
-                           policy_flops=policy_flops, max_length=max_length, device=device)
-    return engine(texts, text_pairs=text_pairs, batch_size=batch_size)
-
