@@ -64,3 +64,20 @@ def test_the_markdown_of_a_measured_section() -> None:
     assert "- live EarlyExit-v0: 900 steps/s" in text
     assert "- generate batch 8, exits off: 400 tokens/s, 1.10x HF generate, same tokens: True" \
         in text
+
+
+def test_the_whole_section_runs_on_the_cpu_with_quick_sizes() -> None:
+    """What ``gpu_section`` runs with CUDA, here on the CPU: every measurement wired up."""
+    from exitgym.bench.config import BenchConfig
+    from exitgym.bench.gpu import measure_on
+
+    entry = measure_on(BenchConfig(quick=True, env_seconds=0.2), "cpu")
+    errors = {k: v for k, v in entry.items() if isinstance(v, dict) and "error" in v}
+    assert errors == {}
+    assert entry["device"]["device"] == "cpu"
+    assert entry["prepare"]["prepare_s"] > 0 and entry["prepare"]["rows_per_split"] > 0
+    assert entry["finetune"]["steps"] > 0 and entry["finetune"]["ratio_to_hf"] > 0
+    assert [r["batch_size"] for r in entry["infer"]] == [1, 32, 256]
+    assert entry["live_env"]["env_device"] == "cpu"
+    assert all(r["same_tokens_as_hf"] for r in entry["generate"])
+    assert len(gpu_markdown({"gpu": entry})) == 5 + 1 + 1 + 3 + 1 + 2
