@@ -207,3 +207,23 @@ def test_a_bfloat16_model_has_a_fingerprint() -> None:
     half.model.to(torch.bfloat16)
     assert half.fingerprint() != full.fingerprint()  # other weights; numpy has no bfloat16
     assert len(half.fingerprint()) == 64
+
+
+def test_distilled_maps_are_fitted_on_the_host_and_follow_the_decoder() -> None:
+    from exitgym.backbones.decoder_heads import fit_layer_maps, head_agreement
+    from exitgym.data.decoder_heads import collect_states
+
+    bb = _decoder()
+    bb.model.to(torch.bfloat16)
+    states = collect_states(bb, random_prompts([8] * 6, seed=1))
+    assert states.dtype == torch.float32 and states.device.type == "cpu"
+    maps = fit_layer_maps(states)
+    agree = head_agreement(bb, states, maps)
+    assert len(agree) == bb.num_layers and agree[-1] == 1.0  # the last layer has no map
+    env = gym.make("exitgym/TokenExit-v0", backbone=bb, heads=maps, dtype="bfloat16",
+                   prompts=random_prompts([4]), max_new_tokens=2, observation="logits")
+    world = env.unwrapped.world
+    assert world.maps.weight.dtype == torch.bfloat16 and maps.weight.dtype == torch.float32
+    env.reset(seed=0)
+    obs, _, done, _, _ = env.step(1)
+    assert obs.dtype == np.float32 and np.isfinite(obs).all() and not done
