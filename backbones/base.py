@@ -102,6 +102,8 @@ class Backbone:
         self.pooling = pooling
         self.flops = FlopsModel.from_config(model.config)
         self._layers = self.adapter.layers(model)
+        self._mask_memo: tuple[torch.Tensor, torch.dtype, torch.Tensor | None] | None = None
+        """The last padding mask seen, its hidden dtype and its 4-D attention mask."""
         self._fingerprint: str | None = None
 
     # ---- description --------------------------------------------------------------------------
@@ -274,9 +276,18 @@ class Backbone:
     def _mask4d(self, state: State, needs_mask: bool) -> torch.Tensor | None:
         # No padding (always so at batch 1): attention needs no mask, and building one costs
         # about as much per layer as a tenth of MiniLM's layer at batch 1.
-        if not needs_mask or bool(state.mask.all()):
+        if not needs_mask:
             return None
-        return hf_compat.attention_mask_4d(self.model, state.hidden, state.mask)
+        # A batch keeps its mask object from layer to layer until it is compacted: the 4-D mask
+        # is built once per mask, and "is anything padded" (a host read on a GPU) asked once,
+        # not at every layer. Masks are never changed in place (compaction makes new ones).
+        memo = self._mask_memo
+        if memo is not None and memo[0] is state.mask and memo[1] == state.hidden.dtype:
+            return memo[2]
+        mask4d = (None if bool(state.mask.all())
+                  else hf_compat.attention_mask_4d(self.model, state.hidden, state.mask))
+        self._mask_memo = (state.mask, state.hidden.dtype, mask4d)
+        return mask4d
 
     def drop_tokens(self, state: State, keep_mask: Any) -> State:
         """Really remove tokens: kept tokens move left, the batch shrinks to the longest sample.

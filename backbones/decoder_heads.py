@@ -117,6 +117,13 @@ def head_agreement(backbone: object, states: torch.Tensor,
     """Per layer, the share of positions whose exit head (``maps`` or the plain LM head) picks
     the last layer's token (``states``: ``[N, L, H]``)."""
     logits = backbone.logits  # type: ignore[attr-defined]
+    # Where the decoder runs, in its dtype (states are collected and maps fitted on the host).
+    model = backbone.model  # type: ignore[attr-defined]
+    param = next(model.parameters())
+    states = states.to(param.device, param.dtype)
+    if maps is not None:
+        maps = LayerMaps(maps.weight.to(param.device, param.dtype),
+                         maps.bias.to(param.device, param.dtype))
     final = logits(states[:, -1]).argmax(dim=-1)
     out = []
     for i in range(states.shape[1]):

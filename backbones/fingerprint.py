@@ -35,7 +35,10 @@ def update_with_tensors(digest: Any, named: Iterable[tuple[str, torch.Tensor]]) 
     fingerprint of weights (models, exit heads, distilled maps) hashes them."""
     for label, tensor in named:
         digest.update(label.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        tensor = tensor.detach().cpu().contiguous()
+        if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16: hash the same bits as int16
+            tensor = tensor.view(torch.int16)
+        digest.update(tensor.numpy().tobytes())
 
 
 FINGERPRINTS_DIR = "fingerprints"

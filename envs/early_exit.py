@@ -91,7 +91,7 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
              heads="two-stage", text_column="text", label_column="label", text_pair_column=None,
              reward="vanilla", alpha=None, observation="features", dense=False, live=False,
              cache=None, prepare_options=None, policy_flops=0.0, render_mode=None,
-             **reward_kwargs)
+             device="auto", dtype="float32", **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.ExitSettings` (each
@@ -113,6 +113,10 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
       dataset's env spec) rebuild any prepared cache.
     - ``policy_flops``: FLOPs of one policy evaluation, charged at every layer visited.
     - ``render_mode``: ``None`` or ``"ansi"`` (one line per call).
+    - ``device``, ``dtype``: where and in which precision the live backbone runs
+      (``env.unwrapped.device`` says where it does). A cached env runs no torch, so it refuses a
+      CUDA device or a dtype other than float32 instead of ignoring them (``"auto"`` and
+      ``"cpu"`` are accepted).
 
     ## Version History
 
@@ -174,7 +178,10 @@ class EarlyExitEnv(ExitEnvCore, gym.Env[np.ndarray, np.int64]):
             from exitgym.envs.live import LiveRunner
 
             self._runner = LiveRunner(self.cache, settings.backbone, settings.heads, settings.task,
-                                      prepare_options=settings.cache_options())
+                                      prepare_options=settings.cache_options(),
+                                      device=settings.device, dtype=settings.dtype)
+        self.device = "cpu" if self._runner is None else str(self._runner.device)
+        """Where this env's torch runs (``cuda:0``, ``cpu``); a cached env runs none: ``cpu``."""
         self._l = -1  # 0-based index of the current layer; -1 when no episode runs
         self._finished = False
         self._sid = -1

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from exitgym.backbones.layer_cache import LayerCache
+from exitgym.utils.devices import place
 
 __all__ = ["LiveRunner"]
 
@@ -37,6 +38,9 @@ class LiveRunner:
         max_length: Token limit; defaults to the cache's ``meta["max_length"]`` or 128, which is
             what the cache builder uses, so both modes see the same tokens.
         prepare_options: Further prepare options of named heads (a local file's columns).
+        device: Where backbone and heads run (:func:`~exitgym.utils.devices.place`; model
+            objects are moved there in place). Each layer's outputs come back to the host once.
+        dtype: Their floating dtype (``"float32"`` keeps episodes equal to the cache's).
     """
 
     def __init__(
@@ -47,6 +51,8 @@ class LiveRunner:
         task: str,
         max_length: int | None = None,
         prepare_options: dict[str, Any] | None = None,
+        device: str = "auto",
+        dtype: str = "float32",
     ) -> None:
         if cache.texts is None:
             raise ValueError("live=True needs the input texts, but this cache has texts=None")
@@ -67,6 +73,7 @@ class LiveRunner:
                 f"live backbone has {backbone.num_layers} layers and heads "
                 f"{heads.num_layers}, but the cache has {cache.num_layers}"
             )
+        self.device, self.dtype = place([backbone.model, heads], device, dtype)
         self.backbone = backbone
         self.heads = heads
         self.texts = cache.texts
@@ -92,7 +99,7 @@ class LiveRunner:
         self._state = self.backbone.layer(layer_index, self._state)
         pooled = self.backbone.pool(self._state)
         logits = self.heads.head(layer_index, pooled)
-        return (
-            pooled[0].float().cpu().numpy().astype(np.float32),
-            logits[0].float().cpu().numpy().astype(np.float32),
-        )
+        # One device-to-host copy per layer: pooled state and logits travel together.
+        both = torch.cat([pooled[0].float(), logits[0].float()]).cpu().numpy()
+        size = pooled.shape[-1]
+        return both[:size].astype(np.float32), both[size:].astype(np.float32)

@@ -28,6 +28,7 @@ import numpy as np
 
 from exitgym.data.config import DEFAULT_RECIPE, POLICY_SPLIT, column_options
 from exitgym.envs.rewards import REWARDS, RewardShape, make_reward
+from exitgym.utils.devices import check_device, check_dtype
 
 if TYPE_CHECKING:
     from exitgym.backbones.layer_cache import LayerCache
@@ -117,6 +118,16 @@ class EnvSettings:
     """FLOPs of one policy evaluation, charged for every decision."""
     render_mode: str | None = None
     """``None`` or ``"ansi"`` (single environments; vector environments do not render)."""
+    device: str = "auto"
+    """Where the live backbone runs: ``"auto"`` (CUDA when torch sees it, else the CPU),
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (:func:`~exitgym.utils.devices.resolve_device`; CUDA
+    where there is none is refused when the env is made). Model objects given as ``backbone`` /
+    ``heads`` are moved there in place. Cached environments run no torch: see
+    :class:`ExitSettings`."""
+    dtype: str = "float32"
+    """Floating dtype of the live backbone and heads: ``"float32"`` (the default, so an episode
+    equals the float32 caches and the CPU's), ``"bfloat16"``, ``"float16"`` or ``"auto"``
+    (bfloat16 on a CUDA device that has it, else float32). Observations stay float32."""
     reward_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Further arguments of the reward shape (``lam`` for ``flops``): every keyword argument that
     is not a field lands here."""
@@ -129,6 +140,12 @@ class EnvSettings:
         with the repr of every keyword argument (a whole cache) appended.
         """
         self._check_types()
+        for check in (check_device, check_dtype):
+            name = check.__name__.removeprefix("check_")
+            try:
+                check(getattr(self, name))
+            except ValueError as err:
+                raise ValueError(f"{self.env_id}: {err}") from None
         if not self.reward_kwargs:
             return
         own: list[str] = []
@@ -237,6 +254,26 @@ class ExitSettings(EnvSettings):
     """Further options of the named cache's ``prepare`` (``max_length``, ``max_samples``) as
     ``exitgym prepare`` takes them; None: its defaults. JSON values only, so the env's spec
     (``env.spec.kwargs``, a Minari dataset's) rebuilds exactly this cache."""
+
+    def __post_init__(self) -> None:
+        """Also refuse a CUDA ``device`` or a non-float32 ``dtype`` in cached mode.
+
+        Why refuse rather than ignore: a cached episode indexes float32 numpy arrays and runs no
+        torch at all, so ``device="cuda"`` there would silently do nothing while the user
+        believes the GPU is used. ``"auto"`` (the default) and ``"cpu"`` describe what happens
+        and are accepted, so one config can name a device for every env.
+        """
+        super().__post_init__()
+        if self.live:
+            return
+        if self.device not in ("auto", "cpu"):
+            raise ValueError(f"{self.env_id}: device={self.device!r} applies to live=True only; "
+                             "the cached env reads numpy arrays and runs no torch (allowed "
+                             "without live: 'auto' or 'cpu')")
+        if self.dtype != "float32":
+            raise ValueError(f"{self.env_id}: dtype={self.dtype!r} applies to live=True only; "
+                             "the cached env reads the float32 cache (allowed without live: "
+                             "'float32')")
 
     def cache_options(self) -> dict[str, Any]:
         """Every option of the named cache beyond task / backbone / split / heads."""

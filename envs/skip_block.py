@@ -229,7 +229,7 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
              max_length=None, reward="vanilla", alpha=None, dense=False, allow_exit=False,
              token_strategy=False, policy_flops=0.0, pooled_clip=20.0, render_mode=None,
              world=None, prompts=None, max_prompts=64, max_prompt_tokens=32,
-             max_new_tokens=16, **reward_kwargs)
+             max_new_tokens=16, device="auto", dtype="float32", **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.SkipBlockSettings`
@@ -250,6 +250,9 @@ class SkipBlockEnv(SkipBlockFamily, SkipEnv):
     - ``allow_exit``, ``token_strategy``: extend the action space (above).
     - ``policy_flops``: FLOPs of one policy evaluation, charged per decision.
     - ``pooled_clip``: bound of the pooled part of the observation.
+    - ``device``, ``dtype``: where and in which precision backbone and heads run (``auto``:
+      CUDA when present; injected models are moved there; ``world.device`` says where they
+      run). Ignored with ``world=``, which runs where it was built.
     - ``world``: a prebuilt :class:`~exitgym.envs.skip_core.SkipWorld`
       (``env.unwrapped.world`` of another env) to share one backbone and tokenized split
       between environments; the arguments that build a world are then ignored.

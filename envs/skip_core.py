@@ -26,6 +26,7 @@ from exitgym.data.config import task_options
 from exitgym.envs.rewards import RewardShape, cross_entropy, make_reward
 from exitgym.envs.settings import SkipSettings
 from exitgym.envs.skip_live import TOKEN_STRATEGIES, Cohort, SampleBank, SkipExecutor
+from exitgym.utils.devices import resolve_device
 
 __all__ = [
     "DEFAULT_PREPARE_OPTIONS",
@@ -93,21 +94,31 @@ class SkipWorld:
     @classmethod
     def from_settings(cls, settings: SkipSettings) -> SkipWorld:
         """The world an environment with ``settings`` runs on: ``settings.world`` or a new one
-        (a :class:`~exitgym.envs.skip_decoder.DecoderSkipWorld` for a decoder backbone)."""
+        (a :class:`~exitgym.envs.skip_decoder.DecoderSkipWorld` for a decoder backbone), its
+        models on ``settings.device`` in ``settings.dtype`` (a given ``world`` stays where it
+        is: it may be shared)."""
         if settings.world is not None:
             return settings.world
+        resolve_device(settings.device)  # refuse a missing CUDA before anything is prepared
         from exitgym.envs.skip_decoder import build_decoder_world, is_decoder
 
         if is_decoder(settings.backbone):
-            return build_decoder_world(settings)
+            return build_decoder_world(settings)  # placed by load_prompts
         if settings.prompts is not None:
             raise ValueError("prompts= is for decoder backbones (e.g. backbone='smollm2-135m' "
                              "or a DecoderBackbone); an encoder reads inputs= or the task split")
-        return build_world(settings.task, settings.backbone, settings.split, settings.heads,
-                           settings.inputs, settings.labels, settings.text_pairs,
-                           settings.max_length,
-                           {**default_options(settings.heads, settings.prepare_options),
-                            **settings.column_options()})
+        world = build_world(settings.task, settings.backbone, settings.split, settings.heads,
+                            settings.inputs, settings.labels, settings.text_pairs,
+                            settings.max_length,
+                            {**default_options(settings.heads, settings.prepare_options),
+                             **settings.column_options()})
+        world.executor.place(settings.device, settings.dtype)
+        return world
+
+    @property
+    def device(self) -> Any:
+        """The ``torch.device`` the world's backbone runs on."""
+        return self.executor.backbone.device
 
     @classmethod
     def with_random_heads(cls, backbone: str = "minilm-l6", task: str = "rt-polarity",
@@ -262,7 +273,7 @@ def full_depth_memorized(executor: SkipExecutor, batch_size: int = 64) -> np.nda
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             pooled = torch.stack(bb.forward_pooled(bank.batch(idx)), dim=1)
-            chunks.append((idx, executor.heads(pooled).float().numpy()))
+            chunks.append((idx, executor.heads(pooled).float().cpu().numpy()))
     logits = np.empty((bank.num_samples, executor.num_layers, chunks[0][1].shape[-1]), np.float32)
     for idx, values in chunks:
         logits[idx] = values

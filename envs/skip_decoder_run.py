@@ -186,7 +186,8 @@ class DecoderSkipExecutor:
         reads; it predicts the first generated token)."""
         last = torch.from_numpy(cohort.lengths - 1)
         hidden = cohort.state.hidden[torch.arange(cohort.size), last]
-        return self.backbone.final_norm(hidden).float().numpy().astype(np.float32, copy=False)
+        return self.backbone.final_norm(hidden).float().cpu().numpy().astype(np.float32,
+                                                                            copy=False)
 
     def cost(self, cohort: Cohort) -> np.ndarray:
         """float64 ``[B]`` cost fraction spent so far (FLOPs / the full-depth episode)."""
@@ -222,7 +223,7 @@ class DecoderSkipExecutor:
             visible = (n + j).astype(np.float64)
             flops = flops + f.embeddings(1) + f.head(1) + ffn_runs * f.ffn(1) + \
                 att_on.sum(axis=1) * f.attention(1, visible)
-        generated = torch.stack(out, dim=1).numpy().astype(np.int64)
+        generated = torch.stack(out, dim=1).cpu().numpy().astype(np.int64)
         ce = self._teacher_forced_ce(cohort.sample_ids, skip_att, skip_f)
         return DecoderOutcome(generated, flops, ce, skip_att.numpy(), skip_f.numpy())
 

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from exitgym.utils.devices import place
+
 __all__ = [
     "TOKEN_STRATEGIES",
     "Cohort",
@@ -75,7 +77,8 @@ class KeepAll(TokenStrategy):
     name: str = "none"
 
     def dropped(self, positions: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(lengths.shape[0], positions.shape[1], dtype=torch.bool)
+        return torch.zeros(lengths.shape[0], positions.shape[1], dtype=torch.bool,
+                           device=positions.device)
 
 
 @dataclass(frozen=True)
@@ -260,7 +263,7 @@ class Cohort:
         """The sub-cohort of ``rows`` (bool mask), its batch compacted (``State.select``)."""
         rows = np.asarray(rows, dtype=bool)
         return Cohort(
-            state=self.state.select(torch.from_numpy(rows)),
+            state=self.state.select(torch.from_numpy(rows)),  # a host mask indexes any device
             layer=self.layer,
             **{name: getattr(self, name)[rows] for name in _ROW_FIELDS},
         )
@@ -305,7 +308,7 @@ class SkipExecutor:
         sample_ids = np.asarray(sample_ids, dtype=np.int64)
         state = self.backbone.embed(self.bank.batch(sample_ids))
         state = self.backbone.layer(0, state)
-        n = state.lengths.numpy().astype(np.int64)
+        n = state.lengths.cpu().numpy().astype(np.int64)
         nf = n.astype(np.float64)
         fm = self.flops_model
         flops = np.asarray(fm.embeddings(nf) + fm.attention(nf) + fm.ffn(nf), dtype=np.float64)
@@ -321,13 +324,13 @@ class SkipExecutor:
         if not strategy.any():
             return
         state = cohort.state
-        lengths = torch.from_numpy(cohort.lengths)
         keep = state.mask.clone()
+        lengths = torch.from_numpy(cohort.lengths).to(keep.device)
         for index in np.unique(strategy[strategy > 0]):
-            rows = torch.from_numpy(strategy == index)
+            rows = torch.from_numpy(strategy == index).to(keep.device)
             keep[rows] = TOKEN_STRATEGIES[int(index)].keep_mask(lengths[rows], keep.shape[1])
         cohort.state = self.backbone.drop_tokens(state, keep)
-        cohort.lengths = cohort.state.lengths.numpy().astype(np.int64)
+        cohort.lengths = cohort.state.lengths.cpu().numpy().astype(np.int64)
         cohort.strategy = strategy.copy()
 
     @torch.inference_mode()
@@ -343,16 +346,27 @@ class SkipExecutor:
     @torch.inference_mode()
     def pooled(self, cohort: Cohort) -> np.ndarray:
         """float32 ``[B, H]`` pooled current state."""
-        return self.backbone.pool(cohort.state).float().numpy().astype(np.float32, copy=False)
+        return self.backbone.pool(cohort.state).float().cpu().numpy().astype(np.float32,
+                                                                             copy=False)
 
     @torch.inference_mode()
     def answer(self, cohort: Cohort, rows: np.ndarray) -> np.ndarray:
         """Logits ``[k, C]`` (float64) of the current layer's head for ``rows``; charges it."""
         rows = np.asarray(rows, dtype=bool)
-        pooled = self.backbone.pool(cohort.state)[torch.from_numpy(rows)]
-        logits = self.heads.head(cohort.layer, pooled).double().numpy()
+        pooled = self.backbone.pool(cohort.state)[torch.from_numpy(rows).to(self.device)]
+        logits = self.heads.head(cohort.layer, pooled).double().cpu().numpy()
         cohort.flops = cohort.flops + np.where(rows, self.head_flops, 0.0)
         return logits
+
+    @property
+    def device(self) -> torch.device:
+        """Where backbone and heads run (:meth:`place` moves them)."""
+        return self.backbone.device
+
+    def place(self, device: str = "auto", dtype: str = "float32") -> None:
+        """Move backbone and heads to ``device`` in ``dtype`` (:func:`~exitgym.utils.devices.place`;
+        the sample bank stays on the host, a batch is sent when a cohort starts)."""
+        place([self.backbone.model, self.heads], device, dtype)
 
     def cost(self, cohort: Cohort) -> np.ndarray:
         """float64 ``[B]`` cost fraction spent so far (FLOPs / full model with its final head)."""

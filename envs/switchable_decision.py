@@ -119,7 +119,8 @@ class SwitchableDecisionEnv(SwitchableFamily, SkipEnv):
              text_pair_column=None, prepare_options=None, inputs=None, labels=None,
              text_pairs=None, max_length=None, reward="flops", alpha=None, policy_flops=0.0,
              pooled_clip=20.0, render_mode=None, world=None, prompts=None, max_prompts=64,
-             max_prompt_tokens=32, max_new_tokens=16, **reward_kwargs)
+             max_prompt_tokens=32, max_new_tokens=16, device="auto", dtype="float32",
+             **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.SwitchableSettings`

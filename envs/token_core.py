@@ -7,8 +7,6 @@ numpy at module level; the decoder (torch) is loaded when a world is built.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +21,8 @@ from exitgym.envs.observations import (
 )
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
+from exitgym.envs.token_prompts import decoder_by_name as decoder_by_name
+from exitgym.envs.token_prompts import load_prompts, maps_on
 
 HEADS = ("lm-head", "distilled", "trained")
 """Exit heads TokenExit-v0 knows by name: the model's final norm + LM head at every layer,
@@ -34,37 +34,6 @@ LOGIT_BOUND = 1.0e4
 """Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
 STATELESS_VIEWS = ("hidden", "prev", "depth")
 """Views that read no head: with only these, heads run (and are charged) only at exits."""
-
-
-@lru_cache(maxsize=4)
-def decoder_by_name(name: str) -> Any:
-    """One loaded decoder per name per process (every env of a vector env shares it, and so do
-    a run's training env, its evaluation env and ``exitgym.generate`` from the run)."""
-    from exitgym.backbones.decoder_registry import load_decoder
-
-    return load_decoder(name)
-
-
-def _prompt_texts(settings: Any) -> list[Any]:
-    prompts = settings.prompts
-    if prompts is None:
-        from exitgym.data.tasks import load_task
-
-        texts = list(load_task(settings.task, **settings.column_options())
-                     .split(settings.split)["text"])
-    elif isinstance(prompts, (str, Path)):
-        path = Path(prompts).expanduser()
-        if not path.is_file():
-            raise ValueError(f"prompts={str(prompts)!r} is not a file; give a text file with one "
-                             "prompt per line, or a list of texts or token-id lists")
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    else:
-        texts = list(prompts)
-    if settings.max_prompts is not None:
-        texts = texts[: settings.max_prompts]
-    if not texts:
-        raise ValueError(f"{settings.env_id} needs at least one prompt")
-    return texts
 
 
 def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
@@ -94,37 +63,6 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
     return heads
 
 
-def load_prompts(settings: Any, backbone: Any) -> tuple[Any, list[list[int]], list[str | None]]:
-    """The decoder and the tokenized prompts of ``settings`` (a :class:`PromptFields` subclass).
-
-    ``backbone`` is a decoder short name / directory (loaded once per process) or a
-    ``DecoderBackbone``. Prompts are the task split's texts or ``settings.prompts`` (texts,
-    token-id lists or a file), the first ``max_prompts`` of them, each cut to
-    ``max_prompt_tokens`` tokens.
-
-    Returns:
-        ``(decoder, token ids per prompt, text per prompt or None for prompts given as ids)``.
-    """
-    for name in ("max_prompt_tokens", "max_new_tokens"):
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    bb = decoder_by_name(backbone) if isinstance(backbone, str) else backbone
-    texts = _prompt_texts(settings)
-    ids: list[list[int]] = []
-    for k, prompt in enumerate(texts):
-        if isinstance(prompt, str):
-            ids.append(bb.encode([prompt])[0])
-        elif all(isinstance(t, (int, np.integer)) for t in prompt) and len(prompt):
-            ids.append([int(t) for t in prompt])
-        else:
-            raise ValueError(f"prompts[{k}] must be a text or a non-empty list of token ids")
-    ids = [p[: settings.max_prompt_tokens] for p in ids]
-    if any(len(p) == 0 for p in ids):
-        raise ValueError("a prompt tokenized to no tokens; remove empty prompts")
-    return bb, ids, [t if isinstance(t, str) else None for t in texts]
-
-
 @dataclass(frozen=True, eq=False)
 class TokenWorld:
     """The decoder and the tokenized prompts episodes draw from."""
@@ -144,7 +82,7 @@ class TokenWorld:
             raise ValueError(f"heads={settings.heads!r} is not supported by TokenExit-v0; "
                              f"allowed: {list(HEADS)} or a LayerMaps")
         bb, ids, texts = load_prompts(settings, settings.backbone)
-        return cls(bb, ids, texts, exit_maps(settings, bb))
+        return cls(bb, ids, texts, maps_on(exit_maps(settings, bb), bb))
 
     @property
     def num_samples(self) -> int:
@@ -327,15 +265,15 @@ class TokenCore:
             pos = int(runner.cache.lengths[0, row]) - 1
             self._costs[row].append(float(runner.flops[row]
                                           / self.world.backbone.flops.token(pos + 1)))
-            hidden = runner.hidden[row, : li + 1].numpy()
+            hidden = runner.hidden[row, : li + 1].float().cpu().numpy()
             logits, stats = None, None
             if self._reads_logits:
-                logits = np.stack([runner.logits[row][i].numpy() for i in range(li + 1)])
+                logits = np.stack([_host(runner.logits[row][i]) for i in range(li + 1)])
             if self._reads_stats:  # each head's statistics once, not once per later layer
                 if li == 0:
                     self._stats[row] = []
                 done = self._stats[row]
-                done += [softmax_stats(runner.logits[row][i].numpy())
+                done += [softmax_stats(_host(runner.logits[row][i]))
                          for i in range(len(done), li + 1)]
                 stats = SoftmaxStats(*(np.array([getattr(s, f.name) for s in done])
                                        for f in fields(SoftmaxStats)))
@@ -393,3 +331,8 @@ class TokenCore:
                 info = infos[rows.index(row)]
                 info.update({k: step_info[k] for k in ("layer", "token", "cost")})
         return rewards, done, infos
+
+
+def _host(values: Any) -> np.ndarray:
+    """A torch tensor (any device, any float dtype) as a float32 numpy array."""
+    return values.float().cpu().numpy()

@@ -96,7 +96,7 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
              reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
              prompts=None, max_prompts=64, max_prompt_tokens=32, max_new_tokens=16, kv="copy",
              teacher_forcing=False, cached=False, table_batch=1, observation="features",
-             hidden_clip=1000.0, **reward_kwargs)
+             hidden_clip=1000.0, device="auto", dtype="float32", **reward_kwargs)
     ```
 
     The keyword arguments are the fields of :class:`~exitgym.envs.settings.TokenExitSettings`
@@ -106,6 +106,9 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
     per-layer map fitted to the last layer in front of the LM head (prepared once on ``task``'s
     train texts, :mod:`exitgym.data.decoder_heads`; a ``LayerMaps`` object works too), charged
     with every head.
+    with every head. ``device`` / ``dtype``: where and in which precision the decoder runs
+    (``auto``: CUDA when present; a ``DecoderBackbone`` given is moved there, a named one is
+    loaded once per name, device and dtype); ``env.unwrapped.world.backbone.device`` says where.
 
     ## Version History
 

@@ -101,8 +101,11 @@ class TokenRunner:
         self.with_reference = reference
         self.shadow = (backbone.new_cache(num_rows, capacity)
                        if kv != "full" and reference else None)
-        self.states = (torch.zeros(num_rows, capacity, self.H) if kv == "recompute" else None)
-        self.hidden = torch.zeros(num_rows, self.L, self.H)  # this token's state after each layer
+        # Where and in which dtype the decoder runs: the states live there too.
+        self._like = {"device": backbone.device, "dtype": next(backbone.model.parameters()).dtype}
+        self.states = (torch.zeros(num_rows, capacity, self.H, **self._like)
+                       if kv == "recompute" else None)
+        self.hidden = torch.zeros(num_rows, self.L, self.H, **self._like)  # after each layer
         self.layer = np.full(num_rows, -1, dtype=np.int64)  # 0-based layer of the current token
         self.input_id = np.zeros(num_rows, dtype=np.int64)
         self.flops = np.zeros(num_rows)  # charged so far for the current token
@@ -167,7 +170,7 @@ class TokenRunner:
             return
         pending = pos - lengths[i, rows]
         width = int(pending.max()) + 1
-        chunk = torch.zeros(len(rows), width, self.H)
+        chunk = torch.zeros(len(rows), width, self.H, **self._like)
         valid = torch.arange(width)[None, :] <= pending[:, None]
         for k, row in enumerate(rows.tolist()):
             p = int(pending[k])
@@ -215,27 +218,27 @@ class TokenRunner:
         rows = [int(r) for r in rows]
         exit_layers = self.layer[rows].copy()
         logits = torch.stack([self.current_logits(r) for r in rows])
-        emitted = logits.argmax(dim=-1)
+        emitted = logits.argmax(dim=-1).tolist()  # one host read for every row
         self._fill_above(rows, exit_layers)
         if self.with_reference:
             ref_logits, ref_hidden = self._reference(rows)
             reference = ref_logits.argmax(dim=-1)
             logp = torch.log_softmax(logits.double(), dim=-1)
-            ce = -logp[torch.arange(len(rows)), reference]
+            ce = (-logp[torch.arange(len(rows)), reference]).tolist()
         else:
             reference = torch.full((len(rows),), -1)
-            ce = torch.full((len(rows),), float("nan"), dtype=torch.float64)
-        outcomes = []
+            ce = [float("nan")] * len(rows)
+        outcomes, references = [], reference.tolist()
         for k, row in enumerate(rows):
             pos = int(self.cache.lengths[0, row]) - 1
             memorized = self.L
             if self.need_memorized and self.with_reference:
                 heads = (self.bb.logits(ref_hidden[k]) if self.maps is None else torch.stack(
                     [self.head(i, ref_hidden[k, i]) for i in range(self.L)])).argmax(dim=-1)
-                wrong = np.flatnonzero((heads != reference[k]).numpy())
+                wrong = np.flatnonzero((heads != reference[k]).cpu().numpy())
                 memorized = int(wrong[-1]) + 2 if wrong.size else 1
             outcomes.append(TokenOutcome(
-                emitted=int(emitted[k]), reference=int(reference[k]), ce=float(ce[k]),
+                emitted=int(emitted[k]), reference=int(references[k]), ce=float(ce[k]),
                 flops=float(self.flops[row]),
                 flops_computed=float(self.flops[row] + self.extra[row]),
                 full_flops=float(self.bb.flops.token(pos + 1)), memorized=memorized))

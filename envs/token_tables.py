@@ -180,18 +180,21 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
                     logits.append(runner.head(i, runner.hidden[idx, i]))
                 outcomes = runner.exit(rows)
                 stacked = torch.stack(logits, dim=1)  # [R, L, V]
-                refs = torch.tensor([o.reference for o in outcomes])
+                refs = torch.tensor([o.reference for o in outcomes], device=stacked.device)
                 token_ce = np.stack([(-torch.log_softmax(stacked[:, i].double(), dim=-1)[
-                    idx, refs]).numpy() for i in range(L)], axis=1)
+                    idx.to(stacked.device), refs]).cpu().numpy() for i in range(L)], axis=1)
+                # The chunk's per-layer tables to the host once (not once per prompt).
+                stacked_host = stacked.float().cpu().numpy()
+                hidden_host = runner.hidden[: len(chunk)].float().cpu().numpy()
                 for r, p in enumerate(chunk):
                     o = outcomes[r]
                     reference[p, t], full[p, t] = o.reference, o.full_flops
                     layer_flops[p, t] = bb.flops.layer(1, pos[r : r + 1] + 1)[0]
                     upper[p, t] = (L - 1 - np.arange(L)) * float(bb.flops.layer(1, pos[r] + 1))
                     ce[p, t] = token_ce[r]
-                    emitted[p, t] = stacked[r].argmax(dim=-1).numpy()
-                    hidden[p, t] = runner.hidden[r].numpy()
-                    heads = stacked[r].numpy()
+                    emitted[p, t] = stacked_host[r].argmax(axis=-1)
+                    hidden[p, t] = hidden_host[r]
+                    heads = stacked_host[r]
                     features[p, t] = view.compute(ViewInputs(
                         pooled=hidden[p, t][None], logits=heads[None], cost=np.zeros((1, L)),
                         num_layers=L))[0]

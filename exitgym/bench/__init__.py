@@ -38,6 +38,13 @@ numbers as tables, absolute rates next to ratios). Sections, in order:
     ``prepare_fresh_rows`` rows per split in a temporary cache), ``train_s`` (``exitgym train``
     of each policy deployed above, ``train_steps`` updates, evaluation included), ``runs``,
     ``demo_s`` (read from the newest demo run under ``runs/``; None when there is none).
+``gpu``
+    ``{"skipped": "no CUDA device"}`` without CUDA; with it (:mod:`exitgym.bench.gpu`):
+    ``device`` (name, torch and CUDA versions), ``prepare`` (``prepare_s``: a cold prepare),
+    ``finetune`` (as the ``finetune`` section, on the GPU), ``infer`` (rows as ``inference``'s
+    at batch 1, 32 and 256), ``live_env`` (``steps_per_s`` of ``EarlyExit-v0`` live) and
+    ``generate`` (exits off against HF ``generate`` at batch 1 and 8); a measurement that
+    failed holds ``{"error": ...}``.
 ``total_s``
     Wall time of the whole benchmark.
 """

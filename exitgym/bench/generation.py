@@ -181,7 +181,7 @@ def generation_section(cfg: Any) -> dict[str, Any]:
         out = []
         with torch.inference_mode():
             for p in prompts:
-                ids = torch.tensor([p])
+                ids = torch.tensor([p], device=bb.device)
                 out.append(hf_compat.greedy_generate(bb.model, ids, torch.ones_like(ids),
                                                      tokens)[0].tolist())
         return out

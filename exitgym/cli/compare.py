@@ -40,6 +40,9 @@ class CompareArgs:
     """--engine tune: Ray cluster address to join (default: start a local Ray)."""
     max_concurrent: int = option(2, minimum=1)
     """--engine tune: trials running at once (one CPU each)."""
+    gpus_per_trial: float | None = option(None, minimum=0)
+    """--engine tune: GPU share per trial (0.5: two trials per GPU); default: 1 when the agents
+    train on CUDA (--device), else 0 (Ray hides the GPUs from a trial that reserves none)."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -64,7 +67,8 @@ def run(args: CompareArgs) -> int:
 
                 result = compare_tune(args.config, out, address=args.address,
                                       max_concurrent=args.max_concurrent,
-                                      overwrite=args.overwrite, resume=args.resume)
+                                      overwrite=args.overwrite, resume=args.resume,
+                                      gpus_per_trial=args.gpus_per_trial)
             else:
                 result = compare(args.config, out, overwrite=args.overwrite, resume=args.resume)
     except KeyboardInterrupt as err:

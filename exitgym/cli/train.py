@@ -40,6 +40,9 @@ class TrainArgs:
     """--engine rllib: remote env runners (0: sample in the driver)."""
     address: str | None = None
     """--engine rllib: Ray cluster address to join (default: start a local Ray)."""
+    num_gpus_per_env_runner: float = option(0.0, minimum=0)
+    """--engine rllib: GPUs (or a share) per remote env runner (the cached envs run no torch:
+    0); the learner takes a GPU when --device resolves to CUDA."""
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -85,7 +88,8 @@ def run(args: TrainArgs) -> int:
             from exitgym.integrations.rllib import RLlibOptions, train_rllib
 
             result = train_rllib(cfg, out, overwrite=args.overwrite, options=RLlibOptions(
-                num_env_runners=args.num_env_runners, address=args.address))
+                num_env_runners=args.num_env_runners, address=args.address,
+                num_gpus_per_env_runner=args.num_gpus_per_env_runner))
         else:
             replacing = args.overwrite and holds_run(out)
             try:

@@ -67,7 +67,9 @@ def collect_states(backbone: Any, prompts: list[list[int]], batch: int = 16,
             for i in range(backbone.num_layers):
                 hidden = backbone.layer(i, hidden, cache, valid=valid)
                 layers.append(hidden)
-            out.append(torch.stack(layers, dim=2)[valid])  # [positions, L, H]
+            # [positions, L, H], on the host in float32 whatever the decoder's device and dtype:
+            # the maps are fitted there (a small ridge solve), then placed with the decoder.
+            out.append(torch.stack(layers, dim=2)[valid].float().cpu())
             bar.update(len(chunk))
     return torch.cat(out)
 

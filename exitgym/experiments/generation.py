@@ -100,6 +100,8 @@ def generate(
     mode: str = "exit",
     draft_layer: int | None = None,
     draft_tokens: int = 4,
+    device: str = "auto",
+    dtype: str = "float32",
 ) -> GenerationResult:
     """Generate from every prompt, exiting where ``policy`` says.
 
@@ -125,6 +127,11 @@ def generate(
             ``heads`` are the draft's; ``kv`` and ``observation`` do not apply).
         draft_layer: speculative mode's draft layer ``k`` in ``[1, L]`` (required there).
         draft_tokens: speculative mode's longest draft ``n`` (>= 1).
+        device: where the decoder runs (``auto``: CUDA when present; ``cpu``, ``cuda``,
+            ``cuda:N``); a ``DecoderBackbone`` given is moved there in place. On CUDA a token's
+            exit decision reads the layer's outputs back once.
+        dtype: the decoder's floating dtype (``float32`` by default, so tokens equal the CPU's;
+            ``bfloat16`` is what GPUs serve decoders in; ``auto``: bfloat16 on CUDA).
 
     Raises:
         ValueError: bad arguments (the message says what is allowed).
@@ -137,7 +144,7 @@ def generate(
     if mode == "speculative":
         return _speculative(policy, prompts, max_new_tokens, batch_size, backbone, heads, kv,
                             observation, reference, max_prompt_tokens, progress, draft_layer,
-                            draft_tokens)
+                            draft_tokens, (device, dtype))
     if draft_layer is not None or draft_tokens != 4:
         raise ValueError("draft_layer and draft_tokens are options of mode='speculative'")
     policy_flops = 0.0
@@ -167,20 +174,21 @@ def generate(
         return _generate(policy, prompts, max_new_tokens, batch_size,
                          DEFAULT_DECODER if backbone is None else backbone,
                          "lm-head" if heads is None else heads, kv, observation, reference,
-                         max_prompt_tokens, policy_flops, progress)
+                         max_prompt_tokens, policy_flops, progress, (device, dtype))
 
 
 def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
               backbone: Any, heads: Any, kv: str, observation: str, reference: bool,
               max_prompt_tokens: int, policy_flops: float,
-              progress: bool = False) -> GenerationResult:
+              progress: bool = False,
+              placed: tuple[str, str] = ("auto", "float32")) -> GenerationResult:
     from tqdm.auto import tqdm
 
     settings = TokenExitSettings(backbone=backbone, heads=heads, prompts=list(prompts),
                                  max_prompts=None,
                                  max_prompt_tokens=max_prompt_tokens,
                                  max_new_tokens=max_new_tokens, kv=kv, observation=observation,
-                                 policy_flops=policy_flops)
+                                 policy_flops=policy_flops, device=placed[0], dtype=placed[1])
     t0 = time.perf_counter()
     core = _Generator(settings, min(batch_size, len(prompts)), reference)
     core.observing = policy is not None
@@ -237,7 +245,7 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
 def _speculative(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_size: int,
                  backbone: Any, heads: Any, kv: str, observation: str | None, reference: bool,
                  max_prompt_tokens: int, progress: bool, draft_layer: int | None,
-                 draft_tokens: int) -> GenerationResult:
+                 draft_tokens: int, placed: tuple[str, str]) -> GenerationResult:
     """``mode="speculative"`` (:mod:`exitgym.experiments.speculative`)."""
     import torch
     from tqdm.auto import tqdm
@@ -255,7 +263,8 @@ def _speculative(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch
     world = TokenWorld.build(TokenExitSettings(
         backbone=DEFAULT_DECODER if backbone is None else backbone,
         heads="lm-head" if heads is None else heads, prompts=list(prompts), max_prompts=None,
-        max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens))
+        max_prompt_tokens=max_prompt_tokens, max_new_tokens=max_new_tokens, device=placed[0],
+        dtype=placed[1]))
     bb = world.backbone
     bar = tqdm(total=len(world.prompt_ids) * max_new_tokens, unit="token", disable=not progress,
                desc=f"generate speculative ({len(world.prompt_ids)} prompts)", leave=False)

@@ -113,9 +113,11 @@ class _Speculator:
         want = torch.tensor([min(self.n, max_new_tokens - len(slots[r].generated)) for r in rows])
         width = int(want.max())
         start = cache.lengths[0, rows].clone()  # positions filled before this cycle
-        states = torch.zeros(len(rows), width, bb.hidden_size)
-        drafts = torch.zeros(len(rows), width, dtype=torch.long)
-        inputs = torch.tensor([slots[r].last for r in rows])
+        on = bb.device  # drafts and states stay where the decoder runs until the cycle ends
+        states = torch.zeros(len(rows), width, bb.hidden_size, device=on,
+                             dtype=next(bb.model.parameters()).dtype)
+        drafts = torch.zeros(len(rows), width, dtype=torch.long, device=on)
+        inputs = torch.tensor([slots[r].last for r in rows], device=on)
         for d in range(width):  # draft: one token at a time through layers 1..k
             live = torch.nonzero(want > d).reshape(-1)
             idx = torch.tensor(rows)[live]
@@ -132,6 +134,7 @@ class _Speculator:
             for i in range(k, self.L):
                 hidden = bb.layer(i, hidden, cache, torch.tensor(rows), valid)
             full = bb.logits(hidden).argmax(dim=-1)
+        drafts, full = drafts.cpu(), full.cpu()  # one host read per cycle
         emitted = 0
         for j, row in enumerate(rows):
             emitted += self._accept(slots[row], row, int(want[j]), int(start[j]),

@@ -175,3 +175,64 @@ def ray_session(address: str | None = None, num_cpus: int | None = 2) -> Iterato
 
 __all__ = ["CONTROL_KEYS", "RunnerSeeding", "ray_session", "make_env", "register_envs",
            "rllib_env_settings", "worker_cache_path"]
+
+
+def rllib_resources(learner_device: str, num_env_runners: int,
+                    num_gpus_per_env_runner: float = 0.0) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of ``AlgorithmConfig.learners`` / ``.env_runners`` for the GPUs.
+
+    Args:
+        learner_device: where the learner trains, resolved in the driver (``str`` of
+            :func:`~exitgym.utils.devices.resolve_device` of ``TrainConfig.device``): the local
+            learner (``num_learners=0``) runs in the driver, so it gets one GPU exactly when
+            that is CUDA.
+        num_env_runners: remote env runners (0: sampling in the driver).
+        num_gpus_per_env_runner: GPUs (or a fraction) each remote runner reserves. The cached
+            environments RLlib trains on run no torch, so the default 0 is right for them; a
+            share is only worth it for a policy or env that computes on a GPU in the runner.
+
+    Raises:
+        ValueError: a negative share, a share without remote runners (the driver's own runner
+            takes none: Ray reserves GPUs for remote actors only), or ``cuda:N`` with N > 0 (RLlib
+            places the local learner on the first visible GPU; choose the GPU with
+            ``CUDA_VISIBLE_DEVICES`` instead).
+    """
+    share = float(num_gpus_per_env_runner)
+    if share < 0:
+        raise ValueError(f"num_gpus_per_env_runner must be >= 0, got {num_gpus_per_env_runner!r}")
+    if share > 0 and num_env_runners == 0:
+        raise ValueError("num_gpus_per_env_runner applies to remote env runners; with "
+                         "num_env_runners=0 the driver samples (give num_env_runners >= 1)")
+    if learner_device.startswith("cuda:") and learner_device != "cuda:0":
+        raise ValueError(f"RLlib's local learner uses the first visible GPU, not "
+                         f"{learner_device!r}; select it with CUDA_VISIBLE_DEVICES and "
+                         "device 'cuda'")
+    gpu = 1 if learner_device.startswith("cuda") else 0
+    return {"learners": {"num_learners": 0, "num_gpus_per_learner": gpu},
+            "env_runners": {"num_gpus_per_env_runner": share}}
+
+
+def trial_resources(devices: list[str], gpus_per_trial: float | None = None) -> dict[str, float]:
+    """Ray Tune ``with_resources`` of one trial: one CPU, and GPUs for trials that train on one.
+
+    Why GPUs must be asked for: Ray hides every GPU from a trial that reserves none
+    (``CUDA_VISIBLE_DEVICES`` empty), so a trial whose ``device`` is ``auto`` would silently
+    train on the CPU and one whose ``device`` is ``cuda`` would fail.
+
+    Args:
+        devices: each trial's ``TrainConfig.device``, resolved in the driver (``cpu``,
+            ``cuda:0``, ...).
+        gpus_per_trial: the share to reserve (e.g. 0.5: two trials per GPU); None: 1 when a
+            trial trains on CUDA, else 0.
+
+    Raises:
+        ValueError: a negative share, or a share of 0 for trials that train on CUDA.
+    """
+    wants = any(d.startswith("cuda") for d in devices)
+    share = (1.0 if wants else 0.0) if gpus_per_trial is None else float(gpus_per_trial)
+    if share < 0:
+        raise ValueError(f"gpus_per_trial must be >= 0, got {gpus_per_trial!r}")
+    if wants and share == 0:
+        raise ValueError("the trials train on CUDA (TrainConfig.device), but gpus_per_trial=0 "
+                         "would hide every GPU from them; give a share > 0 or device 'cpu'")
+    return {"cpu": 1.0, "gpu": share} if share else {"cpu": 1.0}

@@ -37,6 +37,7 @@ from exitgym.integrations.ray import (
     ray_session,
     register_envs,
     rllib_env_settings,
+    rllib_resources,
     worker_cache_path,
 )
 from exitgym.utils.atomic import jsonable
@@ -61,6 +62,9 @@ class RLlibOptions:
     """Ray cluster to join (``ray start --head`` prints it); None: a local Ray."""
     num_cpus: int = 2
     """CPUs of a local Ray."""
+    num_gpus_per_env_runner: float = 0.0
+    """GPUs (or a share) each remote env runner reserves; the learner's GPU follows
+    ``TrainConfig.device`` (:func:`~exitgym.integrations.ray.rllib_resources`)."""
 
 
 def algorithm_config(name: str) -> Any:
@@ -131,11 +135,16 @@ def _iterate(cfg: TrainConfig, env_config: dict[str, Any], options: RLlibOptions
              run: RunDir) -> tuple[list[dict[str, float]], dict[str, Any]]:
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+    from exitgym.utils.devices import resolve_device
+
     settings = rllib_env_settings(cfg.env, env_config, options.num_env_runners, cfg.num_envs)
+    gpus = rllib_resources(str(resolve_device(cfg.device)), options.num_env_runners,
+                           options.num_gpus_per_env_runner)
     batch = cfg.batch_size * layers
     algo_cfg = (algorithm_config(cfg.agent)
                 .environment(**settings["environment"])
-                .env_runners(**settings["env_runners"])
+                .env_runners(**settings["env_runners"], **gpus["env_runners"])
+                .learners(**gpus["learners"])
                 .training(lr=cfg.learning_rate, train_batch_size_per_learner=batch)
                 .rl_module(model_config=DefaultModelConfig(
                     fcnet_hiddens=[HIDDEN], fcnet_activation="relu", head_fcnet_hiddens=[],

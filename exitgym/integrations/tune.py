@@ -30,7 +30,7 @@ from exitgym.experiments.compare_runs import read_back, run_complete
 from exitgym.experiments.configs import CompareConfig, TrainConfig
 from exitgym.experiments.runs import STATE_FILE, RunError
 from exitgym.experiments.training import TrainResult
-from exitgym.integrations.ray import ray_session, worker_cache_path
+from exitgym.integrations.ray import ray_session, trial_resources, worker_cache_path
 from exitgym.utils.atomic import jsonable
 from exitgym.utils.configs import flatten, from_dict
 
@@ -42,7 +42,7 @@ def compare_tune(config: CompareConfig, out: str | Path, *, address: str | None 
                  num_cpus: int = 2, max_concurrent: int = 2,
                  caches: dict[str, Any] | None = None, progress: bool = True,
                  sections: tuple[str, ...] = (), overwrite: bool = False,
-                 resume: bool = False) -> CompareResult:
+                 resume: bool = False, gpus_per_trial: float | None = None) -> CompareResult:
     """:func:`~exitgym.experiments.compare.compare` with the agents trained as Tune trials.
 
     Args:
@@ -57,18 +57,25 @@ def compare_tune(config: CompareConfig, out: str | Path, *, address: str | None 
         overwrite: replace the comparison in ``out`` once the new one is complete.
         resume: insist on continuing an unfinished comparison in ``out`` (the same call without
             it continues one too).
+        gpus_per_trial: GPU share each trial reserves; None: 1 when the trials train on CUDA
+            (their ``device`` resolved here), else none
+            (:func:`~exitgym.integrations.ray.trial_resources`).
     """
     trainer = functools.partial(_tune_train_all, address=address, num_cpus=num_cpus,
-                                max_concurrent=max_concurrent)
+                                max_concurrent=max_concurrent, gpus_per_trial=gpus_per_trial)
     return compare(config, Path(out).absolute(), caches=caches, progress=progress,
                    sections=sections, train_all=trainer, overwrite=overwrite, resume=resume)
 
 
 def _tune_train_all(jobs: list[TrainJob], out: Path, caches: dict[str, Any], progress: bool,
-                    *, address: str | None, num_cpus: int,
-                    max_concurrent: int) -> list[TrainResult]:
+                    *, address: str | None, num_cpus: int, max_concurrent: int,
+                    gpus_per_trial: float | None = None) -> list[TrainResult]:
     """Train the pending jobs as Tune trials; every job's result, read back from its run."""
+    from exitgym.utils.devices import resolve_device
+
     first = jobs[0].config
+    resources = trial_resources([str(resolve_device(j.config.device)) for j in jobs],
+                                gpus_per_trial)
     paths = {split: worker_cache_path(caches[split], out / CACHE_COPY_DIR / split)
              for split in (first.train_split, first.eval_split)}
     pending = [j for j in jobs if not run_complete(out / "runs" / j.name)]
@@ -76,17 +83,18 @@ def _tune_train_all(jobs: list[TrainJob], out: Path, caches: dict[str, Any], pro
         _run_trials([{"name": j.name, "config": jsonable(flatten(j.config)),
                       "out": str(out / "runs" / j.name), "caches": paths,
                       "cache_dir": os.environ.get("EXITGYM_CACHE")} for j in pending],
-                    out, address, num_cpus, max_concurrent, progress)
+                    out, address, num_cpus, max_concurrent, progress, resources)
     return [read_back(out / "runs" / j.name, j.config, caches) for j in jobs]
 
 
 def _run_trials(params: list[dict[str, Any]], out: Path, address: str | None, num_cpus: int,
-                max_concurrent: int, progress: bool) -> None:
+                max_concurrent: int, progress: bool,
+                resources: dict[str, float] | None = None) -> None:
     from ray import tune
 
     with ray_session(address, num_cpus):
         tuner = tune.Tuner(
-            tune.with_resources(_trial, {"cpu": 1}),
+            tune.with_resources(_trial, resources or {"cpu": 1}),
             param_space={"job": tune.grid_search(params)},
             tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(name=f"sweep-{time.strftime('%Y%m%d-%H%M%S')}",

@@ -99,3 +99,25 @@ def autocast(device: Any) -> Any:
 
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def place(modules: Any, device: str = "auto", dtype: str = "float32") -> tuple[Any, Any]:
+    """Move torch ``modules`` (one ``nn.Module``, or a sequence; None entries are skipped) to the
+    device and floating dtype of the specs, and return ``(torch.device, torch.dtype)``.
+
+    Why in place: the environments and ``generate`` share one loaded model between their
+    workers, and a second copy of a decoder on a GPU is memory that nothing gains from. A model
+    already there is left untouched (``Module.to`` is then a no-op), so the CPU default changes
+    nothing. Only floating parameters and buffers are cast (``Module.to`` leaves integer ones).
+
+    Raises:
+        ValueError: a spec is not one of :data:`DEVICES` / :data:`DTYPES`, or CUDA is asked for
+            where there is none (before anything moves).
+    """
+    target = resolve_device(device)
+    kind = resolve_dtype(dtype, target)
+    items = modules if isinstance(modules, (list, tuple)) else [modules]
+    for module in items:
+        if module is not None:
+            module.to(device=target, dtype=kind)
+    return target, kind
