@@ -213,3 +213,11 @@ def test_demo_skip_runs_the_skip_comparison_and_verifies_it(tmp_path: Path, caps
     report = (out / "report.md").read_text()
     assert "demo --skip" in report and "Replay verification" in report
     assert "skip-pattern" in capsys.readouterr().out
+
+
+def test_tune_refuses_a_skip_comparison_before_starting_ray(capsys) -> None:
+    from exitgym.cli import main
+    from exitgym.experiments.matrix import TUNE_ENV
+
+    assert main(["compare", "--env", SKIPBLOCK, "--engine", "tune", "--out", "unused"]) == 2
+    assert TUNE_ENV in capsys.readouterr().err

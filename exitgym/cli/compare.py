@@ -63,6 +63,9 @@ def run(args: CompareArgs) -> int:
     try:
         with user_errors():
             if args.engine == "tune":
+                if args.config.env != "exitgym/EarlyExit-v0":
+                    raise ValueError(f"--engine tune compares on exitgym/EarlyExit-v0 only; run "
+                                     f"the {args.config.env} comparison with --engine local")
                 from exitgym.integrations.tune import compare_tune
 
                 result = compare_tune(args.config, out, address=args.address,

@@ -43,15 +43,14 @@ RLLIB_ENV = "--engine rllib trains on the cached envs ['exitgym/EarlyExit-v0']"
 """RLlib trains the cached env only (workers read a copied cache file)."""
 RLLIB_RESUME = "--resume is not available with --engine rllib"
 """RLlib checkpoints are pickles, which exitgym never loads."""
-TUNE_ENV = "compare has no --env: its methods (and Tune trials) train on EarlyExit-v0"
-"""``compare --engine tune`` sweeps the early-exit methods only."""
+TUNE_ENV = "--engine tune compares on exitgym/EarlyExit-v0 only"
+"""``compare --engine tune`` sweeps the early-exit comparison only (``exitgym.cli.compare``)."""
+TUNE_TOKEN = "argument --env: invalid choice: 'exitgym/TokenExit-v0'"
+"""``compare`` takes the encoder envs; generation is compared by ``demo --generation``."""
 INFER_TOKEN = "deploy it with exitgym.generate(run_dir, prompts)"
 """``exitgym.infer`` answers texts; a decoder's per-token exits are generated."""
 GENERATE_OTHER = "exitgym.generate deploys runs of ['exitgym/TokenExit-v0']"
 """``exitgym.generate`` deploys decoder runs only."""
-SWITCH_DENSE = "exitgym/SwitchableDecision-v0: unknown keyword argument(s) ['dense']"
-"""Known bug (issue 26, fix in progress in ``TrainConfig.env_spec``): train passes ``dense=`` to
-the one-step env, which refuses it."""
 NO_RUN = "no such run: train refuses this combination"
 """A command on a run that ``train`` cannot make."""
 
@@ -60,9 +59,11 @@ WHY: dict[str, str] = {
                      "`--env exitgym/TokenExit-v0 --decoder`, and the skip envs take one through "
                      "`gym.make` (no `train` runs of them yet)",
     TOKEN_ENCODER: "TokenExit-v0 generates text: `--decoder` must be a decoder LM",
-    SWITCH_DENSE: "a bug being fixed (issue 26): `train` passes `dense=` to this one-step env",
     RLLIB_ENV: "RLlib workers read a copied per-layer cache; live and decoder envs have none",
-    TUNE_ENV: "`compare` sweeps the early-exit methods only",
+    TUNE_ENV: "Tune runs the trials of the exit comparison; `compare --env` on a skip env runs "
+              "with the local engine",
+    TUNE_TOKEN: "`compare` takes the encoder envs; generation is compared by "
+                "`exitgym demo --generation`",
     RLLIB_RESUME: "RLlib checkpoints are pickles, which exitgym never loads",
     INFER_TOKEN: "`exitgym.infer` answers texts; a decoder's per-token exits are generated",
     GENERATE_OTHER: "`exitgym.generate` deploys decoder runs; encoder runs use `exitgym.infer`",
@@ -85,14 +86,14 @@ def _train(env: str, backbone: str, engine: str) -> Cell:
     decoder_env = env == TOKEN
     if engine == "rllib" and env != EARLY:
         return Cell(False, RLLIB_ENV)
+    if engine == "tune" and env == TOKEN:
+        return Cell(False, TUNE_TOKEN)
     if engine == "tune" and env != EARLY:
         return Cell(False, TUNE_ENV)
     if decoder_env and backbone == "encoder":
         return Cell(False, TOKEN_ENCODER)
     if not decoder_env and backbone == "decoder":
         return Cell(False, DECODER_PREPARE)
-    if env == SWITCH:
-        return Cell(False, SWITCH_DENSE)
     return Cell(True)
 
 
@@ -139,7 +140,7 @@ def cell(env: str, backbone: str, engine: str, command: str) -> Cell:
 def reasons() -> list[str]:
     """Every refusal reason a cell gives, in the docs' numbering order (train first)."""
     used = {value.reason for value in MATRIX.values() if not value.works}
-    order = (DECODER_PREPARE, TOKEN_ENCODER, SWITCH_DENSE, RLLIB_ENV, TUNE_ENV, RLLIB_RESUME,
+    order = (DECODER_PREPARE, TOKEN_ENCODER, RLLIB_ENV, TUNE_ENV, TUNE_TOKEN, RLLIB_RESUME,
              INFER_TOKEN, GENERATE_OTHER, NO_RUN)
     return [reason for reason in order if reason in used]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 
 import exitgym
 from exitgym.cli import main
-from exitgym.experiments.matrix import ENVS, MATRIX, NO_RUN, TUNE_ENV
+from exitgym.experiments.matrix import ENVS, MATRIX, NO_RUN, TUNE_ENV, TUNE_TOKEN
 from tests.test_matrix import _policies, _summary, train_argv
 from tests.test_token_runs import save_tiny_decoder
 from tests.tiny_project import make_tiny_project
@@ -113,13 +112,12 @@ def check_refused(project: dict[str, Any], key: tuple[str, str, str, str], reaso
     if reason == NO_RUN:
         assert not MATRIX[env, backbone, engine, "train"].works
         return
-    if reason == TUNE_ENV:  # compare cannot even be asked: it has no environment to choose
-        from exitgym.experiments.configs import CompareConfig
-
-        assert "env" not in {f.name for f in fields(CompareConfig)}, (
-            "compare gained --env: update the tune cells of exitgym/experiments/matrix.py")
-        return
     capsys.readouterr()
+    if reason in (TUNE_ENV, TUNE_TOKEN):  # a comparison on another env asked of Tune
+        assert main(["compare", *_data(project, backbone), *COMPARE, "--env", env, "--engine",
+                     "tune", "--out", str(out)]) == 2
+        assert reason in capsys.readouterr().err
+        return
     if command == "train" and engine == "rllib":
         argv = [*train_argv(project, env, backbone, "local"), "--engine", "rllib",
                 "--out", str(out)]
