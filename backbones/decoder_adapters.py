@@ -18,6 +18,7 @@ is measured with the full head (:func:`~exitgym.backbones.decoder_heads.head_agr
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -54,6 +55,14 @@ class LowRankMaps:
     @property
     def rank(self) -> int:
         return int(self.down.shape[1])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> LowRankMaps:
+        """These maps with every tensor on ``device`` in ``dtype`` (itself when already so):
+        where the decoder runs, so heads and states meet without a copy per token."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if all(t.device == torch.device(device) and t.dtype == dtype for t in tensors.values()):
+            return self
+        return dataclasses.replace(self, **{k: t.to(device, dtype) for k, t in tensors.items()})
 
     def apply(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Layer ``i``'s (0-based) state adapted for the LM head (``[..., H]``)."""

@@ -16,6 +16,7 @@ is measured and reported by ``prepare`` (:func:`head_agreement`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -44,6 +45,14 @@ class LayerMaps:
     @property
     def hidden_size(self) -> int:
         return int(self.weight.shape[1])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> LayerMaps:
+        """These maps with every tensor on ``device`` in ``dtype`` (itself when already so):
+        where the decoder runs, so heads and states meet without a copy per token."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if all(t.device == torch.device(device) and t.dtype == dtype for t in tensors.values()):
+            return self
+        return dataclasses.replace(self, **{k: t.to(device, dtype) for k, t in tensors.items()})
 
     def apply(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Layer ``i``'s (0-based) state mapped towards the last layer's (``[..., H]``)."""
@@ -122,8 +131,7 @@ def head_agreement(backbone: object, states: torch.Tensor,
     param = next(model.parameters())
     states = states.to(param.device, param.dtype)
     if maps is not None:
-        maps = LayerMaps(maps.weight.to(param.device, param.dtype),
-                         maps.bias.to(param.device, param.dtype))
+        maps = maps.to(param.device, param.dtype)
     final = logits(states[:, -1]).argmax(dim=-1)
     out = []
     for i in range(states.shape[1]):

@@ -146,4 +146,5 @@ def build_decoder_world(settings: SkipSettings) -> DecoderSkipWorld:
         backbone = load_decoder(backbone)  # a config (random-init, seeded) or a causal LM
     bb, ids, texts = load_prompts(settings, backbone)
     executor = DecoderSkipExecutor(bb, ids, settings.max_new_tokens)
-    return DecoderSkipWorld(executor, np.full(len(ids), bb.num_layers, dtype=np.int64), texts)
+    return DecoderSkipWorld(executor, np.full(len(ids), bb.num_layers, dtype=np.int64),
+                            prompt_texts=texts)

@@ -8,7 +8,6 @@ the settings say, and tokenize their prompts the same way. Split from
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +79,11 @@ def _prompt_texts(settings: Any) -> list[Any]:
 
 
 def maps_on(maps: Any, bb: Any) -> Any:
-    """``maps`` (``LayerMaps`` or None) with its tensors where the decoder runs, in its dtype."""
-    if maps is None or not hasattr(maps, "weight"):
+    """``maps`` (``LayerMaps``, ``LowRankMaps`` or None) with its tensors where the decoder runs,
+    in its dtype."""
+    if maps is None:
         return maps
-    dtype = next(bb.model.parameters()).dtype
-    if maps.weight.device == bb.device and maps.weight.dtype == dtype:
-        return maps
-    return replace(maps, weight=maps.weight.to(bb.device, dtype), bias=maps.bias.to(bb.device,
-                                                                                    dtype))
+    return maps.to(bb.device, next(bb.model.parameters()).dtype)
 
 
 def load_prompts(settings: Any, backbone: Any) -> tuple[Any, list[list[int]], list[str | None]]:
