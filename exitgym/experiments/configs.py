@@ -321,8 +321,12 @@ class CompareConfig:
     """Split every knob (α, θ, k, q, ...) is chosen on for the budget table."""
     budgets: tuple[float, ...] = option(BUDGETS, minimum=0)
     """FLOPs budgets of the budget table (fractions of the full model)."""
+    device: str = "auto"
+    """Where the SB3 agents' networks train (``TrainConfig.device`` of every run; recorded as
+    ``trained_on``); the REINFORCE-family policies train on the CPU."""
 
     def __post_init__(self) -> None:
+        check_device(self.device)
         for rule in self.rules:  # a plug-in's rule is looked up among installed plug-ins too
             lookup(rule, "rule", "fitted", what="rule")
         if not self.seeds:
@@ -383,7 +387,7 @@ class CompareConfig:
                            alpha=alpha, observation=self.observation, seed=seed, steps=self.steps,
                            batch_size=self.batch_size, num_envs=self.num_envs, lr=self.lr,
                            checkpoint_every=max(1, self.steps), train_split=self.train_split,
-                           eval_split=self.eval_split)
+                           eval_split=self.eval_split, device=self.device)
 
     def rule_spec(self, observation: str) -> EnvSpec:
         """Env of the rules: evaluation split, the observation the rule reads, no policy cost."""
