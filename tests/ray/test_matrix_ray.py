@@ -119,7 +119,7 @@ def check_refused(project: dict[str, Any], key: tuple[str, str, str, str], reaso
         assert reason in capsys.readouterr().err
         return
     if command == "train" and engine == "rllib":
-        argv = [*train_argv(project, env, backbone, "local"), "--engine", "rllib",
+        argv = [*train_argv(project, env, backbone, "local"), "--agent", "ppo", "--engine", "rllib",
                 "--out", str(out)]
         assert main(argv) == 2
         assert reason in capsys.readouterr().err
