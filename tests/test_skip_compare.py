@@ -201,14 +201,14 @@ def test_demo_skip_runs_the_skip_comparison_and_verifies_it(tmp_path: Path, caps
     """``demo --skip`` is ``compare --env`` with the demo's skip presets (joint heads trained
     with block skipping), then ``replay --verify`` of every file."""
     from exitgym.cli import main
-    from exitgym.cli.demo import SKIP_ALPHAS, SKIP_DATA
+    from exitgym.cli.demo import SKIP_DATA, SKIP_TARGETS
 
     names = make_tiny_project(tmp_path)
     out = tmp_path / "demo"
     assert main(["demo", "--skip", SWITCHABLE, "--task", names["task"], "--backbone",
                  names["backbone"], "--seeds", "0", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())["config"]
-    assert config["env"] == SWITCHABLE and config["alphas"] == list(SKIP_ALPHAS)
+    assert config["env"] == SWITCHABLE and config["targets"] == list(SKIP_TARGETS)
     assert {k: config[k] for k in SKIP_DATA} == SKIP_DATA
     report = (out / "report.md").read_text()
     assert "demo --skip" in report and "Replay verification" in report

@@ -68,8 +68,13 @@ SKIP_DATA: dict[str, object] = {"heads": "joint", "skip_prob": 0.15, "max_length
 """``demo --skip``'s heads: the skip-tolerant joint recipe the skip environments default to
 (``exitgym.envs.skip_core.DEFAULT_PREPARE_OPTIONS``), so skips hurt less and the exit references
 run on the very same backbone and heads."""
-SKIP_ALPHAS = (0.25, 0.5, 1.0)
-"""``demo --skip``'s cost weights of REINFORCE-vanilla (one agent each per seed)."""
+SKIP_TARGETS = (0.5, 0.7, 0.9)
+"""``demo --skip``'s budget-targeted REINFORCE-vanilla agents (α adapted until the mean cost meets
+the target): at a fixed α the skip policies collapsed to near-full depth (α = 0.25) or to
+skipping every block (α >= 0.5) on rt-polarity, while the targeted ones reached the middle
+budgets (``results/rt-polarity-skipblock.json``, ``results/rt-polarity-switchable.json``)."""
+SKIP_FIXED_ALPHAS = (0.25,)
+"""``demo --skip``'s fixed-α REINFORCE-vanilla arm (the lexicographic finding's reference)."""
 SKIP_DROPS = (0.05,)
 """``demo --skip``'s allowed drops of the lexicographic agents (Switchable Decision's setting)."""
 SKIP_STEPS, SKIP_BATCH = 100, 32
@@ -122,10 +127,10 @@ class DemoArgs:
     --overwrite apply)."""
     skip: str | None = option(None, choices=("exitgym/SkipBlock-v0",
                                              "exitgym/SwitchableDecision-v0"))
-    """Run the skip comparison on this environment instead (``compare --env``: REINFORCE-vanilla
-    per α, lexicographic, static skip patterns, every other layer, random skipping, and the exit
-    rules on the same skip-tolerant joint heads; --seeds, --out, --overwrite and --resume
-    apply)."""
+    """Run the skip comparison on this environment instead (``compare --env``: budget-targeted
+    and fixed-α REINFORCE-vanilla, lexicographic, static skip patterns, every other layer,
+    random skipping, and the exit rules on the same skip-tolerant joint heads; --seeds, --out,
+    --overwrite and --resume apply)."""
     generation_heads: str = option("distilled", choices=("lm-head", "distilled", "trained"))
     """Exit heads of --generation: per-layer maps distilled to the last layer (prepared once on
     the task's train texts; they raise the validation agreement of every intermediate layer,
@@ -216,8 +221,9 @@ def _config(args: DemoArgs, data: DataConfig) -> Any:
     from exitgym.experiments.configs import CompareConfig
 
     if args.skip:
-        return CompareConfig(env=args.skip, data=data, rewards=("vanilla",), alphas=SKIP_ALPHAS,
-                             drops=SKIP_DROPS, seeds=args.seeds, steps=SKIP_STEPS,
+        return CompareConfig(env=args.skip, data=data, rewards=("vanilla",), targets=SKIP_TARGETS,
+                             fixed_alphas=SKIP_FIXED_ALPHAS, drops=SKIP_DROPS,
+                             seeds=args.seeds, steps=SKIP_STEPS,
                              batch_size=SKIP_BATCH, num_envs=SKIP_BATCH, budgets=SKIP_BUDGETS)
     return CompareConfig(data=data, rewards=("hardness", "vanilla"), alphas=args.alphas,
                          targets=args.targets, fixed_alphas=args.fixed_alphas, drops=args.drops,
@@ -229,7 +235,8 @@ def _plan(config: Any) -> str:
     """One line saying what the comparison trains and sweeps."""
     seeds = len(config.seeds)
     if config.env != "exitgym/EarlyExit-v0":
-        return (f"{config.env}: train REINFORCE-vanilla x {len(config.alphas)} alphas, "
+        return (f"{config.env}: train REINFORCE-vanilla x {len(config.targets)} target costs "
+                f"(+ {len(config.fixed_alphas)} fixed α), "
                 f"lexicographic x {len(config.drops)} drops, each x {seeds} seeds; search static "
                 f"skip patterns on {config.selection_split}; sweep every-other-layer and random "
                 f"skipping and the exit rules {', '.join(config.rules)} (same heads)")
