@@ -18,13 +18,14 @@ is measured with the full head (:func:`~exitgym.backbones.decoder_heads.head_agr
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from exitgym.backbones.decoder_heads import tensors_to
 
 ADAPTERS_FILE = "adapters.safetensors"
 """File of the adapters in a prepared directory."""
@@ -59,10 +60,7 @@ class LowRankMaps:
     def to(self, device: torch.device | str, dtype: torch.dtype) -> LowRankMaps:
         """These maps with every tensor on ``device`` in ``dtype`` (itself when already so):
         where the decoder runs, so heads and states meet without a copy per token."""
-        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if all(t.device == torch.device(device) and t.dtype == dtype for t in tensors.values()):
-            return self
-        return dataclasses.replace(self, **{k: t.to(device, dtype) for k, t in tensors.items()})
+        return tensors_to(self, device, dtype)
 
     def apply(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Layer ``i``'s (0-based) state adapted for the LM head (``[..., H]``)."""

@@ -20,6 +20,7 @@ import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +28,15 @@ from exitgym.backbones.flops import mlp_flops
 
 WEIGHTS_FILE = "layer_maps.safetensors"
 """File of the maps in a prepared directory."""
+
+
+def tensors_to(maps: Any, device: torch.device | str, dtype: torch.dtype) -> Any:
+    """A tensor dataclass (exit maps) with every field on ``device`` in ``dtype`` (itself when
+    already so)."""
+    tensors = {f.name: getattr(maps, f.name) for f in dataclasses.fields(maps)}
+    if all(t.device == torch.device(device) and t.dtype == dtype for t in tensors.values()):
+        return maps
+    return dataclasses.replace(maps, **{k: t.to(device, dtype) for k, t in tensors.items()})
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +59,7 @@ class LayerMaps:
     def to(self, device: torch.device | str, dtype: torch.dtype) -> LayerMaps:
         """These maps with every tensor on ``device`` in ``dtype`` (itself when already so):
         where the decoder runs, so heads and states meet without a copy per token."""
-        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if all(t.device == torch.device(device) and t.dtype == dtype for t in tensors.values()):
-            return self
-        return dataclasses.replace(self, **{k: t.to(device, dtype) for k, t in tensors.items()})
+        return tensors_to(self, device, dtype)
 
     def apply(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Layer ``i``'s (0-based) state mapped towards the last layer's (``[..., H]``)."""

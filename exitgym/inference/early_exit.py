@@ -35,8 +35,40 @@ EXIT = 1
 """The exit action of the early-exit environments (0 continues)."""
 
 
+class AnswerStats:
+    """What every deployment result derives from its arrays (``predictions``, ``label_names``,
+    ``cost``, ``flops``, ``full_flops``, ``seconds``): the exit and the skip engines' alike."""
+
+    predictions: np.ndarray
+    label_names: tuple[str, ...]
+    cost: np.ndarray
+    flops: np.ndarray
+    full_flops: np.ndarray
+    seconds: float
+
+    @property
+    def labels(self) -> list[str]:
+        """Predicted label names (ids as strings when the heads carry no names)."""
+        names = self.label_names
+        return [names[p] if names else str(int(p)) for p in self.predictions]
+
+    @property
+    def mean_cost(self) -> float:
+        """Mean FLOPs fraction over texts (docs/design.md metrics)."""
+        return float(self.cost.mean())
+
+    @property
+    def flops_speedup(self) -> float:
+        """Total full-model FLOPs / total FLOPs spent: the speed-up wall-clock time can reach."""
+        return float(self.full_flops.sum() / self.flops.sum())
+
+    @property
+    def texts_per_second(self) -> float:
+        return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
+
+
 @dataclass(frozen=True)
-class InferenceResult:
+class InferenceResult(AnswerStats):
     """Per-text outcome of one inference call, in the order the texts were given."""
 
     predictions: np.ndarray
@@ -62,26 +94,6 @@ class InferenceResult:
     observations: np.ndarray | None = field(default=None, repr=False)
     """float32 ``[N, L, d]`` observations the policy saw (only with ``record=True``; rows after
     a text's exit are zero)."""
-
-    @property
-    def labels(self) -> list[str]:
-        """Predicted label names (ids as strings when the heads carry no names)."""
-        names = self.label_names
-        return [names[p] if names else str(int(p)) for p in self.predictions]
-
-    @property
-    def mean_cost(self) -> float:
-        """Mean FLOPs fraction over texts (docs/design.md metrics)."""
-        return float(self.cost.mean())
-
-    @property
-    def flops_speedup(self) -> float:
-        """Total full-model FLOPs / total FLOPs spent: the speed-up wall-clock time can reach."""
-        return float(self.full_flops.sum() / self.flops.sum())
-
-    @property
-    def texts_per_second(self) -> float:
-        return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
 
 
 def check_batch_size(batch_size: Any) -> int:

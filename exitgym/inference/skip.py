@@ -32,7 +32,7 @@ import torch
 from exitgym.backbones.base import check_texts
 from exitgym.envs.skip_core import DEFAULT_MAX_LENGTH, SkipWorld, default_options, observe
 from exitgym.envs.skip_live import SampleBank, SkipExecutor
-from exitgym.inference.early_exit import check_batch_size
+from exitgym.inference.early_exit import AnswerStats, check_batch_size
 from exitgym.utils.devices import resolve_device
 
 __all__ = ["SKIP_ENVS", "SkipInference", "SkipInferenceResult"]
@@ -44,7 +44,7 @@ _OUTCOME_KEYS = ("exit_layer", "prediction", "cost", "flops", "attention_skip_ra
 
 
 @dataclass(frozen=True)
-class SkipInferenceResult:
+class SkipInferenceResult(AnswerStats):
     """Per-text outcome of one skip-policy call, in the order the texts were given."""
 
     predictions: np.ndarray
@@ -75,26 +75,6 @@ class SkipInferenceResult:
     """The environment the policy was trained on."""
     label_names: tuple[str, ...] = field(default=())
     """Label vocabulary of the heads (empty when the heads carry none)."""
-
-    @property
-    def labels(self) -> list[str]:
-        """Predicted label names (ids as strings when the heads carry no names)."""
-        names = self.label_names
-        return [names[p] if names else str(int(p)) for p in self.predictions]
-
-    @property
-    def mean_cost(self) -> float:
-        """Mean FLOPs fraction over texts (docs/design.md metrics)."""
-        return float(self.cost.mean())
-
-    @property
-    def flops_speedup(self) -> float:
-        """Total full-model FLOPs / total FLOPs spent: the speed-up wall-clock time can reach."""
-        return float(self.full_flops.sum() / self.flops.sum())
-
-    @property
-    def texts_per_second(self) -> float:
-        return float(len(self.predictions) / self.seconds) if self.seconds > 0 else float("inf")
 
 
 def _family(env_id: str) -> type:
