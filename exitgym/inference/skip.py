@@ -139,15 +139,21 @@ class SkipInference:
                              f"has {env.observation_space.shape[0]} for this backbone")
         return env
 
-    def __call__(self, texts: Sequence[str], *, text_pairs: Sequence[str] | None = None,
-                 batch_size: int = 1) -> SkipInferenceResult:
-        """Answer ``texts`` with the policy's skips; ``batch_size > 1`` runs cohorts."""
+    def _inputs(self, texts: Sequence[str], text_pairs: Sequence[str] | None,
+                batch_size: Any) -> tuple[list[str], SampleBank, int]:
+        """Checked texts, tokenized as the policy's data was (one bank), and the batch size."""
         texts = check_texts(texts)
         pairs = None if text_pairs is None else check_texts(text_pairs, "text_pairs")
         batch_size = check_batch_size(batch_size)
-        start = time.perf_counter()
         bank = SampleBank.from_texts(self.backbone, texts, np.zeros(len(texts), np.int64), pairs,
                                      self.max_length)
+        return list(texts), bank, batch_size
+
+    def __call__(self, texts: Sequence[str], *, text_pairs: Sequence[str] | None = None,
+                 batch_size: int = 1) -> SkipInferenceResult:
+        """Answer ``texts`` with the policy's skips; ``batch_size > 1`` runs cohorts."""
+        start = time.perf_counter()
+        texts, bank, batch_size = self._inputs(texts, text_pairs, batch_size)
         env = self._env(bank)
         n = len(texts)
         out = {"exit_layer": np.zeros(n, np.int64), "prediction": np.zeros(n, np.int64),
@@ -190,12 +196,8 @@ class SkipInference:
         Same tokenization and batching (longest first) as :meth:`__call__`, so the wall-clock
         ratio of the two measures what skipping saves.
         """
-        texts = check_texts(texts)
-        pairs = None if text_pairs is None else check_texts(text_pairs, "text_pairs")
-        batch_size = check_batch_size(batch_size)
         start = time.perf_counter()
-        bank = SampleBank.from_texts(self.backbone, texts, np.zeros(len(texts), np.int64), pairs,
-                                     self.max_length)
+        texts, bank, batch_size = self._inputs(texts, text_pairs, batch_size)
         n, last = len(texts), self.backbone.num_layers - 1
         prediction = np.zeros(n, dtype=np.int64)
         order = np.argsort(-bank.lengths, kind="stable")
