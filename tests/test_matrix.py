@@ -84,9 +84,10 @@ def _policies(run: Path) -> dict[str, torch.Tensor]:
     return {f"{f.name}:{k}": v for f in files for k, v in load_file(str(f)).items()}
 
 
-def check_works(project: dict[str, Any], key: tuple[str, str, str, str], capsys) -> None:
-    env, backbone, engine, command = key
-    run = trained(project, env, backbone, engine)
+def check_recorded(run: Path, env: str, command: str, capsys) -> bool:
+    """The checks a run of any engine passes: ``train`` (complete, of ``env``), ``evaluate``
+    (recomputes the recorded numbers), ``replay --verify`` and ``infer`` (batch 1 = batched);
+    False for another command (the caller checks it)."""
     capsys.readouterr()
     if command == "train":
         state = json.loads((run / "run_state.json").read_text())
@@ -106,7 +107,17 @@ def check_works(project: dict[str, Any], key: tuple[str, str, str, str], capsys)
         np.testing.assert_allclose(one.cost, batched.cost, rtol=1e-12)
         np.testing.assert_allclose(one.flops / one.full_flops, one.cost, rtol=1e-12)
         assert len(one.predictions) == len(TEXTS) and (one.cost > 0).all()
-    elif command == "generate":
+    else:
+        return False
+    return True
+
+
+def check_works(project: dict[str, Any], key: tuple[str, str, str, str], capsys) -> None:
+    env, backbone, engine, command = key
+    run = trained(project, env, backbone, engine)
+    if check_recorded(run, env, command, capsys):
+        return
+    if command == "generate":
         one, batched = (exitgym.generate(run, TEXTS, max_new_tokens=4, batch_size=b)
                         for b in (1, 2))
         assert one.generated_ids == batched.generated_ids
