@@ -233,6 +233,7 @@ class TokenCore:
         self._reads_logits = any(p.name not in (*STATELESS_VIEWS, "features")
                                  for p in self.view.parts)  # ``logits`` or a plug-in's view
         self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
+        self._waiting: list[tuple[int, Any]] = []  # rows exited with defer=True, not restarted
 
     def _begin(self, rows: list[int], sample_ids: list[int]) -> list[dict[str, Any]]:
         """Start episodes in ``rows``; the observations land in ``_last_obs``."""
@@ -282,10 +283,16 @@ class TokenCore:
         self._last_obs[row] = obs
         return {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}
 
-    def _exit(self, rows: list[int]) -> tuple[list[float], list[bool], list[dict[str, Any]]]:
+    def _exit(self, rows: list[int], defer: bool = False
+              ) -> tuple[list[float], list[bool], list[dict[str, Any]]]:
         """Exit the current tokens of ``rows``: rewards, terminations and infos (the next
-        token's observation, or the exit's for finished episodes, lands in ``_last_obs``)."""
-        outcomes = self._runner.exit(rows) if self._runner is not None else None
+        token's observation, or the exit's for finished episodes, lands in ``_last_obs``).
+
+        ``defer=True`` (live mode): the rows whose episodes go on wait; :meth:`_resume` fills
+        their upper layers and starts their next tokens, all at once (a synchronous token step).
+        """
+        outcomes = (self._runner.exit(rows, fill=not defer) if self._runner is not None
+                    else None)
         rewards, done, infos, going, going_out = [], [], [], [], []
         for k, row in enumerate(rows):
             ep, li, t = self._episodes[row], int(self._layer[row]), int(self._token[row])
@@ -321,16 +328,32 @@ class TokenCore:
                     going_out.append(outcomes[k])
             done.append(finished)
             infos.append(info)
-        if going:
-            self._token[going] += 1
-            self._layer[going] = 0
-            if self._runner is not None:
-                self._runner.next_token(going, going_out)
-            for row in going:
-                step_info = self._observe(row)
-                info = infos[rows.index(row)]
-                info.update({k: step_info[k] for k in ("layer", "token", "cost")})
+        if going and defer:
+            self._waiting += list(zip(going, going_out, strict=True))
+        elif going:
+            for row, step_info in zip(going, self._next(going, going_out), strict=True):
+                infos[rows.index(row)].update({k: step_info[k] for k in ("layer", "token",
+                                                                          "cost")})
         return rewards, done, infos
+
+    def _next(self, rows: list[int], outcomes: list[Any]) -> list[dict[str, Any]]:
+        """Start the next tokens of ``rows`` (after their exits' ``outcomes``)."""
+        self._token[rows] += 1
+        self._layer[rows] = 0
+        if self._runner is not None:
+            self._runner.next_token(rows, outcomes)
+        return [self._observe(row) for row in rows]
+
+    def _resume(self) -> list[int]:
+        """Fill the upper layers of the rows waiting since ``_exit(defer=True)`` and start their
+        next tokens together (one layer call); returns those rows."""
+        rows = [row for row, _ in self._waiting]
+        if rows:
+            if self._runner is not None:
+                self._runner.fill_pending()
+            self._next(rows, [o for _, o in self._waiting])
+        self._waiting = []
+        return rows
 
 
 def _host(values: Any) -> np.ndarray:

@@ -111,6 +111,7 @@ class TokenRunner:
         self.flops = np.zeros(num_rows)  # charged so far for the current token
         self.extra = np.zeros(num_rows)  # computed beyond the charge (full mode's upper layers)
         self.logits: list[dict[int, torch.Tensor]] = [{} for _ in range(num_rows)]
+        self._unfilled: dict[int, int] = {}  # row -> exit layer, KV above it not yet written
 
     # ---- episode and token starts -------------------------------------------------------------
     @torch.no_grad()
@@ -120,6 +121,7 @@ class TokenRunner:
         for row, prompt in zip(rows, prompts, strict=True):
             if len(prompt) == 0:
                 raise ValueError("every prompt needs at least one token")
+            self._unfilled.pop(int(row), None)  # a finished episode's fill is moot
             for cache in (self.cache, self.shadow):
                 if cache is not None:
                     cache.lengths[:, row] = 0
@@ -210,16 +212,24 @@ class TokenRunner:
 
     # ---- exits ----------------------------------------------------------------------------
     @torch.no_grad()
-    def exit(self, rows: Sequence[int]) -> list[TokenOutcome]:
-        """Exit the current tokens of ``rows``, fill the layers above them and start the next.
+    def exit(self, rows: Sequence[int], fill: bool = True) -> list[TokenOutcome]:
+        """Exit the current tokens of ``rows`` and fill the layers above them.
 
-        Returns one :class:`TokenOutcome` per row; the next token is started (its layer 1 run).
+        Returns one :class:`TokenOutcome` per row (every FLOP of the fill charged).
+        ``fill=False`` (``copy`` and ``recompute``) leaves the keys and values of the layers
+        above for :meth:`fill_pending`, which writes those of every row exited since in one call
+        per layer index: a synchronous batch (``exitgym.generate``) fills once per token step
+        instead of once per exit layer. The next token must not start before it.
         """
         rows = [int(r) for r in rows]
         exit_layers = self.layer[rows].copy()
         logits = torch.stack([self.current_logits(r) for r in rows])
         emitted = logits.argmax(dim=-1).tolist()  # one host read for every row
-        self._fill_above(rows, exit_layers)
+        self._charge_above(rows, exit_layers)
+        if fill or self.kv == "full":  # full: the reference reads the row's upper layers
+            self._fill_above(rows, exit_layers)
+        else:
+            self._unfilled.update(zip(rows, exit_layers.tolist(), strict=True))
         if self.with_reference:
             ref_logits, ref_hidden = self._reference(rows)
             reference = ref_logits.argmax(dim=-1)
@@ -250,8 +260,21 @@ class TokenRunner:
         ids = [o.reference if self.teacher_forcing else o.emitted for o in outcomes]
         self.start(list(rows), ids)
 
+    def fill_pending(self) -> None:
+        """Fill the layers above every exit made with ``fill=False`` since the last call."""
+        if self._unfilled:
+            rows = list(self._unfilled)
+            self._fill_above(rows, np.array([self._unfilled[r] for r in rows]))
+            self._unfilled = {}
+
+    def _charge_above(self, rows: list[int], exit_layers: np.ndarray) -> None:
+        """``copy``: charge the ``L − 1 − t`` key/value projections above each exit."""
+        if self.kv == "copy":
+            self.flops[rows] += (self.L - 1 - exit_layers) * self.bb.flops.kv_only(1)
+
     def _fill_above(self, rows: list[int], exit_layers: np.ndarray) -> None:
-        """Keys and values of the layers above each exit (``copy``, ``full``; none in recompute)."""
+        """Keys and values of the layers above each exit (``copy``, ``full``; none in recompute),
+        one call per layer index over every row exited below it."""
         if self.kv == "recompute":
             return
         for i in range(int(exit_layers.min()) + 1, self.L):
@@ -260,7 +283,6 @@ class TokenRunner:
             if self.kv == "copy":
                 exit_state = self.hidden[idx, exit_layers[np.isin(rows, group)]]
                 self.bb.write_kv(i, exit_state[:, None], self.cache, idx)
-                self.flops[group] += self.bb.flops.kv_only(1)
             else:
                 pos = self.cache.lengths[0, idx] - 1
                 out = self.bb.layer(i, self.hidden[idx, i - 1][:, None], self.cache, idx)

@@ -50,6 +50,51 @@ def test_a_rule_exits_early_and_batching_with_refill_changes_nothing(bb) -> None
     assert np.isnan(never.agreement).all()  # no reference pass asked for
 
 
+def test_a_batch_runs_each_layer_once_per_token_step_over_the_rows_still_climbing(bb) -> None:
+    """Compacted synchronous batching (issue 25): rows that exit wait for the token step's end,
+    so a step of the batch makes one layer call per layer index up to its deepest exit, each
+    over the rows still climbing; the keys and values above the exits are written once per
+    layer index. Exits that started the next token at once (the earlier loop) scattered the rows
+    over layers and split every layer call into one call per layer index in use."""
+    rule = MarginExit(theta=0.05)
+    calls: list[int] = []
+    writes: list[int] = []
+    prefilling = []
+    layer, write_kv, fill_row = bb.layer, bb.write_kv, bb.fill_row
+
+    def counted_layer(i, hidden, cache, rows=None, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        if not prefilling:
+            calls.append(len(rows))
+        return layer(i, hidden, cache, rows, *args, **kwargs)
+
+    def counted_write(i, hidden, cache, rows):  # noqa: ANN001
+        writes.append(i)
+        return write_kv(i, hidden, cache, rows)
+
+    def uncounted_fill(*args, **kwargs):  # noqa: ANN002, ANN003  (the prompts' prefill)
+        prefilling.append(True)
+        try:
+            return fill_row(*args, **kwargs)
+        finally:
+            prefilling.pop()
+
+    bb.layer, bb.write_kv, bb.fill_row = counted_layer, counted_write, uncounted_fill
+    try:
+        batched = exitgym.generate(rule, PROMPTS, max_new_tokens=5, batch_size=len(PROMPTS),
+                                   backbone=bb)
+    finally:
+        bb.layer, bb.write_kv, bb.fill_row = layer, write_kv, fill_row
+    steps = np.array(batched.exit_layers)  # [prompt, token]: every row is in every step
+    assert steps.min() < bb.num_layers < steps.max() + 1  # exits vary within steps
+    assert len(calls) == int(steps.max(axis=0).sum())
+    assert sum(calls) == int(steps.sum())  # compacted: only climbing rows run a layer
+    # every step but the last (no token follows it) fills above its lowest exit
+    assert len(writes) == int((bb.num_layers - steps[:, :-1].min(axis=0)).sum())
+    alone = exitgym.generate(rule, PROMPTS, max_new_tokens=5, batch_size=1, backbone=bb)
+    assert batched.generated_ids == alone.generated_ids
+    assert np.allclose(batched.cost, alone.cost)
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         exitgym.generate(None, [[1, 2]], batch_size=0)

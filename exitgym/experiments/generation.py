@@ -200,6 +200,8 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
         policy.reset(len(rows))
     results: dict[int, dict[str, Any]] = {}
     active = list(rows)
+    climbing = list(rows)  # rows whose token of this step has not exited yet
+    refill: list[int] = []  # rows whose prompt is done, given the next one at the step's end
     bar = tqdm(total=len(prompts) * max_new_tokens, unit="token", disable=not progress,
                desc=f"generate ({len(prompts)} prompts)", leave=False)
     while active:
@@ -209,18 +211,17 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
             infos = {"sample_id": np.array([prompt_of.get(r, -1) for r in rows]),
                      "token": core._token.copy(), "layer": core._layer + 1}
             actions = np.asarray(policy.act(core._last_obs.copy(), infos)).reshape(-1)
-        exiting = [r for r in active
+        exiting = [r for r in climbing
                    if actions[r] == 1 or core._layer[r] == core.num_layers - 1]
-        core._advance([r for r in active if r not in exiting])
+        climbing = [r for r in climbing if r not in exiting]
+        core._advance(climbing)  # compacted: only the rows still climbing run the next layer
         if exiting:
             bar.update(len(exiting))
-            _, done, infos_out = core._exit(exiting)
-            finished = [r for r, d in zip(exiting, done, strict=True) if d]
-            for row, info in zip(exiting, infos_out, strict=True):
-                if row in finished:
-                    results[prompt_of[row]] = info
-            refill = []
-            for row in finished:
+            _, done, infos_out = core._exit(exiting, defer=True)
+            for row, info, finished in zip(exiting, infos_out, done, strict=True):
+                if not finished:
+                    continue
+                results[prompt_of[row]] = info
                 nxt = next(order, None)
                 if nxt is None:
                     active.remove(row)
@@ -228,8 +229,11 @@ def _generate(policy: Any, prompts: Sequence[Any], max_new_tokens: int, batch_si
                 else:
                     prompt_of[row] = nxt
                     refill.append(row)
-            if refill:
+        if not climbing:  # the token step is over: the waiting rows start their next tokens
+            climbing = core._resume()
+            if refill:  # and finished rows their next prompts
                 core._begin(refill, [prompt_of[r] for r in refill])
+                climbing, refill = climbing + refill, []
     bar.close()
     seconds = time.perf_counter() - t0
     ordered = [results[k] for k in range(len(prompts))]
