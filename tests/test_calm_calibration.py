@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import exitgym  # noqa: F401
+import exitgym
 from exitgym.agents.registry import make_rule
 from exitgym.backbones.decoder_registry import load_decoder
 from exitgym.experiments import calm_calibration as cc
@@ -122,3 +122,29 @@ def test_calibrate_on_a_tiny_decoder_tests_in_order(env) -> None:
     assert decayed.units == 12 * 4
     with pytest.raises(ValueError, match=r"unit must be one of \['prompt', 'token'\]"):
         cc.calibrate(rule, env, 0.1, 0.1, unit="sequence")
+
+
+def test_calibrate_generation_tests_the_deployed_setting_in_order() -> None:
+    """Calibration on live generation (kv="copy", own tokens fed back): each tested threshold's
+    risk is the disagreement ``exitgym.generate`` measures with it, token units count tokens, and
+    the answer is the last threshold fixed-sequence testing rejects."""
+    llama = load_decoder(tiny_decoder_configs()["llama"])
+    prompts = random_prompts([5] * 12, 3)
+    rule = make_rule("margin")
+    grid = [0.99, 0.9, 0.5, 0.2, 0.05]
+    got = cc.calibrate_generation(rule, prompts, delta=0.15, epsilon=0.2, thresholds=grid,
+                                  backbone=llama, max_new_tokens=4, batch_size=5)
+    assert got.units == 12 * 4 and got.tested == grid[: len(got.tested)]
+    last = cc.fixed_sequence(got.p_values, 0.2)
+    assert got.theta == (None if last < 0 else got.tested[last])
+    assert all(p <= 0.2 for p in got.p_values[:-1])
+    for theta, risk, cost in zip(got.tested, got.risks, got.costs, strict=True):
+        live = exitgym.generate(rule.with_knob(theta), prompts, max_new_tokens=4,
+                                backbone=llama, reference=True, progress=False)
+        assert risk == pytest.approx(1.0 - live.agreement.mean())
+        assert cost == pytest.approx(live.cost.mean())
+    assert got.risks[0] <= 0.15 < max(got.risks)  # the grid reaches past the tolerance
+    assert got.theta == got.tested[-2] and got.p_values[-1] > 0.2  # the last risks > delta
+    by_prompt = cc.calibrate_generation(rule, prompts, 0.15, 0.2, thresholds=grid[:2],
+                                        unit="prompt", backbone=llama, max_new_tokens=4)
+    assert by_prompt.units == 12 and by_prompt.risks[0] == pytest.approx(got.risks[0])

@@ -206,20 +206,72 @@ def calibrate(rule: Any, env: Any, delta: float, epsilon: float,
     horizon = int(env.unwrapped.settings.max_new_tokens)
     grid = (list(thresholds) if thresholds is not None
             else sorted(rule.default_grid(int(env.unwrapped.num_layers)), reverse=True))
-    losses, costs = [], []
-    for theta in grid:
+
+    def evaluate(theta: float) -> tuple[np.ndarray, float]:
         policy = rule.with_knob(theta)
         if decay is not None:
             policy = DecayedThreshold(policy, horizon, tau=decay)
         infos = [_episode(env, policy, sid) for sid in range(env.unwrapped.num_samples)]
         disagree = [1.0 - np.equal(i["generated_ids"], i["reference_ids"]) for i in infos]
-        losses.append(np.concatenate(disagree) if unit == "token"
-                      else np.array([d.mean() for d in disagree]))
-        costs.append(float(np.mean([i["episode_cost"] for i in infos])))
+        return (np.concatenate(disagree) if unit == "token"
+                else np.array([d.mean() for d in disagree]),
+                float(np.mean([i["episode_cost"] for i in infos])))
+
+    return _test_in_sequence(grid, evaluate, delta, epsilon, method)
+
+
+def _test_in_sequence(grid: list[float], evaluate: Any, delta: float, epsilon: float,
+                      method: str) -> Calibration:
+    """Fixed-sequence testing down ``grid``: ``evaluate(theta) -> (losses, mean cost)`` runs
+    only until the first threshold that is not rejected."""
+    losses, costs = [], []
+    for theta in grid:
+        loss, cost = evaluate(theta)
+        losses.append(loss)
+        costs.append(cost)
         if choose(losses, grid, delta, epsilon, method, costs).p_values[-1] > epsilon:
             break  # fixed-sequence testing stops: later thresholds are never tested
     return choose(losses, grid, delta, epsilon, method, costs)
 
 
+def calibrate_generation(rule: Any, prompts: list[Any], delta: float, epsilon: float,
+                         thresholds: list[float] | None = None, unit: str = "token",
+                         method: str = "hb", **generate_kwargs: Any) -> Calibration:
+    """:func:`calibrate` on the setting the rule is deployed in: :func:`exitgym.generate` (live,
+    ``kv="copy"``, its own tokens fed back) with the full-depth reference, each of ``prompts`` a
+    calibration prompt. The cached env of :func:`calibrate` is teacher-forced with ``kv="full"``,
+    so its guarantee is for a setting that is not deployed; this one costs a generation per
+    threshold tested.
+
+    Args:
+        generate_kwargs: passed to ``generate`` (``backbone``, ``heads``, ``max_new_tokens``,
+            ``batch_size``, ...); ``reference`` and ``progress`` are set here.
+
+    Raises:
+        ValueError: as :func:`calibrate`.
+    """
+    from exitgym.experiments.generation import generate
+
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
+    p_value(0.0, 1, delta, method)
+    depth = int(getattr(generate_kwargs.get("backbone"), "num_layers", 0))
+    grid = (list(thresholds) if thresholds is not None
+            else sorted(rule.default_grid(depth), reverse=True))
+
+    def evaluate(theta: float) -> tuple[np.ndarray, float]:
+        result = generate(rule.with_knob(theta), prompts, reference=True, progress=False,
+                          **generate_kwargs)
+        sizes = [len(g) for g in result.generated_ids]
+        if unit == "prompt":
+            return 1.0 - result.agreement, float(result.cost.mean())
+        wrong = np.rint((1.0 - result.agreement) * sizes).astype(int)  # agreement: a mean
+        return (np.concatenate([np.r_[np.ones(w), np.zeros(n - w)]
+                                for w, n in zip(wrong, sizes, strict=True)]),
+                float(result.cost.mean()))
+
+    return _test_in_sequence(grid, evaluate, delta, epsilon, method)
+
+
 __all__ = ["P_VALUES", "UNITS", "Calibration", "DecayedThreshold", "binomial_cdf", "calibrate",
-           "calm_threshold", "choose", "fixed_sequence", "p_value"]
+           "calibrate_generation", "calm_threshold", "choose", "fixed_sequence", "p_value"]
