@@ -80,3 +80,59 @@ def test_the_learned_row_deploys_a_token_exit_run_as_generate_does(tmp_path) -> 
         layers = np.concatenate([np.asarray(x) for x in expected.exit_layers])
         assert learned["mean_exit_layer"] == float(layers.mean())
         assert learned["mean_exit_layer"] < 3  # the run's policy exits early: not exits off
+
+
+def test_trained_heads_rows_and_goals_are_read_off_the_section(section: dict[str, Any]) -> None:
+    """The trained heads' calibration and agreement are recorded; a calibrated predictor row
+    exists exactly when Learn-then-Test passed a threshold, at that threshold; every goal's
+    measured value is the one its row holds."""
+    from exitgym.bench.generation_goals import CALIBRATION_DELTA, goals
+    from exitgym.bench.generation_goals import to_markdown as goals_markdown
+
+    trained = section["trained_heads"]
+    cal = trained["calibration"]
+    assert cal["delta"] == CALIBRATION_DELTA and cal["units"] == 8 * 4  # quick: 8 prompts x 4
+    assert [r["layer"] for r in trained["agreement"]] == [1, 2, 3]
+    assert trained["agreement"][-1]["trained"] == 1.0  # the last layer is the reference
+    predictor = [r for r in section["rows"] if r["name"].startswith("generate, predictor")]
+    if cal["theta"] is None:
+        assert predictor == []
+    else:
+        assert [r["batch_size"] for r in predictor] == [1, 3]
+        assert f"θ={cal['theta']}" in predictor[0]["name"]
+    got = {g["goal"]: g for g in section["goals"]}
+    assert section["goals"] == goals(section)
+    lossless = got["lossless: same tokens as HF, × HF generate at batch 1"]
+    spec = [r for r in section["rows"] if r["name"].startswith("generate, speculative")]
+    assert lossless["measured"] == max(r["ratio_to_hf_generate"] for r in spec)
+    heads = got["trained heads agree with the last layer at layer 3"]
+    assert heads["measured"] == 1.0 and heads["met"] is True
+    for g in section["goals"]:
+        assert g["met"] == (g["measured"] is not None and g["measured"] >= g["target"])
+    batched = [r for r in section["rows"] if r["batch_size"] == 3 and "flops_speedup" in r
+               and r["flops_speedup"] > 1.05 and "speculative" not in r["name"]]
+    realised = [g for g in section["goals"] if g["goal"].startswith("batched exits")][0]
+    assert realised["measured"] == (min(r["wall_speedup"] / r["flops_speedup"] for r in batched)
+                                    if batched else None)
+    assert "| goal | target | measured | met | row |" in "\n".join(goals_markdown(section))
+
+
+def test_a_passing_calibration_times_the_predictor_at_its_threshold(monkeypatch) -> None:
+    """With a tolerance the tiny model meets, Learn-then-Test passes a threshold and the row is
+    timed with the predictor rule at exactly that threshold on the trained heads."""
+    from exitgym.bench import generation_goals
+    from exitgym.bench.generation import _setup
+
+    monkeypatch.setattr(generation_goals, "CALIBRATION_DELTA", 0.6)
+    cfg = BenchConfig(quick=True)
+    bb = _setup(cfg)[0]
+    timed: list[tuple[str, Any, Any]] = []
+    trained = generation_goals.trained_rows(
+        cfg, bb, 4, lambda name, policy, heads: timed.append((name, policy, heads)))
+    theta = trained["calibration"]["theta"]
+    cal = trained["calibration"]
+    assert theta is not None and cal["risks"][cal["tested"].index(theta)] <= 0.6
+    [(name, policy, heads)] = timed
+    assert name == f"generate, predictor θ={theta} (trained heads, LTT)"
+    assert policy.theta == theta and policy.predictor is not None
+    assert heads.num_layers == bb.num_layers  # the trained maps, not the plain LM head

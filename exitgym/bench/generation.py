@@ -25,6 +25,13 @@ Rows (each on the same prompts, ``max_new_tokens`` greedy tokens per prompt, bes
   emitted token runs all layers once, rejected drafts come on top), ``wall_speedup`` against
   exits off at batch 1 and ``agreement`` with HF (1.0 when the tokens are the same).
 
+- ``generate, predictor θ (trained heads, LTT)``: the trained exit heads with the exit
+  predictor rule at a calibrated threshold (:mod:`exitgym.bench.generation_goals`, which also
+  keeps the heads' agreement per layer and reads issue 25's goals off the rows: ``goals``).
+
+Batched rows run synchronous token steps (``exitgym.generate``): each layer index runs once per
+step over the rows still climbing.
+
 ``quick`` uses a tiny random Llama (numbers not meaningful; the learned policy is a few in-memory
 REINFORCE updates, unless ``generation_run`` names a run); otherwise the embedded SmolLM2-135M on
 the first prompts of the task's validation texts (with ``generation_run``: the run's decoder).
@@ -37,6 +44,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from exitgym.bench.generation_goals import goals, trained_rows
+from exitgym.bench.generation_goals import to_markdown as goals_markdown
 
 GENERATION_TOKENS = 16
 """Tokens generated per prompt."""
@@ -240,6 +250,9 @@ def generation_section(cfg: Any) -> dict[str, Any]:
     for theta in MARGIN_THETAS:
         exits(f"generate, margin θ={theta}", MarginExit(theta=theta))
     tic = time.perf_counter()
+    trained = trained_rows(cfg, bb, tokens, exits)
+    trained["section_s"] = time.perf_counter() - tic
+    tic = time.perf_counter()
     if learned is None:
         learned = (_quick_policy(bb, prompts, tokens) if cfg.quick
                    else train_generation_run(cfg))
@@ -257,8 +270,10 @@ def generation_section(cfg: Any) -> dict[str, Any]:
             agreement=float(np.mean(np.array(result.generated_ids) == np.array(hf_ids))),
             acceptance=float(result.acceptance.mean()), mean_cost=cost,
             flops_speedup=1.0 / cost, wall_speedup=plain[1] / secs)
-    return {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s,
-            "learned_s": learned_s}
+    section = {"backbone": bb.name, "rows": rows, "learned_train_s": learned.train_s,
+               "learned_s": learned_s, "trained_heads": trained}
+    section["goals"] = goals(section)
+    return section
 
 
 def to_markdown(section: dict[str, Any]) -> list[str]:
@@ -278,4 +293,4 @@ def to_markdown(section: dict[str, Any]) -> list[str]:
                      f" | {fmt(r.get('agreement'), '.3f')} | "
                      f"{fmt(r.get('mean_exit_layer'), '.1f')} | "
                      f"{fmt(r.get('acceptance'), '.3f')} |")
-    return [*lines, ""]
+    return [*lines, "", *goals_markdown(section), ""]

@@ -1,0 +1,138 @@
+"""The generation section's trained-heads rows and issue 25's goals, read from its rows.
+
+The rows added here (every one on the section's prompts, columns as the other exit rows):
+
+- ``generate, predictor θ=… (trained heads, LTT)``: the ``trained`` exit-head recipe (per-layer
+  low-rank adapters for the frozen decoder, :mod:`exitgym.data.trained_heads`) with the exit
+  predictor fitted beside it, which decides from the hidden state alone (a few thousand FLOPs a
+  layer; the LM head runs only at the exit). Its threshold is CALM's calibration on live
+  generation (:func:`~exitgym.experiments.calm_calibration.calibrate_generation`): disagreement
+  with the full model ``<= CALIBRATION_DELTA`` with probability ``>= 1 - CALIBRATION_EPSILON``,
+  token units, on the first :data:`CALIBRATION_PROMPTS` prompts of the task's ``policy`` split
+  (held out from the heads' ``train`` prompts and from the timed ``validation`` prompts). No
+  threshold passing the test leaves the row out; the calibration is recorded either way.
+
+The section also keeps the trained heads' agreement with the last layer per layer (validation
+prompts + continuations; the plain LM head and ridge maps beside them): the limit an exit at
+each layer can reach, which is what the README quotes where a goal is out of reach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+CALIBRATION_PROMPTS = 32
+"""Calibration prompts (``quick``: 8 made-up token-id prompts)."""
+CALIBRATION_DELTA = 0.1
+"""Tolerated disagreement with the full model: the goals' 0.90 agreement."""
+CALIBRATION_EPSILON = 0.1
+"""Tolerated probability that the guarantee fails."""
+AGREEMENT_LAYER = 20
+"""The layer of the trained-heads goal (``quick``: the last layer)."""
+PREDICTOR_ROW = "generate, predictor"
+
+
+def trained_rows(cfg: Any, bb: Any, tokens: int, exits: Any) -> dict[str, Any]:
+    """Prepare (or load) the trained heads, calibrate the predictor rule and time it with
+    ``exits(name, policy, heads=...)`` (the section's row maker); returns the section's
+    ``trained_heads`` entry."""
+    from exitgym.agents.generation_rules import PredictorExit
+    from exitgym.data.trained_heads import TrainedHeadsConfig, agreement_rows, prepare_trained
+    from exitgym.experiments.calm_calibration import calibrate_generation
+
+    if cfg.quick:
+        from exitgym.backbones.decoder_adapters import AdapterTraining
+        from exitgym.bench.generation import QUICK_PROMPTS
+
+        config = TrainedHeadsConfig(train_texts=3, validation_texts=3, new_tokens=4,
+                                    training=AdapterTraining(rank=2, epochs=2))
+        maps, predictor, meta = prepare_trained(
+            bb, "bench-quick", config, progress=False,
+            prompts={"train": QUICK_PROMPTS, "validation": QUICK_PROMPTS})
+        # 8 prompts x 4 tokens: 32 units, enough for a zero-risk threshold to pass (>= 22)
+        calibration_prompts = [[(5 * i + j) % 60 + 2 for j in range(3)] for i in range(8)]
+    else:
+        from exitgym.data.tasks import load_task
+
+        maps, predictor, meta = prepare_trained(bb, cfg.data.task)
+        texts = list(load_task(cfg.data.task).split("policy")["text"])[:CALIBRATION_PROMPTS]
+        calibration_prompts = [ids[:32] for ids in bb.encode(texts)]
+    rule = PredictorExit(predictor=predictor)
+    calibration = calibrate_generation(
+        rule, calibration_prompts, CALIBRATION_DELTA, CALIBRATION_EPSILON, backbone=bb,
+        heads=maps, max_new_tokens=tokens, batch_size=8)
+    if calibration.theta is not None:
+        exits(f"{PREDICTOR_ROW} θ={calibration.theta} (trained heads, LTT)",
+              rule.with_knob(calibration.theta), heads=maps)
+    return {"calibration": asdict(calibration), "calibration_prompts": len(calibration_prompts),
+            "agreement": agreement_rows(meta),
+            "prepare_s": meta["collect_s"] + meta["train_s"], "positions": meta["positions"]}
+
+
+def _exit_rows(section: dict[str, Any], batch: int) -> list[dict[str, Any]]:
+    return [r for r in section["rows"] if r["batch_size"] == batch and "flops_speedup" in r
+            and not r["name"].startswith("generate, speculative")]
+
+
+def goals(section: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 25's goals against the section's rows: ``goal``, ``target``, ``measured`` (None:
+    no row qualifies), ``row`` (which one) and ``met``."""
+    out = []
+    batches = sorted({r["batch_size"] for r in section["rows"]})
+    for batch, target in ((1, 1.3), (batches[-1], 1.2)):
+        ok = [r for r in _exit_rows(section, batch) if r["agreement"] >= 0.9]
+        best = max(ok, key=lambda r: r["ratio_to_hf_generate"], default=None)
+        out.append({"goal": f"× HF generate at batch {batch}, agreement >= 0.90",
+                    "target": target, "measured": best and best["ratio_to_hf_generate"],
+                    "row": best and best["name"]})
+    spec = [r for r in section["rows"] if r["name"].startswith("generate, speculative")]
+    best = max(spec, key=lambda r: r["ratio_to_hf_generate"], default=None)
+    out.append({"goal": "lossless: same tokens as HF, × HF generate at batch 1",
+                "target": 1.1, "measured": best and (best["ratio_to_hf_generate"]
+                                                     if best["same_tokens_as_hf"] else 0.0),
+                "row": best and best["name"]})
+    sped = [r for r in _exit_rows(section, batches[-1]) if r["flops_speedup"] > 1.05]
+    worst = min(sped, key=lambda r: r["wall_speedup"] / r["flops_speedup"], default=None)
+    out.append({"goal": f"batched exits realise their FLOPs speed-up at batch {batches[-1]} "
+                        "(wall / FLOPs, worst row with FLOPs speed-up > 1.05)",
+                "target": 0.7,
+                "measured": worst and worst["wall_speedup"] / worst["flops_speedup"],
+                "row": worst and worst["name"]})
+    trained = section.get("trained_heads")
+    if trained:
+        rows = trained["agreement"]
+        layer = min(AGREEMENT_LAYER, len(rows))
+        out.append({"goal": f"trained heads agree with the last layer at layer {layer}",
+                    "target": 0.6, "measured": rows[layer - 1]["trained"],
+                    "row": "trained heads (validation prompts + continuations)"})
+    for g in out:
+        g["met"] = g["measured"] is not None and g["measured"] >= g["target"]
+    return out
+
+
+def to_markdown(section: dict[str, Any]) -> list[str]:
+    """The goals table and the trained heads' agreement at a few layers, for ``bench.md``."""
+    lines = ["| goal | target | measured | met | row |", "|---|---:|---:|---|---|"]
+    for g in section.get("goals", []):
+        measured = "none qualifies" if g["measured"] is None else f"{g['measured']:.2f}"
+        lines.append(f"| {g['goal']} | {g['target']:.2f} | {measured} | "
+                     f"{'yes' if g['met'] else 'no'} | {g['row'] or ''} |")
+    trained = section.get("trained_heads")
+    if trained:
+        rows = trained["agreement"]
+        shown = sorted({1, 2, len(rows) // 3, len(rows) * 2 // 3, len(rows) - 1, len(rows)}
+                       - {0})
+        names = [k for k in rows[0] if k != "layer"]
+        lines += ["", "Agreement with the last layer's token per exit layer (validation prompts "
+                  "and their continuations):", "",
+                  "| layer | " + " | ".join(names) + " |",
+                  "|---:|" + "---:|" * len(names)]
+        lines += [f"| {rows[i - 1]['layer']} | "
+                  + " | ".join(f"{rows[i - 1][n]:.3f}" for n in names) + " |" for i in shown]
+        cal = trained["calibration"]
+        lines += ["", f"Predictor threshold by Learn-then-Test (δ = {cal['delta']}, "
+                  f"ε = {cal['epsilon']}, {cal['units']} calibration tokens): "
+                  f"θ = {cal['theta']}; tested {cal['tested']} with risks "
+                  f"{[round(r, 3) for r in cal['risks']]}."]
+    return lines
