@@ -115,6 +115,12 @@ def test_trained_heads_rows_and_goals_are_read_off_the_section(section: dict[str
     assert realised["measured"] == (min(r["wall_speedup"] / r["flops_speedup"] for r in batched)
                                     if batched else None)
     assert "| goal | target | measured | met | row |" in "\n".join(goals_markdown(section))
+    oracle = trained["oracle"]  # the limit of any exit policy on the trained heads
+    assert [o["cap"] for o in oracle] == [1, 2, 3] and oracle[-1]["agreement"] == 1.0
+    for o, heads_row in zip(oracle, trained["agreement"], strict=True):
+        assert o["agreement"] >= heads_row["trained"] - 1e-12  # a head right at l: first <= l
+        assert 1.0 <= o["mean_exit_layer"] <= o["cap"]
+    assert all(a["agreement"] <= b["agreement"] for a, b in zip(oracle, oracle[1:], strict=False))
 
 
 def test_a_passing_calibration_times_the_predictor_at_its_threshold(monkeypatch) -> None:

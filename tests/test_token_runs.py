@@ -178,6 +178,9 @@ def test_dense_is_refused_on_token_exit_and_decoder_flags_elsewhere() -> None:
     with pytest.raises(ValueError, match="\\['--kv', '--max-new-tokens'\\] set the decoder env; "
                        "they need --env exitgym/TokenExit-v0"):
         from_dict(TrainConfig, {"max_new_tokens": 8, "kv": "copy"})
+    with pytest.raises(ValueError, match="\\['--backbone'\\] set the encoder envs; "
+                       "exitgym/TokenExit-v0 takes the decoder as --decoder"):
+        from_dict(TrainConfig, {"env": "exitgym/TokenExit-v0", "backbone": "smollm2-135m"})
     encoder = TrainConfig()
     assert "decoder" not in encoder.flat() and "decoder" in token_train_config("t", "d").flat()
 

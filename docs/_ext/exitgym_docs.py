@@ -23,7 +23,8 @@ Block kinds (``results/<name>.json``):
 - ``table NAME``: a small measured table kept as ``columns`` / ``align`` / ``rows`` with the
   command, date and a note on how it was measured;
 - ``bench NAME SECTION``: one section of a ``bench.json`` as ``bench.md`` shows it (its heading
-  dropped).
+  dropped);
+- ``goals NAME``: the generation goals of issue 25 as a ``bench.json`` measured them.
 
 One kind is made from code instead of a result file, for the same reason (no typed copy):
 
@@ -100,6 +101,16 @@ def _bench(name: str, section: str) -> list[str]:
     return lines
 
 
+def _goals(name: str) -> list[str]:
+    from exitgym.bench.generation_goals import goals_table
+
+    result = _load(name)
+    if "goals" not in result.get("generation", {}):
+        raise ValueError(f"results/{name}.json has no generation goals (an exitgym bench from "
+                         "before they were measured)")
+    return goals_table(result["generation"])
+
+
 def _table(name: str) -> list[str]:
     result = _load(name)
     align = {"l": "---", "r": "---:"}
@@ -117,7 +128,7 @@ def _matrix(engine: str) -> list[str]:
 
 KINDS: dict[str, Callable[..., list[str]]] = {
     "source": _source, "meta": _meta, "findings": _findings, "headline": _headline,
-    "bench": _bench, "table": _table, "matrix": _matrix,
+    "bench": _bench, "goals": _goals, "table": _table, "matrix": _matrix,
 }
 """Block kind -> renderer of its lines from the arguments after the kind."""
 

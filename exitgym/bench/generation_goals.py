@@ -13,8 +13,9 @@ The rows added here (every one on the section's prompts, columns as the other ex
   threshold passing the test leaves the row out; the calibration is recorded either way.
 
 The section also keeps the trained heads' agreement with the last layer per layer (validation
-prompts + continuations; the plain LM head and ridge maps beside them): the limit an exit at
-each layer can reach, which is what the README quotes where a goal is out of reach.
+prompts + continuations; the plain LM head and ridge maps beside them) and the token oracle on
+them per layer cap (:func:`oracle_limit`): the limit any exit policy on these heads can reach,
+which is what the README points to where a goal is out of reach.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def trained_rows(cfg: Any, bb: Any, tokens: int, exits: Any) -> dict[str, Any]:
     ``exits(name, policy, heads=...)`` (the section's row maker); returns the section's
     ``trained_heads`` entry."""
     from exitgym.agents.generation_rules import PredictorExit
+    from exitgym.data.decoder_heads import _texts
     from exitgym.data.trained_heads import TrainedHeadsConfig, agreement_rows, prepare_trained
     from exitgym.experiments.calm_calibration import calibrate_generation
 
@@ -52,12 +54,17 @@ def trained_rows(cfg: Any, bb: Any, tokens: int, exits: Any) -> dict[str, Any]:
             prompts={"train": QUICK_PROMPTS, "validation": QUICK_PROMPTS})
         # 8 prompts x 4 tokens: 32 units, enough for a zero-risk threshold to pass (>= 22)
         calibration_prompts = [[(5 * i + j) % 60 + 2 for j in range(3)] for i in range(8)]
+        validation_prompts = QUICK_PROMPTS
     else:
         from exitgym.data.tasks import load_task
 
-        maps, predictor, meta = prepare_trained(bb, cfg.data.task)
+        config = TrainedHeadsConfig()
+        maps, predictor, meta = prepare_trained(bb, cfg.data.task, config)
+        validation_prompts = [ids[: config.max_tokens] for ids in bb.encode(
+            _texts(cfg.data.task, "validation", config.validation_texts, {}))]  # the heads'
         texts = list(load_task(cfg.data.task).split("policy")["text"])[:CALIBRATION_PROMPTS]
         calibration_prompts = [ids[:32] for ids in bb.encode(texts)]
+    limit = oracle_limit(bb, maps, validation_prompts, config.new_tokens)
     rule = PredictorExit(predictor=predictor)
     calibration = calibrate_generation(
         rule, calibration_prompts, CALIBRATION_DELTA, CALIBRATION_EPSILON, backbone=bb,
@@ -67,7 +74,29 @@ def trained_rows(cfg: Any, bb: Any, tokens: int, exits: Any) -> dict[str, Any]:
               rule.with_knob(calibration.theta), heads=maps)
     return {"calibration": asdict(calibration), "calibration_prompts": len(calibration_prompts),
             "agreement": agreement_rows(meta),
-            "prepare_s": meta["collect_s"] + meta["train_s"], "positions": meta["positions"]}
+            "prepare_s": meta["collect_s"] + meta["train_s"], "positions": meta["positions"],
+            "oracle": limit}
+
+
+def oracle_limit(bb: Any, maps: Any, prompts: list[list[int]], new_tokens: int
+                 ) -> list[dict[str, Any]]:
+    """The token oracle on the trained heads, per layer cap ``l``: exit at the first layer whose
+    head picks the last layer's token, else at ``l``; its agreement (the share of tokens some
+    head up to ``l`` gets right: no exit policy on these heads that stops by ``l`` does better)
+    and its mean exit layer. On the full model's states (prompts + greedy continuations, the
+    ``kv="full"`` setting), so deployed with ``kv="copy"`` the limit is if anything lower."""
+    import numpy as np
+    import torch
+
+    from exitgym.backbones.exit_predictor import head_agrees
+    from exitgym.data.trained_heads import continuation_states
+
+    with torch.inference_mode():
+        agree = head_agrees(bb, continuation_states(bb, prompts, new_tokens), maps).numpy()
+    first = agree.argmax(axis=1) + 1  # the last layer always agrees with itself
+    return [{"cap": cap, "agreement": float((first <= cap).mean()),
+             "mean_exit_layer": float(np.minimum(first, cap).mean())}
+            for cap in range(1, agree.shape[1] + 1)]
 
 
 def _exit_rows(section: dict[str, Any], batch: int) -> list[dict[str, Any]]:
@@ -111,25 +140,35 @@ def goals(section: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def to_markdown(section: dict[str, Any]) -> list[str]:
-    """The goals table and the trained heads' agreement at a few layers, for ``bench.md``."""
+def goals_table(section: dict[str, Any]) -> list[str]:
+    """The goals as a markdown table (the README's, generated from ``bench.json``)."""
     lines = ["| goal | target | measured | met | row |", "|---|---:|---:|---|---|"]
     for g in section.get("goals", []):
         measured = "none qualifies" if g["measured"] is None else f"{g['measured']:.2f}"
         lines.append(f"| {g['goal']} | {g['target']:.2f} | {measured} | "
                      f"{'yes' if g['met'] else 'no'} | {g['row'] or ''} |")
+    return lines
+
+
+def to_markdown(section: dict[str, Any]) -> list[str]:
+    """The goals table and the trained heads' agreement at a few layers, for ``bench.md``."""
+    lines = goals_table(section)
     trained = section.get("trained_heads")
     if trained:
         rows = trained["agreement"]
         shown = sorted({1, 2, len(rows) // 3, len(rows) * 2 // 3, len(rows) - 1, len(rows)}
                        - {0})
         names = [k for k in rows[0] if k != "layer"]
+        oracle = trained["oracle"]
         lines += ["", "Agreement with the last layer's token per exit layer (validation prompts "
-                  "and their continuations):", "",
-                  "| layer | " + " | ".join(names) + " |",
-                  "|---:|" + "---:|" * len(names)]
+                  "and their continuations), and the token oracle on the trained heads that "
+                  "stops by that layer (its agreement: the limit of any exit policy on them):",
+                  "", "| layer | " + " | ".join(names) + " | oracle by layer | its mean exit "
+                  "layer |", "|---:|" + "---:|" * (len(names) + 2)]
         lines += [f"| {rows[i - 1]['layer']} | "
-                  + " | ".join(f"{rows[i - 1][n]:.3f}" for n in names) + " |" for i in shown]
+                  + " | ".join(f"{rows[i - 1][n]:.3f}" for n in names)
+                  + f" | {oracle[i - 1]['agreement']:.3f} | "
+                  f"{oracle[i - 1]['mean_exit_layer']:.1f} |" for i in shown]
         cal = trained["calibration"]
         lines += ["", f"Predictor threshold by Learn-then-Test (δ = {cal['delta']}, "
                   f"ε = {cal['epsilon']}, {cal['units']} calibration tokens): "

@@ -178,6 +178,11 @@ class TrainConfig:
                              if v != getattr(TokenEnvConfig(), k))
             raise ValueError(f"{['--' + k.replace('_', '-') for k in changed]} set the decoder "
                              f"env; they need --env {TOKEN_ENVS[0]} (not {self.env})")
+        moved = [f"--{k}" for k in ("backbone", "heads")
+                 if getattr(self.data, k) != getattr(DataConfig(), k)]
+        if self.env in TOKEN_ENVS and moved:  # the decoder env used to ignore them silently
+            raise ValueError(f"{moved} set the encoder envs; {self.env} takes the decoder as "
+                             "--decoder and its exit heads as --decoder-heads")
         if self.env in TOKEN_ENVS and self.dense:
             raise ValueError(f"--dense is not available on {self.env} (it pays each token's "
                              "reward at the token's exit); leave it off")
