@@ -64,8 +64,12 @@ def test_prepare_writes_heads_tables_and_reuses_them(setup, monkeypatch, capsys)
         raise AssertionError("a valid prepared task must not be recomputed")
 
     monkeypatch.setattr(cache_mod, "compute_pooled", boom)
+    stamps = {p.name: p.stat().st_mtime_ns for p in prepared.directory.iterdir()}
     again = prepare(progress=False, verbose=False, **_opts(setup))
     assert again.cache_paths == prepared.cache_paths and again.table == prepared.table
+    # reuse writes nothing: identical accuracy tables are not rewritten (a rewrite changed the
+    # prepared directory under concurrent readers)
+    assert {p.name: p.stat().st_mtime_ns for p in prepared.directory.iterdir()} == stamps
 
 
 def test_get_cache_equals_fresh_computation(setup) -> None:

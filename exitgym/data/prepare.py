@@ -146,7 +146,13 @@ def prepared_dir(config: PrepareConfig, task: Task) -> Path:
     return cache_dir() / "prepared" / name
 
 
-_write_text = atomic_write_text
+def _write_text(path: Path, text: str) -> None:
+    """Atomic, and no write when the file already holds ``text``: every use of a prepared
+    directory recomputes its accuracy tables, and rewriting identical files changed the
+    directory's mtime under concurrent readers (the test suite's user-cache check saw that)."""
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    atomic_write_text(path, text)
 
 
 def _write_json(path: Path, obj: Any) -> None:
