@@ -139,6 +139,12 @@ def test_a_passing_calibration_times_the_predictor_at_its_threshold(monkeypatch)
     cal = trained["calibration"]
     assert theta is not None and cal["risks"][cal["tested"].index(theta)] <= 0.6
     [(name, policy, heads)] = timed
+    section = {"rows": [{"name": name, "batch_size": 1, "agreement": 0.95, "mean_cost": 1.0,
+                         "flops_speedup": 1.0, "ratio_to_hf_generate": 1.0, "wall_speedup": 1.0}],
+               "trained_heads": trained}
+    held = [g for g in generation_goals.goals(section) if g["goal"].startswith("calibrated")]
+    assert held == [{"goal": "calibrated predictor on held-out prompts: agreement >= 1 - δ",
+                     "target": 1.0 - 0.6, "measured": 0.95, "row": name, "met": True}]
     assert name == f"generate, predictor θ={theta} (trained heads, LTT)"
     assert policy.theta == theta and policy.predictor is not None
     assert heads.num_layers == bb.num_layers  # the trained maps, not the plain LM head

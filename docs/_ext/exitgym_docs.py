@@ -24,7 +24,7 @@ Block kinds (``results/<name>.json``):
   command, date and a note on how it was measured;
 - ``bench NAME SECTION``: one section of a ``bench.json`` as ``bench.md`` shows it (its heading
   dropped);
-- ``goals NAME``: the generation goals of issue 25 as a ``bench.json`` measured them.
+- ``goals NAME``: the generation goals of issue 25, read off a ``bench.json``'s generation rows.
 
 One kind is made from code instead of a result file, for the same reason (no typed copy):
 
@@ -105,7 +105,7 @@ def _goals(name: str) -> list[str]:
     from exitgym.bench.generation_goals import goals_table
 
     result = _load(name)
-    if "goals" not in result.get("generation", {}):
+    if "trained_heads" not in result.get("generation", {}):
         raise ValueError(f"results/{name}.json has no generation goals (an exitgym bench from "
                          "before they were measured)")
     return goals_table(result["generation"])
