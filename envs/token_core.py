@@ -17,7 +17,6 @@ from exitgym.envs.observations import (
     SoftmaxStats,
     ViewInputs,
     make_observation,
-    softmax_stats,
 )
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
@@ -213,6 +212,7 @@ class TokenCore:
         s = self.settings
         self.tables: Any = None
         self._runner: Any = None
+        self._reads_stats = any(p.name == "features" for p in self.view.parts)
         if s.cached:
             from exitgym.envs.token_tables import build_token_tables
 
@@ -223,13 +223,12 @@ class TokenCore:
             self._runner = TokenRunner(
                 self.world.backbone, num_rows, self.world.capacity(s.max_new_tokens), s.kv,
                 s.teacher_forcing, self.head_every_layer, self.policy_flops, self.need_memorized,
-                reference, maps=self.world.maps)
+                reference, maps=self.world.maps, stats=self._reads_stats)
         self._episodes: list[TokenEpisode | None] = [None] * num_rows
         self._token = np.zeros(num_rows, dtype=np.int64)
         self._layer = np.zeros(num_rows, dtype=np.int64)
         self._costs: list[list[float]] = [[] for _ in range(num_rows)]
         self._stats: list[list[SoftmaxStats]] = [[] for _ in range(num_rows)]
-        self._reads_stats = any(p.name == "features" for p in self.view.parts)
         self._reads_logits = any(p.name not in (*STATELESS_VIEWS, "features")
                                  for p in self.view.parts)  # ``logits`` or a plug-in's view
         self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
@@ -274,8 +273,7 @@ class TokenCore:
                 if li == 0:
                     self._stats[row] = []
                 done = self._stats[row]
-                done += [softmax_stats(_host(runner.logits[row][i]))
-                         for i in range(len(done), li + 1)]
+                done += [runner.stats[row][i] for i in range(len(done), li + 1)]
                 stats = SoftmaxStats(*(np.array([getattr(s, f.name) for s in done])
                                        for f in fields(SoftmaxStats)))
             obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row]), stats), \

@@ -25,13 +25,14 @@ charged). Agreement ``1[ŷ_t = y*]`` is CALM's consistency; the cross-entropy is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 from exitgym.backbones.decoder import DecoderBackbone
+from exitgym.envs.observations import SoftmaxStats
 from exitgym.envs.settings import KV_MODES
 
 
@@ -69,6 +70,22 @@ def exit_head(backbone: Any, maps: Any, i: int, hidden: torch.Tensor) -> torch.T
     return backbone.logits(hidden if maps is None else maps.apply(i, hidden))
 
 
+def head_stats(logits: torch.Tensor) -> SoftmaxStats:
+    """:func:`~exitgym.envs.observations.softmax_stats` of decoder logits ``[..., V]`` computed
+    in torch (float64, a fused log-softmax) on the device, numpy arrays out. Why: on the host a
+    49k-token vocabulary per row and layer cost a confidence rule's batched generation about a
+    quarter of its wall time; the live env and the cached tables both use this one function, so
+    their observations stay equal."""
+    z = logits.double()
+    prediction = z.argmax(dim=-1)
+    logp = torch.log_softmax(z, dim=-1)  # fused: one pass for the max, the sum and the log
+    entropy = -(logp.exp() * logp).sum(dim=-1) / float(np.log(z.shape[-1]))
+    top2 = logp.topk(2, dim=-1).values.exp()
+    host = [t.cpu().numpy() for t in (prediction, top2[..., 0], entropy,
+                                     top2[..., 0] - top2[..., 1])]
+    return SoftmaxStats(*host)
+
+
 class TokenRunner:
     """``num_rows`` generation episodes stepped layer by layer (see the module docstring).
 
@@ -85,11 +102,14 @@ class TokenRunner:
             without it (deployment) ``reference`` and ``ce`` of an outcome are −1 and NaN.
         maps: distilled heads (:class:`~exitgym.backbones.decoder_heads.LayerMaps`) in front
             of the LM head, charged with it; None: the model's own head at every layer.
+        stats: also compute each head's :func:`head_stats`, batched with the head
+            (``stats[row][i]``), for the ``features`` view.
     """
 
     def __init__(self, backbone: DecoderBackbone, num_rows: int, capacity: int, kv: str,
                  teacher_forcing: bool, head_every_layer: bool, policy_flops: float = 0.0,
-                 memorized: bool = False, reference: bool = True, maps: Any = None) -> None:
+                 memorized: bool = False, reference: bool = True, maps: Any = None,
+                 stats: bool = False) -> None:
         if kv not in KV_MODES:
             raise ValueError(f"unknown kv mode {kv!r}; allowed: {list(KV_MODES)}")
         self.bb, self.kv, self.teacher_forcing = backbone, kv, teacher_forcing
@@ -111,6 +131,8 @@ class TokenRunner:
         self.flops = np.zeros(num_rows)  # charged so far for the current token
         self.extra = np.zeros(num_rows)  # computed beyond the charge (full mode's upper layers)
         self.logits: list[dict[int, torch.Tensor]] = [{} for _ in range(num_rows)]
+        self.want_stats = stats
+        self.stats: list[dict[int, SoftmaxStats]] = [{} for _ in range(num_rows)]
         self._unfilled: dict[int, int] = {}  # row -> exit layer, KV above it not yet written
 
     # ---- episode and token starts -------------------------------------------------------------
@@ -142,7 +164,7 @@ class TokenRunner:
         self.flops[list(rows)] = self.bb.flops.embeddings(1)
         self.extra[list(rows)] = 0.0
         for row in rows:
-            self.logits[row] = {}
+            self.logits[row], self.stats[row] = {}, {}
         embedded = self.bb.embed(torch.tensor(list(input_ids))[:, None], self.cache, idx)
         self._run(0, idx, embedded[:, 0])
 
@@ -199,9 +221,13 @@ class TokenRunner:
 
     def _heads(self, rows: torch.Tensor, i: int) -> None:
         logits = self.head(i, self.hidden[rows, i])
+        stats = head_stats(logits) if self.want_stats else None
         for k, row in enumerate(rows.tolist()):
             self.logits[row][i] = logits[k]
             self.flops[row] += self.head_flops(i)
+            if stats is not None:
+                self.stats[row][i] = SoftmaxStats(*(getattr(stats, f.name)[k]
+                                                    for f in fields(SoftmaxStats)))
 
     def current_logits(self, row: int) -> torch.Tensor:
         """The exit head at the row's current layer (computed, and charged, on first use)."""

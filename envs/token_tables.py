@@ -13,13 +13,14 @@ decoder pass per set of prompts serves every view, reward and policy cost of the
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import astuple as _fields
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from exitgym.envs.observations import FEATURE_NAMES, FeaturesView, ViewInputs
-from exitgym.envs.token_runner import TokenRunner, head_flops
+from exitgym.envs.observations import FEATURE_NAMES, FeaturesView, SoftmaxStats, ViewInputs
+from exitgym.envs.token_runner import TokenRunner, head_flops, head_stats
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,7 +198,8 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
                     heads = stacked_host[r]
                     features[p, t] = view.compute(ViewInputs(
                         pooled=hidden[p, t][None], logits=heads[None], cost=np.zeros((1, L)),
-                        num_layers=L))[0]
+                        num_layers=L, stats=SoftmaxStats(*(  # as the live env computes them
+                            v[None] for v in _fields(head_stats(stacked[r]))))))[0]
                     if all_logits is not None:
                         all_logits[p, t] = heads
                 bar.update(len(chunk))

@@ -235,3 +235,20 @@ def test_live_features_read_each_heads_statistics_once_and_equal_a_full_recomput
         checked += 1
         obs, _, done, _, _ = env.step(int(rng.random() < 0.3))
     assert checked > TOKENS
+
+
+def test_head_stats_in_torch_are_the_features_softmax_stats() -> None:
+    """The live env and the cached tables compute each head's statistics batched in torch; they
+    are the ``features`` view's definition (numpy ``softmax_stats``) to float64 rounding."""
+    import torch
+
+    from exitgym.envs.observations import softmax_stats
+    from exitgym.envs.token_runner import head_stats
+
+    logits = torch.randn(5, 7, 301, generator=torch.Generator().manual_seed(0)) * 4
+    logits[0, 0, :] = 0.0  # uniform: entropy 1, margin 0
+    got, want = head_stats(logits), softmax_stats(logits.numpy())
+    np.testing.assert_array_equal(got.prediction, want.prediction)
+    for name in ("max_prob", "norm_entropy", "margin"):
+        np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-12)
+    assert got.norm_entropy[0, 0] == pytest.approx(1.0) and got.margin[0, 0] == 0.0

@@ -10,9 +10,10 @@ Rows (each on the same prompts, ``max_new_tokens`` greedy tokens per prompt, bes
 - ``TokenExit-v0 live, exits off``: the environment stepped with action 0 (it also runs the
   full-depth reference, so it does twice the work);
 - ``generate, margin θ``: CALM's softmax-difference rule (heads at every layer: the
-  ``features+logits`` view), with ``flops_speedup`` (1 / mean cost), ``wall_speedup`` against
-  exits off at the same batch size (both timed without the reference pass) and ``agreement``
-  with the full-depth continuation (from one more, untimed, call with the reference);
+  ``features`` view, each head's statistics computed batched with it), with ``flops_speedup``
+  (1 / mean cost), ``wall_speedup`` against exits off at the same batch size (both timed
+  without the reference pass) and ``agreement`` with the full-depth continuation (from one
+  more, untimed, call with the reference);
 - ``generate, learned <run>``: a trained policy deployed live (``kv="copy"``) with the heads and
   view of its run, the same columns. The run is ``generation_run`` or one trained here
   (:func:`train_generation_run`: REINFORCE, hardness reward, budget-targeted at
@@ -248,7 +249,7 @@ def generation_section(cfg: Any) -> dict[str, Any]:
                 mean_exit_layer=float(sum(sum(x) for x in result.exit_layers) / total))
 
     for theta in MARGIN_THETAS:
-        exits(f"generate, margin θ={theta}", MarginExit(theta=theta))
+        exits(f"generate, margin θ={theta}", MarginExit(theta=theta).reading("features"))
     tic = time.perf_counter()
     trained = trained_rows(cfg, bb, tokens, exits)
     trained["section_s"] = time.perf_counter() - tic
