@@ -107,8 +107,10 @@ def _exit_rows(section: dict[str, Any], batch: int) -> list[dict[str, Any]]:
 def goals(section: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 25's goals against the section's rows: ``goal``, ``target``, ``measured`` (None:
     no row qualifies), ``row`` (which one) and ``met``."""
-    out = []
+    out: list[dict[str, Any]] = []
     batches = sorted({r["batch_size"] for r in section["rows"]})
+    if not batches:  # nothing measured (a partial or hand-made section)
+        return out
     for batch, target in ((1, 1.3), (batches[-1], 1.2)):
         ok = [r for r in _exit_rows(section, batch) if r["agreement"] >= 0.9]
         best = max(ok, key=lambda r: r["ratio_to_hf_generate"], default=None)
@@ -148,6 +150,8 @@ def goals(section: dict[str, Any]) -> list[dict[str, Any]]:
 def goals_table(section: dict[str, Any]) -> list[str]:
     """The goals as a markdown table (the README's, generated from ``bench.json``), read off the
     section's rows by the current :func:`goals` (a stored ``goals`` list is not consulted)."""
+    if not goals(section):
+        return []
     lines = ["| goal | target | measured | met | row |", "|---|---:|---:|---|---|"]
     for g in goals(section):
         measured = "none qualifies" if g["measured"] is None else f"{g['measured']:.2f}"
