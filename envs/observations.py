@@ -74,6 +74,10 @@ class ViewInputs:
     """:func:`softmax_stats` of ``logits`` (``[n, l]`` fields) when the caller already has them:
     a live decoder computes each head's once, where recomputing them over a 49k-token
     vocabulary at every layer so far on every step cost O(L²·V) per token. None: computed."""
+    predicted: np.ndarray | None = None
+    """float64 ``[n, l]``: an exit predictor's P(the layer's head agrees with the last layer)
+    (:class:`~exitgym.backbones.exit_predictor.ExitPredictor`), for the ``predictor`` view; only
+    ``TokenExit-v0`` with a predictor provides it."""
 
 
 class ObservationView(ABC):
@@ -261,6 +265,25 @@ class PrevHiddenView(ObservationView):
         out = np.zeros_like(pooled)
         out[:, 1:] = pooled[:, :-1]
         return out
+
+
+@register_observation("predictor")
+class PredictorView(ObservationView):
+    """A learned exit predictor's P(agree) at the current layer (``TokenExit-v0`` with
+    ``heads="trained"`` or ``predictor=``): a cheap confidence that runs no head (2·H + 2 FLOPs
+    a layer, charged as the policy's)."""
+
+    def dim(self, hidden_size: int, num_labels: int) -> int:
+        return 1
+
+    def compute(self, inputs: ViewInputs) -> np.ndarray:
+        if inputs.predicted is None:
+            raise ValueError("the 'predictor' observation needs an exit predictor: it exists on "
+                             "exitgym/TokenExit-v0 with heads='trained' or predictor=...")
+        return np.asarray(inputs.predicted, dtype=np.float32)[..., None]
+
+    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(1, dtype=np.float32), np.ones(1, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -353,6 +353,9 @@ class TokenExitSettings(PromptFields, EnvSettings):
     ``"distilled"``, a per-layer map fitted to the last layer in front of it; ``"trained"``, a
     per-layer low-rank adapter trained for the frozen decoder (both prepared once on the task's
     train texts); or a ``LayerMaps`` / ``LowRankMaps``."""
+    predictor: Any = None
+    """The exit predictor the ``predictor`` observation view reads (an ``ExitPredictor``);
+    None: with ``heads="trained"``, the one fitted beside those heads."""
     kv: str = "copy"
     """Keys and values of the layers above an exit: ``copy``, ``recompute`` or ``full``."""
     teacher_forcing: bool = False

@@ -31,7 +31,7 @@ per-layer low-rank adapters trained for the frozen decoder on its own continuati
 ``LayerMaps`` / ``LowRankMaps`` object is accepted too."""
 LOGIT_BOUND = 1.0e4
 """Bound of the ``logits`` part of the observation (finite, wide enough never to bind)."""
-STATELESS_VIEWS = ("hidden", "prev", "depth")
+STATELESS_VIEWS = ("hidden", "prev", "depth", "predictor")
 """Views that read no head: with only these, heads run (and are charged) only at exits."""
 
 
@@ -60,6 +60,38 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
                          f"{heads.hidden_size}; the decoder has {bb.num_layers} of width "
                          f"{bb.hidden_size}")
     return heads
+
+
+def exit_predictor(settings: TokenExitSettings, bb: Any) -> Any:
+    """The exit predictor of the ``predictor`` view: ``settings.predictor``, else the one fitted
+    beside ``heads="trained"``.
+
+    Raises:
+        ValueError: neither is there, or the predictor is for another depth or width.
+    """
+    predictor = settings.predictor
+    if predictor is None and settings.heads == "trained":
+        from exitgym.data.trained_heads import trained_predictor
+
+        predictor = trained_predictor(bb, settings.task, **settings.column_options())
+    if predictor is None or not hasattr(predictor, "probability"):
+        raise ValueError("the 'predictor' observation needs an exit predictor: heads='trained' "
+                         "(its fitted predictor) or predictor=<ExitPredictor>, got "
+                         f"{type(predictor).__name__}")
+    if (predictor.num_layers, predictor.hidden_size) != (bb.num_layers, bb.hidden_size):
+        raise ValueError(f"the exit predictor is for {predictor.num_layers} layers of width "
+                         f"{predictor.hidden_size}; the decoder has {bb.num_layers} of width "
+                         f"{bb.hidden_size}")
+    return predictor
+
+
+def predicted(predictor: Any, hidden: np.ndarray, first: int = 0) -> np.ndarray:
+    """``[n, l]`` float64 P(agree) of layers ``first..first + l - 1`` for states ``[n, l, H]``."""
+    import torch
+
+    states = torch.from_numpy(np.asarray(hidden, dtype=np.float64))
+    return np.stack([predictor.probability(first + i, states[:, i]).numpy()
+                     for i in range(states.shape[1])], axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,6 +179,10 @@ class TokenCore:
         self.num_layers, self.vocab_size = bb.num_layers, bb.vocab_size
         self.num_samples = self.world.num_samples
         self.view: CombinedView = make_observation(settings.observation)
+        self.predictor = (exit_predictor(settings, bb) if any(p.name == "predictor" for p in
+                                                              self.view.parts) else None)
+        if self.predictor is not None:  # its decisions are the policy's: charged per layer
+            self.policy_flops += self.predictor.flops()
         self.head_every_layer = any(p.name not in STATELESS_VIEWS for p in self.view.parts)
         self.reward_shape: RewardShape = settings.make_reward()
         self.need_memorized = isinstance(self.reward_shape, HardnessReward)
@@ -165,7 +201,7 @@ class TokenCore:
             dim = part.dim(bb.hidden_size, self.vocab_size)
             bound = {"hidden": self.settings.hidden_clip, "prev": self.settings.hidden_clip,
                      "logits": LOGIT_BOUND}.get(part.name)
-            if part.name in ("features", "depth"):  # the cost column is the last one
+            if part.name in ("features", "depth", "predictor"):  # cost: the last column
                 table = np.zeros((1, 1, dim), dtype=np.float32)
                 table[..., -1] = self.cost_bound
                 low, high = part.bounds(table)
@@ -173,21 +209,24 @@ class TokenCore:
                 low, high = np.full(dim, -bound, np.float32), np.full(dim, bound, np.float32)
             else:
                 raise ValueError(f"observation view {part.name!r} is not supported by "
-                                 "TokenExit-v0; use features, depth, logits, hidden, prev")
+                                 "TokenExit-v0; use features, depth, logits, hidden, prev, "
+                                 "predictor")
             lows.append(low)
             highs.append(high)
         self._low, self._high = np.concatenate(lows), np.concatenate(highs)
         return spaces.Box(self._low, self._high, dtype=np.float32)
 
     def observe(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray,
-                stats: SoftmaxStats | None = None) -> np.ndarray:
+                stats: SoftmaxStats | None = None, predicted: np.ndarray | None = None
+                ) -> np.ndarray:
         """The observation after the last of ``l`` layers of a token (``hidden [l, H]``,
         ``logits [l, V]`` or None without heads, ``cost [l]``, the heads' ``stats`` when
-        known)."""
-        return self.observe_all(hidden, logits, cost, stats)[-1]
+        known, the exit predictor's ``predicted [l]`` when the view reads it)."""
+        return self.observe_all(hidden, logits, cost, stats, predicted)[-1]
 
     def observe_all(self, hidden: np.ndarray, logits: np.ndarray | None, cost: np.ndarray,
-                    stats: SoftmaxStats | None = None) -> np.ndarray:
+                    stats: SoftmaxStats | None = None, predicted: np.ndarray | None = None
+                    ) -> np.ndarray:
         """``[l, d]``: the observation after each of ``l`` layers (row ``i`` equals
         :meth:`observe` of the first ``i + 1``: every view reads layers up to its own only)."""
         if logits is None:
@@ -196,7 +235,8 @@ class TokenCore:
             stats = SoftmaxStats(*(np.asarray(getattr(stats, f.name))[None]
                                    for f in fields(SoftmaxStats)))
         inputs = ViewInputs(pooled=hidden[None], logits=logits[None], cost=cost[None],
-                            num_layers=self.num_layers, stats=stats)
+                            num_layers=self.num_layers, stats=stats,
+                            predicted=None if predicted is None else predicted[None])
         rows = self.view.compute(inputs)[0]
         return np.clip(rows, self._low, self._high).astype(np.float32)
 
@@ -229,6 +269,7 @@ class TokenCore:
         self._layer = np.zeros(num_rows, dtype=np.int64)
         self._costs: list[list[float]] = [[] for _ in range(num_rows)]
         self._stats: list[list[SoftmaxStats]] = [[] for _ in range(num_rows)]
+        self._pred: list[list[float]] = [[] for _ in range(num_rows)]
         self._reads_logits = any(p.name not in (*STATELESS_VIEWS, "features")
                                  for p in self.view.parts)  # ``logits`` or a plug-in's view
         self._last_obs = np.zeros((num_rows, len(self._low)), dtype=np.float32)
@@ -276,8 +317,16 @@ class TokenCore:
                 done += [runner.stats[row][i] for i in range(len(done), li + 1)]
                 stats = SoftmaxStats(*(np.array([getattr(s, f.name) for s in done])
                                        for f in fields(SoftmaxStats)))
-            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row]), stats), \
-                self._costs[row][-1]
+            pred = None
+            if self.predictor is not None:  # each layer's probability once, like the stats
+                if li == 0:
+                    self._pred[row] = []
+                done_p = self._pred[row]
+                done_p += list(predicted(self.predictor, hidden[None, len(done_p):],
+                                         len(done_p))[0])
+                pred = np.asarray(done_p)
+            obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row]), stats,
+                                     pred), self._costs[row][-1]
         self._last_obs[row] = obs
         return {"layer": li + 1, "token": t, "cost": cost, "sample_id": ep.sample_id}
 

@@ -56,8 +56,11 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
 
     ``logits`` (V), ``hidden`` (H, the token's state after layer ``l``), ``prev`` (after
     ``l − 1``) and ``depth`` (columns 0 and 5 of the table) combine with ``+``;
-    ``depth+hidden+prev`` gives CALM's state saturation. With only ``depth`` / ``hidden`` /
-    ``prev`` no head runs before the exit, and none is charged.
+    ``depth+hidden+prev`` gives CALM's state saturation. ``predictor`` (1) is a learned exit
+    predictor's P(the layer's head agrees with the last layer) from the state alone (the one
+    fitted beside ``heads="trained"``, or ``predictor=``; its ``2·H + 2`` FLOPs a layer are
+    charged as the policy's). With only ``depth`` / ``hidden`` / ``prev`` / ``predictor`` no
+    head runs before the exit, and none is charged.
 
     ## Rewards
 
@@ -92,7 +95,8 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
 
     ```python
     gym.make("exitgym/TokenExit-v0", task="rt-polarity", backbone="smollm2-135m", split="policy",
-             heads="lm-head", text_column="text", label_column="label", text_pair_column=None,
+             heads="lm-head", predictor=None, text_column="text", label_column="label",
+             text_pair_column=None,
              reward="vanilla", alpha=None, policy_flops=0.0, render_mode=None,
              prompts=None, max_prompts=64, max_prompt_tokens=32, max_new_tokens=16, kv="copy",
              teacher_forcing=False, cached=False, table_batch=1, observation="features",
@@ -105,14 +109,16 @@ class TokenExitEnv(TokenCore, gym.Env[np.ndarray, np.int64]):
     ``task`` (a local file's ``text_column``) are the prompts. ``heads="distilled"`` puts a
     per-layer map fitted to the last layer in front of the LM head (prepared once on ``task``'s
     train texts, :mod:`exitgym.data.decoder_heads`; a ``LayerMaps`` object works too), charged
-    with every head.
-    with every head. ``device`` / ``dtype``: where and in which precision the decoder runs
+    with every head; ``heads="trained"`` per-layer adapters trained for the frozen decoder
+    (:mod:`exitgym.data.trained_heads`), whose exit predictor the ``predictor`` view reads.
+    ``device`` / ``dtype``: where and in which precision the decoder runs
     (``auto``: CUDA when present; a ``DecoderBackbone`` given is moved there, a named one is
     loaded once per name, device and dtype); ``env.unwrapped.world.backbone.device`` says where.
 
     ## Version History
 
-    - v0: initial version.
+    - v0: initial version. The ``predictor`` view and ``predictor=`` were added later without a
+      version bump: no existing view, reward or cost changed.
 
     ## Examples
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.envs.observations import FEATURE_NAMES, FeaturesView, SoftmaxStats, ViewInputs
+from exitgym.envs.token_core import predicted
 from exitgym.envs.token_runner import TokenRunner, head_flops, head_stats
 
 
@@ -123,9 +124,11 @@ def _charge(core: Any, run: _Pass) -> TokenTables:
             P, T = run.hidden.shape[:2]
             logits = (run.logits if run.logits is not None
                       else np.zeros(run.hidden.shape[:-1] + (1,), dtype=np.float32))
-            inputs = ViewInputs(pooled=run.hidden.reshape(P * T, L, -1),
-                                logits=logits.reshape(P * T, L, -1),
-                                cost=seen.reshape(P * T, L), num_layers=L)
+            pooled = run.hidden.reshape(P * T, L, -1)
+            inputs = ViewInputs(pooled=pooled, logits=logits.reshape(P * T, L, -1),
+                                cost=seen.reshape(P * T, L), num_layers=L,
+                                predicted=(predicted(core.predictor, pooled)
+                                           if part.name == "predictor" else None))
             table = part.compute(inputs).reshape(P, T, L, -1)
         parts.append(table)
     obs = np.clip(np.concatenate(parts, axis=-1), core._low, core._high).astype(np.float32)

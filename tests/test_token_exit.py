@@ -252,3 +252,40 @@ def test_head_stats_in_torch_are_the_features_softmax_stats() -> None:
     for name in ("max_prob", "norm_entropy", "margin"):
         np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=0, atol=1e-12)
     assert got.norm_entropy[0, 0] == pytest.approx(1.0) and got.margin[0, 0] == 0.0
+
+
+def test_the_predictor_view_is_the_exit_predictors_probability_charged_and_cached(llama) -> None:
+    """``predictor``: P(agree) of the current layer from a fitted ExitPredictor, the same in the
+    live and the cached env, its 2·H + 2 FLOPs charged per layer as the policy's; refused with
+    a clear error where there is no predictor."""
+    import torch
+
+    from exitgym.backbones.exit_predictor import fit_predictor
+
+    g = torch.Generator().manual_seed(0)
+    L, H = llama.num_layers, llama.hidden_size
+    pred = fit_predictor(torch.randn(64, L, H, generator=g) * 3,
+                         torch.rand(64, L, generator=g) > 0.5)
+    settings = {"kv": "full", "teacher_forcing": True, "reward": "vanilla",
+                "observation": "depth+hidden+predictor", "predictor": pred}
+    live, cached = make(llama, **settings), make(llama, cached=True, **settings)
+    plain = make(llama, **{**settings, "observation": "depth+hidden"})
+    for sid in range(len(PROMPTS)):
+        r_live, o_live, i_live = play(live, sid, random_actions(sid))
+        r_cached, o_cached, _ = play(cached, sid, random_actions(sid))
+        assert r_live == r_cached
+        assert all(np.array_equal(a, b) for a, b in zip(o_live, o_cached, strict=True))
+        _, o_plain, i_plain = play(plain, sid, random_actions(sid))
+        for o, p in zip(o_live, o_plain, strict=True):  # depth (layer, cost) + hidden + P
+            np.testing.assert_array_equal(o[:1], p[:1])
+            np.testing.assert_array_equal(o[2:-1], p[2:])
+            assert o[1] > p[1]  # the cost so far includes the predictor's FLOPs
+        layers = np.array(i_live["exit_layers"])
+        assert i_live["exit_layers"] == i_plain["exit_layers"]
+        extra = i_live["flops"] - i_plain["flops"]
+        assert extra == pytest.approx(layers.sum() * pred.flops())  # every layer visited
+    obs, _ = live.reset(options={"sample_id": 0})
+    hidden = torch.from_numpy(obs[2:2 + H].astype(np.float64))
+    assert obs[-1] == pytest.approx(float(pred.probability(0, hidden)), abs=1e-6)
+    with pytest.raises(ValueError, match="the 'predictor' observation needs an exit predictor"):
+        make(llama, observation="depth+predictor")
