@@ -13,11 +13,11 @@ Registered views:
 - ``logits`` (C): the exit head's logits at layer ``l``;
 - ``hidden`` (H): the pooled state after layer ``l`` (what the exit head reads);
 - ``prev`` (H): the pooled state after layer ``l − 1`` (zeros at layer 1); ``hidden+prev`` is the
-  ``[h_l, h_{l−1}]`` input of PALBERT's exit heads.
+  ``[h_l, h_{l−1}]`` input of PALBERT's exit heads;
+- ``predictor`` (1): a decoder's exit-predictor P(agree) (``TokenExit-v0`` only).
 
-Combine views with ``+`` (``"features+logits"``); parts are concatenated in the order given.
-Bounds are finite: fixed where the quantity is bounded (``features``), otherwise the per-dimension
-range over the cache widened by a margin (live observations are clipped to it).
+Combine views with ``+`` (``"features+logits"``), concatenated in order. Bounds are finite: fixed
+where bounded, else the cache's range widened by a margin (live observations are clipped to it).
 """
 
 from __future__ import annotations
@@ -71,13 +71,11 @@ class ViewInputs:
     num_layers: int
     """``L``, the model's depth (for fractions)."""
     stats: SoftmaxStats | None = None
-    """:func:`softmax_stats` of ``logits`` (``[n, l]`` fields) when the caller already has them:
-    a live decoder computes each head's once, where recomputing them over a 49k-token
-    vocabulary at every layer so far on every step cost O(L²·V) per token. None: computed."""
+    """:func:`softmax_stats` of ``logits`` (``[n, l]`` fields) when the caller has them (a live
+    decoder computes each head's once, batched with it; recomputing them over a 49k vocabulary
+    at every layer so far cost O(L²·V) per token). None: computed."""
     predicted: np.ndarray | None = None
-    """float64 ``[n, l]``: an exit predictor's P(the layer's head agrees with the last layer)
-    (:class:`~exitgym.backbones.exit_predictor.ExitPredictor`), for the ``predictor`` view; only
-    ``TokenExit-v0`` with a predictor provides it."""
+    """float64 ``[n, l]`` exit-predictor P(agree) for the ``predictor`` view (TokenExit-v0 only)."""
 
 
 class ObservationView(ABC):
@@ -269,21 +267,18 @@ class PrevHiddenView(ObservationView):
 
 @register_observation("predictor")
 class PredictorView(ObservationView):
-    """A learned exit predictor's P(agree) at the current layer (``TokenExit-v0`` with
-    ``heads="trained"`` or ``predictor=``): a cheap confidence that runs no head (2·H + 2 FLOPs
-    a layer, charged as the policy's)."""
+    """An exit predictor's P(agree) at the current layer (``TokenExit-v0``, 2·H + 2 FLOPs)."""
 
     def dim(self, hidden_size: int, num_labels: int) -> int:
         return 1
 
     def compute(self, inputs: ViewInputs) -> np.ndarray:
         if inputs.predicted is None:
-            raise ValueError("the 'predictor' observation needs an exit predictor: it exists on "
-                             "exitgym/TokenExit-v0 with heads='trained' or predictor=...")
+            raise ValueError("the 'predictor' observation needs an exit predictor (TokenExit-v0's)")
         return np.asarray(inputs.predicted, dtype=np.float32)[..., None]
 
-    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros(1, dtype=np.float32), np.ones(1, dtype=np.float32)
+    def bounds(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # a probability
+        return np.zeros(1, np.float32), np.ones(1, np.float32)
 
 
 @dataclass(frozen=True)

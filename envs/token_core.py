@@ -20,6 +20,8 @@ from exitgym.envs.observations import (
 )
 from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
+from exitgym.envs.token_predictor import exit_predictor
+from exitgym.envs.token_predictor import predicted as predict_layers
 from exitgym.envs.token_prompts import decoder_by_name as decoder_by_name
 from exitgym.envs.token_prompts import load_prompts, maps_on
 
@@ -60,38 +62,6 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
                          f"{heads.hidden_size}; the decoder has {bb.num_layers} of width "
                          f"{bb.hidden_size}")
     return heads
-
-
-def exit_predictor(settings: TokenExitSettings, bb: Any) -> Any:
-    """The exit predictor of the ``predictor`` view: ``settings.predictor``, else the one fitted
-    beside ``heads="trained"``.
-
-    Raises:
-        ValueError: neither is there, or the predictor is for another depth or width.
-    """
-    predictor = settings.predictor
-    if predictor is None and settings.heads == "trained":
-        from exitgym.data.trained_heads import trained_predictor
-
-        predictor = trained_predictor(bb, settings.task, **settings.column_options())
-    if predictor is None or not hasattr(predictor, "probability"):
-        raise ValueError("the 'predictor' observation needs an exit predictor: heads='trained' "
-                         "(its fitted predictor) or predictor=<ExitPredictor>, got "
-                         f"{type(predictor).__name__}")
-    if (predictor.num_layers, predictor.hidden_size) != (bb.num_layers, bb.hidden_size):
-        raise ValueError(f"the exit predictor is for {predictor.num_layers} layers of width "
-                         f"{predictor.hidden_size}; the decoder has {bb.num_layers} of width "
-                         f"{bb.hidden_size}")
-    return predictor
-
-
-def predicted(predictor: Any, hidden: np.ndarray, first: int = 0) -> np.ndarray:
-    """``[n, l]`` float64 P(agree) of layers ``first..first + l - 1`` for states ``[n, l, H]``."""
-    import torch
-
-    states = torch.from_numpy(np.asarray(hidden, dtype=np.float64))
-    return np.stack([predictor.probability(first + i, states[:, i]).numpy()
-                     for i in range(states.shape[1])], axis=1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -322,8 +292,8 @@ class TokenCore:
                 if li == 0:
                     self._pred[row] = []
                 done_p = self._pred[row]
-                done_p += list(predicted(self.predictor, hidden[None, len(done_p):],
-                                         len(done_p))[0])
+                done_p += list(predict_layers(self.predictor, hidden[None, len(done_p):],
+                                              len(done_p))[0])
                 pred = np.asarray(done_p)
             obs, cost = self.observe(hidden, logits, np.asarray(self._costs[row]), stats,
                                      pred), self._costs[row][-1]

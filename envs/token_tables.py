@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.envs.observations import FEATURE_NAMES, FeaturesView, SoftmaxStats, ViewInputs
-from exitgym.envs.token_core import predicted
+from exitgym.envs.token_predictor import predicted
 from exitgym.envs.token_runner import TokenRunner, head_flops, head_stats
 
 

@@ -55,8 +55,13 @@ def test_gymnasium_and_sb3_checkers_pass_without_warnings(cache, observation, op
     assert np.all(np.isfinite(env.observation_space.high))
 
 
-def test_every_registered_view_is_covered() -> None:
-    assert set(OBSERVATIONS) == {"features", "logits", "hidden", "prev", "depth"}
+def test_every_registered_view_is_covered(cache) -> None:
+    """Every view but ``predictor`` is checked on this env; that one needs a decoder's exit
+    predictor (``tests/test_token_exit.py``) and is refused here by name."""
+    assert set(OBSERVATIONS) == {"features", "logits", "hidden", "prev", "depth", "predictor"}
+    assert set(OBSERVATIONS) - set(VIEWS) == {"predictor"}
+    with pytest.raises(ValueError, match="the 'predictor' observation needs an exit predictor"):
+        make(cache, observation="depth+predictor")
 
 
 def test_features_match_hand_computation(cache) -> None:

@@ -130,8 +130,14 @@ def test_both_checkers_pass(llama) -> None:
     from gymnasium.utils.env_checker import check_env as gym_check
     from stable_baselines3.common.env_checker import check_env as sb3_check
 
+    from exitgym.backbones.exit_predictor import fit_predictor
+
+    g = torch.Generator().manual_seed(1)
+    shape = (32, llama.num_layers, llama.hidden_size)
+    pred = fit_predictor(torch.randn(*shape, generator=g), torch.rand(*shape[:2], generator=g) > .5)
     for kwargs in ({"kv": "copy"}, {"kv": "recompute", "observation": "hidden+prev"},
-                   {"kv": "full", "teacher_forcing": True, "cached": True}):
+                   {"kv": "full", "teacher_forcing": True, "cached": True},
+                   {"observation": "depth+predictor", "predictor": pred}):
         env = make(llama, **kwargs)
         gym_check(env.unwrapped, skip_render_check=True)
         sb3_check(env.unwrapped, warn=True)
