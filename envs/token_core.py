@@ -22,8 +22,8 @@ from exitgym.envs.rewards import HardnessReward, RewardShape
 from exitgym.envs.settings import TokenExitSettings, check_policy_flops
 from exitgym.envs.token_predictor import exit_predictor
 from exitgym.envs.token_predictor import predicted as predict_layers
+from exitgym.envs.token_prompts import check_fits, load_prompts, maps_on
 from exitgym.envs.token_prompts import decoder_by_name as decoder_by_name
-from exitgym.envs.token_prompts import load_prompts, maps_on
 
 HEADS = ("lm-head", "distilled", "trained")
 """Exit heads TokenExit-v0 knows by name: the model's final norm + LM head at every layer,
@@ -57,11 +57,7 @@ def exit_maps(settings: TokenExitSettings, bb: Any) -> Any:
     if not hasattr(heads, "apply") or not hasattr(heads, "flops"):
         raise ValueError(f"heads must be one of {list(HEADS)} or a LayerMaps, got "
                          f"{type(heads).__name__}")
-    if (heads.num_layers, heads.hidden_size) != (bb.num_layers, bb.hidden_size):
-        raise ValueError(f"the LayerMaps are for {heads.num_layers} layers of width "
-                         f"{heads.hidden_size}; the decoder has {bb.num_layers} of width "
-                         f"{bb.hidden_size}")
-    return heads
+    return check_fits(heads, bb, "LayerMaps are")
 
 
 @dataclass(frozen=True, eq=False)

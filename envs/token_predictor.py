@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from exitgym.envs.settings import TokenExitSettings
+from exitgym.envs.token_prompts import check_fits
 
 
 def exit_predictor(settings: TokenExitSettings, bb: Any) -> Any:
@@ -27,11 +28,7 @@ def exit_predictor(settings: TokenExitSettings, bb: Any) -> Any:
         raise ValueError("the 'predictor' observation needs an exit predictor: heads='trained' "
                          "(its fitted predictor) or predictor=<ExitPredictor>, got "
                          f"{type(predictor).__name__}")
-    if (predictor.num_layers, predictor.hidden_size) != (bb.num_layers, bb.hidden_size):
-        raise ValueError(f"the exit predictor is for {predictor.num_layers} layers of width "
-                         f"{predictor.hidden_size}; the decoder has {bb.num_layers} of width "
-                         f"{bb.hidden_size}")
-    return predictor
+    return check_fits(predictor, bb, "exit predictor is")
 
 
 def predicted(predictor: Any, hidden: np.ndarray, first: int = 0) -> np.ndarray:

@@ -78,6 +78,17 @@ def _prompt_texts(settings: Any) -> list[Any]:
     return texts
 
 
+def check_fits(per_layer: Any, bb: Any, what: str) -> Any:
+    """``per_layer`` (exit maps, an exit predictor: anything with ``num_layers`` and
+    ``hidden_size``), refused with a ``ValueError`` when made for another depth or width
+    (``what``: its name and verb, e.g. ``"exit predictor is"``)."""
+    if (per_layer.num_layers, per_layer.hidden_size) != (bb.num_layers, bb.hidden_size):
+        raise ValueError(f"the {what} for {per_layer.num_layers} layers of width "
+                         f"{per_layer.hidden_size}; the decoder has {bb.num_layers} of width "
+                         f"{bb.hidden_size}")
+    return per_layer
+
+
 def maps_on(maps: Any, bb: Any) -> Any:
     """``maps`` (``LayerMaps``, ``LowRankMaps`` or None) with its tensors where the decoder runs,
     in its dtype."""

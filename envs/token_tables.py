@@ -13,8 +13,7 @@ decoder pass per set of prompts serves every view, reward and policy cost of the
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import astuple as _fields
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -191,7 +190,7 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
                 stacked_host = stacked.float().cpu().numpy()
                 hidden_host = runner.hidden[: len(chunk)].float().cpu().numpy()
                 for r, p in enumerate(chunk):
-                    o = outcomes[r]
+                    o, stats = outcomes[r], head_stats(stacked[r])
                     reference[p, t], full[p, t] = o.reference, o.full_flops
                     layer_flops[p, t] = bb.flops.layer(1, pos[r : r + 1] + 1)[0]
                     upper[p, t] = (L - 1 - np.arange(L)) * float(bb.flops.layer(1, pos[r] + 1))
@@ -202,7 +201,7 @@ def _decoder_pass(core: Any, with_logits: bool) -> _Pass:
                     features[p, t] = view.compute(ViewInputs(
                         pooled=hidden[p, t][None], logits=heads[None], cost=np.zeros((1, L)),
                         num_layers=L, stats=SoftmaxStats(*(  # as the live env computes them
-                            v[None] for v in _fields(head_stats(stacked[r]))))))[0]
+                            getattr(stats, f.name)[None] for f in fields(SoftmaxStats)))))[0]
                     if all_logits is not None:
                         all_logits[p, t] = heads
                 bar.update(len(chunk))

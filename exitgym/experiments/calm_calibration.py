@@ -200,9 +200,7 @@ def calibrate(rule: Any, env: Any, delta: float, epsilon: float,
     Raises:
         ValueError: unknown ``unit`` / ``method``, or ``delta`` / ``epsilon`` outside (0, 1).
     """
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
-    p_value(0.0, 1, delta, method)  # refuses a bad delta / method before any episode runs
+    _check_arguments(unit, delta, method)
     horizon = int(env.unwrapped.settings.max_new_tokens)
     grid = (list(thresholds) if thresholds is not None
             else sorted(rule.default_grid(int(env.unwrapped.num_layers)), reverse=True))
@@ -218,6 +216,13 @@ def calibrate(rule: Any, env: Any, delta: float, epsilon: float,
                 float(np.mean([i["episode_cost"] for i in infos])))
 
     return _test_in_sequence(grid, evaluate, delta, epsilon, method)
+
+
+def _check_arguments(unit: str, delta: float, method: str) -> None:
+    """Refuse a bad ``unit``, ``delta`` or ``method`` before any episode or generation runs."""
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
+    p_value(0.0, 1, delta, method)
 
 
 def _test_in_sequence(grid: list[float], evaluate: Any, delta: float, epsilon: float,
@@ -252,9 +257,7 @@ def calibrate_generation(rule: Any, prompts: list[Any], delta: float, epsilon: f
     """
     from exitgym.experiments.generation import generate
 
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {list(UNITS)}, got {unit!r}")
-    p_value(0.0, 1, delta, method)
+    _check_arguments(unit, delta, method)
     depth = int(getattr(generate_kwargs.get("backbone"), "num_layers", 0))
     grid = (list(thresholds) if thresholds is not None
             else sorted(rule.default_grid(depth), reverse=True))
